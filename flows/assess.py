@@ -1,0 +1,40 @@
+"""The assessment flow: goals -> plan -> execution -> interpretation -> records -> dossier."""
+
+from __future__ import annotations
+
+from prefect import flow, runtime
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows import steps
+from schemas.evidence import EvidenceBundle
+from schemas.settings import AssessRequest
+from tasks import evidence as ev
+from tasks.execute import load_inputs
+from tasks.records import fail_run
+
+
+@flow(name="assess", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=False)
+def assess(request: AssessRequest) -> EvidenceBundle:
+    """Assess one ONNX model against its robustness goals and leave governance records."""
+    started = ev.now()
+    request.output.mkdir(parents=True, exist_ok=True)
+    spec, facts = steps.state_goals(request)                                   # 1. goals
+    test_plan = steps.plan(spec, facts, request)                               # 2. planning
+    tracker = steps.make_tracker(request)
+    handle = steps.open_tracking(tracker, spec, test_plan)
+    try:
+        futures = [steps.run_test.submit(t, spec, request) for t in test_plan.tests]  # 3. execution
+        results = [f.result() for f in futures]
+        verdicts = steps.interpret(spec, results)                              # 3. interpretation
+        provider = load_inputs(spec, prefer_cuda=request.prefer_cuda)[0].provider
+        flow_run = runtime.flow_run.id
+        provenance = ev.provenance_fields(
+            spec, request.spec_path, test_plan, assessment_id=handle.assessment_id, started=started,
+            provider=provider, command=request.command or steps.command_line(),
+            flow_run_id=str(flow_run) if flow_run else None)
+        bundle = steps.record(spec, test_plan, results, verdicts, request, tracker, handle, provenance)
+        steps.report(bundle, request, tracker, handle)                         # 4. dossier
+    except BaseException as exc:
+        fail_run(tracker, handle, f"{type(exc).__name__}: {exc}")
+        raise
+    return bundle

@@ -1,0 +1,133 @@
+"""The `nnassay` command line. Imports stay light here: each command imports what it needs."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(
+    name="nnassay",
+    help="Assess the robustness of an ONNX neural network (ISO/IEC TR 24029-1 workflow: goals, plan,"
+    " execution, interpretation) and leave governance records: an MLflow run, a JSON evidence"
+    " bundle and a PDF dossier.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_PASS, EXIT_NOT_PASSED, EXIT_INVALID = 0, 1, 2
+
+
+def _fail(exc: BaseException, debug: bool) -> None:
+    if debug:
+        raise exc
+    typer.echo(f"nnassay: error: {exc}", err=True)
+    raise typer.Exit(EXIT_INVALID)
+
+
+def _quiet_prefect(debug: bool) -> None:
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "DEBUG" if debug else "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+@app.command()
+def assess(
+    spec: Annotated[Path, typer.Argument(help="Assessment spec (YAML or JSON): model, data and goals.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Run folder for evidence.json, dossier.pdf, plan and artifacts.")] = Path("runs/latest"),
+    mlflow_uri: Annotated[Optional[str], typer.Option("--mlflow-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite in the run folder).")] = None,
+    no_track: Annotated[bool, typer.Option("--no-track", help="Do not log to MLflow.")] = False,
+    cpu: Annotated[bool, typer.Option("--cpu", help="Use the CPU provider even when CUDA works.")] = False,
+    dask: Annotated[Optional[str], typer.Option("--dask", help="Run tests on the Dask scheduler at this address.")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and Prefect debug logs.")] = False,
+) -> None:
+    """Run a robustness assessment. Exit 0: every goal passed; 1: a goal failed or was inconclusive;
+    2: invalid input or the run could not be done."""
+    _quiet_prefect(debug)
+    from schemas.settings import AssessRequest, Settings
+    from tasks.errors import AssessmentError
+    from tasks.execute import preflight
+    from tasks.files import ensure_writable_dir
+
+    settings = Settings()
+    started = time.monotonic()
+    try:
+        ensure_writable_dir(output)
+        preflight(spec, prefer_cuda=settings.prefer_cuda and not cpu)  # bad input fails here, fast
+        request = AssessRequest(spec_path=spec, output=output, track=not no_track,
+                                mlflow_tracking_uri=mlflow_uri or settings.mlflow_tracking_uri,
+                                prefer_cuda=settings.prefer_cuda and not cpu,
+                                command=" ".join(["nnassay", *sys.argv[1:]]))  # fmt: skip
+        bundle = _run_flow(request, dask or settings.dask_address)
+    except AssessmentError as exc:
+        _fail(exc, debug)
+        return
+    _print_summary(bundle, output, time.monotonic() - started)
+    raise typer.Exit(EXIT_PASS if bundle.overall.value == "pass" else EXIT_NOT_PASSED)
+
+
+def _run_flow(request, dask_address: str | None):  # type: ignore[no-untyped-def]
+    from flows import steps
+    from flows.assess import assess as assess_flow
+
+    steps.PROGRESS_SINK[:] = [lambda line: typer.echo(f"  {line}", err=True)]
+    flow = assess_flow
+    if dask_address:
+        from prefect_dask import DaskTaskRunner
+
+        flow = assess_flow.with_options(task_runner=DaskTaskRunner(address=dask_address))
+    return flow(request)
+
+
+def _print_summary(bundle, output: Path, elapsed: float) -> None:  # type: ignore[no-untyped-def]
+    from reports.render import fmt_measure
+
+    typer.echo(f"overall: {bundle.overall.value.upper()}  ({elapsed:.1f}s)")
+    for v in bundle.verdicts:
+        typer.echo(f"  {v.goal_id:<10} {v.verdict.value:<13} {v.metric} = {fmt_measure(v.measured)}")
+    typer.echo(f"evidence: {output / 'evidence.json'}\ndossier:  {output / 'dossier.pdf'}")
+    if bundle.provenance.mlflow_run_id:
+        typer.echo(f"mlflow:   run {bundle.provenance.mlflow_run_id} at {bundle.provenance.mlflow_tracking_uri}")
+
+
+@app.command()
+def schema(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the JSON Schema files.")] = Path("schema"),
+) -> None:
+    """Write the JSON Schemas of every stage: goals (the spec), plan, results, evidence."""
+    import json
+
+    from schemas.evidence import EvidenceBundle
+    from schemas.goals import AssessmentSpec
+    from schemas.plan import AssessmentPlan
+    from schemas.results import MethodResult
+    from tasks.files import write_atomic
+
+    for name, model in (("goals", AssessmentSpec), ("plan", AssessmentPlan),
+                        ("results", MethodResult), ("evidence", EvidenceBundle)):  # fmt: skip
+        path = write_atomic(output / f"{name}.schema.json", json.dumps(model.model_json_schema(), indent=2))
+        typer.echo(str(path))
+
+
+@app.command("methods")
+def list_registered() -> None:
+    """List the registered methods with their family, clause, threats and metrics."""
+    from tasks.registry import get_method, list_methods
+
+    for name in list_methods():
+        m = get_method(name)
+        typer.echo(f"{name:<40} {m.family.value:<12} TR 24029-1 {m.clause:<8} threats={','.join(m.threats)}"
+                   f" metrics={','.join(m.metrics)}")
+
+
+def main() -> None:
+    """Entry point for `python -m flows.cli`."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

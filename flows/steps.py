@@ -1,0 +1,102 @@
+"""Prefect tasks named after the TR 24029-1 steps; each is a thin wrapper around tasks/ functions."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from reports.render import render_html, write_pdf
+from schemas.evidence import ArtifactDigest, EvidenceBundle, GoalVerdict, Provenance
+from schemas.goals import AssessmentSpec
+from schemas.plan import AssessmentPlan, TestSpec
+from schemas.results import MethodResult
+from schemas.settings import AssessRequest
+from tasks import evidence as ev
+from tasks import execute, planning, records
+from tasks.files import sha256_file, write_json
+from tasks.tracking import MlflowTracker, Tracker
+
+PROGRESS_SINK: list[Callable[[str], None]] = []  # set by the CLI for terminal progress (local runs)
+
+
+@task(name="state goals", cache_policy=NO_CACHE)
+def state_goals(request: AssessRequest) -> tuple[AssessmentSpec, planning.PlanFacts]:
+    """Step 1: read and validate the spec, load the model on ONNX Runtime and check the data."""
+    return execute.state_goals(request.spec_path, prefer_cuda=request.prefer_cuda)
+
+
+@task(name="plan", cache_policy=NO_CACHE)
+def plan(spec: AssessmentSpec, facts: planning.PlanFacts, request: AssessRequest) -> AssessmentPlan:
+    """Step 2: the test plan, saved as plan.json next to a copy of the spec."""
+    test_plan = planning.make_plan(spec, facts)
+    write_json(request.output / records.PLAN, test_plan)
+    shutil.copyfile(request.spec_path, request.output / f"spec{request.spec_path.suffix}")
+    return test_plan
+
+
+@task(name="execute", task_run_name="execute {test.test_id}", cache_policy=NO_CACHE)
+def run_test(test: TestSpec, spec: AssessmentSpec, request: AssessRequest) -> MethodResult:
+    """Step 3: run one planned test on ONNX Runtime."""
+    sink = PROGRESS_SINK[0] if PROGRESS_SINK else None
+    progress = execute.progress_printer(test.test_id, sink) if sink else None
+    result = execute.run_test(test, spec, request.output, prefer_cuda=request.prefer_cuda,
+                              progress=progress)
+    if sink:
+        sink(f"{test.test_id}: {result.status.value} in {result.time_s:.1f}s")
+    return result
+
+
+@task(name="interpret", cache_policy=NO_CACHE)
+def interpret(spec: AssessmentSpec, results: list[MethodResult]) -> list[GoalVerdict]:
+    """Step 3, interpretation: one verdict per goal against its criterion."""
+    return ev.interpret_all(spec, results)
+
+
+def make_tracker(request: AssessRequest) -> Tracker | None:
+    """An MLflow tracker on the requested URI (or the run folder's SQLite store), or None."""
+    if not request.track:
+        return None
+    return MlflowTracker(request.tracking_uri(), artifact_root=request.output / "mlartifacts")
+
+
+@task(name="open tracking", cache_policy=NO_CACHE)
+def open_tracking(tracker: Tracker | None, spec: AssessmentSpec, test_plan: AssessmentPlan) -> records.TrackingHandle:
+    """Start the MLflow parent run."""
+    return records.open_run(tracker, spec, test_plan, records.new_assessment_id(), ev.code_version())
+
+
+@task(name="record", cache_policy=NO_CACHE)
+def record(spec: AssessmentSpec, test_plan: AssessmentPlan, results: list[MethodResult],
+           verdicts: list[GoalVerdict], request: AssessRequest, tracker: Tracker | None,
+           handle: records.TrackingHandle, provenance: dict) -> EvidenceBundle:  # fmt: skip
+    """Step 'record': nested MLflow runs per test and the evidence bundle (evidence.json)."""
+    records.log_results(tracker, handle, test_plan, results)
+    out = request.output
+    files = records.write_results(out, results) + [
+        ArtifactDigest(path=records.PLAN, sha256=sha256_file(out / records.PLAN), role="plan")]
+    prov = Provenance(**provenance, mlflow_run_id=handle.run_id, mlflow_tracking_uri=handle.uri)
+    manifest = ev.manifest(request.spec_path, spec, prov.spec_sha256, test_plan, results, files)
+    bundle = ev.assemble_evidence(spec, test_plan, results, verdicts, prov, manifest)
+    write_json(out / records.EVIDENCE, bundle)
+    return bundle
+
+
+@task(name="report", cache_policy=NO_CACHE)
+def report(bundle: EvidenceBundle, request: AssessRequest, tracker: Tracker | None,
+           handle: records.TrackingHandle) -> Path:  # fmt: skip
+    """Step 'report': the PDF dossier from the evidence alone; then close the MLflow run."""
+    path, _ = write_pdf(render_html(bundle, request.output), request.output / records.DOSSIER)
+    records.finish_run(tracker, handle, bundle, request.output,
+                       [records.EVIDENCE, records.PLAN, records.DOSSIER, f"spec{request.spec_path.suffix}",
+                        "results", "tests"])  # fmt: skip
+    return path
+
+
+def command_line() -> str:
+    """The command line of this process, for provenance."""
+    return " ".join(sys.argv)

@@ -1,0 +1,94 @@
+"""Step 3, execution: run one planned test with its registered method. No Prefect here.
+
+Models and data are loaded once per process and shared by the tests (ONNX Runtime sessions are
+thread-safe for inference), so parallel task runs do not reload them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from schemas.goals import AssessmentSpec
+from schemas.plan import AssessmentPlan, TestSpec
+from schemas.results import MethodOutcome, MethodResult, TestStatus
+from tasks.data_io import Dataset, load_dataset
+from tasks.files import sha256_file
+from tasks.model_io import ModelRunner
+from tasks.planning import PlanFacts, make_plan
+from tasks.registry import Progress, RunContext, get_method
+from tasks.spec_io import read_spec
+
+_CACHE: dict[str, tuple[ModelRunner, Dataset]] = {}
+_LOCK = threading.Lock()
+
+
+def load_inputs(spec: AssessmentSpec, *, prefer_cuda: bool = True) -> tuple[ModelRunner, Dataset]:
+    """Load (once per process) the model on ONNX Runtime and the data checked against it."""
+    key = spec.model.model_dump_json() + spec.data.model_dump_json() + str(prefer_cuda)
+    with _LOCK:
+        if key not in _CACHE:
+            model = ModelRunner(spec.model, prefer_cuda=prefer_cuda)
+            _CACHE[key] = (model, load_dataset(spec.data, model))
+        return _CACHE[key]
+
+
+def state_goals(spec_path: Path, *, prefer_cuda: bool = True) -> tuple[AssessmentSpec, PlanFacts]:
+    """Step 1: read the spec, load the model on ONNX Runtime, check the data; facts for planning."""
+    spec = read_spec(spec_path)
+    model, data = load_inputs(spec, prefer_cuda=prefer_cuda)
+    facts = PlanFacts(spec_sha256=sha256_file(spec_path), model_sha256=model.sha256,
+                      data_sha256=data.sha256, data_samples=len(data), data_kind=data.kind)  # fmt: skip
+    return spec, facts
+
+
+def preflight(spec_path: Path, *, prefer_cuda: bool = True) -> AssessmentPlan:
+    """Check everything that can be checked before a run starts (spec, model, data, plan)."""
+    spec, facts = state_goals(spec_path, prefer_cuda=prefer_cuda)
+    return make_plan(spec, facts)
+
+
+def run_test(test: TestSpec, spec: AssessmentSpec, run_dir: Path, *, prefer_cuda: bool = True,
+             progress: Progress | None = None) -> MethodResult:  # fmt: skip
+    """Run one test; any failure inside the method becomes an 'error' result, never a crash."""
+    started = time.monotonic()
+    model, data = load_inputs(spec, prefer_cuda=prefer_cuda)
+    goal = next(g for g in spec.goals if g.id == test.goal_id)
+    method = get_method(test.method)
+    out_dir = run_dir / "tests" / test.test_id.replace("/", "__")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ctx = RunContext(model=model, data=data.subset(test.samples), threat=test.threat,
+                     metric=test.metric, seed=test.seed, out_dir=out_dir, run_dir=run_dir,
+                     time_s=test.time_s, confidence=goal.criterion.confidence,
+                     progress=progress or (lambda done, total: None))  # fmt: skip
+    try:
+        outcome = method.run(ctx, method.Params.model_validate(test.params))
+    except Exception as exc:  # a method bug must not lose the other tests' results
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        outcome = MethodOutcome(status=TestStatus.ERROR, reason=f"{detail[:500]}",
+                                details={"traceback": traceback.format_exc()[-4000:]})  # fmt: skip
+    return MethodResult.from_outcome(
+        outcome, test_id=test.test_id, goal_id=test.goal_id, method=test.method,
+        family=test.family, seed=test.seed, time_s=round(time.monotonic() - started, 4),
+        provider=model.provider,
+    )  # fmt: skip
+
+
+def progress_printer(test_id: str, sink: Callable[[str], None], every_s: float = 2.0) -> Progress:
+    """A progress callback that reports counts and time left for one test, at most every few seconds."""
+    started = time.monotonic()
+    last = [started]
+
+    def report(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] < every_s and done < total:
+            return
+        last[0] = now
+        elapsed = now - started
+        left = elapsed / done * (total - done) if done else float("nan")
+        sink(f"{test_id}: {done}/{total} done, {elapsed:.1f}s elapsed, ~{left:.1f}s left")
+
+    return report

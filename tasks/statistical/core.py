@@ -1,0 +1,167 @@
+"""Foundation statistical methods: clean accuracy and accuracy / label flips under random noise.
+
+ISO/IEC TR 24029-1 5.2.3 (classification measures) and 5.3.2 (contrastive measures): each rate
+carries a confidence interval at the goal's confidence level.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from schemas.common import ClaimKind, Measurement, MethodFamily
+from schemas.results import MethodOutcome, Series
+from schemas.threats import GaussianNoise, Threat, UniformNoise
+from tasks.registry import MethodParams, RobustnessMethod, RunContext, register
+from tasks.statistical.intervals import proportion_interval
+
+
+def rate(successes: int, n: int, ctx: RunContext, description: str,
+         claim: ClaimKind = ClaimKind.ESTIMATE, method: str = "clopper-pearson") -> Measurement:  # fmt: skip
+    """A rate with its confidence interval at the test's confidence level."""
+    return Measurement(
+        value=successes / n if n else 0.0,
+        interval=proportion_interval(successes, n, ctx.confidence, method),
+        claim=claim, n=n, successes=successes, is_rate=True, description=description,
+    )  # fmt: skip
+
+
+class CleanParams(MethodParams):
+    """Clean accuracy takes no tuning parameters."""
+
+    interval: str = Field(default="clopper-pearson", description="'clopper-pearson' or 'wilson'.")
+
+
+@register
+class CleanAccuracy(RobustnessMethod):
+    """Accuracy on the unperturbed test data, with an exact confidence interval.
+
+    Reference: ISO/IEC TR 24029-1 5.2.3. Threat model: none (the reference every other goal is
+    contrasted with). Result: ``accuracy`` and ``error_rate`` with Clopper-Pearson intervals.
+    """
+
+    name = "statistical.clean_accuracy"
+    family = MethodFamily.STATISTICAL
+    clause = "5.2.3"
+    threats = ("none",)
+    metrics = ("accuracy", "error_rate")
+    claim = ClaimKind.BOUND
+    Params = CleanParams
+    priority = 10
+
+    def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
+        assert isinstance(params, CleanParams)
+        pred = ctx.model.predict(ctx.data.x)
+        correct = int((pred == ctx.data.y).sum())
+        n = len(ctx.data)
+        ctx.progress(n, n)
+        return MethodOutcome(
+            metrics={
+                "accuracy": rate(correct, n, ctx, "Share of test samples classified correctly.",
+                                 ClaimKind.BOUND, params.interval),
+                "error_rate": rate(n - correct, n, ctx, "Share of test samples misclassified.",
+                                   ClaimKind.BOUND, params.interval),
+            },
+            details={"per_class_accuracy": _per_class(pred, ctx.data.y)},
+        )  # fmt: skip
+
+
+def _per_class(pred: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    return {str(c): float((pred[y == c] == c).mean()) for c in np.unique(y)}
+
+
+class NoiseParams(MethodParams):
+    """Parameters of the random-noise measurement."""
+
+    strength: float | None = Field(default=None, gt=0, description="Sigma or eps; from the threat.")
+    sweep: list[float] = Field(default_factory=list, description="Strengths for the chart.")
+    draws: int = Field(default=1, ge=1, le=1000, description="Noise draws per sample.")
+    interval: str = Field(default="clopper-pearson", description="'clopper-pearson' or 'wilson'.")
+
+
+def perturb(x: np.ndarray, threat: Threat, strength: float, rng: np.random.Generator,
+            value_range: tuple[float, float]) -> np.ndarray:  # fmt: skip
+    """Add Gaussian (sigma) or uniform L-inf (eps) noise and clip to the value range."""
+    if isinstance(threat, GaussianNoise):
+        noise = rng.normal(0.0, strength, size=x.shape)
+    else:
+        noise = rng.uniform(-strength, strength, size=x.shape)
+    return np.clip(x + noise.astype(np.float32), *value_range).astype(np.float32)
+
+
+@register
+class NoiseAccuracy(RobustnessMethod):
+    """Accuracy and label-flip rate under random Gaussian or uniform L-inf noise.
+
+    Reference: ISO/IEC TR 24029-1 5.3.2 (contrastive measures) and Annex A (data perturbation).
+    Threat model: additive Gaussian noise of std ``sigma``, or uniform noise in the L-inf ball of
+    radius ``eps``, clipped to the declared value range. Parameters: ``draws`` noise draws per sample
+    (default 1, so samples are independent and the binomial interval is exact). Result: ``accuracy``
+    under noise, ``label_flip_rate`` (prediction differs from the clean one) and ``accuracy_drop``,
+    each at every strength of the sweep (chart) and at the goal's strength (headline).
+    """
+
+    name = "statistical.noise_accuracy"
+    family = MethodFamily.STATISTICAL
+    clause = "5.3.2"
+    threats = ("gaussian_noise", "uniform_noise")
+    metrics = ("accuracy", "label_flip_rate", "accuracy_drop")
+    claim = ClaimKind.BOUND
+    Params = NoiseParams
+    priority = 10
+
+    def params_for(self, threat: Threat, overrides: dict[str, Any]) -> MethodParams:
+        assert isinstance(threat, GaussianNoise | UniformNoise)
+        strength = threat.sigma if isinstance(threat, GaussianNoise) else threat.eps
+        sweep = threat.sweep or [strength * k / 4 for k in (1, 2, 3)]
+        sweep = sorted({round(s, 12) for s in [*sweep, strength]})
+        return NoiseParams(**{"strength": strength, "sweep": sweep, **overrides})
+
+    def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
+        assert isinstance(params, NoiseParams) and params.strength is not None
+        x, y = ctx.data.x, ctx.data.y
+        clean = ctx.model.predict(x)
+        rng = ctx.rng
+        curve: dict[float, tuple[int, int, int]] = {}
+        strengths = sorted({*params.sweep, params.strength})
+        for step, strength in enumerate(strengths):
+            correct = flips = 0
+            for _ in range(params.draws):
+                pred = ctx.model.predict(perturb(x, ctx.threat, strength, rng, ctx.model.value_range))
+                correct += int((pred == y).sum())
+                flips += int((pred != clean).sum())
+            curve[strength] = (correct, flips, len(y) * params.draws)
+            ctx.progress(step + 1, len(strengths))
+        correct, flips, n = curve[params.strength]
+        clean_acc = float((clean == y).mean())
+        unit = "sigma" if isinstance(ctx.threat, GaussianNoise) else "eps (L-inf)"
+        return MethodOutcome(
+            metrics={
+                "accuracy": rate(correct, n, ctx, f"Accuracy on noisy inputs at {unit} "
+                                 f"{params.strength:g}.", ClaimKind.BOUND, params.interval),
+                "label_flip_rate": rate(flips, n, ctx, "Share of noisy inputs whose prediction "
+                                        "differs from the clean prediction.", ClaimKind.BOUND,
+                                        params.interval),
+                "accuracy_drop": Measurement(value=clean_acc - correct / n, n=n, description=(
+                    "Clean accuracy minus accuracy under noise (point estimate)."))},
+            series=_curves(curve, unit, ctx, params.interval, clean_acc),
+            details={"clean_accuracy": clean_acc, "draws": params.draws, "noise": unit},
+        )  # fmt: skip
+
+
+def _curves(curve: dict[float, tuple[int, int, int]], unit: str, ctx: RunContext,
+            method: str, clean_acc: float) -> list[Series]:  # fmt: skip
+    xs = [0.0, *curve]
+    acc = [rate(c, n, ctx, "", method=method) for c, _, n in curve.values()]
+    flip = [rate(f, n, ctx, "", method=method) for _, f, n in curve.values()]
+    series = []
+    for name, points, first in (("accuracy", acc, clean_acc), ("label flip rate", flip, 0.0)):
+        series.append(Series(
+            name=name, x_label=f"noise strength ({unit}, data units)", y_label=name, x=xs,
+            y=[first, *(p.value for p in points)],
+            y_low=[first, *(p.interval.low for p in points if p.interval)],
+            y_high=[first, *(p.interval.high for p in points if p.interval)],
+        ))  # fmt: skip
+    return series
