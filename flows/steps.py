@@ -17,7 +17,7 @@ from schemas.plan import AssessmentPlan, TestSpec
 from schemas.results import MethodResult
 from schemas.settings import AssessRequest
 from tasks import evidence as ev
-from tasks import execute, planning, records
+from tasks import execute, history, planning, records
 from tasks.files import sha256_file, write_json
 from tasks.tracking import MlflowTracker, Tracker
 
@@ -81,7 +81,10 @@ def record(spec: AssessmentSpec, test_plan: AssessmentPlan, results: list[Method
         ArtifactDigest(path=records.PLAN, sha256=sha256_file(out / records.PLAN), role="plan")]
     prov = Provenance(**provenance, mlflow_run_id=handle.run_id, mlflow_tracking_uri=handle.uri)
     manifest = ev.manifest(request.spec_path, spec, prov.spec_sha256, test_plan, results, files)
-    bundle = ev.assemble_evidence(spec, test_plan, results, verdicts, prov, manifest)
+    past = history.past_assessments(handle.uri, spec.id) if handle.uri else []
+    bundle = ev.assemble_evidence(spec, test_plan, results, verdicts, prov, manifest,
+                                  previous_sha256=past[0].evidence_sha256 if past else None,
+                                  history=history.history_rows(past))  # fmt: skip
     write_json(out / records.EVIDENCE, bundle)
     return bundle
 

@@ -43,11 +43,13 @@ def manifest(spec_path: Path, spec: AssessmentSpec, spec_sha: str, plan: Assessm
 
 
 def assemble_evidence(spec: AssessmentSpec, plan: AssessmentPlan, results: list[MethodResult],
-                      verdicts: list[GoalVerdict], provenance: Provenance,
-                      files: list[ArtifactDigest]) -> EvidenceBundle:  # fmt: skip
-    """Goals + plan + results + verdicts + provenance, in one bundle."""
+                      verdicts: list[GoalVerdict], provenance: Provenance, files: list[ArtifactDigest],
+                      *, previous_sha256: str | None = None,
+                      history: list[dict[str, Any]] | None = None) -> EvidenceBundle:  # fmt: skip
+    """Goals + plan + results + verdicts + provenance (+ link to the previous evidence), in one bundle."""
     return EvidenceBundle(spec=spec, plan=plan, results=results, verdicts=verdicts,
-                          overall=overall(verdicts), provenance=provenance, manifest=files)  # fmt: skip
+                          overall=overall(verdicts), provenance=provenance, manifest=files,
+                          previous_evidence_sha256=previous_sha256, history=history or [])  # fmt: skip
 
 
 def package_versions() -> dict[str, str]:
