@@ -6,7 +6,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -39,10 +39,10 @@ def _quiet_prefect(debug: bool) -> None:
 def assess(
     spec: Annotated[Path, typer.Argument(help="Assessment spec (YAML or JSON): model, data and goals.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Run folder for evidence.json, dossier.pdf, plan and artifacts.")] = Path("runs/latest"),
-    mlflow_uri: Annotated[Optional[str], typer.Option("--mlflow-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite in the run folder).")] = None,
+    mlflow_uri: Annotated[str | None, typer.Option("--mlflow-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite in the run folder).")] = None,
     no_track: Annotated[bool, typer.Option("--no-track", help="Do not log to MLflow.")] = False,
     cpu: Annotated[bool, typer.Option("--cpu", help="Use the CPU provider even when CUDA works.")] = False,
-    dask: Annotated[Optional[str], typer.Option("--dask", help="Run tests on the Dask scheduler at this address.")] = None,
+    dask: Annotated[str | None, typer.Option("--dask", help="Run tests on the Dask scheduler at this address.")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and Prefect debug logs.")] = False,
 ) -> None:
     """Run a robustness assessment. Exit 0: every goal passed; 1: a goal failed or was inconclusive;

@@ -64,8 +64,8 @@ def ensure_writable_dir(path: Path) -> Path:
     """Create ``path`` if needed and check that files can be written in it."""
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".nnassay-probe-", delete=True)
-        probe.close()
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".nnassay-probe-"):
+            pass
     except OSError as exc:
         raise OutputError(
             f"output folder {path} is not writable: {exc.strerror or exc}",

@@ -22,7 +22,7 @@ import pytest
 
 from schemas.common import MethodFamily
 from schemas.results import MethodResult, TestStatus
-from tasks.registry import RobustnessMethod, _METHODS, get_method, list_methods
+from tasks.registry import _METHODS, RobustnessMethod, get_method, list_methods
 
 ALL = list_methods()
 EPS = 0.05

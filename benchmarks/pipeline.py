@@ -1,0 +1,113 @@
+"""Time the bundled example assessment end to end and split it into its fixed and compute parts.
+
+Usage: python benchmarks/pipeline.py [--spec examples/digits/assessment.yaml] [--repeat 2]
+
+Parts, each measured in a fresh process where start-up matters:
+- Prefect start-up: a trivial flow in local mode (temporary server) from a new interpreter, with a
+  new Prefect home (first run on a machine: database created) and with a reused one;
+- MLflow set-up: a fresh SQLite store (schema migrations), experiment and run creation;
+- method compute: the sum of the tests' own wall times, read from evidence.json;
+- PDF rendering: HTML + WeasyPrint from the stored evidence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
+       "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"}  # fmt: skip
+
+PREFECT_SNIPPET = """
+import time; t = time.perf_counter()
+from prefect import flow
+@flow
+def noop(): return 1
+noop(); print(time.perf_counter() - t)
+"""
+MLFLOW_SNIPPET = """
+import sys, time; t = time.perf_counter()
+sys.path.insert(0, {repo!r})
+from tasks.tracking import MlflowTracker
+tr = MlflowTracker("sqlite:///" + {db!r})
+run = tr.start("bench", "r", {{}}, {{"a": 1}}); tr.finish(run); print(time.perf_counter() - t)
+"""
+RENDER_SNIPPET = """
+import sys, time; sys.path.insert(0, {repo!r}); from pathlib import Path
+from schemas.evidence import EvidenceBundle
+from reports.render import render_html, write_pdf
+ev = EvidenceBundle.model_validate_json(Path({evidence!r}).read_text())
+t = time.perf_counter(); write_pdf(render_html(ev, Path({run!r})), Path({out!r})); print(time.perf_counter() - t)
+"""
+
+
+WARM_HOME = tempfile.mkdtemp(prefix="bench-prefect-warm-")
+
+
+def home(cold: bool) -> dict[str, str]:
+    """A fresh Prefect home (first run on a machine) or a reused one (every later run)."""
+    return {**ENV, "PREFECT_HOME": tempfile.mkdtemp(prefix="bench-prefect-") if cold else WARM_HOME}
+
+
+def python_seconds(code: str, *, cold: bool = False) -> float:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=home(cold),
+                         cwd=REPO, check=True)  # fmt: skip
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def full_run(spec: Path, *, cold: bool) -> tuple[float, Path]:
+    out = Path(tempfile.mkdtemp(prefix="bench-run-"))
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "flows.cli", "assess", str(spec), "--output", str(out)],
+                   capture_output=True, text=True, env=home(cold), cwd=REPO, check=False)  # fmt: skip
+    return time.perf_counter() - start, out
+
+
+def measure(spec: Path) -> dict[str, float]:
+    cold_total, _ = full_run(spec, cold=True)
+    total, run = full_run(spec, cold=False)
+    evidence = json.loads((run / "evidence.json").read_text())
+    compute = sum(r["time_s"] for r in evidence["results"])
+    db = str(Path(tempfile.mkdtemp()) / "m.db")
+    return {
+        "total_cold_s": cold_total,
+        "total_s": total,
+        "prefect_startup_cold_s": python_seconds(PREFECT_SNIPPET, cold=True),
+        "prefect_startup_s": python_seconds(PREFECT_SNIPPET),
+        "mlflow_setup_s": python_seconds(MLFLOW_SNIPPET.format(repo=str(REPO), db=db)),
+        "method_compute_s": compute,
+        "pdf_render_s": python_seconds(RENDER_SNIPPET.format(repo=str(REPO), evidence=str(run / "evidence.json"),
+                                                             run=str(run), out=str(run / "again.pdf"))),
+        "fixed_overhead_s": total - compute,
+        "tests": len(evidence["results"]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", type=Path, default=REPO / "examples" / "digits" / "assessment.yaml")
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+    rows = [measure(args.spec) for _ in range(args.repeat)]
+    print(f"pipeline benchmark: {args.spec.relative_to(REPO)}, {rows[0]['tests']:.0f} tests, "
+          f"median of {args.repeat} runs, {os.cpu_count()} cores, {platform.processor() or platform.machine()}")
+    print("  (cold: first run with a new Prefect home; the others: a reused Prefect home)")
+    for key in ("total_cold_s", "total_s", "prefect_startup_cold_s", "prefect_startup_s", "mlflow_setup_s", "method_compute_s", "pdf_render_s",
+                "fixed_overhead_s"):  # fmt: skip
+        print(f"  {key:<20} {statistics.median(r[key] for r in rows):7.2f}")
+    fixed, total = statistics.median(r["fixed_overhead_s"] for r in rows), statistics.median(r["total_s"] for r in rows)
+    print(f"  goal fixed overhead < 15 s: {'met' if fixed < 15 else 'NOT met'}; "
+          f"goal whole example < 60 s: {'met' if total < 60 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
