@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, runtime
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows import steps
+from flows import lifecycle_steps, steps
 from schemas.evidence import EvidenceBundle
 from schemas.settings import AssessRequest
 from tasks import evidence as ev
@@ -23,15 +23,19 @@ def assess(request: AssessRequest) -> EvidenceBundle:
     tracker = steps.make_tracker(request)
     handle = steps.open_tracking(tracker, spec, test_plan)
     try:
-        futures = [steps.run_test.submit(t, spec, request) for t in test_plan.tests]  # 3. execution
+        lifecycle_steps.link_attempts(tracker, handle, spec, request)          # crashed attempts
+        futures = [steps.submit_test(t, spec, request) for t in test_plan.tests]  # 3. execution
         results = [f.result() for f in futures]
         verdicts = steps.interpret(spec, results)                              # 3. interpretation
+        if request.compare_history:
+            verdicts = lifecycle_steps.check_regressions(spec, test_plan, results, verdicts, tracker, handle)
         provider = load_inputs(spec, prefer_cuda=request.prefer_cuda)[0].provider
         flow_run = runtime.flow_run.id
         provenance = ev.provenance_fields(
             spec, request.spec_path, test_plan, assessment_id=handle.assessment_id, started=started,
             provider=provider, command=request.command or steps.command_line(),
             flow_run_id=str(flow_run) if flow_run else None)
+        provenance["extra"] = {**provenance.get("extra", {}), "run_folder": str(request.output.resolve())}
         bundle = steps.record(spec, test_plan, results, verdicts, request, tracker, handle, provenance)
         steps.report(bundle, request, tracker, handle)                         # 4. dossier
     except BaseException as exc:

@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from flows import cli_lifecycle, cli_records
+
 app = typer.Typer(
     name="nnassay",
     help="Assess the robustness of an ONNX neural network (ISO/IEC TR 24029-1 workflow: goals, plan,"
@@ -33,6 +35,8 @@ def _fail(exc: BaseException, debug: bool) -> None:
 def _quiet_prefect(debug: bool) -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "DEBUG" if debug else "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # the embedded (ephemeral) Prefect server can need more than Prefect's 20 s on a busy 2-core machine
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 @app.command()
@@ -122,6 +126,25 @@ def list_registered() -> None:
         m = get_method(name)
         typer.echo(f"{name:<40} {m.family.value:<12} TR 24029-1 {m.clause:<8} threats={','.join(m.threats)}"
                    f" metrics={','.join(m.metrics)}")
+
+
+@app.command("verify")
+def verify(
+    onnx: Annotated[Path, typer.Option("--onnx", help="ONNX model (one input tensor).")],
+    vnnlib: Annotated[Path, typer.Option("--vnnlib", help="VNN-LIB property (the violation to look for).")],
+    timeout: Annotated[float, typer.Option("--timeout", min=0.0, help="Seconds for the whole call, start-up included.")] = 300.0,
+    result_file: Annotated[Path | None, typer.Option("--result-file", help="Write the verdict here in the VNN-COMP format.")] = None,
+) -> None:
+    """Check one VNN-LIB property on an ONNX model (VNN-COMP style). Prints sat, unsat, unknown or
+    timeout on the first line. Exit 0 for any verdict; 1: the verifier crashed (verdict unknown);
+    2: unreadable model or property."""
+    from tasks.formal.command import run_verify
+
+    raise typer.Exit(run_verify(onnx, vnnlib, timeout, result_file))
+
+
+cli_lifecycle.register(app)  # lifecycle, schedule
+cli_records.register(app)  # evidence verify / keygen, report
 
 
 def main() -> None:

@@ -6,19 +6,22 @@ import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
 
-from reports.render import render_html, write_pdf
+from reports.render import write_dossier
 from schemas.evidence import ArtifactDigest, EvidenceBundle, GoalVerdict, Provenance
 from schemas.goals import AssessmentSpec
 from schemas.plan import AssessmentPlan, TestSpec
 from schemas.results import MethodResult
 from schemas.settings import AssessRequest
 from tasks import evidence as ev
-from tasks import execute, history, planning, records
+from tasks import execute, history, planning, records, resume, sharding
 from tasks.files import sha256_file, write_json
+from tasks.sharding import Shard, ShardResult
 from tasks.tracking import MlflowTracker, Tracker
 
 PROGRESS_SINK: list[Callable[[str], None]] = []  # set by the CLI for terminal progress (local runs)
@@ -39,9 +42,22 @@ def plan(spec: AssessmentSpec, facts: planning.PlanFacts, request: AssessRequest
     return test_plan
 
 
-@task(name="execute", task_run_name="execute {test.test_id}", cache_policy=NO_CACHE)
+def _test_key(_: object, args: dict[str, Any]) -> str:
+    return resume.test_key(args["test"], args["spec"], prefer_cuda=args["request"].prefer_cuda)
+
+
+def _shard_key(_: object, args: dict[str, Any]) -> str:
+    return resume.test_key(args["test"], args["spec"], prefer_cuda=args["request"].prefer_cuda,
+                           step="shard", shard=args["shard"])  # fmt: skip
+
+
+def _merge_key(_: object, args: dict[str, Any]) -> str:
+    return resume.test_key(args["test"], args["spec"], prefer_cuda=args["request"].prefer_cuda, step="merge")
+
+
+@task(name="execute", task_run_name="execute {test.test_id}", cache_key_fn=_test_key, persist_result=True)
 def run_test(test: TestSpec, spec: AssessmentSpec, request: AssessRequest) -> MethodResult:
-    """Step 3: run one planned test on ONNX Runtime."""
+    """Step 3: run one planned test on ONNX Runtime (result persisted: a rerun after a crash reuses it)."""
     sink = PROGRESS_SINK[0] if PROGRESS_SINK else None
     progress = execute.progress_printer(test.test_id, sink) if sink else None
     result = execute.run_test(test, spec, request.output, prefer_cuda=request.prefer_cuda,
@@ -49,6 +65,33 @@ def run_test(test: TestSpec, spec: AssessmentSpec, request: AssessRequest) -> Me
     if sink:
         sink(f"{test.test_id}: {result.status.value} in {result.time_s:.1f}s")
     return result
+
+
+@task(name="execute shard", task_run_name="execute {test.test_id} shard {shard.label}",
+      cache_key_fn=_shard_key, persist_result=True)  # fmt: skip
+def run_shard(test: TestSpec, spec: AssessmentSpec, request: AssessRequest, shard: Shard) -> ShardResult:
+    """Step 3: one sample shard of a large test (runs on any worker; the model loads there)."""
+    return execute.run_shard(test, spec, request.output, shard, prefer_cuda=request.prefer_cuda)
+
+
+@task(name="merge shards", task_run_name="merge {test.test_id}", cache_key_fn=_merge_key, persist_result=True)
+def merge_shards(test: TestSpec, spec: AssessmentSpec, request: AssessRequest,
+                 shards: list[ShardResult]) -> MethodResult:  # fmt: skip
+    """Step 3: the sharded test's result, equal to an unsharded run's."""
+    result = execute.merge_shards(test, spec, request.output, shards, prefer_cuda=request.prefer_cuda)
+    if PROGRESS_SINK:
+        PROGRESS_SINK[0](f"{test.test_id}: {result.status.value} ({len(shards)} shards, {result.time_s:.1f}s busy)")
+    return result
+
+
+def submit_test(test: TestSpec, spec: AssessmentSpec, request: AssessRequest) -> PrefectFuture[MethodResult]:
+    """Submit one test whole, or as shards plus a merge when it is large; results persist in the run folder."""
+    options: dict[str, Any] = {"result_storage": resume.cache_dir(request.output), "refresh_cache": not request.resume}
+    shards = sharding.plan_shards(test, request.shard_samples)
+    if not shards:
+        return run_test.with_options(**options).submit(test, spec, request)
+    parts = [run_shard.with_options(**options).submit(test, spec, request, s) for s in shards]
+    return merge_shards.with_options(**options).submit(test, spec, request, parts)  # type: ignore[arg-type]
 
 
 @task(name="interpret", cache_policy=NO_CACHE)
@@ -61,7 +104,9 @@ def make_tracker(request: AssessRequest) -> Tracker | None:
     """An MLflow tracker on the requested URI (or the run folder's SQLite store), or None."""
     if not request.track:
         return None
-    return MlflowTracker(request.tracking_uri(), artifact_root=request.output / "mlartifacts")
+    uri = request.tracking_uri()
+    remote = uri.startswith(("http://", "https://", "databricks"))  # the server decides where artifacts go
+    return MlflowTracker(uri, artifact_root=None if remote else request.output / "mlartifacts")
 
 
 @task(name="open tracking", cache_policy=NO_CACHE)
@@ -79,8 +124,9 @@ def record(spec: AssessmentSpec, test_plan: AssessmentPlan, results: list[Method
     out = request.output
     files = records.write_results(out, results) + [
         ArtifactDigest(path=records.PLAN, sha256=sha256_file(out / records.PLAN), role="plan")]
-    prov = Provenance(**provenance, mlflow_run_id=handle.run_id, mlflow_tracking_uri=handle.uri)
-    manifest = ev.manifest(request.spec_path, spec, prov.spec_sha256, test_plan, results, files)
+    signer, registry_files = records.record_extras(spec, out)
+    prov = Provenance(**provenance, mlflow_run_id=handle.run_id, mlflow_tracking_uri=handle.uri, **signer)
+    manifest = ev.manifest(request.spec_path, spec, prov.spec_sha256, test_plan, results, files + registry_files)
     past = history.past_assessments(handle.uri, spec.id) if handle.uri else []
     bundle = ev.assemble_evidence(spec, test_plan, results, verdicts, prov, manifest,
                                   previous_sha256=past[0].evidence_sha256 if past else None,
@@ -92,12 +138,14 @@ def record(spec: AssessmentSpec, test_plan: AssessmentPlan, results: list[Method
 @task(name="report", cache_policy=NO_CACHE)
 def report(bundle: EvidenceBundle, request: AssessRequest, tracker: Tracker | None,
            handle: records.TrackingHandle) -> Path:  # fmt: skip
-    """Step 'report': the PDF dossier from the evidence alone; then close the MLflow run."""
-    path, _ = write_pdf(render_html(bundle, request.output), request.output / records.DOSSIER)
-    records.finish_run(tracker, handle, bundle, request.output,
-                       [records.EVIDENCE, records.PLAN, records.DOSSIER, f"spec{request.spec_path.suffix}",
-                        "results", "tests"])  # fmt: skip
-    return path
+    """Step 'report': the dossier (PDF/A-3 with the evidence embedded, HTML, Markdown) from the evidence
+    alone; then the manifest (signed when a key is set), MLflow tags and artifacts, registry tags."""
+    out = request.output
+    dossier = write_dossier(bundle, (out / records.EVIDENCE).read_bytes(), out / records.DOSSIER, run_dir=out,
+                            html=out / records.DOSSIER_HTML, markdown=out / records.SUMMARY)  # fmt: skip
+    records.seal(tracker, handle, bundle, out, f"spec{request.spec_path.suffix}")
+    records.publish_summary(bundle, (out / records.SUMMARY).read_text())
+    return dossier.pdf
 
 
 def command_line() -> str:

@@ -1,4 +1,14 @@
-"""Charts for the dossier, drawn from stored Series only (never recomputed). SVG keeps text as text."""
+"""Charts for the dossier, drawn from stored Series only (never recomputed). SVG keeps text as text.
+
+Conventions for ``Series.kind``:
+- ``line``: y against x, with an interval band when ``y_low``/``y_high`` are given.
+- ``bar``: one bar per x value (categories).
+- ``histogram``: ``y`` are counts; ``x`` are the bin upper edges (len(x) == len(y)) or all edges
+  (len(x) == len(y) + 1). Bins may be unequal (e.g. log-spaced); a log x axis is used when the
+  edges span more than two decades.
+- ``heatmap``: each series of a group is one row named ``name``; ``x`` are the column positions
+  and ``y`` the cell values (colour, labelled ``y_label``). Cell values are printed in the cells.
+"""
 
 from __future__ import annotations
 
@@ -20,8 +30,16 @@ def _pyplot() -> Any:
     return plt
 
 
+def _svg_uri(fig: Any) -> str:
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg", metadata={"Date": None})
+    return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue().encode()).decode()
+
+
 def chart_svg(series: list[Series], title: str) -> str:
-    """One chart of all line/bar series that share axes, as an SVG data URI."""
+    """One chart of the series of a group (same x axis and kind), as an SVG data URI."""
+    if series[0].kind == "heatmap":
+        return heatmap_svg(series, title)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.0, 3.0))
     try:
@@ -35,23 +53,65 @@ def chart_svg(series: list[Series], title: str) -> str:
         if len(series) > 1 or first.kind == "line":
             ax.legend(fontsize=8, loc="best")
         fig.tight_layout()
-        buffer = io.StringIO()
-        fig.savefig(buffer, format="svg", metadata={"Date": None})
+        return _svg_uri(fig)
     finally:
         plt.close(fig)
-    return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue().encode()).decode()
+
+
+def histogram_edges(s: Series) -> list[float]:
+    """All bin edges of a histogram series (lower edge of the first bin inferred when not given)."""
+    if len(s.x) == len(s.y) + 1:
+        return list(s.x)
+    upper = list(s.x[: len(s.y)])
+    if len(upper) >= 2 and upper[0] > 0 and upper[1] / upper[0] > 1.5 and upper[1] - upper[0] > 0:
+        first = upper[0] * upper[0] / upper[1]  # log-spaced bins: same ratio
+    else:
+        first = upper[0] - (upper[1] - upper[0] if len(upper) >= 2 else 1.0)
+    return [first, *upper]
 
 
 def _draw(ax: Any, s: Series) -> None:
     if s.kind == "histogram":
-        widths = [b - a for a, b in zip(s.x, s.x[1:], strict=False)] or [1.0]
-        ax.bar(s.x[: len(s.y)], s.y, width=widths[0], align="edge", alpha=0.7, label=s.name)
+        edges = histogram_edges(s)
+        ax.stairs(s.y, edges, fill=True, alpha=0.6, label=s.name)
+        if edges[0] > 0 and edges[-1] / edges[0] > 100:
+            ax.set_xscale("log")
     elif s.kind == "bar":
-        ax.bar([str(v) for v in s.x], s.y, alpha=0.8, label=s.name)
+        ax.bar([f"{v:g}" for v in s.x], s.y, alpha=0.8, label=s.name)
     else:
         ax.plot(s.x, s.y, marker="o", markersize=3, label=s.name)
         if s.y_low and s.y_high and len(s.y_low) == len(s.x) == len(s.y_high):
             ax.fill_between(s.x, s.y_low, s.y_high, alpha=0.2)
+
+
+def heatmap_svg(rows: list[Series], title: str) -> str:
+    """A heat map: one row per series, one column per x value, values printed in the cells."""
+    import numpy as np
+
+    plt = _pyplot()
+    columns = sorted({x for s in rows for x in s.x})
+    grid = np.full((len(rows), len(columns)), np.nan)
+    for i, s in enumerate(rows):
+        for x, y in zip(s.x, s.y, strict=False):
+            grid[i, columns.index(x)] = y
+    fig, ax = plt.subplots(figsize=(6.0, max(1.6, 0.35 * len(rows) + 1.2)))
+    try:
+        image = ax.imshow(grid, aspect="auto", cmap="viridis")
+        ax.set_xticks(range(len(columns)), [f"{c:g}" for c in columns])
+        ax.set_yticks(range(len(rows)), [s.name for s in rows])
+        if grid.size <= 120:
+            mid = np.nanmean(grid) if np.isfinite(grid).any() else 0.0
+            for (i, j), value in np.ndenumerate(grid):
+                if np.isfinite(value):
+                    ax.text(j, i, f"{value:.3g}", ha="center", va="center", fontsize=7,
+                            color="white" if value < mid else "black")  # fmt: skip
+        ax.set_xlabel(rows[0].x_label)
+        ax.set_title(title, fontsize=9)
+        fig.colorbar(image, ax=ax, label=rows[0].y_label)
+        fig.tight_layout()
+        return _svg_uri(fig)
+    finally:
+        plt.close(fig)
 
 
 def group_series(series: list[Series]) -> list[list[Series]]:

@@ -6,109 +6,42 @@ renderer may load only the project's own assets (templates folder) and inline da
 
 from __future__ import annotations
 
-import base64
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from reports.charts import chart_svg, group_series
-from schemas.common import ClaimKind, Measurement
+from reports.view import ReportView, build_view, fmt_criterion, fmt_measure, fmt_threat
 from schemas.evidence import EvidenceBundle
-from schemas.results import MethodResult
-from tasks.files import sha256_bytes, write_atomic
+from tasks.files import write_atomic
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-CLAIM_WORDING = {
-    ClaimKind.ESTIMATE: "estimate",
-    ClaimKind.BOUND: "measured rate with a confidence interval",
-    ClaimKind.CERTIFICATE: "probabilistic certificate",
-    ClaimKind.PROOF: "formal proof (sound verifier)",
-    ClaimKind.OBSERVATION: "observed on the test data",
-}
+PDF_VARIANT = "pdf/a-3b"  # archival PDF that may carry the evidence JSON as an embedded file
+__all__ = ["fmt_measure", "fmt_threat", "build_view", "ReportView", "render_html", "render_markdown",
+           "write_pdf", "write_dossier", "EmbeddedFile"]
 
 
-def fmt_measure(m: Measurement | None) -> str:
-    """'0.9778 [0.9616, 0.9885] (95%)' or the value alone."""
-    if m is None:
-        return "not measured"
-    text = f"{m.value:.4g}"
-    if m.interval:
-        i = m.interval
-        text += f" [{i.low:.4g}, {i.high:.4g}] ({i.confidence:.0%} {i.method})"
-    return text
+@dataclass(frozen=True)
+class EmbeddedFile:
+    """A file embedded in the PDF, given as bytes (never fetched from a path or URL)."""
+
+    name: str
+    payload: bytes
+    description: str
+    media_type: str = "application/json"
+    relationship: str = "Source"  # PDF/A-3 AFRelationship: the data the document is rendered from
 
 
-def fmt_threat(threat: Any) -> str:
-    """'gaussian_noise: sigma=0.2' from a threat model."""
-    fields = threat.model_dump(mode="json", exclude={"kind"}, exclude_none=True)
-    return threat.kind + (": " + ", ".join(f"{k}={v}" for k, v in fields.items()) if fields else "")
-
-
-@dataclass
-class ResultView:
-    """One test's display data."""
-
-    result: MethodResult
-    metrics: list[tuple[str, str, str, str]]  # name, value, claim, meaning
-    charts: list[str]
-    pictures: list[tuple[str, str]]  # data URI, caption
-    params: dict[str, Any]
-
-
-@dataclass
-class ReportView:
-    """Everything the template shows, pre-formatted."""
-
-    ev: EvidenceBundle
-    results: list[ResultView] = field(default_factory=list)
-    blocked: list[str] = field(default_factory=list)
-
-    @property
-    def title(self) -> str:
-        return self.ev.spec.title
-
-    def goal(self, goal_id: str) -> Any:
-        return next(g for g in self.ev.spec.goals if g.id == goal_id)
-
-
-def build_view(ev: EvidenceBundle, run_dir: Path | None) -> ReportView:
-    """Pre-format the bundle; pictures are read from the run folder and checked against digests."""
-    view = ReportView(ev=ev)
-    plan_params = {t.test_id: t.params for t in ev.plan.tests}
-    for result in ev.results:
-        metrics = [(name, fmt_measure(m), CLAIM_WORDING[m.claim], m.description)
-                   for name, m in sorted(result.metrics.items())]  # fmt: skip
-        charts = [chart_svg(group, f"{result.test_id}") for group in group_series(result.series)
-                  if group[0].kind != "heatmap"]  # fmt: skip
-        pictures = _pictures(result, run_dir)
-        view.results.append(ResultView(result, metrics, charts, pictures, plan_params.get(result.test_id, {})))
-    return view
-
-
-def _pictures(result: MethodResult, run_dir: Path | None) -> list[tuple[str, str]]:
-    found = []
-    for artifact in result.artifacts:
-        if artifact.media_type != "image/png" or run_dir is None:
-            continue
-        path = (run_dir / artifact.path).resolve()
-        if not path.is_relative_to(run_dir.resolve()) or not path.is_file():
-            continue
-        payload = path.read_bytes()
-        if sha256_bytes(payload) != artifact.sha256:
-            found.append(("", f"{artifact.caption} (NOT SHOWN: file changed since the assessment)"))
-            continue
-        found.append(("data:image/png;base64," + base64.b64encode(payload).decode(), artifact.caption))
-    return found
-
-
-def environment() -> Environment:
-    """Jinja environment: autoescaped, strict about undefined names, project templates only."""
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]),
+def environment(*, markdown: bool = False) -> Environment:
+    """Jinja environment: autoescaped (Markdown: by the template's cell macro), strict about undefined
+    names, project templates only."""
+    escape = select_autoescape(["html", "j2"]) if not markdown else False
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=escape,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)  # fmt: skip
     env.filters["measure"] = fmt_measure
     env.filters["threat"] = fmt_threat
+    env.filters["criterion"] = fmt_criterion
     return env
 
 
@@ -117,6 +50,12 @@ def render_html(ev: EvidenceBundle, run_dir: Path | None = None) -> str:
     view = build_view(ev, run_dir)
     css = (TEMPLATES / "report.css").read_text()
     return environment().get_template("report.html.j2").render(v=view, ev=ev, css=css)
+
+
+def render_markdown(ev: EvidenceBundle) -> str:
+    """A short Markdown summary (MLflow run, Prefect artifact): verdicts, residual risk, digests."""
+    view = build_view(ev, None)
+    return environment(markdown=True).get_template("summary.md.j2").render(v=view, ev=ev)
 
 
 def _fetcher_class() -> type:
@@ -147,9 +86,12 @@ def _inside_templates(url: str) -> bool:
     return Path(unquote(parsed.path)).resolve().is_relative_to(TEMPLATES)
 
 
-def write_pdf(html: str, path: Path, *, attachments: list[Path] | None = None,
-              pdf_variant: str | None = None) -> tuple[Path, list[str]]:  # fmt: skip
-    """Render HTML to a PDF atomically; return the path and the URLs the fetcher refused."""
+def write_pdf(html: str, path: Path, *, attachments: list[EmbeddedFile] | None = None,
+              pdf_variant: str | None = PDF_VARIANT) -> tuple[Path, list[str]]:  # fmt: skip
+    """Render HTML to a PDF atomically; return the path and the URLs the fetcher refused.
+
+    Attachments are passed as bytes, so the fetcher never opens a file or URL for them.
+    """
     import logging
 
     from weasyprint import HTML, Attachment
@@ -158,10 +100,35 @@ def write_pdf(html: str, path: Path, *, attachments: list[Path] | None = None,
     logging.getLogger("fontTools").setLevel(logging.ERROR)
     fetcher = _fetcher_class()()
     document = HTML(string=html, base_url=TEMPLATES.as_uri() + "/", url_fetcher=fetcher)
-    extra = [Attachment(filename=str(p), url_fetcher=fetcher) for p in attachments or []]
+    extra = [Attachment(string=a.payload, name=a.name, description=a.description, url_fetcher=fetcher,
+                        relationship=a.relationship) for a in attachments or []]  # fmt: skip
     options: dict[str, Any] = {"attachments": extra} if extra else {}
     if pdf_variant:
         options["pdf_variant"] = pdf_variant
     payload = document.write_pdf(**options)
     write_atomic(path, payload)
     return path, list(fetcher.refused)
+
+
+@dataclass(frozen=True)
+class DossierFiles:
+    """The dossier in its three forms, and the URLs the renderer refused to load."""
+
+    pdf: Path
+    html: Path | None
+    markdown: Path | None
+    refused: list[str]
+
+
+def write_dossier(ev: EvidenceBundle, evidence_json: bytes, pdf: Path, *, run_dir: Path | None = None,
+                  html: Path | None = None, markdown: Path | None = None) -> DossierFiles:  # fmt: skip
+    """PDF/A-3 with the evidence embedded, plus optional self-contained HTML and Markdown summary."""
+    text = render_html(ev, run_dir)
+    embedded = EmbeddedFile("evidence.json", evidence_json,
+                            f"nnassay evidence bundle of assessment {ev.provenance.assessment_id}")
+    _, refused = write_pdf(text, pdf, attachments=[embedded])
+    if html is not None:
+        write_atomic(html, text)
+    if markdown is not None:
+        write_atomic(markdown, render_markdown(ev))
+    return DossierFiles(pdf, html, markdown, refused)

@@ -68,6 +68,13 @@ class Provenance(Record):
     mlflow_run_id: str | None = Field(default=None, description="MLflow parent run id.")
     mlflow_tracking_uri: str | None = Field(default=None, description="MLflow tracking URI.")
     prefect_flow_run_id: str | None = Field(default=None, description="Prefect flow run id.")
+    signer_public_key_sha256: str | None = Field(
+        default=None,
+        description="Who signed the run's manifest? SHA-256 of the raw Ed25519 public key; None: unsigned.",
+    )
+    model_registry_uri: str | None = Field(
+        default=None, description="Which registered model was assessed? e.g. 'models:/digits/3'; None: a file."
+    )
     extra: dict[str, JsonValue] = Field(default_factory=dict, description="Further facts.")
 
 
@@ -89,4 +96,30 @@ class EvidenceBundle(Record):
     )
     history: list[dict[str, JsonValue]] = Field(
         default_factory=list, description="Earlier assessments of the same spec: time, verdicts, metrics."
+    )
+
+
+class RunManifest(Record):
+    """manifest.json of a run folder: the digest of every file, written after the dossier.
+
+    The evidence cannot hold its own digest nor the dossier's, so this file closes the record; its
+    own digest goes to the tracker (MLflow tag) and, when a key is named, it is signed (manifest.sig).
+    """
+
+    schema_version: Literal["1"] = Field(default=SCHEMA_VERSION, description="Schema version.")
+    spec_id: str = Field(description="Which assessment series does the run belong to?")
+    assessment_id: str = Field(description="Which assessment run is this?")
+    created_at: datetime = Field(description="When was the manifest written (UTC)?")
+    evidence_sha256: str = Field(description="SHA-256 of evidence.json in the run folder.")
+    previous_evidence_sha256: str | None = Field(
+        default=None, description="Digest of the previous evidence of the same spec id (hash chain)."
+    )
+    files: list[ArtifactDigest] = Field(
+        description="Every file of the run folder (relative paths) and the inputs outside it (absolute)."
+    )
+    signature_algorithm: Literal["ed25519"] | None = Field(
+        default=None, description="How manifest.sig signs this file's bytes; None: unsigned."
+    )
+    signer_public_key_sha256: str | None = Field(
+        default=None, description="SHA-256 of the raw public key that signs this manifest."
     )

@@ -24,7 +24,20 @@ class Settings(BaseSettings):
         default=None, description="Address of a Dask scheduler to run tests on (prefect-dask)."
     )
     max_workers: int = Field(default=2, ge=1, description="Threads of the local task runner.")
+    ort_threads: int = Field(
+        default=0, ge=0,
+        description="ONNX Runtime intra-op threads per process (0: its default, all cores); set 1 on"
+        " Dask workers started with one thread each, so that workers do not compete for cores.",
+    )
+    shard_samples: int = Field(
+        default=2048, ge=0,
+        description="Tests of shardable methods on more samples than this run as shards of about this"
+        " many samples (one task each, merged exactly); 0: never shard.",
+    )
     track: bool = Field(default=True, description="Log the assessment to MLflow.")
+    resume: bool = Field(
+        default=True, description="Reuse test results persisted in the run folder by an earlier attempt."
+    )
 
 
 class AssessRequest(BaseModel):
@@ -40,7 +53,44 @@ class AssessRequest(BaseModel):
     track: bool = Field(default=True, description="Log to MLflow.")
     prefer_cuda: bool = Field(default=True, description="Use CUDA when it really works.")
     command: str = Field(default="", description="The command line, for provenance.")
+    shard_samples: int = Field(
+        default_factory=lambda: Settings().shard_samples, ge=0,
+        description="Shard size in samples for shardable tests; 0: never shard (default: settings).",
+    )
+    resume: bool = Field(
+        default_factory=lambda: Settings().resume,
+        description="Reuse test results persisted in the run folder by an earlier (crashed) attempt"
+        " with the same model, data, test, seed and code; False recomputes everything.",
+    )
+    compare_history: bool = Field(
+        default=False,
+        description="Compare every goal with the previous assessment of the same spec id (regression"
+        " check, lifecycle metrics); needs tracking.",
+    )
 
     def tracking_uri(self) -> str:
         """The MLflow URI to use."""
         return self.mlflow_tracking_uri or f"sqlite:///{(self.output / 'mlflow.db').resolve()}"
+
+
+class LifecycleRequest(BaseModel):
+    """One scheduled lifecycle assessment: which spec, where its runs go, which tracking store."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    spec_path: Path = Field(description="The assessment spec file (YAML or JSON).")
+    output_root: Path = Field(
+        default=Path("runs/lifecycle"),
+        description="Each run writes to <output_root>/<UTC time of the scheduled run>.",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI shared by all runs (history); None: $MLFLOW_TRACKING_URI,"
+        " else a SQLite store <output_root>/mlflow.db.",
+    )
+    prefer_cuda: bool = Field(default=True, description="Use CUDA when it really works.")
+
+    def tracking_uri(self, settings: Settings) -> str:
+        """The MLflow URI every run of this series uses."""
+        return (self.mlflow_tracking_uri or settings.mlflow_tracking_uri
+                or f"sqlite:///{(self.output_root / 'mlflow.db').resolve()}")  # fmt: skip

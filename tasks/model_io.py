@@ -39,9 +39,10 @@ def cuda_available() -> bool:
     return True
 
 
-def open_session(path: Path, *, prefer_cuda: bool = True, providers: list[str] | None = None
-                 ) -> ort.InferenceSession:  # fmt: skip
-    """An ONNX Runtime session; CUDA is tried only when it can really work."""
+def open_session(path: Path, *, prefer_cuda: bool = True, providers: list[str] | None = None,
+                 threads: int = 0) -> ort.InferenceSession:  # fmt: skip
+    """An ONNX Runtime session; CUDA is tried only when it can really work. ``threads``: intra-op
+    threads (0: ONNX Runtime's default; 1 for one-thread Dask workers, so they do not contend)."""
     import onnxruntime as ort
 
     if not path.is_file():
@@ -50,6 +51,7 @@ def open_session(path: Path, *, prefer_cuda: bool = True, providers: list[str] |
     chosen = providers or ([CUDA, CPU] if prefer_cuda and cuda_available() else [CPU])
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    options.intra_op_num_threads = threads
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=chosen)
     except Exception as exc:  # onnxruntime raises several unrelated types
@@ -64,10 +66,11 @@ def open_session(path: Path, *, prefer_cuda: bool = True, providers: list[str] |
 class ModelRunner:
     """A loaded ONNX classifier that takes data-space inputs. Thread-safe for ``logits``."""
 
-    def __init__(self, spec: ModelSpec, *, prefer_cuda: bool = True, providers: list[str] | None = None):
+    def __init__(self, spec: ModelSpec, *, prefer_cuda: bool = True, providers: list[str] | None = None,
+                 threads: int = 0):
         self.spec = spec
         self.path = Path(spec.path)
-        self.session = open_session(self.path, prefer_cuda=prefer_cuda, providers=providers)
+        self.session = open_session(self.path, prefer_cuda=prefer_cuda, providers=providers, threads=threads)
         self.provider: str = self.session.get_providers()[0]
         inputs = self.session.get_inputs()
         names = [i.name for i in inputs]

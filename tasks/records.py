@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from schemas.common import Verdict
 from schemas.evidence import ArtifactDigest, EvidenceBundle
@@ -14,9 +15,57 @@ from schemas.results import MethodResult
 from tasks.files import sha256_file, write_json
 from tasks.tracking import Tracker
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 EVIDENCE = "evidence.json"
 PLAN = "plan.json"
 DOSSIER = "dossier.pdf"
+DOSSIER_HTML = "dossier.html"
+SUMMARY = "summary.md"
+
+
+@dataclass(frozen=True)
+class RecordOptions:
+    """Record options of a local run that are not assessment content (set by the CLI)."""
+
+    sign_key: Path | None = None
+
+
+_OPTIONS: list[RecordOptions] = [RecordOptions()]
+_KEYS: dict[Path, Ed25519PrivateKey] = {}
+
+
+def configure(*, sign_key: Path | None = None) -> None:
+    """Set the record options of the runs this process starts (like the CLI's progress sink)."""
+    _OPTIONS[0] = RecordOptions(sign_key=sign_key)
+    _KEYS.clear()
+
+
+def options() -> RecordOptions:
+    """The record options in force."""
+    return _OPTIONS[0]
+
+
+def signing_key() -> Ed25519PrivateKey | None:
+    """The configured signing key, loaded (a loose-permission warning is logged, not raised)."""
+    import logging
+    import warnings
+
+    from tasks.integrity import KeyPermissionWarning, load_signing_key
+
+    path = options().sign_key
+    if path is None:
+        return None
+    if path in _KEYS:
+        return _KEYS[path]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", KeyPermissionWarning)
+        key = load_signing_key(path)
+    for w in caught:
+        logging.getLogger("nnassay").warning("%s", w.message)
+    _KEYS[path] = key
+    return key
 
 
 @dataclass(frozen=True)
@@ -69,8 +118,8 @@ def write_results(run_dir: Path, results: list[MethodResult]) -> list[ArtifactDi
 
 
 def finish_run(tracker: Tracker | None, handle: TrackingHandle, evidence: EvidenceBundle, run_dir: Path,
-               files: list[str]) -> None:  # fmt: skip
-    """Log verdict metrics, tags and artifacts on the parent run, then close it."""
+               files: list[str], extra_tags: dict[str, str] | None = None) -> None:  # fmt: skip
+    """Log verdict metrics, tags (evidence and manifest digests) and artifacts on the parent run, then close it."""
     if tracker is None or handle.run_id is None:
         return
     verdict_code = {Verdict.PASS: 1.0, Verdict.INCONCLUSIVE: 0.5, Verdict.FAIL: 0.0}
@@ -80,6 +129,7 @@ def finish_run(tracker: Tracker | None, handle: TrackingHandle, evidence: Eviden
     tags = {"nnassay.verdict": evidence.overall.value,
             "nnassay.evidence_sha256": sha256_file(run_dir / EVIDENCE)}  # fmt: skip
     tags |= {f"nnassay.goal.{v.goal_id}": v.verdict.value for v in evidence.verdicts}
+    tags |= extra_tags or {}
     tracker.set_tags(handle.run_id, tags)
     for name in files:
         path = run_dir / name
@@ -94,3 +144,61 @@ def fail_run(tracker: Tracker | None, handle: TrackingHandle | None, message: st
         return
     tracker.set_tags(handle.run_id, {"nnassay.error": message[:4000]})
     tracker.finish(handle.run_id, "FAILED")
+
+
+def record_extras(spec: AssessmentSpec, run_dir: Path) -> tuple[dict[str, str | None], list[ArtifactDigest]]:
+    """Provenance fields (signer fingerprint, registry URI) and the registry model copied into the run."""
+    import shutil
+
+    from tasks import registry_models
+    from tasks.integrity import fingerprint
+
+    key = signing_key()
+    fields: dict[str, str | None] = {"signer_public_key_sha256": fingerprint(key.public_key()) if key else None}
+    found = registry_models.origin(Path(spec.model.path))
+    if found is None:
+        return fields, []
+    fields["model_registry_uri"] = f"models:/{found['name']}/{found['version']}"
+    copy = run_dir / "model" / Path(spec.model.path).name
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(spec.model.path, copy)
+    return fields, [ArtifactDigest(path=str(copy.relative_to(run_dir)), sha256=sha256_file(copy), role="model")]
+
+
+def seal(tracker: Tracker | None, handle: TrackingHandle, evidence: EvidenceBundle, run_dir: Path,
+         spec_copy: str) -> str:  # fmt: skip
+    """Write manifest.json (signed when a key is set), close the MLflow run with the digests as tags,
+    and tag a registry model version with the verdict (deployment gate). Returns the manifest digest."""
+    from tasks import registry_models
+    from tasks.integrity import MANIFEST, PUBLIC_KEY, SIGNATURE, write_manifest
+
+    manifest_sha = write_manifest(run_dir, evidence, signing_key())
+    evidence_sha = sha256_file(run_dir / EVIDENCE)
+    tags = {"nnassay.manifest_sha256": manifest_sha,
+            "nnassay.signer": evidence.provenance.signer_public_key_sha256 or "unsigned"}  # fmt: skip
+    finish_run(tracker, handle, evidence, run_dir,
+               [EVIDENCE, PLAN, DOSSIER, DOSSIER_HTML, SUMMARY, MANIFEST, SIGNATURE, PUBLIC_KEY, spec_copy,
+                "results", "tests", "model"], extra_tags=tags)  # fmt: skip
+    found = registry_models.origin(Path(evidence.spec.model.path))
+    if found is not None:
+        registry_models.tag_version(found, {
+            "nnassay.verdict": evidence.overall.value, "nnassay.gate": "passed" if evidence.overall == Verdict.PASS
+            else "blocked", "nnassay.assessment_id": evidence.provenance.assessment_id,
+            "nnassay.mlflow_run_id": handle.run_id or "", "nnassay.evidence_sha256": evidence_sha,
+            "nnassay.manifest_sha256": manifest_sha, "nnassay.spec_id": evidence.spec.id})  # fmt: skip
+    return manifest_sha
+
+
+def publish_summary(evidence: EvidenceBundle, markdown: str) -> None:
+    """Publish the Markdown summary as a Prefect artifact (when running inside a flow run)."""
+    import re
+
+    from prefect.artifacts import create_markdown_artifact
+    from prefect.context import FlowRunContext
+
+    if FlowRunContext.get() is None:
+        return
+    key = re.sub(r"[^a-z0-9-]", "-", f"nnassay-{evidence.spec.id}".lower())
+    create_markdown_artifact(markdown=markdown, key=key,
+                             description=f"Robustness assessment {evidence.provenance.assessment_id}: "
+                                         f"{evidence.overall.value}")  # fmt: skip

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from schemas.goals import AssessmentSpec
 from tasks.errors import SpecError
+from tasks.registry_models import resolve_registered
 
 
 def read_spec(path: Path) -> AssessmentSpec:
@@ -24,7 +25,7 @@ def read_spec(path: Path) -> AssessmentSpec:
         spec = AssessmentSpec.model_validate(raw)
     except ValidationError as exc:
         raise spec_error(path, exc) from None
-    return spec.resolve_paths(path.resolve().parent)
+    return resolve_registered(spec).resolve_paths(path.resolve().parent)  # models:/ URIs -> local ONNX
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:

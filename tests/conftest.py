@@ -21,11 +21,13 @@ for key, value in {
     "PREFECT_LOGGING_LEVEL": "WARNING",
     "MLFLOW_TRACKING_URI": f"sqlite:///{_HOME / 'mlflow.db'}",
     "GIT_PYTHON_REFRESH": "quiet",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }.items():
     os.environ[key] = value
 
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
+import onnx_kit  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -186,3 +188,15 @@ def context_factory(tmp_path: Path):  # type: ignore[no-untyped-def]
         return make_context(case, threat, tmp_path / f"ctx{counter[0]}", **kwargs)
 
     return factory
+
+
+@pytest.fixture(scope="session")
+def kit() -> type[onnx_kit.Kit]:
+    """Builders of tiny ONNX models (``tests/onnx_kit.py``)."""
+    return onnx_kit.Kit
+
+
+@pytest.fixture
+def mlp_path(tmp_path: Path) -> Path:
+    """A 3-8-8-2 ReLU network on disk."""
+    return onnx_kit.save(onnx_kit.mlp([3, 8, 8, 2], seed=3), tmp_path)

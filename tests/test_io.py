@@ -61,7 +61,7 @@ def test_fixed_batch_model_runs_any_number_of_samples(tmp_path: Path, image_case
 def test_csv_data_with_label_column(tmp_path: Path, tabular_case) -> None:
     with np.load(tabular_case.data) as d:
         x, y = d["x"], d["y"]
-    rows = ["f0,f1,label,f2,f3,f4"] + [",".join([*map(str, r[:2]), str(int(t)), *map(str, r[2:])]) for r, t in zip(x, y)]
+    rows = ["f0,f1,label,f2,f3,f4"] + [",".join([*map(str, r[:2]), str(int(t)), *map(str, r[2:])]) for r, t in zip(x, y, strict=True)]
     (tmp_path / "t.csv").write_text("\n".join(rows))
     data = load_dataset(DataSpec(path=tmp_path / "t.csv"), runner(tabular_case.model, layout="NC"))
     assert np.allclose(data.x, x, atol=1e-6) and np.array_equal(data.y, y)
@@ -83,7 +83,7 @@ def test_image_folder(tmp_path: Path, image_case) -> None:
             Image.fromarray(rng.integers(0, 256, (6, 6), dtype=np.uint8), mode="L").save(folder / f"{k}.png")
     data = load_dataset(DataSpec(path=tmp_path / "imgs"), runner(image_case.model))
     assert data.x.shape == (6, 1, 6, 6) and list(data.y) == [0, 0, 1, 1, 2, 2]
-    assert 0.0 <= data.x.min() and data.x.max() <= 1.0
+    assert data.x.min() >= 0.0 and data.x.max() <= 1.0
 
 
 def test_values_outside_the_range_are_rejected(tmp_path: Path, image_case) -> None:

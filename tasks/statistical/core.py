@@ -6,10 +6,13 @@ carries a confidence interval at the goal's confidence level.
 
 from __future__ import annotations
 
-from typing import Any
+import base64
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, JsonValue
 
 from schemas.common import ClaimKind, Measurement, MethodFamily
 from schemas.results import MethodOutcome, Series
@@ -28,10 +31,33 @@ def rate(successes: int, n: int, ctx: RunContext, description: str,
     )  # fmt: skip
 
 
+BLOCK = 64  # samples per noise stream; shards are whole blocks, so any sharding draws the same noise
+MAX_OUTCOME_BITS = 2_000_000  # per-sample outcomes larger than this are not kept in details
+
+
+def pack_outcomes(flags: np.ndarray) -> dict[str, JsonValue]:
+    """Per-sample boolean outcomes as compact JSON (bit-packed, base64), for paired comparisons."""
+    flat = np.asarray(flags, dtype=bool).ravel()
+    return {"n": int(flat.size), "bits": base64.b64encode(np.packbits(flat).tobytes()).decode("ascii")}
+
+
+def unpack_outcomes(packed: dict[str, Any]) -> np.ndarray:
+    """The boolean array stored by ``pack_outcomes``."""
+    raw = np.frombuffer(base64.b64decode(packed["bits"]), dtype=np.uint8)
+    return np.unpackbits(raw, count=int(packed["n"])).astype(bool)
+
+
+def per_sample(**flags: np.ndarray) -> dict[str, JsonValue]:
+    """details['per_sample']: metric name -> packed per-sample flags whose mean is the metric."""
+    return {name: pack_outcomes(f) for name, f in flags.items() if np.size(f) <= MAX_OUTCOME_BITS}
+
+
 class CleanParams(MethodParams):
     """Clean accuracy takes no tuning parameters."""
 
-    interval: str = Field(default="clopper-pearson", description="'clopper-pearson' or 'wilson'.")
+    interval: Literal["clopper-pearson", "wilson"] = Field(
+        default="clopper-pearson", description="Interval for rates: exact Clopper-Pearson or Wilson."
+    )
 
 
 @register
@@ -64,7 +90,8 @@ class CleanAccuracy(RobustnessMethod):
                 "error_rate": rate(n - correct, n, ctx, "Share of test samples misclassified.",
                                    ClaimKind.BOUND, params.interval),
             },
-            details={"per_class_accuracy": _per_class(pred, ctx.data.y)},
+            details={"per_class_accuracy": _per_class(pred, ctx.data.y),
+                     "per_sample": per_sample(accuracy=pred == ctx.data.y, error_rate=pred != ctx.data.y)},
         )  # fmt: skip
 
 
@@ -78,7 +105,9 @@ class NoiseParams(MethodParams):
     strength: float | None = Field(default=None, gt=0, description="Sigma or eps; from the threat.")
     sweep: list[float] = Field(default_factory=list, description="Strengths for the chart.")
     draws: int = Field(default=1, ge=1, le=1000, description="Noise draws per sample.")
-    interval: str = Field(default="clopper-pearson", description="'clopper-pearson' or 'wilson'.")
+    interval: Literal["clopper-pearson", "wilson"] = Field(
+        default="clopper-pearson", description="Interval for rates: exact Clopper-Pearson or Wilson."
+    )
 
 
 def perturb(x: np.ndarray, threat: Threat, strength: float, rng: np.random.Generator,
@@ -120,22 +149,50 @@ class NoiseAccuracy(RobustnessMethod):
         return NoiseParams(**{"strength": strength, "sweep": sweep, **overrides})
 
     def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
-        assert isinstance(params, NoiseParams) and params.strength is not None
-        x, y = ctx.data.x, ctx.data.y
+        return self.merge_parts(ctx, params, [self.run_part(ctx, params, 0, len(ctx.data))])
+
+    shard_unit = BLOCK  # tasks.sharding: shards of this method start at multiples of BLOCK samples
+
+    def run_part(self, ctx: RunContext, params: MethodParams, start: int, stop: int) -> NoisePart:
+        """Counts for samples [start, stop); the noise of block b, strength step s and draw d comes
+        from its own stream seeded (seed, s, d, b), so shards reproduce the unsharded run exactly."""
+        assert isinstance(params, NoiseParams) and params.strength is not None and start % BLOCK == 0
+        began = time.monotonic()
+        x, y = ctx.data.x[start:stop], ctx.data.y[start:stop]
         clean = ctx.model.predict(x)
-        rng = ctx.rng
-        curve: dict[float, tuple[int, int, int]] = {}
         strengths = sorted({*params.sweep, params.strength})
+        blocks = range(start // BLOCK, -(-stop // BLOCK))
+        correct = np.zeros((len(strengths), len(y), params.draws), dtype=bool)
+        flipped = np.zeros_like(correct)
         for step, strength in enumerate(strengths):
-            correct = flips = 0
-            for _ in range(params.draws):
-                pred = ctx.model.predict(perturb(x, ctx.threat, strength, rng, ctx.model.value_range))
-                correct += int((pred == y).sum())
-                flips += int((pred != clean).sum())
-            curve[strength] = (correct, flips, len(y) * params.draws)
+            for draw in range(params.draws):
+                noisy = np.concatenate([
+                    perturb(x[(b - blocks[0]) * BLOCK:(b - blocks[0] + 1) * BLOCK], ctx.threat, strength,
+                            np.random.default_rng([ctx.seed, step, draw, b]), ctx.model.value_range)
+                    for b in blocks])  # fmt: skip
+                pred = ctx.model.predict(noisy)
+                correct[step, :, draw], flipped[step, :, draw] = pred == y, pred != clean
             ctx.progress(step + 1, len(strengths))
+        head = strengths.index(params.strength)
+        return NoisePart(start=start, correct=correct.sum(axis=(1, 2)), flips=flipped.sum(axis=(1, 2)),
+                         clean_correct=clean == y, head_correct=correct[head], head_flipped=flipped[head],
+                         time_s=time.monotonic() - began)  # fmt: skip
+
+    def merge_parts(self, ctx: RunContext, params: MethodParams, parts: list[NoisePart]) -> MethodOutcome:
+        """The outcome of the whole test from its parts (sums and concatenations: exact)."""
+        assert isinstance(params, NoiseParams) and params.strength is not None
+        parts = sorted(parts, key=lambda p: p.start)
+        strengths = sorted({*params.sweep, params.strength})
+        n_all = sum(len(p.clean_correct) for p in parts) * params.draws
+        correct_all = np.sum([p.correct for p in parts], axis=0)
+        flips_all = np.sum([p.flips for p in parts], axis=0)
+        totals = [(int(c), int(f), n_all) for c, f in zip(correct_all, flips_all, strict=True)]
+        curve = dict(zip(strengths, totals, strict=True))
         correct, flips, n = curve[params.strength]
-        clean_acc = float((clean == y).mean())
+        clean_correct = np.concatenate([p.clean_correct for p in parts])
+        clean_acc = float(clean_correct.mean())
+        head_correct = np.concatenate([p.head_correct for p in parts])
+        head_flipped = np.concatenate([p.head_flipped for p in parts])
         unit = "sigma" if isinstance(ctx.threat, GaussianNoise) else "eps (L-inf)"
         return MethodOutcome(
             metrics={
@@ -147,8 +204,22 @@ class NoiseAccuracy(RobustnessMethod):
                 "accuracy_drop": Measurement(value=clean_acc - correct / n, n=n, description=(
                     "Clean accuracy minus accuracy under noise (point estimate)."))},
             series=_curves(curve, unit, ctx, params.interval, clean_acc),
-            details={"clean_accuracy": clean_acc, "draws": params.draws, "noise": unit},
+            details={"clean_accuracy": clean_acc, "draws": params.draws, "noise": unit,
+                     "per_sample": per_sample(accuracy=head_correct, label_flip_rate=head_flipped)},
         )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class NoisePart:
+    """Counts of one range of whole blocks of samples; parts merge by sums and concatenation."""
+
+    start: int  # first sample of the part
+    correct: np.ndarray  # correct predictions per strength (all draws)
+    flips: np.ndarray  # predictions differing from the clean one, per strength
+    clean_correct: np.ndarray  # bool per sample
+    head_correct: np.ndarray  # bool (samples, draws) at the goal's strength
+    head_flipped: np.ndarray  # bool (samples, draws) at the goal's strength
+    time_s: float = 0.0
 
 
 def _curves(curve: dict[float, tuple[int, int, int]], unit: str, ctx: RunContext,

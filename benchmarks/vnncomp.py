@@ -1,0 +1,294 @@
+"""Run `nnassay verify` over the shared VNN-COMP instances and score it against the known answers.
+
+Usage: python benchmarks/vnncomp.py [acasxu mnistfc_2022 ...] [--sample N --seed S]
+       [--timeout-scale F] [--marabou]
+
+Each instance runs in a new process, as in VNN-COMP, so start-up counts against its timeout. The
+files are read in place under /work/shared/benchmarks/vnncomp; the per-instance CSV goes to
+benchmarks/results/ (git-ignored). With --marabou, Marabou (maraboupy, extra `bench`) runs the same
+instances with the same timeouts, one process each with a hard kill, for a side-by-side summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+ROOT = Path(os.environ.get("VNNCOMP_ROOT", "/work/shared/benchmarks/vnncomp"))
+RESULTS = REPO / "benchmarks" / "results"
+HARD_KILL_S = 15.0  # slack before a run that ignores its timeout is killed
+LATE_S = 1.0  # an answer this long after the timeout still counts (process exit, interpreter teardown)
+ENV = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "2"}
+
+FALLBACK_SNIPPET = """
+import sys; from pathlib import Path
+from tasks.formal.command import run_verify
+sys.exit(run_verify(Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3]),
+                    Path(sys.argv[4]) if len(sys.argv) > 4 else None))
+"""
+MARABOU_SNIPPET = """
+import sys, warnings; warnings.filterwarnings("ignore")
+from maraboupy import Marabou
+net = Marabou.read_onnx(sys.argv[1])
+opts = Marabou.createOptions(timeoutInSeconds=int(sys.argv[3]), verbosity=0)
+code, vals, stats = net.solve(propertyFilename=sys.argv[2], options=opts, verbose=False)
+print("RESULT", "timeout" if stats.hasTimedOut() else code.lower())
+"""
+
+
+@dataclass
+class Instance:
+    """One row of instances.csv joined with its ground-truth evidence."""
+
+    folder: str
+    onnx: Path
+    vnnlib: Path
+    timeout_s: float
+    expected: str
+    fastest_core_s: float | None
+
+    @property
+    def name(self) -> str:
+        return f"{self.folder}/{self.onnx.stem}/{self.vnnlib.stem}"
+
+
+@dataclass
+class Run:
+    """What one tool answered on one instance."""
+
+    got: str
+    time_s: float
+    method: str = ""
+    detail: dict[str, str] = field(default_factory=dict)
+
+
+def load_instances(folder: str) -> list[Instance]:
+    """The instances of a benchmark folder, with the fastest core tool's time when known."""
+    base = ROOT / folder
+    with (base / "ground_truth_evidence.csv").open(newline="") as handle:
+        fastest = {(r["onnx"], r["vnnlib"]): r["fastest_core_tool_s"] for r in csv.DictReader(handle)}
+    with (base / "instances.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return [Instance(folder, base / r["onnx"], base / r["vnnlib"], float(r["timeout_s"]), r["expected"],
+                     float(fastest[(r["onnx"], r["vnnlib"])]) if fastest.get((r["onnx"], r["vnnlib"])) else None)
+            for r in rows]  # fmt: skip
+
+
+def verify_command(inst: Instance, timeout: float, result: Path) -> list[str]:
+    """`python -m flows.cli verify ...` when the CLI has the command, else run_verify via python -c."""
+    args = [str(inst.onnx), str(inst.vnnlib), f"{timeout:g}", str(result)]
+    if "def verify(" in (REPO / "flows" / "cli.py").read_text():
+        return [sys.executable, "-m", "flows.cli", "verify", "--onnx", args[0], "--vnnlib", args[1],
+                "--timeout", args[2], "--result-file", args[3]]  # fmt: skip
+    return [sys.executable, "-c", FALLBACK_SNIPPET, *args]
+
+
+def run_ours(inst: Instance, timeout: float, scratch: Path) -> Run:
+    """One `nnassay verify` process; the answer is the first stdout line."""
+    result = scratch / "result.txt"
+    result.unlink(missing_ok=True)
+    began = time.monotonic()
+    try:
+        proc = subprocess.run(verify_command(inst, timeout, result), capture_output=True, text=True,
+                              timeout=timeout + HARD_KILL_S, cwd=REPO, env=ENV)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return Run("timeout", time.monotonic() - began, detail={"reason": "killed after the hard limit"})
+    elapsed = time.monotonic() - began
+    lines = proc.stdout.splitlines()
+    got = lines[0].strip() if lines else ""
+    detail = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    if proc.returncode not in (0,) or got not in ("sat", "unsat", "unknown", "timeout"):
+        detail["reason"] = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
+        return Run("error", elapsed, detail=detail)
+    file_verdict = result.read_text().splitlines()[0] if result.is_file() else ""
+    if file_verdict != got:
+        detail["reason"] = f"result file says {file_verdict!r}, stdout says {got!r}"
+        return Run("error", elapsed, detail=detail)
+    return late(Run(got, elapsed, detail.get("method", ""), detail), timeout)
+
+
+def run_marabou(inst: Instance, timeout: float) -> Run:
+    """Marabou on the same files, one process with a hard kill."""
+    began = time.monotonic()
+    try:
+        proc = subprocess.run([sys.executable, "-c", MARABOU_SNIPPET, str(inst.onnx), str(inst.vnnlib),
+                               str(max(1, math.ceil(timeout)))], capture_output=True, text=True,
+                              timeout=timeout + HARD_KILL_S, env=ENV)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return Run("timeout", time.monotonic() - began, "marabou")
+    elapsed = time.monotonic() - began
+    found = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if not found:
+        reason = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1][:300]
+        return Run("error", elapsed, "marabou", {"reason": reason})
+    got = found[-1] if found[-1] in ("sat", "unsat", "timeout") else "unknown"
+    return late(Run(got, elapsed, "marabou"), timeout)
+
+
+def late(run: Run, timeout: float) -> Run:
+    """An answer after the timeout (plus LATE_S for process exit) counts as a timeout, as in VNN-COMP."""
+    if run.got in ("sat", "unsat") and run.time_s > timeout + LATE_S:
+        return Run("timeout", run.time_s, run.method, {**run.detail, "reason": f"{run.got} came too late"})
+    return run
+
+
+def marabou_available() -> str | None:
+    """None when maraboupy imports and runs here, else why not."""
+    proc = subprocess.run([sys.executable, "-c", "import maraboupy.MarabouCore"], capture_output=True,
+                          text=True, env=ENV)  # fmt: skip
+    return None if proc.returncode == 0 else (proc.stderr.strip().splitlines() or ["import failed"])[-1]
+
+
+def scored(inst: Instance, run: Run) -> str:
+    """correct / WRONG / unknown / timeout / error."""
+    if run.got in ("sat", "unsat"):
+        return "correct" if run.got == inst.expected else "WRONG"
+    return run.got
+
+
+def summarize(label: str, insts: list[Instance], runs: list[Run]) -> list[str]:
+    """Summary lines: counts, times, and the time relative to the fastest core tool."""
+    scores = [scored(i, r) for i, r in zip(insts, runs, strict=True)]
+    times = [r.time_s for r in runs]
+    count = {k: scores.count(k) for k in ("correct", "WRONG", "unknown", "timeout", "error")}
+    solved = count["correct"] + count["WRONG"]
+    lines = [f"{label}: {len(insts)} instances, solved {solved} (sat {sum(r.got == 'sat' for r in runs)},"
+             f" unsat {sum(r.got == 'unsat' for r in runs)}), correct {count['correct']}, wrong {count['WRONG']},"
+             f" unknown {count['unknown']}, timeouts {count['timeout']}, errors {count['error']}",
+             f"{label}: time median {statistics.median(times):.2f}s, total {sum(times):.1f}s"]  # fmt: skip
+    pairs = [(r.time_s, i.fastest_core_s) for i, r, s in zip(insts, runs, scores, strict=True)
+             if s == "correct" and i.fastest_core_s]  # fmt: skip
+    if pairs:
+        ratios = [a / b for a, b in pairs]
+        lines.append(f"{label}: on the {len(pairs)} solved instances, time / fastest core tool (VNN-COMP,"
+                     f" AWS): median {statistics.median(ratios):.2f}x, total {sum(a for a, _ in pairs):.1f}s"
+                     f" vs {sum(b for _, b in pairs):.1f}s")  # fmt: skip
+    return lines
+
+
+def side_by_side(insts: list[Instance], ours: list[Run], theirs: list[Run]) -> list[str]:
+    """Solved counts of both tools and the time ratio on instances both solved correctly."""
+    both = [(a.time_s, b.time_s) for i, a, b in zip(insts, ours, theirs, strict=True)
+            if scored(i, a) == "correct" and scored(i, b) == "correct"]  # fmt: skip
+    ok_ours = sum(scored(i, r) == "correct" for i, r in zip(insts, ours, strict=True))
+    ok_theirs = sum(scored(i, r) == "correct" for i, r in zip(insts, theirs, strict=True))
+    lines = [f"side by side: nnassay solved {ok_ours} correctly, Marabou {ok_theirs}; both {len(both)}"]
+    if both:
+        ratios = [a / b for a, b in both]
+        lines.append(f"side by side: nnassay time / Marabou time on those {len(both)}: median"
+                     f" {statistics.median(ratios):.2f}x (min {min(ratios):.2f}x, max {max(ratios):.2f}x),"
+                     f" totals {sum(a for a, _ in both):.1f}s vs {sum(b for _, b in both):.1f}s")  # fmt: skip
+    return lines
+
+
+def shout(inst: Instance, run: Run, tool: str) -> None:
+    banner = "!" * 78
+    text = (f"{banner}\n!!! WRONG ANSWER by {tool}: {inst.name} expected {inst.expected}, got {run.got}"
+            f" ({run.detail})\n{banner}")  # fmt: skip
+    print(text, flush=True)
+    print(text, file=sys.stderr, flush=True)
+
+
+def pick(folders: list[str], sample: int | None, seed: int) -> list[Instance]:
+    insts = [i for f in folders for i in load_instances(f)]
+    if sample is not None and sample < len(insts):
+        insts = sorted(random.Random(seed).sample(insts, sample), key=lambda i: (i.folder, i.name))
+    return insts
+
+
+def write_csv(path: Path, insts: list[Instance], ours: list[Run], theirs: list[Run] | None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        out = csv.writer(handle)
+        head = [
+            "instance",
+            "expected",
+            "got",
+            "time_s",
+            "method",
+            "timeout_s",
+            "fastest_core_tool_s",
+            "reason",
+        ]
+        out.writerow(head + (["marabou_got", "marabou_time_s"] if theirs else []))
+        for k, (inst, run) in enumerate(zip(insts, ours, strict=True)):
+            row = [inst.name, inst.expected, run.got, f"{run.time_s:.3f}", run.method, f"{inst.timeout_s:g}",
+                   inst.fastest_core_s or "", run.detail.get("reason", "")]  # fmt: skip
+            out.writerow(row + ([theirs[k].got, f"{theirs[k].time_s:.3f}"] if theirs else []))
+
+
+def read_marabou(path: Path) -> dict[str, Run]:
+    """Marabou's answers by instance name from an earlier CSV (columns marabou_got, marabou_time_s)."""
+    with path.open(newline="") as handle:
+        return {r["instance"]: Run(r["marabou_got"], float(r["marabou_time_s"]), "marabou")
+                for r in csv.DictReader(handle) if r.get("marabou_got")}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("folders", nargs="*", default=["acasxu", "mnistfc_2022", "oval21_2022"])
+    parser.add_argument("--sample", type=int, help="Run N instances drawn at random (with --seed).")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--timeout-scale", type=float, default=1.0, help="Multiply every timeout by F.")
+    parser.add_argument("--marabou", action="store_true", help="Also run Marabou on the same instances.")
+    parser.add_argument(
+        "--marabou-from", type=Path, help="Take Marabou's answers from an earlier CSV of this script."
+    )
+    parser.add_argument(
+        "--only-marabou", action="store_true", help="Run Marabou alone (nnassay rows: 'skipped')."
+    )
+    parser.add_argument("--out", type=Path, help="CSV path (default: benchmarks/results/vnncomp-<time>.csv).")
+    args = parser.parse_args(argv)
+    insts = pick(args.folders, args.sample, args.seed)
+    args.marabou = args.marabou or args.only_marabou
+    earlier = read_marabou(args.marabou_from) if args.marabou_from else {}
+    if args.marabou and not earlier and (why := marabou_available()):
+        print(f"Marabou cannot run here: {why} (pip install maraboupy, extra 'bench')", file=sys.stderr)
+        return 2
+    scratch = RESULTS / f".scratch-{os.getpid()}"
+    scratch.mkdir(parents=True, exist_ok=True)
+    ours: list[Run] = []
+    theirs: list[Run] = []
+    for k, inst in enumerate(insts, 1):
+        timeout = inst.timeout_s * args.timeout_scale
+        ours.append(Run("skipped", 0.0) if args.only_marabou else run_ours(inst, timeout, scratch))
+        line = (
+            f"[{k}/{len(insts)}] {inst.name} expected {inst.expected}: {ours[-1].got} {ours[-1].time_s:.2f}s"
+        )
+        if scored(inst, ours[-1]) == "WRONG":
+            shout(inst, ours[-1], "nnassay")
+        if args.marabou or earlier:
+            theirs.append(earlier.get(inst.name) or run_marabou(inst, timeout))
+            line += f" | marabou {theirs[-1].got} {theirs[-1].time_s:.2f}s"
+            if scored(inst, theirs[-1]) == "WRONG":
+                shout(inst, theirs[-1], "Marabou")
+        print(line, flush=True)
+    out = args.out or RESULTS / f"vnncomp-{time.strftime('%Y%m%d-%H%M%S')}.csv"
+    write_csv(out, insts, ours, theirs or None)
+    (scratch / "result.txt").unlink(missing_ok=True)
+    scratch.rmdir()
+    lines = [] if args.only_marabou else summarize("nnassay", insts, ours)
+    if theirs:
+        lines += summarize("marabou", insts, theirs)
+        lines += [] if args.only_marabou else side_by_side(insts, ours, theirs)
+    print("\n".join(["", f"timeouts x{args.timeout_scale:g}; per-instance CSV: {out}", *lines]))
+    wrong = sum(scored(i, r) == "WRONG" for i, r in zip(insts, ours, strict=True))
+    if wrong:
+        print(f"!!! {wrong} WRONG ANSWER(S) by nnassay: see the lines marked WRONG above !!!")
+    return 1 if wrong else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""Branch and bound: input splitting (low-dimensional inputs) and ReLU splitting (beta-CROWN style).
+
+Both work on batches of sub-domains per bound computation. A sub-domain is closed only by a sound
+lower bound (``bounds.sound_lower``) above zero; a counterexample is accepted only after the ORT
+re-check. Every loop stops at the deadline.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tasks.formal.bounds import Relaxation, alpha_crown, backward, crown, sound_lower
+from tasks.formal.falsify import OrtChecker, Spec, pgd
+from tasks.formal.layers import Network
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class BabResult:
+    """What a branch-and-bound run reached."""
+
+    verdict: str  # "unsat" | "sat" | "unknown" | "timeout"
+    margin: float  # lowest sound lower bound over the open or closed leaves
+    branches: int
+    counterexample: tuple[np.ndarray, np.ndarray] | None = None
+    reason: str = ""
+
+
+def _row_mask(spec: Spec, gap: Tensor) -> Tensor:
+    """Rows (B, m) that belong to a clause not yet proved in each sub-domain."""
+    mask = torch.zeros_like(gap, dtype=torch.bool)
+    for rows in spec.clauses:
+        open_clause = (gap[:, list(rows)] <= 0).all(1, keepdim=True)
+        mask[:, list(rows)] = open_clause
+    return mask
+
+
+def _try_points(net: Network, spec: Spec, xs: Tensor, checker: OrtChecker, box: tuple[Tensor, Tensor]
+                ) -> tuple[np.ndarray, np.ndarray] | None:  # fmt: skip
+    """ORT-check the points (N, n) whose float64 objective is (nearly) violating."""
+    with torch.no_grad():
+        obj = spec.of_outputs(net.forward(xs))
+    near = obj <= 1e-6 * (1 + obj.abs())
+    if not near.any():
+        return None
+    cand = xs[near][obj[near].argsort()[:16]]
+    return checker.confirm(cand.numpy(), box[0].numpy(), box[1].numpy())
+
+
+def _corners(a: Tensor, gap: Tensor, low: Tensor, high: Tensor) -> Tensor:
+    """Minimiser of the linear bound of the worst row in each sub-domain (a box corner)."""
+    worst = gap.argmin(1)
+    coef = a[torch.arange(a.shape[0]), worst]
+    return torch.where(coef > 0, low, high)
+
+
+def bab_input(net: Network, spec: Spec, low: Tensor, high: Tensor, checker: OrtChecker, *, deadline: float,
+              batch: int = 512) -> BabResult:  # fmt: skip
+    """Split the input box on the dimension with the largest ``|coefficient| * width`` of the open rows.
+
+    The falsifier runs on the bound minimisers, the centres and, every few rounds, PGD from them.
+    """
+    c = spec.c.unsqueeze(0)
+    box = (low, high)
+    pend_low, pend_high = low.unsqueeze(0), high.unsqueeze(0)
+    branches, worst_closed, step = 0, float("inf"), 0
+    while pend_low.shape[0]:
+        if time.monotonic() > deadline:
+            return BabResult("timeout", _margin_min(worst_closed, None), branches, reason="deadline reached in input splitting")
+        lo, hi = pend_low[-batch:], pend_high[-batch:]
+        pend_low, pend_high = pend_low[:-batch], pend_high[:-batch]
+        lb, _, a = crown(net, c.expand(lo.shape[0], -1, -1), lo, hi)
+        lb = sound_lower(net, c.expand(lo.shape[0], -1, -1), lb, lo, hi)
+        gap = lb - spec.rhs
+        margin = spec.objective(lb)
+        done = margin > 0
+        if done.any():
+            worst_closed = min(worst_closed, margin[done].min().item())
+        open_ = ~done
+        if not open_.any():
+            continue
+        lo, hi, a, gap = lo[open_], hi[open_], a[open_], gap[open_]
+        pts = torch.cat([_corners(a, gap, lo, hi), (lo + hi) / 2])
+        if step % 8 == 7:
+            pts = torch.cat([pts, pgd(net.forward, spec, pts[:64], low, high, steps=10)])
+        step += 1
+        found = _try_points(net, spec, pts, checker, box)
+        if found is not None:
+            return BabResult("sat", float("-inf"), branches, found)
+        score = (a.abs() * _row_mask(spec, gap).unsqueeze(-1)).sum(1) * (hi - lo)
+        dim = score.argmax(1)
+        idx = torch.arange(len(dim))
+        mid = (lo[idx, dim] + hi[idx, dim]) / 2
+        left_hi, right_lo = hi.clone(), lo.clone()
+        left_hi[idx, dim], right_lo[idx, dim] = mid, mid
+        pend_low = torch.cat([pend_low, lo, right_lo])
+        pend_high = torch.cat([pend_high, left_hi, hi])
+        branches += len(dim)
+    return BabResult("unsat", worst_closed, branches)
+
+
+def _margin_min(closed: float, open_margin: float | None) -> float:
+    values = [v for v in (closed, open_margin) if v is not None and v != float("inf")]
+    return min(values) if values else float("-inf")
+
+
+@dataclass
+class _Pool:
+    """Open sub-domains of ReLU splitting, stacked along the first axis."""
+
+    pre: dict[int, tuple[Tensor, Tensor]]
+    splits: dict[int, Tensor]
+    alphas: dict[int, Tensor]
+    betas: dict[int, Tensor]
+    margin: Tensor
+
+    def __len__(self) -> int:
+        return int(self.margin.shape[0])
+
+    def take(self, n: int) -> _Pool:
+        """Remove and return the ``n`` sub-domains with the lowest margin."""
+        order = self.margin.argsort()
+        head, tail = order[:n], order[n:]
+        taken = _Pool(*(_index(part, head) for part in (self.pre, self.splits, self.alphas, self.betas, self.margin)))
+        kept = [_index(part, tail) for part in (self.pre, self.splits, self.alphas, self.betas, self.margin)]
+        self.pre, self.splits, self.alphas, self.betas, self.margin = kept
+        return taken
+
+    def add(self, other: _Pool) -> None:
+        """Append sub-domains."""
+        self.pre = {k: (torch.cat([v[0], other.pre[k][0]]), torch.cat([v[1], other.pre[k][1]])) for k, v in self.pre.items()}
+        self.splits = {k: torch.cat([v, other.splits[k]]) for k, v in self.splits.items()}
+        self.alphas = {k: torch.cat([v, other.alphas[k]]) for k, v in self.alphas.items()}
+        self.betas = {k: torch.cat([v, other.betas[k]]) for k, v in self.betas.items()}
+        self.margin = torch.cat([self.margin, other.margin])
+
+
+def _index(part: object, idx: Tensor) -> object:
+    if isinstance(part, dict):
+        return {k: (v[0][idx], v[1][idx]) if isinstance(v, tuple) else v[idx] for k, v in part.items()}
+    return part[idx]  # type: ignore[index]
+
+
+def bab_relu(net: Network, spec: Spec, low: Tensor, high: Tensor, root: Relaxation, checker: OrtChecker, *,
+             deadline: float, batch: int = 64, iters: int = 8, max_domains: int = 200_000) -> BabResult:  # fmt: skip
+    """Split unstable ReLUs (BaBSR-like intercept score); splits are enforced through bounds and betas.
+
+    ``root`` holds the pre-activation bounds and slopes of the whole box (from alpha-CROWN). The
+    intermediate bounds are reused along the tree (a child's are its parent's with the split neuron
+    fixed), and the final bound of each batch is re-optimised over the slopes and betas.
+    """
+    relus = [k for k in net.relu_layers() if k in root.pre]
+    m = spec.c.shape[0]
+    alphas = {k: root.alphas[k][:1].float() if k in root.alphas else
+              net.layers[k].default_alpha(*root.pre[k]).unsqueeze(1).expand(1, m, -1).float()  # type: ignore[attr-defined]
+              for k in relus}  # fmt: skip
+    pool = _Pool({k: root.pre[k] for k in root.pre}, {k: torch.zeros_like(root.pre[k][0], dtype=torch.int8) for k in relus},
+                 alphas, {k: torch.zeros_like(alphas[k]) for k in relus}, torch.full((1,), -1.0, dtype=torch.float64))
+    branches, worst_closed = 0, float("inf")
+    choice = _bound_batch(net, spec, low, high, pool.take(1), checker, iters, deadline)
+    while True:
+        if isinstance(choice, BabResult):
+            return choice
+        done_margin, open_pool = choice
+        if done_margin is not None:
+            worst_closed = min(worst_closed, done_margin)
+        if open_pool is not None:
+            children = _split(net, open_pool, relus)
+            if children is None:
+                return BabResult("unknown", float(open_pool.margin.min()), branches,
+                                 reason="a sub-domain with every ReLU split is still not proved")
+            branches += len(children)
+            pool = children if len(pool) == 0 else (pool.add(children) or pool)
+        if len(pool) == 0:
+            return BabResult("unsat", worst_closed, branches)
+        if time.monotonic() > deadline:
+            return BabResult("timeout", min(worst_closed, float(pool.margin.min())), branches,
+                             reason=f"deadline reached in ReLU splitting with {len(pool)} open sub-domains")
+        if len(pool) > max_domains:
+            return BabResult("unknown", float(pool.margin.min()), branches, reason=f"more than {max_domains} open sub-domains")
+        choice = _bound_batch(net, spec, low, high, pool.take(batch), checker, iters, deadline)
+
+
+def _bound_batch(net: Network, spec: Spec, low: Tensor, high: Tensor, doms: _Pool, checker: OrtChecker,
+                 iters: int, deadline: float) -> BabResult | tuple[float | None, _Pool | None]:  # fmt: skip
+    n = len(doms)
+    lo, hi = low.expand(n, -1), high.expand(n, -1)
+    c = spec.c.unsqueeze(0).expand(n, -1, -1)
+    rel = Relaxation(pre=dict(doms.pre), alphas={k: v.double() for k, v in doms.alphas.items()},
+                     splits={k: v.double() for k, v in doms.splits.items() if (v != 0).any()})
+    rel.betas = {k: doms.betas[k].double() for k in rel.splits}
+    lb, rel = alpha_crown(net, c, lo, hi, rel, iters=iters, lr=0.1, deadline=deadline)
+    lb = sound_lower(net, c, lb, lo, hi)
+    record: dict[int, Tensor] = {}
+    with torch.no_grad():
+        _, a = backward(net, len(net.layers), c, rel, lo, hi, record=record)
+    margin = spec.objective(lb)
+    gap = lb - spec.rhs
+    found = _try_points(net, spec, _corners(a, gap, lo, hi), checker, (low, high))
+    if found is not None:
+        return BabResult("sat", float("-inf"), 0, found)
+    done = margin > 0
+    done_margin = float(margin[done].min()) if done.any() else None
+    if done.all():
+        return done_margin, None
+    keep = (~done).nonzero().reshape(-1)
+    rows = _row_mask(spec, gap)
+    open_pool = _Pool({k: (v[0][keep], v[1][keep]) for k, v in doms.pre.items()}, {k: v[keep] for k, v in doms.splits.items()},
+                      {k: v[keep].float() for k, v in rel.alphas.items()},
+                      {k: (rel.betas[k][keep].float() if k in rel.betas else doms.betas[k][keep]) for k in doms.betas},
+                      margin[keep])  # fmt: skip
+    open_pool.scores = _scores(net, open_pool, {k: v[keep] for k, v in record.items()}, rows[keep])  # type: ignore[attr-defined]
+    return done_margin, open_pool
+
+
+def _scores(net: Network, pool: _Pool, record: dict[int, Tensor], rows: Tensor) -> dict[int, Tensor]:
+    """BaBSR-like score per unstable, unsplit ReLU: the intercept its relaxation costs the open rows."""
+    scores = {}
+    for k, (low, high) in pool.pre.items():
+        if k not in pool.splits:
+            continue
+        unstable = (low < 0) & (high > 0) & (pool.splits[k] == 0)
+        a = record[k] * rows.unsqueeze(-1)
+        intercept = -low * high / torch.where(unstable, high - low, torch.ones_like(low))
+        score = (a.clamp(max=0).abs().sum(1) * intercept) + 1e-4 * (a.abs().sum(1) * (high - low)) + 1e-9 * (high - low)
+        scores[k] = torch.where(unstable, score, torch.full_like(score, -1.0))
+    return scores
+
+
+def _split(net: Network, pool: _Pool, relus: list[int]) -> _Pool | None:
+    """Two children per sub-domain, on the neuron with the best score; None when nothing is left to split."""
+    scores: dict[int, Tensor] = pool.scores  # type: ignore[attr-defined]
+    flat = torch.cat([scores[k] for k in relus], 1)
+    best, where = flat.max(1)
+    if (best < 0).any():
+        return None
+    sizes = [scores[k].shape[1] for k in relus]
+    offsets = np.cumsum([0] + sizes)
+    n = len(pool)
+    idx = torch.arange(n)
+    children = []
+    for sign in (1, -1):
+        pre = {k: (v[0].clone(), v[1].clone()) for k, v in pool.pre.items()}
+        splits = {k: v.clone() for k, v in pool.splits.items()}
+        for j, k in enumerate(relus):
+            sel = (where >= offsets[j]) & (where < offsets[j + 1])
+            if not sel.any():
+                continue
+            rows, cols = idx[sel], where[sel] - int(offsets[j])
+            splits[k][rows, cols] = sign
+            if sign > 0:
+                pre[k][0][rows, cols] = 0.0
+            else:
+                pre[k][1][rows, cols] = 0.0
+        children.append(_Pool(pre, splits, dict(pool.alphas), dict(pool.betas), pool.margin.clone()))
+    out = children[0]
+    out.add(children[1])
+    return out

@@ -1,0 +1,342 @@
+"""The verifier's network IR: a chain of layers on flat per-sample vectors, in float64 torch.
+
+Affine layers map forward and transpose a linear bound backward (``A -> A W``); nonlinear layers
+give sound linear relaxations ``al*x + bl <= f(x) <= au*x + bu`` on a pre-activation box.
+Every tensor has a leading batch axis of sub-domains (B).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F  # noqa: N812 (the usual torch alias)
+
+Tensor = torch.Tensor
+RELAX_SLACK = 1e-12  # outward slack on relaxation intercepts: float64 rounding of chords and tangents
+
+
+class Layer:
+    """Base of every IR layer; ``n_in``/``n_out`` count values per sample."""
+
+    nonlinear = False
+    n_in: int
+    n_out: int
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Exact value for a batch of flat inputs."""
+        raise NotImplementedError
+
+    def ibp(self, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
+        """Interval image of the box ``[low, high]``."""
+        raise NotImplementedError
+
+
+class Affine(Layer):
+    """``y = W x + b`` in some structured form."""
+
+    def backward(self, a: Tensor) -> Tensor:
+        """``A W`` for ``A`` of shape (B, m, n_out)."""
+        raise NotImplementedError
+
+    def bias_of(self, a: Tensor) -> Tensor:
+        """``A b`` of shape (B, m)."""
+        raise NotImplementedError
+
+    def ibp(self, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
+        mid, rad = (low + high) / 2, (high - low) / 2
+        centre = self.forward(mid)
+        spread = self.abs_forward(rad)
+        return centre - spread, centre + spread
+
+    def abs_forward(self, x: Tensor) -> Tensor:
+        """``|W| x`` (no bias)."""
+        raise NotImplementedError
+
+    def signed_forward(self, x: Tensor, positive: bool) -> Tensor:
+        """``max(W, 0) x`` or ``min(W, 0) x`` (no bias), for forward linear bounds."""
+        raise NotImplementedError
+
+
+class Dense(Affine):
+    """A dense matrix ``W`` (n_out, n_in) and bias ``b`` (n_out,)."""
+
+    def __init__(self, weight: Tensor, bias: Tensor) -> None:
+        self.weight, self.bias = weight.double(), bias.double()
+        self.n_out, self.n_in = self.weight.shape
+        self._abs = self.weight.abs()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x @ self.weight.T + self.bias
+
+    def abs_forward(self, x: Tensor) -> Tensor:
+        return x @ self._abs.T
+
+    def signed_forward(self, x: Tensor, positive: bool) -> Tensor:
+        return x @ (self.weight.clamp(min=0) if positive else self.weight.clamp(max=0)).T
+
+    def backward(self, a: Tensor) -> Tensor:
+        return a @ self.weight
+
+    def bias_of(self, a: Tensor) -> Tensor:
+        return a @ self.bias
+
+
+class Diag(Affine):
+    """Elementwise ``y = s * x + t`` (folded BatchNormalization, Mul/Add/Sub/Div by constants)."""
+
+    def __init__(self, scale: Tensor, shift: Tensor) -> None:
+        self.scale, self.shift = scale.double().reshape(-1), shift.double().reshape(-1)
+        self.n_in = self.n_out = self.scale.numel()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.scale + self.shift
+
+    def abs_forward(self, x: Tensor) -> Tensor:
+        return x * self.scale.abs()
+
+    def signed_forward(self, x: Tensor, positive: bool) -> Tensor:
+        return x * (self.scale.clamp(min=0) if positive else self.scale.clamp(max=0))
+
+    def backward(self, a: Tensor) -> Tensor:
+        return a * self.scale
+
+    def bias_of(self, a: Tensor) -> Tensor:
+        return a @ self.shift
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Shapes and hyper-parameters of a 2-D convolution (symmetric padding)."""
+
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+
+
+class Conv(Affine):
+    """A 2-D convolution on flat (C*H*W) vectors; backward uses the transposed convolution."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None, geo: ConvGeometry) -> None:
+        self.weight, self.geo = weight.double(), geo
+        c_out = geo.out_shape[0]
+        b = torch.zeros(c_out, dtype=torch.float64) if bias is None else bias.double()
+        self.bias_map = b.reshape(-1, 1, 1).expand(*geo.out_shape).reshape(-1).contiguous()
+        self._abs = self.weight.abs()
+        self.n_in, self.n_out = math.prod(geo.in_shape), math.prod(geo.out_shape)
+
+    def _conv(self, x: Tensor, weight: Tensor) -> Tensor:
+        g = self.geo
+        out = F.conv2d(x.reshape(-1, *g.in_shape), weight, None, g.stride, g.padding, g.dilation, g.groups)
+        return out.reshape(*x.shape[:-1], self.n_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv(x, self.weight) + self.bias_map
+
+    def abs_forward(self, x: Tensor) -> Tensor:
+        return self._conv(x, self._abs)
+
+    def signed_forward(self, x: Tensor, positive: bool) -> Tensor:
+        return self._conv(x, self.weight.clamp(min=0) if positive else self.weight.clamp(max=0))
+
+    def backward(self, a: Tensor) -> Tensor:
+        g = self.geo
+        flat = a.reshape(-1, *g.out_shape)
+        size = [flat.shape[0], *g.in_shape]
+        out = torch.nn.grad.conv2d_input(size, self.weight, flat, g.stride, g.padding, g.dilation, g.groups)
+        return out.reshape(*a.shape[:-1], self.n_in)
+
+    def bias_of(self, a: Tensor) -> Tensor:
+        return a @ self.bias_map
+
+
+class Activation(Layer):
+    """An elementwise activation with a sound linear relaxation on a pre-activation box."""
+
+    nonlinear = True
+    kind = ""
+
+    def __init__(self, n: int) -> None:
+        self.n_in = self.n_out = n
+
+    def relax(self, low: Tensor, high: Tensor, alpha: Tensor | None = None
+              ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+        """``(al, bl, au, bu)`` with ``al*x+bl <= f(x) <= au*x+bu`` on ``[low, high]``.
+
+        ``alpha`` (same shape as the slopes, broadcastable) picks the lower slope where the
+        relaxation has a free parameter; it must lie in [0, 1].
+        """
+        raise NotImplementedError
+
+    def ibp(self, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
+        return self.forward(low), self.forward(high)  # monotone activations only
+
+
+class Relu(Activation):
+    """ReLU: triangle relaxation with a free lower slope in [0, 1] (alpha-CROWN)."""
+
+    kind = "relu"
+    has_alpha = True
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(x)
+
+    def default_alpha(self, low: Tensor, high: Tensor) -> Tensor:
+        """CROWN's adaptive lower slope: 1 where ``u > -l`` else 0."""
+        return (high > -low).to(low.dtype)
+
+    def relax(self, low: Tensor, high: Tensor, alpha: Tensor | None = None
+              ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+        active, unstable = low >= 0, (low < 0) & (high > 0)
+        width = torch.where(unstable, high - low, torch.ones_like(low))
+        up_slope = torch.where(unstable, high / width, active.to(low.dtype))
+        up_bias = torch.where(unstable, -low * high / width + RELAX_SLACK * (high - low), torch.zeros_like(low))
+        lo = self.default_alpha(low, high) if alpha is None else alpha
+        lo_slope = torch.where(unstable, lo, active.to(low.dtype))
+        return lo_slope, torch.zeros_like(lo_slope), up_slope, up_bias
+
+
+class LeakyRelu(Activation):
+    """LeakyReLU with slope ``a`` in [0, 1): chord above, free lower slope in [a, 1]."""
+
+    kind = "leaky_relu"
+    has_alpha = True
+
+    def __init__(self, n: int, slope: float) -> None:
+        super().__init__(n)
+        if not 0.0 <= slope < 1.0:
+            raise ValueError(f"LeakyRelu alpha={slope} is not supported; expected 0 <= alpha < 1")
+        self.slope = slope
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.leaky_relu(x, self.slope)
+
+    def default_alpha(self, low: Tensor, high: Tensor) -> Tensor:
+        return (high > -low).to(low.dtype)
+
+    def relax(self, low: Tensor, high: Tensor, alpha: Tensor | None = None
+              ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+        a = self.slope
+        active, unstable = low >= 0, (low < 0) & (high > 0)
+        stable_slope = torch.where(active, torch.ones_like(low), torch.full_like(low, a))
+        width = torch.where(unstable, high - low, torch.ones_like(low))
+        chord = (high - a * low) / width
+        up_slope = torch.where(unstable, chord, stable_slope)
+        up_bias = torch.where(unstable, high - chord * high + RELAX_SLACK * (high - low), torch.zeros_like(low))
+        lo = self.default_alpha(low, high) if alpha is None else alpha
+        lo_slope = torch.where(unstable, a + (1 - a) * lo, stable_slope)
+        return lo_slope, torch.zeros_like(lo_slope), up_slope, up_bias
+
+
+class SShaped(Activation):
+    """Sigmoid/Tanh: chord and mid-point tangent on one-signed boxes, a min-slope band otherwise."""
+
+    has_alpha = False
+
+    def derivative(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def relax(self, low: Tensor, high: Tensor, alpha: Tensor | None = None
+              ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+        f_lo, f_hi = self.forward(low), self.forward(high)
+        width = high - low
+        flat = width <= 1e-12
+        chord = torch.where(flat, self.derivative(low), (f_hi - f_lo) / torch.where(flat, torch.ones_like(width), width))
+        mid = (low + high) / 2
+        tan = self.derivative(mid)
+        # mixed sign: f' is unimodal with its maximum at 0, so its minimum on [l, u] is at an endpoint
+        k = torch.minimum(self.derivative(low), self.derivative(high))
+        convex, concave = high <= 0, low >= 0
+        al = torch.where(convex, tan, torch.where(concave, chord, k))
+        bl = torch.where(convex, self.forward(mid) - tan * mid,
+                         torch.where(concave, f_lo - chord * low, f_lo - k * low))
+        au = torch.where(convex, chord, torch.where(concave, tan, k))
+        bu = torch.where(convex, f_lo - chord * low, torch.where(concave, self.forward(mid) - tan * mid, f_hi - k * high))
+        slack = RELAX_SLACK * (1 + low.abs() + high.abs())
+        return al, bl - slack, au, bu + slack
+
+
+class Sigmoid(SShaped):
+    kind = "sigmoid"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.sigmoid(x)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        s = torch.sigmoid(x)
+        return s * (1 - s)
+
+
+class Tanh(SShaped):
+    kind = "tanh"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.tanh(x)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return 1 - torch.tanh(x) ** 2
+
+
+class MaxPool(Layer):
+    """Max over windows of the flat input; ``windows`` (n_out, k) holds input indices, -1 for padding.
+
+    Relaxation: ``x_j* <= y <= max_j u_j`` with ``j*`` the window entry of largest lower bound,
+    exact (``y = x_j*``) when that entry dominates the window.
+    """
+
+    nonlinear = True
+    kind = "maxpool"
+    has_alpha = False
+
+    def __init__(self, windows: Tensor, n_in: int) -> None:
+        self.windows = windows.long()
+        self.valid = self.windows >= 0
+        self.safe = self.windows.clamp(min=0)
+        self.n_in, self.n_out = n_in, self.windows.shape[0]
+
+    def _gather(self, x: Tensor, fill: float) -> Tensor:
+        vals = x[..., self.safe]
+        return torch.where(self.valid, vals, torch.full_like(vals, fill))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._gather(x, -math.inf).amax(-1)
+
+    def ibp(self, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
+        return self.forward(low), self.forward(high)
+
+    def backward_bound(self, a: Tensor, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
+        """Lower-bound relaxation: new ``A`` (B, m, n_in) and the bias (B, m)."""
+        lw, uw = self._gather(low, -math.inf), self._gather(high, -math.inf)
+        best_low, arg = lw.max(-1)
+        idx = torch.gather(self.safe.expand(*lw.shape), -1, arg.unsqueeze(-1)).squeeze(-1)  # (B, n_out)
+        others = uw.scatter(-1, arg.unsqueeze(-1), -math.inf).amax(-1)
+        exact = (best_low >= others).to(a.dtype).unsqueeze(1)
+        top = uw.amax(-1).unsqueeze(1)
+        pos, neg = a.clamp(min=0), a.clamp(max=0)
+        coeff = pos + neg * exact
+        new_a = torch.zeros(*a.shape[:-1], self.n_in, dtype=a.dtype)
+        new_a.scatter_add_(-1, idx.unsqueeze(1).expand_as(coeff), coeff)
+        bias = (neg * (1 - exact) * top).sum(-1)
+        return new_a, bias
+
+
+class Network:
+    """A chain of IR layers; ``output_softmax`` records a final Softmax that was dropped."""
+
+    def __init__(self, layers: list[Layer], n_inputs: int, output_softmax: bool = False) -> None:
+        self.layers, self.n_inputs, self.output_softmax = layers, n_inputs, output_softmax
+        self.n_outputs = layers[-1].n_out if layers else n_inputs
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Exact float64 output (Softmax dropped) for a batch of flat inputs."""
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def relu_layers(self) -> list[int]:
+        """Indices of the layers whose neurons can be split (ReLU-like activations)."""
+        return [k for k, layer in enumerate(self.layers) if isinstance(layer, Relu | LeakyRelu)]

@@ -1,0 +1,168 @@
+"""The verification ladder: known answers on hand-built and enumerated nets, real VNN-COMP instances,
+the unsupported-op path and the certified radius."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from tasks.formal import verifier
+from tasks.formal.command import check_counterexample, run_model
+from tasks.formal.property import Box, Halfspace, Property, Region, local_robustness
+from tasks.formal.verifier import certified_radius, verify
+
+BENCH = Path("/work/shared/benchmarks/vnncomp")
+
+
+def _prop(low: list[float], high: list[float], coeffs: list[float], rhs: float) -> Property:
+    box = Box(np.array(low, float), np.array(high, float))
+    region = Region(box, ((Halfspace(np.array(coeffs, float), rhs),),))
+    return Property((region,), len(low), len(coeffs))
+
+
+@pytest.fixture
+def abs_net(kit: type, tmp_path: Path) -> Path:
+    """y = relu(x) + relu(-x) = |x| (1 input, 1 output): min over [-1, 1] is 0, at x = 0 only."""
+    c, node = kit.const, helper.make_node
+    model = kit.make_model([node("Gemm", ["x", "W", "b"], ["h"], transB=1), node("Relu", ["h"], ["r"]),
+                            node("Gemm", ["r", "V", "z"], ["y"], transB=1)], ["N", 1],
+                           inits=[c("W", np.array([[1.0], [-1.0]])), c("b", np.zeros(2)), c("V", np.array([[1.0, 1.0]])),
+                                  c("z", np.zeros(1))])  # fmt: skip
+    return kit.save(model, tmp_path)
+
+
+def test_hand_built_known_answers(abs_net: Path) -> None:
+    proved = verify(abs_net, _prop([-1], [1], [1.0], -0.01), timeout_s=20)  # |x| <= -0.01 never holds
+    assert proved.verdict == "unsat" and proved.margin is not None and proved.margin > 0
+    refuted = verify(abs_net, _prop([-1], [1], [1.0], 0.5), timeout_s=20)  # |x| <= 0.5 holds near 0
+    assert refuted.verdict == "sat" and refuted.counterexample is not None
+    x, y = refuted.counterexample
+    assert x.dtype == np.float32 and abs(float(x[0])) <= 0.5 and float(y[0]) <= 0.5
+
+
+def _grid_min(path: Path, coeffs: np.ndarray, n: int = 161) -> float:
+    axis = np.linspace(-1, 1, n)
+    xs = np.stack(np.meshgrid(axis, axis), -1).reshape(-1, 2).astype(np.float32)
+    from tasks.onnx_torch import ort_session, run_ort
+
+    return float((run_ort(ort_session(path), xs) @ coeffs).min())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_enumerated_small_nets(kit: type, tmp_path: Path, seed: int) -> None:
+    """2 inputs, exhaustive grid: a threshold below the Lipschitz-corrected minimum is unsat, above the
+    grid minimum sat; input splitting must decide both."""
+    path = kit.save(kit.mlp([2, 12, 12, 2], seed=seed, scale=2.0), tmp_path)
+    coeffs = np.array([1.0, -1.0])
+    grid = _grid_min(path, coeffs)
+    assert verify(path, _prop([-1, -1], [1, 1], list(coeffs), grid + 0.05), timeout_s=30).verdict == "sat"
+    lip = _lipschitz_bound(path)
+    safe = grid - lip * (2 / 160) - 0.05  # no point of the box can go below this
+    out = verify(path, _prop([-1, -1], [1, 1], list(coeffs), safe), timeout_s=30)
+    assert out.verdict == "unsat"
+
+
+def _lipschitz_bound(path: Path) -> float:
+    import onnx
+    from onnx import numpy_helper
+
+    mats = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer if t.name.startswith("W")]
+    norm = 1.0
+    for w in mats:
+        norm *= np.abs(w).sum(1).max()  # l_inf -> l_inf operator norm; ReLU is 1-Lipschitz
+    return 2 * norm * 2  # |c| = 2, steps in both coordinates
+
+
+def test_relu_splitting_agrees_with_input_splitting(kit: type, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = kit.save(kit.mlp([4, 16, 16, 2], seed=5, scale=2.0), tmp_path)
+    rng = np.random.default_rng(5)
+    answers = {}
+    for rhs in (-0.3, 0.0, 0.3):
+        prop = _prop([-1] * 4, [1] * 4, [1.0, -1.0], rhs + float(rng.normal(0, 0.01)))
+        by_input = verify(path, prop, timeout_s=30)
+        monkeypatch.setattr(verifier, "INPUT_SPLIT_MAX_DIMS", 0)
+        by_relu = verify(path, prop, timeout_s=30)
+        monkeypatch.setattr(verifier, "INPUT_SPLIT_MAX_DIMS", 10)
+        answers[rhs] = (by_input.verdict, by_relu.verdict)
+        decided = {by_input.verdict, by_relu.verdict} & {"sat", "unsat"}
+        assert len(decided) <= 1, f"contradiction at rhs={rhs}: {answers[rhs]}"
+        for out in (by_input, by_relu):
+            if out.verdict == "sat":
+                assert check_counterexample(prop, *out.counterexample, box_tol=0.0) is None
+
+
+def test_unsupported_nodes_give_unknown(kit: type, tmp_path: Path) -> None:
+    node = helper.make_node
+    model = kit.make_model([node("Erf", ["x"], ["a"], name="erf"), node("Relu", ["a"], ["b"], name="relu"),
+                            node("LSTM", ["b", "W", "R"], ["y"], name="lstm", hidden_size=2)], ["N", 3],
+                           inits=[kit.const("W", np.zeros((1, 8, 3))), kit.const("R", np.zeros((1, 8, 2)))])  # fmt: skip
+    path = kit.save(model, tmp_path)
+    out = verify(path, _prop([0] * 3, [1] * 3, [1.0], 0.0), timeout_s=10)
+    assert out.verdict == "unknown"
+    assert out.unsupported == [("erf", "Erf"), ("lstm", "LSTM")]
+    assert "erf" in out.reason and "lstm" in out.reason
+
+
+def test_large_ort_deviation_gives_unknown(mlp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(verifier, "MAX_REL_DEVIATION", -1.0)
+    out = verify(mlp_path, _prop([0] * 3, [1] * 3, [1.0, 0.0], -100.0), timeout_s=10)
+    assert out.verdict == "unknown" and "ONNX Runtime" in out.reason
+
+
+def test_softmax_with_absolute_threshold_is_unknown(kit: type, tmp_path: Path) -> None:
+    model = kit.mlp([3, 4, 2], seed=1)
+    model.graph.node[-1].output[0] = "logits"
+    model.graph.node.append(helper.make_node("Softmax", ["logits"], ["y"], axis=1))
+    path = kit.save(model, tmp_path)
+    assert verify(path, _prop([0] * 3, [1] * 3, [1.0, 0.0], 0.5), timeout_s=10).verdict == "unknown"
+    compare = verify(path, _prop([0] * 3, [0.01] * 3, [1.0, -1.0], 0.0), timeout_s=10)
+    assert compare.verdict in ("sat", "unsat")
+
+
+def test_certified_radius_brackets(mlp_path: Path) -> None:
+    x = np.array([0.2, -0.1, 0.4])
+    label = int(np.argmax(run_model(mlp_path, x.astype(np.float32))))
+    lo, hi = certified_radius(mlp_path, x, label, lower=-5.0, upper=5.0, eps_max=3.0, timeout_s=20, tol=0.05)
+    assert 0 < lo <= 3.0
+    assert hi is None or hi >= lo
+    assert verify(mlp_path, local_robustness(x, label, lo, 2, -5.0, 5.0), timeout_s=10, incomplete=True).verdict == "unsat"
+
+
+def _instances(folder: str, names: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    path = BENCH / folder / "instances.csv"
+    rows = list(csv.DictReader(path.read_text().splitlines())) if path.is_file() else []
+    wanted = {(Path(r["onnx"]).name, Path(r["vnnlib"]).name): r["expected"] for r in rows}
+    return [(f"{folder}/onnx/{o}", f"{folder}/vnnlib/{v}", wanted[(o, v)]) for o, v in names if (o, v) in wanted]
+
+
+FAST = _instances("acasxu", [("ACASXU_run2a_1_9_batch_2000.onnx", "prop_1.vnnlib"),
+                             ("ACASXU_run2a_2_1_batch_2000.onnx", "prop_1.vnnlib")]) + _instances(
+    "mnistfc_2022", [("mnist-net_256x2.onnx", "prop_11_0.03.vnnlib"), ("mnist-net_256x2.onnx", "prop_12_0.05.vnnlib")])
+SLOW = _instances("acasxu", [("ACASXU_run2a_1_2_batch_2000.onnx", "prop_1.vnnlib")]) + _instances(
+    "mnistfc_2022", [("mnist-net_256x2.onnx", "prop_0_0.05.vnnlib")])
+
+
+def _check_instance(onnx_rel: str, vnnlib_rel: str, expected: str) -> None:
+    from tasks.formal.vnnlib import parse_vnnlib
+
+    prop = parse_vnnlib(BENCH / vnnlib_rel)
+    out = verify(BENCH / onnx_rel, prop, timeout_s=60)
+    assert out.verdict in (expected, "unknown", "timeout"), f"WRONG answer {out.verdict} (expected {expected})"
+    assert out.verdict == expected, f"not solved: {out.verdict} {out.reason}"
+    if out.verdict == "sat":
+        assert check_counterexample(prop, *out.counterexample, box_tol=0.0) is None
+
+
+@pytest.mark.parametrize("onnx_rel,vnnlib_rel,expected", FAST, ids=lambda v: Path(v).name)
+def test_vnncomp_fast_instances(onnx_rel: str, vnnlib_rel: str, expected: str) -> None:
+    _check_instance(onnx_rel, vnnlib_rel, expected)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("onnx_rel,vnnlib_rel,expected", SLOW, ids=lambda v: Path(v).name)
+def test_vnncomp_slower_instances(onnx_rel: str, vnnlib_rel: str, expected: str) -> None:
+    _check_instance(onnx_rel, vnnlib_rel, expected)
