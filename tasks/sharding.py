@@ -21,6 +21,8 @@ class Shardable(Protocol):
     """A method whose work splits over ranges of samples."""
 
     shard_unit: ClassVar[int]  # shards start at multiples of this many samples
+    # Optional ``shard_size: ClassVar[int]``: the most samples one shard should hold, for methods whose
+    # samples are expensive (formal verification: one instance per task).
 
     def run_part(self, ctx: RunContext, params: MethodParams, start: int, stop: int) -> Any:
         """Measure samples [start, stop) of ``ctx.data``; the result must be picklable."""
@@ -65,12 +67,15 @@ def shard_ranges(n: int, unit: int, target: int) -> list[tuple[int, int]]:
 
 def plan_shards(test: TestSpec, shard_samples: int) -> list[Shard]:
     """The shards of a test, or [] when it runs whole (method not shardable, or small enough)."""
-    if shard_samples <= 0 or test.samples <= shard_samples:
+    if shard_samples <= 0:
         return []
     method = get_method(test.method)
     if not isinstance(method, Shardable):
         return []
-    ranges = shard_ranges(test.samples, method.shard_unit, shard_samples)
+    target = min(shard_samples, getattr(method, "shard_size", shard_samples))
+    if test.samples <= target:
+        return []
+    ranges = shard_ranges(test.samples, method.shard_unit, target)
     if len(ranges) < 2:
         return []
     return [Shard(i, len(ranges), a, b) for i, (a, b) in enumerate(ranges)]

@@ -30,7 +30,13 @@ import onnx  # noqa: E402
 import onnx_kit  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
+from hypothesis import settings  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+# No per-example time limit: on a busy 2-core machine a slow example is not a failure (no timing
+# assertions in tests).
+settings.register_profile("nnassay", deadline=None)
+settings.load_profile("nnassay")
 
 REPO = Path(__file__).resolve().parent.parent
 DIGITS = REPO / "examples" / "digits"

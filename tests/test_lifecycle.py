@@ -75,6 +75,27 @@ def test_sharded_test_equals_whole_test(tmp_path: Path, image_case, spec_writer)
     assert merged.model_dump(exclude={"time_s"}) == whole.model_dump(exclude={"time_s"})
 
 
+def test_verification_is_sharded_one_instance_per_task(tmp_path: Path, image_case, spec_writer) -> None:
+    from tasks import execute
+    from tasks.sharding import plan_shards
+
+    eps_goal = goal("V", {"kind": "linf_ball", "eps": 0.01}, "verified_fraction", ">=", 0.5)
+    eps_goal["methods"] = [{"name": "formal.local_robustness", "params": {"time_per_sample_s": 5.0}}]
+    eps_goal["budget"] = {"samples": 4}
+    spec_path = spec_writer(image_case, [eps_goal])
+    spec, _ = execute.state_goals(spec_path, prefer_cuda=False)
+    test = execute.preflight(spec_path, prefer_cuda=False).tests[0]
+    shards = plan_shards(test, 2048)
+    assert [(s.start, s.stop) for s in shards] == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    assert plan_shards(test, 0) == []  # sharding off
+    whole = execute.run_test(test, spec, tmp_path / "whole", prefer_cuda=False)
+    parts = [execute.run_shard(test, spec, tmp_path / "parts", s, prefer_cuda=False) for s in shards]
+    merged = execute.merge_shards(test, spec, tmp_path / "parts", parts, prefer_cuda=False)
+    per_sample = [(row["index"], row["verdict"]) for row in merged.details["per_sample"]]
+    assert per_sample == [(row["index"], row["verdict"]) for row in whole.details["per_sample"]]
+    assert merged.metrics["verified_fraction"] == whole.metrics["verified_fraction"]
+
+
 # --- the lifecycle flow: trend, regression finding, model change, Failed state ---------------
 
 

@@ -10,10 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from schemas.common import Interval, Measurement
+from schemas.common import Interval, Measurement, MethodFamily
 from schemas.goals import AssessmentSpec, Criterion
 from schemas.results import MethodResult
 from tasks.errors import SpecError
+from tasks.planning import PlanFacts, make_plan
 from tasks.spec_io import read_spec
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "digits" / "assessment.yaml"
@@ -23,7 +24,10 @@ def test_example_spec_round_trips_through_json() -> None:
     spec = read_spec(EXAMPLE)
     again = AssessmentSpec.model_validate_json(spec.model_dump_json())
     assert again == spec
-    assert [g.id for g in spec.goals] == ["G1", "G2", "G3", "G4"]
+    assert [g.id for g in spec.goals] == [f"G{i}" for i in range(1, 13)]
+    facts = PlanFacts(spec_sha256="s", model_sha256="m", data_sha256="d", data_samples=540, data_kind="image")
+    families = {test.family for test in make_plan(spec, facts).tests}
+    assert families == set(MethodFamily), "the example exercises every method family"
     assert spec.model.path.is_absolute() and spec.model.path.exists()
 
 

@@ -221,6 +221,7 @@ class LocalRobustness(_FormalBase):
     Params = LocalParams
 
     shard_unit = 1  # tasks.sharding: samples are verified independently, so shards may be any range
+    shard_size = 1  # one verification instance per task (each shows, runs and resumes on its own)
 
     def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
         return self.merge_parts(ctx, params, [self.run_part(ctx, params, 0, len(ctx.data))])
@@ -397,6 +398,7 @@ class MaxStableSpace(_FormalBase):
         return StableSpaceParams(**{"eps": threat.eps, "sweep": sweep, **overrides})
 
     shard_unit = 1  # tasks.sharding: radii are searched per sample
+    shard_size = 1  # one radius search per task
 
     def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
         return self.merge_parts(ctx, params, [self.run_part(ctx, params, 0, len(ctx.data))])
