@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Annotated
@@ -59,9 +60,11 @@ def assess(
 
     settings = Settings()
     started = time.monotonic()
+    warming = _start_embedded_prefect()  # boots while the inputs are checked
     try:
         ensure_writable_dir(output)
         preflight(spec, prefer_cuda=settings.prefer_cuda and not cpu)  # bad input fails here, fast
+        warming.join()
         request = AssessRequest(spec_path=spec, output=output, track=not no_track,
                                 mlflow_tracking_uri=mlflow_uri or settings.mlflow_tracking_uri,
                                 prefer_cuda=settings.prefer_cuda and not cpu,
@@ -72,6 +75,30 @@ def assess(
         return
     _print_summary(bundle, output, time.monotonic() - started)
     raise typer.Exit(EXIT_PASS if bundle.overall.value == "pass" else EXIT_NOT_PASSED)
+
+
+def _start_embedded_prefect() -> threading.Thread:
+    """Start Prefect's embedded (temporary) server in a background thread when no server is set.
+
+    It takes seconds to boot; starting it while preflight loads the model and data hides part of that.
+    Any failure is left for the flow itself to meet and report.
+    """
+
+    def boot() -> None:
+        try:
+            from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+            if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+                return
+            from prefect.server.api.server import SubprocessASGIServer
+
+            SubprocessASGIServer().start()
+        except Exception:  # noqa: BLE001 (the flow starts it again and reports the error)
+            return
+
+    thread = threading.Thread(target=boot, name="prefect-embedded-server", daemon=True)
+    thread.start()
+    return thread
 
 
 def _run_flow(request, dask_address: str | None):  # type: ignore[no-untyped-def]
