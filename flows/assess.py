@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import flow, runtime
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -35,7 +37,8 @@ def assess(request: AssessRequest) -> EvidenceBundle:
             spec, request.spec_path, test_plan, assessment_id=handle.assessment_id, started=started,
             provider=provider, command=request.command or steps.command_line(),
             flow_run_id=str(flow_run) if flow_run else None)
-        provenance["extra"] = {**provenance.get("extra", {}), "run_folder": str(request.output.resolve())}
+        provenance["extra"] = {**provenance.get("extra", {}), "run_folder": str(request.output.resolve()),
+                               "cwd": str(Path.cwd())}
         bundle = steps.record(spec, test_plan, results, verdicts, request, tracker, handle, provenance)
         steps.report(bundle, request, tracker, handle)                         # 4. dossier
     except BaseException as exc:

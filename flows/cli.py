@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import sys
+import shlex
 import threading
 import time
 from pathlib import Path
@@ -68,13 +68,23 @@ def assess(
         request = AssessRequest(spec_path=spec, output=output, track=not no_track,
                                 mlflow_tracking_uri=mlflow_uri or settings.mlflow_tracking_uri,
                                 prefer_cuda=settings.prefer_cuda and not cpu,
-                                command=" ".join(["nnassay", *sys.argv[1:]]))  # fmt: skip
+                                command=_command_line(spec, output, mlflow_uri, no_track, cpu, dask))  # fmt: skip
         bundle = _run_flow(request, dask or settings.dask_address)
     except AssessmentError as exc:
         _fail(exc, debug)
         return
     _print_summary(bundle, output, time.monotonic() - started)
     raise typer.Exit(EXIT_PASS if bundle.overall.value == "pass" else EXIT_NOT_PASSED)
+
+
+def _command_line(spec: Path, output: Path, mlflow_uri: str | None, no_track: bool, cpu: bool,
+                  dask: str | None) -> str:  # fmt: skip
+    """The `nnassay assess` command that reproduces this run, shell-quoted (recorded in the evidence)."""
+    args = ["nnassay", "assess", str(spec), "--output", str(output)]
+    args += ["--mlflow-uri", mlflow_uri] if mlflow_uri else []
+    args += ["--dask", dask] if dask else []
+    args += ["--no-track"] * no_track + ["--cpu"] * cpu
+    return shlex.join(args)
 
 
 def _start_embedded_prefect() -> threading.Thread:

@@ -75,12 +75,14 @@ def report_cmd(
     output: Annotated[Path, typer.Option("--output", "-o", help="PDF to write (HTML and Markdown beside it with --html/--markdown).")] = Path("dossier.pdf"),
     html: Annotated[bool, typer.Option("--html", help="Also write the self-contained HTML next to the PDF.")] = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="Also write the Markdown summary next to the PDF.")] = False,
+    sign_key: Annotated[Path | None, typer.Option("--sign-key", help="The run's Ed25519 key: embed a signature of the evidence, as the original dossier of a signed run does.")] = None,
 ) -> None:
     """Re-render the dossier (PDF/A-3 with the evidence embedded) from a stored evidence bundle alone."""
     from pydantic import ValidationError
 
     from reports.render import write_dossier
     from schemas.evidence import EvidenceBundle
+    from tasks.integrity import SigningKeyError, fingerprint, load_signing_key
 
     try:
         payload = evidence.read_bytes()
@@ -88,9 +90,20 @@ def report_cmd(
     except (OSError, ValidationError) as exc:
         typer.echo(f"nnassay: error: {evidence}: not a readable evidence bundle: {str(exc)[:500]}", err=True)
         raise typer.Exit(2) from None
+    key = None
+    if sign_key is not None:
+        try:
+            key = load_signing_key(sign_key)
+        except SigningKeyError as exc:
+            typer.echo(f"nnassay: error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        if fingerprint(key.public_key()) != bundle.provenance.signer_public_key_sha256:
+            typer.echo(f"nnassay: error: {sign_key} is not the key that signed this run "
+                       f"({bundle.provenance.signer_public_key_sha256 or 'unsigned'})", err=True)  # fmt: skip
+            raise typer.Exit(2)
     files = write_dossier(bundle, payload, output, run_dir=evidence.resolve().parent,
                           html=output.with_suffix(".html") if html else None,
-                          markdown=output.with_suffix(".md") if markdown else None)  # fmt: skip
+                          markdown=output.with_suffix(".md") if markdown else None, signing_key=key)  # fmt: skip
     for path in (files.pdf, files.html, files.markdown):
         if path:
             typer.echo(str(path))

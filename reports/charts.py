@@ -43,19 +43,44 @@ def chart_svg(series: list[Series], title: str) -> str:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.0, 3.0))
     try:
+        bars = [s for s in series if s.kind == "bar"]
         for s in series:
-            _draw(ax, s)
+            if s.kind == "bar":
+                _draw_bars(ax, s, bars.index(s), len(bars))
+            else:
+                _draw(ax, s)
         first = series[0]
-        ax.set_xlabel(first.x_label)
-        ax.set_ylabel(first.y_label if len({s.y_label for s in series}) == 1 else "value")
+        ax.set_xlabel(category_axis(first)[0] if first.kind == "bar" else first.x_label)
+        labels = list(dict.fromkeys(s.y_label for s in series))
+        ax.set_ylabel(labels[0] if len(labels) == 1 else " / ".join(labels) if len(" / ".join(labels)) <= 45 else "value")
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
-        if len(series) > 1 or first.kind == "line":
+        if bars:
+            top = max((max(s.y) for s in bars if s.y), default=1.0) or 1.0
+            ax.set_ylim(0, top * 1.3)  # room for the legend above the bars
+            ax.legend(fontsize=8, loc="upper center", ncol=min(len(series), 3))
+        elif len(series) > 1 or first.kind == "line":
             ax.legend(fontsize=8, loc="best")
+        if first.kind == "line" and all(float(x).is_integer() for s in series for x in s.x):
+            from matplotlib.ticker import MaxNLocator
+
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # e.g. severities 1 to 5
         fig.tight_layout()
         return _svg_uri(fig)
     finally:
         plt.close(fig)
+
+
+def _draw_bars(ax: Any, s: Series, index: int, count: int) -> None:
+    """Bars of several series side by side (grouped) at categorical positions, never on top of
+    each other; categories are named when the x label carries their names."""
+    _, names = category_axis(s)
+    width = 0.8 / count
+    positions = [i - 0.4 + width * (index + 0.5) for i in range(len(s.x))]
+    ax.bar(positions, s.y, width=width, alpha=0.85, label=s.name)
+    ax.set_xticks(range(len(s.x)), [names.get(v, f"{v:g}") for v in s.x])
+    if names and len(s.x) > 4:
+        ax.tick_params(axis="x", labelrotation=20, labelsize=8)
 
 
 def histogram_edges(s: Series) -> list[float]:
@@ -76,12 +101,27 @@ def _draw(ax: Any, s: Series) -> None:
         ax.stairs(s.y, edges, fill=True, alpha=0.6, label=s.name)
         if edges[0] > 0 and edges[-1] / edges[0] > 100:
             ax.set_xscale("log")
-    elif s.kind == "bar":
-        ax.bar([f"{v:g}" for v in s.x], s.y, alpha=0.8, label=s.name)
     else:
         ax.plot(s.x, s.y, marker="o", markersize=3, label=s.name)
         if s.y_low and s.y_high and len(s.y_low) == len(s.x) == len(s.y_high):
             ax.fill_between(s.x, s.y_low, s.y_high, alpha=0.2)
+
+
+def category_axis(s: Series) -> tuple[str, dict[float, str]]:
+    """A bar chart's x label 'case (0=nan, 1=pos_inf, ...)' split into 'case' and the category
+    names by code, so the bars are labelled by name; other labels are returned unchanged."""
+    import re
+
+    found = re.fullmatch(r"\s*(.*?)\s*\(((?:\s*-?\d+\s*=\s*[^,()=]+,)*\s*-?\d+\s*=\s*[^,()=]+)\)\s*", s.x_label)
+    if not found:
+        return s.x_label, {}
+    names = {}
+    for item in found.group(2).split(","):
+        code, name = item.split("=", 1)
+        names[float(code)] = name.strip()
+    if not set(s.x) <= set(names):
+        return s.x_label, {}
+    return found.group(1) or "category", names
 
 
 def heatmap_svg(rows: list[Series], title: str) -> str:

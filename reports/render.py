@@ -6,13 +6,14 @@ renderer may load only the project's own assets (templates folder) and inline da
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from reports.view import ReportView, build_view, fmt_criterion, fmt_measure, fmt_threat
+from reports.view import ReportView, build_view, fmt_claim, fmt_criterion, fmt_measure, fmt_threat
 from schemas.evidence import EvidenceBundle
 from tasks.files import write_atomic
 
@@ -42,12 +43,16 @@ def environment(*, markdown: bool = False) -> Environment:
     env.filters["measure"] = fmt_measure
     env.filters["threat"] = fmt_threat
     env.filters["criterion"] = fmt_criterion
+    env.filters["claim"] = fmt_claim
     return env
 
 
 def render_html(ev: EvidenceBundle, run_dir: Path | None = None) -> str:
     """The dossier as one self-contained HTML document."""
-    view = build_view(ev, run_dir)
+    return _render_view(build_view(ev, run_dir), ev)
+
+
+def _render_view(view: ReportView, ev: EvidenceBundle) -> str:
     css = (TEMPLATES / "report.css").read_text()
     return environment().get_template("report.html.j2").render(v=view, ev=ev, css=css)
 
@@ -110,6 +115,17 @@ def write_pdf(html: str, path: Path, *, attachments: list[EmbeddedFile] | None =
     return path, list(fetcher.refused)
 
 
+def pdf_bytes(html: str) -> bytes:
+    """Render HTML to PDF bytes in memory (own assets only; no PDF/A variant: text is the same)."""
+    import logging
+
+    from weasyprint import HTML
+
+    logging.getLogger("weasyprint").setLevel(logging.ERROR)
+    logging.getLogger("fontTools").setLevel(logging.ERROR)
+    return HTML(string=html, base_url=TEMPLATES.as_uri() + "/", url_fetcher=_fetcher_class()()).write_pdf()
+
+
 @dataclass(frozen=True)
 class DossierFiles:
     """The dossier in its three forms, and the URLs the renderer refused to load."""
@@ -120,15 +136,103 @@ class DossierFiles:
     refused: list[str]
 
 
+CONFIGURED = "configured"  # write_dossier: sign with the key the CLI configured (tasks.records)
+
+
 def write_dossier(ev: EvidenceBundle, evidence_json: bytes, pdf: Path, *, run_dir: Path | None = None,
-                  html: Path | None = None, markdown: Path | None = None) -> DossierFiles:  # fmt: skip
-    """PDF/A-3 with the evidence embedded, plus optional self-contained HTML and Markdown summary."""
+                  html: Path | None = None, markdown: Path | None = None,
+                  signing_key: Any = CONFIGURED) -> DossierFiles:  # fmt: skip
+    """PDF/A-3 with the evidence embedded, plus optional self-contained HTML and Markdown summary.
+
+    When the run is signed (``signing_key``: an Ed25519 private key, None, or the configured one), the
+    PDF also embeds an Ed25519 signature of the evidence bytes and the public key, so the PDF alone
+    can be checked (``nnassay evidence verify dossier.pdf --public-key PUB``).
+    """
+    from tasks.integrity import EVIDENCE_SIGNATURE, SIGNER_KEY, fingerprint, public_pem, sign_bytes
+
+    if isinstance(signing_key, str):  # CONFIGURED
+        from tasks.records import signing_key as configured
+
+        signing_key = configured()
     text = render_html(ev, run_dir)
-    embedded = EmbeddedFile("evidence.json", evidence_json,
-                            f"nnassay evidence bundle of assessment {ev.provenance.assessment_id}")
-    _, refused = write_pdf(text, pdf, attachments=[embedded])
+    attachments = [EmbeddedFile("evidence.json", evidence_json,
+                                f"nnassay evidence bundle of assessment {ev.provenance.assessment_id}")]  # fmt: skip
+    if signing_key is not None and fingerprint(signing_key.public_key()) == ev.provenance.signer_public_key_sha256:
+        attachments += [
+            EmbeddedFile(EVIDENCE_SIGNATURE, sign_bytes(signing_key, evidence_json),
+                         "Ed25519 signature (base64) of evidence.json", "text/plain", "Supplement"),
+            EmbeddedFile(SIGNER_KEY, public_pem(signing_key.public_key()),
+                         "Ed25519 public key (PEM) of the signer", "application/x-pem-file", "Supplement"),
+        ]  # fmt: skip
+    _, refused = write_pdf(text, pdf, attachments=attachments)
     if html is not None:
         write_atomic(html, text)
     if markdown is not None:
         write_atomic(markdown, render_markdown(ev))
     return DossierFiles(pdf, html, markdown, refused)
+
+
+def pdf_text(payload: bytes) -> str:
+    """The text of every page of a PDF, as pypdf extracts it, pages joined by newlines."""
+    import io
+
+    from pypdf import PdfReader
+
+    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(payload)).pages)
+
+
+def _pdf_images(payload: bytes) -> list[str]:
+    """The raster images of a PDF once each, in the order the renderer added them (document order),
+    as PNG data URIs. Pages share their resources, so each image is decoded once."""
+    import io
+
+    from pypdf import PdfReader
+
+    seen: set[str] = set()
+    resources: set[int] = set()
+    found = []
+    for page in PdfReader(io.BytesIO(payload)).pages:
+        key = getattr(page.raw_get("/Resources"), "idnum", None)
+        if key is not None and key in resources:
+            continue  # the renderer shares one resource dictionary between pages: decode it once
+        resources.add(key)
+        for image in page.images:
+            if image.name in seen:
+                continue
+            seen.add(image.name)
+            buffer = io.BytesIO()
+            image.image.save(buffer, format="PNG")
+            found.append("data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode())
+    return found
+
+
+def compare_text(ev: EvidenceBundle, payload: bytes) -> str | None:
+    """Compare a dossier PDF's text with a fresh rendering of the evidence bundle it carries.
+
+    Pictures are taken from the PDF itself (only their size shapes the layout), matched to the
+    bundle's picture artifacts by document order, skipping the rasters inside charts; so the PDF
+    alone suffices. Whitespace is ignored. Returns None when equal, else where the texts first
+    differ. Raises ValueError when the PDF's pictures cannot be matched to the bundle.
+    """
+    view = build_view(ev, None, pictures=lambda a: "")
+    slots: list[tuple[Any, int] | None] = []  # (result view, picture index) per raster; None: in a chart
+    for family in view.families:
+        for r in family.results:
+            for chart in r.charts:
+                slots += [None] * base64.b64decode(chart.split(",", 1)[1]).count(b"<image")
+            slots += [(r, i) for i in range(len(r.pictures))]
+    images = _pdf_images(payload)
+    if len(images) != len(slots):
+        raise ValueError(f"the PDF holds {len(images)} raster images where the evidence's charts and "
+                         f"pictures make {len(slots)}")  # fmt: skip
+    for slot, uri in zip(slots, images, strict=True):
+        if slot is not None:
+            r, i = slot
+            r.pictures[i] = (uri, r.pictures[i][1])
+    fresh = pdf_text(pdf_bytes(_render_view(view, ev)))
+    shown = pdf_text(payload)
+    a, b = "".join(shown.split()), "".join(fresh.split())
+    if a == b:
+        return None
+    at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    return f"the document shows '…{a[max(0, at - 40):at + 40]}…' where the evidence renders '…{b[max(0, at - 40):at + 40]}…'"

@@ -7,6 +7,7 @@ only displays. Nothing here reads the clock or recomputes a measurement.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,15 +18,15 @@ from reports.charts import chart_svg, group_series
 from schemas.common import ClaimKind, Measurement, Verdict
 from schemas.evidence import EvidenceBundle, GoalVerdict
 from schemas.goals import Goal
-from schemas.results import MethodResult, Series
+from schemas.results import ArtifactRef, MethodResult, Series
 from tasks.files import sha256_bytes
 
 CLAIM_WORDING = {
     ClaimKind.ESTIMATE: "estimate",
-    ClaimKind.BOUND: "measured rate with a confidence interval",
-    ClaimKind.CERTIFICATE: "probabilistic certificate",
-    ClaimKind.PROOF: "formal proof (sound verifier)",
-    ClaimKind.OBSERVATION: "observed on the test data",
+    ClaimKind.BOUND: "bound",
+    ClaimKind.CERTIFICATE: "certificate",
+    ClaimKind.PROOF: "proof",
+    ClaimKind.OBSERVATION: "observation",
 }
 SECTION_TITLES = [("summary", "Summary"), ("scope", "Scope and context"), ("goals", "Robustness goals"),
                   ("plan", "Test plan"), ("results", "Results by method family"),
@@ -48,10 +49,61 @@ def fmt_measure(m: Measurement | None) -> str:
     return text
 
 
+SHORT_CLAIM = {
+    ClaimKind.ESTIMATE: "estimate",
+    ClaimKind.BOUND: "bound at {conf} confidence",
+    ClaimKind.CERTIFICATE: "certificate (per sample)",
+    ClaimKind.PROOF: "proof (per sample)",
+    ClaimKind.OBSERVATION: "observation",
+}
+
+
+def fmt_claim(m: Measurement | None, short: bool = False) -> str:
+    """What kind of statement a number makes, worded with its confidence: estimate, bound at a
+    confidence, certificate, proof or observation (from ``Measurement.claim``, never guessed)."""
+    if m is None:
+        return "no claim: not measured"
+    conf = f"{m.interval.confidence:.0%}" if m.interval else None
+    if short:
+        return SHORT_CLAIM[m.claim].format(conf=conf) if conf or m.claim != ClaimKind.BOUND else "bound"
+    if m.claim == ClaimKind.BOUND:
+        return (f"bound at {conf} confidence: the true value lies in the interval" if conf
+                else "bound (no interval recorded)")  # fmt: skip
+    if m.claim == ClaimKind.CERTIFICATE:
+        return ("certificate per sample (randomized smoothing, holds with high probability); "
+                + (f"{conf} interval for the population rate" if conf else "no interval"))
+    if m.claim == ClaimKind.PROOF:
+        return ("proof per sample (sound verifier; counterexamples re-executed); "
+                + (f"{conf} interval for the population rate" if conf else "no interval"))
+    if m.claim == ClaimKind.OBSERVATION:
+        return "observation on the tested samples" + (f", {conf} interval" if conf else ", no interval")
+    return "estimate" + (f" with a {conf} interval (not a guarantee)" if conf else ", no interval (not a guarantee)")
+
+
+def fmt_value(v: Any) -> str:
+    """A parameter value as text: numbers with :g, lists comma-separated, None as 'none'."""
+    if v is None:
+        return "none"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, list | tuple):
+        return ", ".join(fmt_value(x) for x in v) or "none"
+    if isinstance(v, dict):
+        return "; ".join(f"{k} {fmt_value(x)}" for k, x in v.items()) or "none"
+    return str(v)
+
+
+def fmt_params(params: dict[str, Any]) -> list[str]:
+    """Method parameters as 'name = value' items, in key order (no raw JSON in the dossier)."""
+    return [f"{k} = {fmt_value(v)}" for k, v in sorted(params.items())]
+
+
 def fmt_threat(threat: Any) -> str:
     """'gaussian_noise: sigma=0.2' from a threat model."""
     fields = threat.model_dump(mode="json", exclude={"kind"}, exclude_none=True)
-    return threat.kind + (": " + ", ".join(f"{k}={v}" for k, v in fields.items()) if fields else "")
+    return threat.kind + (": " + "; ".join(f"{k} = {fmt_value(v)}" for k, v in fields.items()) if fields else "")
 
 
 def fmt_criterion(gv: GoalVerdict | Goal) -> str:
@@ -91,7 +143,8 @@ class ResultView:
     metrics: list[tuple[str, str, str, str]]  # name, value, claim, meaning
     charts: list[str]
     pictures: list[tuple[str, str]]  # data URI (empty: not shown), caption
-    params: dict[str, Any]
+    params: list[str]
+    per_sample: tuple[list[str], list[list[str]], int] | None = None  # columns, rows, total rows
 
 
 @dataclass
@@ -136,6 +189,9 @@ class ReportView:
     sections: dict[str, Section] = field(default_factory=dict)
     families: list[FamilyView] = field(default_factory=list)
     plan_rows: list[dict[str, Any]] = field(default_factory=list)
+    criteria: list[dict[str, str]] = field(default_factory=list)
+    reproduce: tuple[str, str] = ("", "")
+    started_finished: str = ""
     risks: list[RiskRow] = field(default_factory=list)
     controls: list[CrosswalkRow] = field(default_factory=list)
     regulation: list[CrosswalkRow] = field(default_factory=list)
@@ -154,14 +210,20 @@ class ReportView:
         return next(g for g in self.ev.spec.goals if g.id == goal_id)
 
 
-def build_view(ev: EvidenceBundle, run_dir: Path | None) -> ReportView:
-    """Pre-format the bundle; pictures are read from the run folder and checked against digests."""
+def build_view(ev: EvidenceBundle, run_dir: Path | None, pictures: PictureSource | None = None) -> ReportView:
+    """Pre-format the bundle; pictures are read from the run folder and checked against digests
+    (``pictures``, when given, supplies them instead: used to re-render a dossier for comparison)."""
     view = ReportView(ev=ev, model_name=ev.spec.model.name or Path(ev.spec.model.path).name,
                       assessed_at=f"{ev.provenance.started_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC")  # fmt: skip
     view.sections = {sid: Section(sid, i + 1, title, [clause_ref(c) for c in st.section_clauses(sid)])
                      for i, (sid, title) in enumerate(SECTION_TITLES)}  # fmt: skip
-    view.families = _families(ev, run_dir)
+    view.families = _families(ev, run_dir, pictures)
     view.plan_rows = _plan_rows(ev)
+    view.criteria = criteria_rows(ev)
+    start, end = ev.provenance.started_at.astimezone(UTC), ev.provenance.finished_at.astimezone(UTC)
+    view.started_finished = (f"{start:%Y-%m-%d %H:%M:%S} UTC / {end:%Y-%m-%d %H:%M:%S} UTC "
+                             f"({(end - start).total_seconds():.0f} s)")  # fmt: skip
+    view.reproduce = reproduce_command(ev)
     view.risks = [_risk_row(ev, gv) for gv in ev.verdicts]
     view.residual = residual_statement(ev)
     view.controls, view.regulation = _crosswalk(ev)
@@ -169,7 +231,7 @@ def build_view(ev: EvidenceBundle, run_dir: Path | None) -> ReportView:
     return view
 
 
-def _families(ev: EvidenceBundle, run_dir: Path | None) -> list[FamilyView]:
+def _families(ev: EvidenceBundle, run_dir: Path | None, pictures: PictureSource | None) -> list[FamilyView]:
     plan_params = {t.test_id: t.params for t in ev.plan.tests}
     found = []
     for family in FAMILIES:
@@ -177,25 +239,50 @@ def _families(ev: EvidenceBundle, run_dir: Path | None) -> list[FamilyView]:
         if not results:
             continue
         clauses = [clause_ref(st.get(st.TR1, ref)) for ref in st.FAMILY_CLAUSES[family]]
-        views = [ResultView(r, _metrics(r), _charts(r), _pictures(r, run_dir), plan_params.get(r.test_id, {}))
+        views = [ResultView(r, _metrics(r), _charts(r), _pictures(r, run_dir, pictures),
+                            fmt_params(plan_params.get(r.test_id, {})), per_sample_table(r))
                  for r in results]  # fmt: skip
         found.append(FamilyView(family, clauses, views))
     return found
 
 
 def _metrics(result: MethodResult) -> list[tuple[str, str, str, str]]:
-    return [(name, fmt_measure(m), CLAIM_WORDING[m.claim], m.description)
+    return [(name, fmt_measure(m) + (f"; n = {m.n}" if m.n is not None else ""), fmt_claim(m), m.description)
             for name, m in sorted(result.metrics.items())]  # fmt: skip
+
+
+PER_SAMPLE_ROWS = 25
+
+
+def per_sample_table(result: MethodResult) -> tuple[list[str], list[list[str]], int] | None:
+    """``details.per_sample`` (a list of flat records, e.g. the formal verdict of each sample) as a
+    table: columns in first-seen order, scalar cells only, at most PER_SAMPLE_ROWS rows shown."""
+    rows = result.details.get("per_sample")
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+        return None
+    columns: list[str] = []
+    for r in rows:
+        columns += [k for k, v in r.items() if k not in columns and not isinstance(v, list | dict)]
+    cells = [[fmt_value(r[c]) if c in r else "" for c in columns] for r in rows[:PER_SAMPLE_ROWS]]
+    return (columns, cells, len(rows)) if columns else None
 
 
 def _charts(result: MethodResult) -> list[str]:
     return [chart_svg(group, result.test_id) for group in group_series(result.series)]
 
 
-def _pictures(result: MethodResult, run_dir: Path | None) -> list[tuple[str, str]]:
+PictureSource = Callable[[ArtifactRef], str]  # picture artifact -> data URI to show in its place
+
+
+def _pictures(result: MethodResult, run_dir: Path | None, source: PictureSource | None = None) -> list[tuple[str, str]]:
     found = []
     for artifact in result.artifacts:
-        if artifact.media_type != "image/png" or run_dir is None:
+        if artifact.media_type != "image/png":
+            continue
+        if source is not None:
+            found.append((source(artifact), artifact.caption))
+            continue
+        if run_dir is None:
             continue
         path = (run_dir / artifact.path).resolve()
         if not path.is_relative_to(run_dir.resolve()) or not path.is_file():
@@ -214,9 +301,52 @@ def _plan_rows(ev: EvidenceBundle) -> list[dict[str, Any]]:
     for family in FAMILIES:
         for t in (t for t in ev.plan.tests if t.family.value == family):
             clause = st.tr_clause(t.clause)
-            rows.append({"test": t, "family": family, "threat": fmt_threat(t.threat),
+            threat = t.threat.model_dump(mode="json")
+            own = {k: v for k, v in t.params.items() if k not in threat or threat[k] != v}  # threat shown already
+            rows.append({"test": t, "family": family, "threat": fmt_threat(t.threat), "params": fmt_params(own),
                          "clause": clause_ref(clause) if clause else None, "clause_text": t.clause})  # fmt: skip
     return rows
+
+
+def criteria_rows(ev: EvidenceBundle) -> list[dict[str, str]]:
+    """Acceptance criteria with the interval declared in the spec and the one actually used (a metric
+    that is not a count rate, e.g. a mean or an AUROC, gets a bootstrap interval instead)."""
+    used = {v.goal_id: v.measured.interval.method for v in ev.verdicts if v.measured and v.measured.interval}
+    rows = []
+    for g in ev.spec.goals:
+        declared = g.criterion.interval
+        actual = used.get(g.id)
+        text = (declared if actual is None or actual == declared
+                else f"{actual} (declared {declared}; applies to count rates only)")  # fmt: skip
+        rows.append({"goal": g.id, "criterion": fmt_criterion(g), "interval": text if actual else f"{declared} (not measured)"})
+    return rows
+
+
+def reproduce_command(ev: EvidenceBundle) -> tuple[str, str]:
+    """The install step and the exact command line, run from the folder it was run from.
+
+    The folder is ``provenance.extra['cwd']`` when recorded; otherwise it is derived from the spec
+    argument of the command and the absolute ``spec_path`` (both recorded), or left out with a note.
+    """
+    import shlex
+
+    p = ev.provenance
+    install = "pip install -c constraints.txt -e ." + (f"   # in a checkout of {p.code_version}" if p.code_version else "")
+    cwd = p.extra.get("cwd") if isinstance(p.extra.get("cwd"), str) else None
+    if cwd is None:
+        try:
+            words = shlex.split(p.command)
+        except ValueError:
+            words = []
+        arg = words[words.index("assess") + 1] if "assess" in words[:-1] else None
+        spec = Path(p.spec_path)
+        if arg and spec.is_absolute() and not Path(arg).is_absolute():
+            parts, tail = spec.parts, Path(arg).parts
+            if ".." not in tail and len(parts) > len(tail) and parts[-len(tail):] == tail:
+                cwd = str(Path(*parts[: -len(tail)]))
+    if cwd is None and not Path(p.spec_path).is_absolute():
+        return install, p.command + "   # run from the folder the spec path is relative to (not recorded)"
+    return install, (f"cd {shlex.quote(cwd)} && " if cwd else "") + p.command
 
 
 def failure_rate(gv: GoalVerdict) -> tuple[float, float] | None:
@@ -249,7 +379,7 @@ def _risk_row(ev: EvidenceBundle, gv: GoalVerdict) -> RiskRow:
 
 
 def residual_statement(ev: EvidenceBundle) -> str:
-    """One paragraph: which goals pass and which risks stay above the declared tolerance."""
+    """One paragraph: which goals pass and which risks stay above, or may be above, the tolerance."""
     total = len(ev.verdicts)
     passed = [v.goal_id for v in ev.verdicts if v.verdict == Verdict.PASS]
     text = f"{len(passed)} of {total} goals met their acceptance criteria. "
@@ -258,12 +388,24 @@ def residual_statement(ev: EvidenceBundle) -> str:
         return text + ("For every goal the whole confidence interval clears the threshold: the residual "
                        "risk of the risks addressed is within the declared tolerance, under the tested "
                        "threats and data only.")  # fmt: skip
+
+    def risks(verdict: Verdict) -> str:
+        by_risk: dict[str, list[str]] = {}
+        impact = {}
+        for v in open_rows:
+            if v.verdict == verdict:
+                goal = next(g for g in ev.spec.goals if g.id == v.goal_id)
+                by_risk.setdefault(goal.risk.id, []).append(v.goal_id)
+                impact[goal.risk.id] = goal.risk.impact
+        return "; ".join(f"{r} ({impact[r]} impact; goal{'s' if len(g) > 1 else ''} {', '.join(g)})"
+                         for r, g in by_risk.items())  # fmt: skip
+
     parts = []
-    for v in open_rows:
-        goal = next(g for g in ev.spec.goals if g.id == v.goal_id)
-        word = "exceeds" if v.verdict == Verdict.FAIL else "may exceed (undetermined)"
-        parts.append(f"risk {goal.risk.id} ({goal.risk.impact} impact) {word} its tolerance for goal {v.goal_id}")
-    return text + "Residual risk: " + "; ".join(parts) + ". Treat before release, then re-assess."
+    if failed := risks(Verdict.FAIL):
+        parts.append(f"Residual risk above the declared tolerance: {failed}.")
+    if undecided := risks(Verdict.INCONCLUSIVE):
+        parts.append(f"Not yet determined (the confidence interval straddles the threshold): {undecided}.")
+    return text + " ".join(parts) + " Treat and decide these before release, then re-assess."
 
 
 def _crosswalk(ev: EvidenceBundle) -> tuple[list[CrosswalkRow], list[CrosswalkRow]]:

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 MANIFEST, SIGNATURE, PUBLIC_KEY = "manifest.json", "manifest.sig", "manifest.pub"
+# embedded in dossier.pdf beside evidence.json when the run is signed: the PDF alone then carries a
+# signature of its evidence (the manifest, written after the PDF, cannot be inside it)
+EVIDENCE_SIGNATURE, SIGNER_KEY = "evidence.json.sig", "signer.pub"
 EVIDENCE, DOSSIER = "evidence.json", "dossier.pdf"
 NOT_COVERED = {MANIFEST, SIGNATURE, PUBLIC_KEY, "mlflow.db", "mlflow.db-journal"}
 NOT_COVERED_DIRS = {"mlartifacts", "mlruns", ".nnassay-cache"}  # tracker stores and result caches
@@ -66,12 +69,13 @@ def load_signing_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def load_public_key(path: Path) -> Ed25519PublicKey:
-    """An Ed25519 public key from a PEM public key file (or from a private key file)."""
+def load_public_key(path: Path, payload: bytes | None = None) -> Ed25519PublicKey:
+    """An Ed25519 public key from a PEM public key file (or from a private key file); ``payload``
+    gives the file's bytes when they come from elsewhere (e.g. embedded in a PDF)."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
     from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 
-    payload = _read_key_file(path)
+    payload = _read_key_file(path) if payload is None else payload
     try:
         key: Any = load_pem_public_key(payload)
     except ValueError:
@@ -108,6 +112,11 @@ def public_pem(key: Ed25519PublicKey) -> bytes:
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
     return key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+
+
+def sign_bytes(key: Ed25519PrivateKey, payload: bytes) -> bytes:
+    """An Ed25519 signature of the bytes, base64 encoded (the format of manifest.sig)."""
+    return base64.b64encode(key.sign(payload))
 
 
 def generate_key(path: Path) -> tuple[Path, Path]:
@@ -273,6 +282,8 @@ def _verify_pdf(path: Path, v: Verification, options: VerifyOptions) -> None:
         return
     v.checked.append(f"{path.name}: embedded {EVIDENCE} extracted (sha256 {sha256_bytes(embedded)})")
     evidence = _read_evidence(embedded, f"{path.name} embedded {EVIDENCE}", v)
+    if evidence is not None:
+        _check_embedded_signature(path, embedded, evidence, v, options)
     run_dir = path.parent
     if (run_dir / MANIFEST).is_file():
         sha = sha256_bytes(embedded)
@@ -282,8 +293,69 @@ def _verify_pdf(path: Path, v: Verification, options: VerifyOptions) -> None:
     else:
         manifest_sha = None
         v.notes.append(f"no {MANIFEST} beside {path.name}: the PDF's own digest is not checked")
+        if evidence is not None:
+            _check_visible_text(path, evidence, v)
     if evidence is not None:
         _check_external(evidence, sha256_bytes(embedded), manifest_sha, v, options)
+
+
+def _check_embedded_signature(path: Path, embedded: bytes, evidence: EvidenceBundle, v: Verification,
+                              options: VerifyOptions) -> None:  # fmt: skip
+    """The signature of the embedded evidence, embedded beside it by a signed run."""
+    from cryptography.exceptions import InvalidSignature
+
+    declared = evidence.provenance.signer_public_key_sha256
+    signature = extract_embedded(path, EVIDENCE_SIGNATURE)
+    if signature is None:
+        if declared:
+            v.notes.append(f"{path.name}: the run was signed by key {declared}, but the PDF embeds no "
+                           f"{EVIDENCE_SIGNATURE} (rendered again without the key?): check the run folder")  # fmt: skip
+        return
+    if options.public_key is not None:
+        key, source = load_public_key(options.public_key), str(options.public_key)
+    else:
+        pem = extract_embedded(path, SIGNER_KEY)
+        if pem is None:
+            v.problems.append(f"{path.name}: embeds {EVIDENCE_SIGNATURE} but no {SIGNER_KEY}; pass --public-key")
+            return
+        key, source = load_public_key(Path(f"{path.name}:{SIGNER_KEY}"), pem), f"the PDF's own {SIGNER_KEY}"
+    used = fingerprint(key)
+    if used != declared:
+        v.problems.append(f"{path.name}: the key of {source} (sha256 {used}) is not the key the evidence "
+                          f"names as signer ({declared})")  # fmt: skip
+        return
+    try:
+        key.verify(base64.b64decode(signature.strip(), validate=True), embedded)
+    except (InvalidSignature, ValueError):
+        v.problems.append(f"{path.name}: {EVIDENCE_SIGNATURE} does not match the embedded {EVIDENCE} under key {used}")
+        return
+    v.checked.append(f"{path.name}: embedded {EVIDENCE} signature valid (Ed25519, key sha256 {used}, from {source})")
+    if options.public_key is None:
+        v.notes.append(f"{path.name}: signature checked with the key the PDF carries; pass --public-key to "
+                       "check it against a key you trust")  # fmt: skip
+
+
+def _check_visible_text(path: Path, evidence: EvidenceBundle, v: Verification) -> None:
+    """A PDF without its manifest: compare what it shows with a fresh rendering of the evidence it
+    embeds, so an edited page (a verdict, a number) is caught. A difference is tampering when this
+    nnassay version rendered the dossier; with another version it can be a template change: a note."""
+    from reports.render import compare_text
+    from tasks.evidence import code_version
+
+    try:
+        difference = compare_text(evidence, path.read_bytes())
+    except ValueError as exc:
+        v.notes.append(f"{path.name}: visible text not compared: {exc}")
+        return
+    if difference is None:
+        v.checked.append(f"{path.name}: visible text equals a fresh rendering of the embedded {EVIDENCE}")
+        return
+    here, there = code_version(), evidence.provenance.code_version
+    message = f"{path.name}: visible text differs from a rendering of the embedded {EVIDENCE}: {difference}"
+    if here == there:
+        v.problems.append(message)
+    else:
+        v.notes.append(f"{message} (rendered by {there}, compared with {here}: re-check with that version)")
 
 
 def extract_embedded(pdf: Path, name: str) -> bytes | None:

@@ -101,3 +101,98 @@ def test_heatmap_and_histogram_series_render_with_text_labels() -> None:
                   x=[1e-4, 1e-3, 1e-2, 1e-1, 1.0], y=[3.0, 5.0, 1.0, 0.0, 2.0])
     svg = _svg(chart_svg([hist], "hist"))
     assert "flip-probability bound" in svg and "test samples" in svg
+
+
+def test_claims_are_worded_by_kind_with_their_confidence() -> None:
+    from reports.view import fmt_claim
+    from schemas.common import ClaimKind, Interval, Measurement
+
+    interval = Interval(low=0.8, high=0.9, confidence=0.9, method="clopper-pearson")
+    words = {kind: fmt_claim(Measurement(value=0.85, interval=interval, claim=kind)) for kind in ClaimKind}
+    assert words[ClaimKind.BOUND].startswith("bound at 90% confidence")
+    assert words[ClaimKind.PROOF].startswith("proof per sample") and "90% interval" in words[ClaimKind.PROOF]
+    assert words[ClaimKind.CERTIFICATE].startswith("certificate per sample")
+    assert words[ClaimKind.ESTIMATE].startswith("estimate") and "not a guarantee" in words[ClaimKind.ESTIMATE]
+    assert words[ClaimKind.OBSERVATION].startswith("observation")
+    assert fmt_claim(Measurement(value=0.85, interval=interval, claim=ClaimKind.BOUND), short=True) == \
+        "bound at 90% confidence"
+    assert "no interval" in fmt_claim(Measurement(value=0.85, claim=ClaimKind.ESTIMATE))
+
+
+def test_pdf_shows_parameters_as_text_not_json_and_claims_in_the_summary(runs: Runs) -> None:
+    text = pdf_text(runs.b / "dossier.pdf")
+    flat = " ".join(text.split())
+    params = [line for line in text.splitlines() if line.startswith("Parameters:")]
+    assert params and not any("{" in line or '"' in line for line in params), params
+    assert "Kind of claim" in flat and "bound at 95% confidence" in flat
+    assert "Reproduce with" in flat and "pip install -c constraints.txt -e ." in flat
+
+
+def test_bar_categories_are_named_and_grouped() -> None:
+    label = "case (0=nan, 1=pos_inf, 2=out_of_range)"
+    bars = [Series(name=n, kind="bar", x_label=label, y_label="rate", x=[0.0, 1.0, 2.0], y=[1.0, 0.5, 0.2])
+            for n in ("confident answers", "crashes")]
+    svg = _svg(chart_svg(bars, "bars"))
+    assert "pos_inf" in svg and "out_of_range" in svg and "0=nan" not in svg
+
+
+def test_reproduce_command_names_the_folder_it_ran_in() -> None:
+    from reports.view import reproduce_command
+
+    ev = EvidenceBundle.model_validate_json((GOLDEN / "evidence_v1_before_integrity.json").read_text())
+    p = ev.provenance.model_copy(update={"command": "nnassay assess specs/a.yaml --output run",
+                                         "spec_path": "/srv/work/specs/a.yaml", "extra": {}})  # fmt: skip
+    _, command = reproduce_command(ev.model_copy(update={"provenance": p}))
+    assert command == "cd /srv/work && nnassay assess specs/a.yaml --output run"
+    p = p.model_copy(update={"extra": {"cwd": "/home/x y"}})
+    assert reproduce_command(ev.model_copy(update={"provenance": p}))[1].startswith("cd '/home/x y' && ")
+    p = p.model_copy(update={"extra": {}, "spec_path": "/elsewhere/b.yaml"})
+    assert not reproduce_command(ev.model_copy(update={"provenance": p}))[1].startswith("cd ")
+
+
+def test_residual_statement_groups_open_risks_by_verdict() -> None:
+    from reports.view import residual_statement
+    from schemas.common import Verdict
+
+    ev = EvidenceBundle.model_validate_json((GOLDEN / "evidence_v1_before_integrity.json").read_text())
+    verdicts = [v.model_copy(update={"verdict": Verdict.FAIL if i == 0 else Verdict.INCONCLUSIVE})
+                for i, v in enumerate(ev.verdicts)]  # fmt: skip
+    text = residual_statement(ev.model_copy(update={"verdicts": verdicts}))
+    assert "above the declared tolerance" in text and "Not yet determined" in text
+    assert "(undetermined)" not in text and ev.verdicts[0].goal_id in text
+
+
+def test_pictures_per_sample_rows_and_a_pdf_alone_compare(tmp_path: Path) -> None:
+    """A bundle with a picture, a heat map (a raster inside a chart) and per-sample rows: all shown,
+    and the PDF alone re-renders to the same text, while a forged page is found."""
+    import io
+
+    from PIL import Image
+
+    from reports.render import EmbeddedFile, compare_text, write_pdf
+    from schemas.results import ArtifactRef
+    from tasks.files import sha256_bytes
+
+    ev = EvidenceBundle.model_validate_json((GOLDEN / "evidence_v1_before_integrity.json").read_text())
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 90), "white").save(buffer, format="PNG")
+    (tmp_path / "pic.png").write_bytes(buffer.getvalue())
+    picture = ArtifactRef(path="pic.png", sha256=sha256_bytes(buffer.getvalue()), media_type="image/png",
+                          caption="original next to perturbed")  # fmt: skip
+    heat = [Series(name=f"c{i}", kind="heatmap", x_label="severity", y_label="accuracy", x=[1.0, 2.0],
+                   y=[0.9, 0.5 + i / 10]) for i in range(2)]  # fmt: skip
+    rows = [{"index": i, "verdict": "robust" if i % 2 else "falsified", "time_s": 0.5} for i in range(30)]
+    result = ev.results[0].model_copy(update={"artifacts": [picture], "series": [*ev.results[0].series, *heat],
+                                              "details": {"per_sample": rows}})  # fmt: skip
+    ev = ev.model_copy(update={"results": [result, *ev.results[1:]]})
+    html = render_html(ev, tmp_path)
+    assert "original next to perturbed" in html and "NOT SHOWN" not in html
+    assert "First 25 of 30 samples shown" in html and "falsified" in html
+    payload = ev.model_dump_json().encode()
+    pdf, _ = write_pdf(html, tmp_path / "d.pdf", attachments=[EmbeddedFile("evidence.json", payload, "e")])
+    assert compare_text(ev, pdf.read_bytes()) is None
+    forged = ev.model_copy(update={"verdicts": [ev.verdicts[0].model_copy(update={"reason": "all fine"}),
+                                                *ev.verdicts[1:]]})  # fmt: skip
+    pdf, _ = write_pdf(render_html(forged, tmp_path), tmp_path / "f.pdf")
+    difference = compare_text(ev, pdf.read_bytes())
+    assert difference is not None and "allfine" in difference

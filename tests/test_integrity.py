@@ -196,3 +196,77 @@ def test_registry_model_downloaded_only_onnx_and_tagged(runs: Runs) -> None:
     assert version.tags["nnassay.gate"] == "blocked"
     assert version.tags["nnassay.evidence_sha256"] == sha256_file(runs.b / "evidence.json")
     assert version.tags["nnassay.mlflow_run_id"] == b.provenance.mlflow_run_id
+
+
+def _forged_pdf(runs: Runs, target: Path) -> None:
+    """A dossier whose pages say something else than the evidence it embeds (a forged reason)."""
+    from reports.render import EmbeddedFile, render_html, write_pdf
+
+    payload = (runs.b / "evidence.json").read_bytes()
+    ev = EvidenceBundle.model_validate_json(payload)
+    forged = ev.model_copy(update={"verdicts": [ev.verdicts[0].model_copy(update={"reason": "forged reason"}),
+                                                *ev.verdicts[1:]]})  # fmt: skip
+    write_pdf(render_html(forged, runs.b), target, attachments=[EmbeddedFile("evidence.json", payload, "e")])
+
+
+def test_dossier_pdf_alone_compares_its_text_with_the_embedded_evidence(runs: Runs, tmp_path: Path) -> None:
+    alone = tmp_path / "alone" / "dossier.pdf"
+    alone.parent.mkdir()
+    shutil.copy(runs.b / "dossier.pdf", alone)
+    v = verify(alone, OFFLINE)
+    assert v.status == "intact", v
+    assert any("visible text equals a fresh rendering" in c for c in v.checked), v.checked
+    forged = tmp_path / "forged" / "dossier.pdf"
+    forged.parent.mkdir()
+    _forged_pdf(runs, forged)
+    v = verify(forged, OFFLINE)
+    assert v.status == "tampered", v
+    assert "visible text differs" in problems(v) and "forgedreason" in problems(v)
+
+
+def test_signed_dossier_pdf_alone_carries_a_signature_of_its_evidence(runs: Runs, tmp_path: Path) -> None:
+    from pypdf import PdfReader
+
+    from reports.render import EmbeddedFile, render_html, write_pdf
+
+    reader = PdfReader(runs.b / "dossier.pdf")
+    assert {"evidence.json", "evidence.json.sig", "signer.pub"} <= set(reader.attachments)
+    alone = tmp_path / "alone" / "dossier.pdf"
+    alone.parent.mkdir()
+    shutil.copy(runs.b / "dossier.pdf", alone)
+    trusted = VerifyOptions(use_tracker=False, public_key=runs.key.with_name(runs.key.name + ".pub"))
+    v = verify(alone, trusted)
+    assert v.status == "intact", v
+    assert any("signature valid" in c for c in v.checked), v.checked
+    # evidence rewritten consistently (pages and embedded bundle), the old signature kept: caught
+    payload = (runs.b / "evidence.json").read_bytes()
+    ev = EvidenceBundle.model_validate_json(payload)
+    forged = ev.model_copy(update={"verdicts": [ev.verdicts[0].model_copy(update={"reason": "forged"}),
+                                                *ev.verdicts[1:]]}).model_dump_json().encode()  # fmt: skip
+    keep = [EmbeddedFile(name, reader.attachments[name][0], name, relationship="Supplement")
+            for name in ("evidence.json.sig", "signer.pub")]  # fmt: skip
+    target = tmp_path / "forged" / "dossier.pdf"
+    target.parent.mkdir()
+    write_pdf(render_html(EvidenceBundle.model_validate_json(forged), runs.b), target,
+              attachments=[EmbeddedFile("evidence.json", forged, "e"), *keep])  # fmt: skip
+    v = verify(target, trusted)
+    assert v.status == "tampered" and "evidence.json.sig does not match" in problems(v), v
+    # a wrong trusted key is named
+    _, other_pub = generate_key(tmp_path / "keys" / "other.pem")
+    v = verify(alone, VerifyOptions(use_tracker=False, public_key=other_pub))
+    assert v.status == "tampered" and "is not the key the evidence names" in problems(v), v
+
+
+def test_report_re_renders_a_signed_dossier_with_its_key_only(runs: Runs, tmp_path: Path) -> None:
+    from pypdf import PdfReader
+
+    from flows.cli import app
+
+    out = tmp_path / "again.pdf"
+    args = ["report", str(runs.b / "evidence.json"), "--output", str(out)]
+    result = CliRunner().invoke(app, [*args, "--sign-key", str(runs.key)])
+    assert result.exit_code == 0, result.output
+    assert "evidence.json.sig" in PdfReader(out).attachments
+    generate_key(tmp_path / "keys" / "other.pem")
+    result = CliRunner().invoke(app, [*args, "--sign-key", str(tmp_path / "keys" / "other.pem")])
+    assert result.exit_code == 2 and "is not the key that signed this run" in result.output
