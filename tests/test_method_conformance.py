@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from schemas.common import MethodFamily
+from schemas.common import ClaimKind, MethodFamily
 from schemas.results import MethodResult, TestStatus
 from tasks.registry import _METHODS, RobustnessMethod, get_method, list_methods
 
@@ -90,12 +90,16 @@ def gap(name: str, check: str) -> None:
 def run(image_case, tabular_case, context_factory, tmp_path):  # type: ignore[no-untyped-def]
     """Run a method on a tiny case; returns (result, ctx)."""
 
-    def go(name: str, *, seed: int = 0, threat: dict[str, Any] | None = None) -> tuple[MethodResult, Any]:
+    def go(name: str, *, seed: int = 0, threat: dict[str, Any] | None = None, confidence: float = 0.95,
+           interval: str | None = None) -> tuple[MethodResult, Any]:  # fmt: skip
         method = get_method(name)
         case = case_for(method, image_case, tabular_case)
         kind = method.threats[0]
         threat = threat or example_threat(kind, tmp_path, case)
-        ctx = context_factory(case, threat, metric=method.metrics[0], seed=seed, samples=40)
+        ctx = context_factory(case, threat, metric=method.metrics[0], seed=seed, samples=40,
+                              confidence=confidence)  # fmt: skip
+        if interval is not None:
+            ctx.interval = interval  # the goal's criterion.interval, as the runner passes it
         params = method.params_for(ctx.threat, {})
         outcome = method.run(ctx, params)
         result = MethodResult.from_outcome(outcome, test_id=f"T/{name}", goal_id="T", method=name,
@@ -217,3 +221,65 @@ def test_no_attack_succeeds_where_a_verifier_proved_robustness(attack: str, run)
     broken, _ = run(attack, threat=threat)
     successful = set(broken.details.get("successful_indices", []))
     assert not proved & successful, f"{attack} broke samples a verifier proved: {sorted(proved & successful)}"
+
+
+NOT_RATES = {"accuracy_drop", "accuracy_difference"}
+
+
+def looks_like_rate(metric: str) -> bool:
+    """Metric names that denote a share of samples, inputs or draws (so they need an interval)."""
+    return metric not in NOT_RATES and (
+        metric.endswith(("_rate", "accuracy", "_fraction", "fpr_at_95_tpr", "corruption_error"))
+        or metric.startswith("fraction_") or "_fraction_" in metric)
+
+
+@pytest.mark.parametrize("name", ALL, ids=str)
+def test_every_rate_has_an_interval_at_the_goals_confidence_and_a_claim(name: str, run) -> None:  # type: ignore[no-untyped-def]
+    """Every rate carries its interval at the goal's confidence and says what kind of claim it is."""
+    gap(name, "rate_intervals")
+    method = get_method(name)
+    wilson_capable = method.family != MethodFamily.FORMAL
+    result, _ = run(name, confidence=0.8, interval="wilson" if wilson_capable else None)
+    assert result.status != TestStatus.ERROR, result.reason
+    for metric, m in result.metrics.items():
+        assert isinstance(m.claim, ClaimKind), metric
+        if looks_like_rate(metric):
+            assert m.is_rate, f"{metric} is a rate but not marked is_rate"
+        if m.is_rate:
+            assert m.interval is not None, f"rate {metric} has no interval"
+        if m.interval is not None:
+            assert m.interval.confidence == pytest.approx(0.8), f"{metric}: interval not at the goal's confidence"
+        if m.is_rate and m.successes is not None and wilson_capable:
+            assert m.interval is not None and m.interval.method == "wilson", (
+                f"{metric}: a binomial rate must use the goal's interval method (wilson here), "
+                f"got {m.interval.method if m.interval else None}")
+    if result.status == TestStatus.COMPLETED and method.metrics[0] in result.metrics:
+        assert result.metrics[method.metrics[0]].claim == method.claim, (
+            f"the headline metric's claim must be the method's declared claim {method.claim.value}")
+    for series in result.series:
+        if series.y_low is not None or series.y_high is not None:
+            assert series.y_low is not None and series.y_high is not None
+            assert len(series.y_low) == len(series.y_high) == len(series.y), series.name
+
+
+@pytest.mark.parametrize("attack", [n for n in ALL if _METHODS[n].family == MethodFamily.EMPIRICAL
+                                    and {"linf_ball", "l2_ball"} & set(_METHODS[n].threats)], ids=str)
+def test_attack_success_only_where_onnx_runtime_is_wrong(attack: str, run) -> None:  # type: ignore[no-untyped-def]
+    """An attack never 'succeeds' where ONNX Runtime, the deployed model, still predicts the label."""
+    gap(attack, "ort_agrees")
+    result, ctx = run(attack)
+    successful = sorted(result.details.get("successful_indices", []))
+    stored = []
+    for artifact in result.artifacts:
+        if artifact.media_type != "application/x-npz":
+            continue
+        with np.load(io.BytesIO((ctx.run_dir / artifact.path).read_bytes())) as data:
+            if "x_adv" in data and "index" in data:
+                stored.append((data["x_adv"], data["index"]))
+    assert stored, "an attack must store its adversarial inputs"
+    for x_adv, index in stored:
+        assert sorted(int(i) for i in index) == successful
+        if len(index):
+            assert np.all(ctx.model.predict(x_adv) != ctx.data.y[index]), "a success ONNX Runtime disagrees with"
+    broken = result.metrics["attack_success_rate"]
+    assert broken.successes == len(successful)

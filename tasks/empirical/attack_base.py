@@ -124,6 +124,10 @@ class AttackMethod(RobustnessMethod):
         """Facts about the setup for the evidence (e.g. executor deviation from ONNX Runtime)."""
         return {}
 
+    def caveat(self, setup: Any) -> str | None:
+        """A caveat about the setup for the result's reason (e.g. executor far from ONNX Runtime)."""
+        return None
+
     def summarise(self, ctx: RunContext, params: AttackParams, eps: float, grid: list[float],
                   correct: np.ndarray, idx: np.ndarray, found: Search, setup: Any) -> MethodOutcome:  # fmt: skip
         """Metrics, curves, artifacts and details from the per-sample search results."""
@@ -155,10 +159,11 @@ class AttackMethod(RobustnessMethod):
             "broken_per_eps": {f"{e:g}": int((found.broken_at <= e).sum()) for e in grid},
             **{k: v for k, v in found.info.items()}, **self.extra_details(setup),
         }  # fmt: skip
-        reason = None
+        notes = [self.caveat(setup)]
         if "stopped_before_eps" in found.info:
-            reason = (f"the time budget ran out before eps {found.info['stopped_before_eps']:g}; robust "
-                      "accuracy at that eps and above counts only the attacks that ran (an upper bound)")
+            notes.append(f"the time budget ran out before eps {found.info['stopped_before_eps']:g}; robust "
+                         "accuracy at that eps and above counts only the attacks that ran (an upper bound)")
+        reason = "; ".join(n for n in notes if n) or None
         return MethodOutcome(status=TestStatus.COMPLETED, metrics=metrics, series=series,
                              artifacts=artifacts, details=details, reason=reason)  # fmt: skip
 

@@ -90,27 +90,36 @@ def pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Ten
     """Projected gradient descent on the cross-entropy (Madry et al., ICLR 2018) with random restarts.
 
     Returns per sample the first misclassifying iterate, else the highest-loss one over all restarts.
+    A sample leaves the batch as soon as it is misclassified (its result can no longer change), and
+    the attack ends when every sample is; each restart starts only the samples still standing.
     """
     best, best_loss = x.clone(), torch.full((len(x),), -math.inf, dtype=x.dtype)
     fooled = torch.zeros(len(x), dtype=torch.bool)
-    alpha = _col(eps * rel_step, x)
     for _ in range(restarts):
-        x_adv = _random_start(x, eps, box, generator)
-        for _ in range(steps):
-            loss, grad, logits = _loss(model, x_adv, y, "ce", None)
-            _keep(best, best_loss, fooled, x_adv, loss, logits.argmax(1) != y)
-            x_adv = project(x_adv + alpha * _step(grad, box), x, eps, box)
-        loss, _, logits = _loss(model, x_adv, y, "ce", None)
-        _keep(best, best_loss, fooled, x_adv, loss, logits.argmax(1) != y)
+        rows = torch.nonzero(~fooled)[:, 0]
+        if not len(rows):
+            break
+        xs, ys, es = x[rows], y[rows], eps[rows]
+        alpha = _col(es * rel_step, xs)
+        x_adv = _random_start(x, eps, box, generator)[rows]  # whole batch: same draws, any subset
+        for step in range(steps + 1):
+            loss, grad, logits = _loss(model, x_adv, ys, "ce", None)
+            wrong = logits.argmax(1) != ys
+            _keep_rows(best, best_loss, fooled, rows, x_adv, loss, wrong)
+            if step == steps or bool(wrong.all()):
+                break
+            left = ~wrong
+            rows, xs, ys, es, alpha = rows[left], xs[left], ys[left], es[left], alpha[left]
+            x_adv = project(x_adv[left] + alpha * _step(grad[left], box), xs, es, box)
     return best
 
 
-def _keep(best: torch.Tensor, best_loss: torch.Tensor, fooled: torch.Tensor, x_adv: torch.Tensor,
-          loss: torch.Tensor, wrong: torch.Tensor) -> None:  # fmt: skip
-    """Update in place: a misclassifying iterate wins for good, otherwise the higher loss wins."""
-    take = (~fooled) & (wrong | (loss > best_loss))
-    best[take], best_loss[take] = x_adv[take], loss[take]
-    fooled |= wrong
+def _keep_rows(best: torch.Tensor, best_loss: torch.Tensor, fooled: torch.Tensor, rows: torch.Tensor,
+               x_adv: torch.Tensor, loss: torch.Tensor, wrong: torch.Tensor) -> None:  # fmt: skip
+    """``_keep`` for the samples ``rows`` of the full tensors (x_adv, loss, wrong hold those rows)."""
+    take = (~fooled[rows]) & (wrong | (loss > best_loss[rows]))
+    best[rows[take]], best_loss[rows[take]] = x_adv[take], loss[take]
+    fooled[rows[wrong]] = True
 
 
 def apgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, box: Box, *,

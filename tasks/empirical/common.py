@@ -35,16 +35,16 @@ def mean_with_interval(values: np.ndarray, ctx: RunContext, description: str,
 
 def rows_interval(rows: np.ndarray, statistic: Callable[[np.ndarray], float], ctx: RunContext,
                   stream: int, n_resamples: int = 1000) -> Interval | None:
-    """Bootstrap interval of a statistic of whole rows (paired values), resampling row indices.
+    """Bootstrap interval of a statistic of whole rows (paired values), resampling rows.
 
-    Row indices are resampled as a 1-D array, so multi-column statistics (ratios, AUROC) work.
+    ``bootstrap_interval`` resamples whole rows of 2-D values, so multi-column statistics (ratios,
+    AUROC of (score, label) rows) work.
     """
     from tasks.statistical.bootstrap import bootstrap_interval
 
     if len(rows) < 2:
         return None
-    index = np.arange(len(rows), dtype=float)
-    return bootstrap_interval(index, lambda i: float(statistic(rows[i.astype(int)])), ctx.confidence,
+    return bootstrap_interval(np.asarray(rows, dtype=float), lambda r: float(statistic(r)), ctx.confidence,
                               np.random.default_rng([ctx.seed, stream]), n_resamples=n_resamples,
                               method="percentile")  # fmt: skip
 

@@ -54,6 +54,10 @@ def _variant_runner(ctx: RunContext, variant: str) -> tuple[ModelRunner | None, 
     return runner, f"{suffix} copy written to {target.name}"
 
 
+def _ends(m: Measurement) -> list[float] | None:
+    return [m.interval.low, m.interval.high] if m.interval else None
+
+
 class DeploymentParams(MethodParams):
     """Parameters of the deployment-conditions test."""
 
@@ -79,6 +83,7 @@ class DeploymentConsistency(RobustnessMethod):
     clause = "7.3"
     threats = ("deployment",)
     metrics = ("disagreement_rate", "max_output_deviation")
+    claim = ClaimKind.OBSERVATION
     Params = DeploymentParams
     priority = 20
 
@@ -94,6 +99,7 @@ class DeploymentConsistency(RobustnessMethod):
         found: dict[str, JsonValue] = {}
         unavailable: dict[str, str] = {}
         worst: tuple[int, float, str] = (-1, 0.0, "")
+        worst_deviation = 0.0
         for i, variant in enumerate(params.variants):
             try:
                 runner, note = _variant_runner(ctx, variant)
@@ -105,16 +111,23 @@ class DeploymentConsistency(RobustnessMethod):
             out = runner.logits(x)
             differ = int((out.argmax(1) != base_pred).sum())
             deviation = float(np.nanmax(np.abs(out - base))) if np.isfinite(out).all() else float("inf")
-            found[variant] = {"note": note, "disagreements": differ, "max_abs_logit_deviation": deviation,
-                              "accuracy": float((out.argmax(1) == y).mean()), "provider": runner.provider}
+            disagree = rate(differ, len(y), ctx, "")
+            correct = rate(int((out.argmax(1) == y).sum()), len(y), ctx, "")
+            found[variant] = {"note": note, "disagreements": differ,
+                              "max_abs_logit_deviation": deviation if np.isfinite(deviation) else None,
+                              "non_finite_outputs": not np.isfinite(deviation),
+                              "disagreement_rate": disagree.value, "accuracy": correct.value,
+                              "disagreement_rate_interval": _ends(disagree), "accuracy_interval": _ends(correct),
+                              "provider": runner.provider}  # fmt: skip
             worst = max(worst, (differ, deviation, variant))
+            worst_deviation = max(worst_deviation, deviation)
             ctx.progress(i + 1, len(params.variants))
         details = {"variants": found, "unavailable": unavailable, "baseline_provider": ctx.model.provider,
                    "baseline_accuracy": float((base_pred == y).mean())}  # fmt: skip
         if not found:
             return MethodOutcome(status=TestStatus.INCONCLUSIVE, details=details,
                                  reason="no deployment variant could run: " + "; ".join(unavailable.values()))
-        deviation = max(float(v["max_abs_logit_deviation"]) for v in found.values())  # type: ignore[index,arg-type]
+        deviation = worst_deviation
         return MethodOutcome(
             metrics={"disagreement_rate": rate(worst[0], len(y), ctx, f"Share of test samples whose predicted "
                                                f"class differs from the float32 model ({worst[2]}, the worst "

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field, JsonValue
+from pydantic import Field, JsonValue, field_validator
 
 from schemas.results import MethodOutcome, TestStatus
 from tasks.empirical import attacks_whitebox as wb
@@ -32,6 +32,7 @@ class WhiteBox:
     deviation: float
     box: wb.Box
     generator: torch.Generator
+    relative_deviation: float = 0.0  # deviation / max(1, largest |logit|)
 
 
 @contextmanager
@@ -73,11 +74,25 @@ class WhiteBoxAttack(AttackMethod):
             torch_logits = module(torch.from_numpy(sample)).numpy()
         ort_logits = ctx.model.logits(sample)
         deviation = float(np.abs(torch_logits - ort_logits).max()) if len(sample) else 0.0
+        scale = float(np.abs(ort_logits).max()) if len(sample) else 1.0
+        relative = deviation / max(scale, 1.0) if np.isfinite(deviation) else float("inf")
         box = wb.Box(*ctx.model.value_range, norm_of(ctx.threat))
-        return WhiteBox(module, deviation, box, torch.Generator().manual_seed(ctx.seed)), None
+        return WhiteBox(module, deviation, box, torch.Generator().manual_seed(ctx.seed), relative), None
 
     def extra_details(self, setup: Any) -> dict[str, JsonValue]:
-        return {"torch_vs_ort_max_abs_deviation": setup.deviation, "executor": "tasks.onnx_torch"}
+        def finite(v: float) -> float | None:
+            return v if np.isfinite(v) else None
+
+        return {"torch_vs_ort_max_abs_deviation": finite(setup.deviation), "executor": "tasks.onnx_torch",
+                "torch_vs_ort_relative_deviation": finite(setup.relative_deviation)}  # fmt: skip
+
+    def caveat(self, setup: Any) -> str | None:
+        if np.isfinite(setup.relative_deviation) and setup.relative_deviation <= DEVIATION_WARN:
+            return None
+        return (f"the torch executor's logits differ from ONNX Runtime's by up to {setup.deviation:.3g} "
+                f"({setup.relative_deviation:.2g} of the logit scale), so its gradients describe the deployed "
+                "model only roughly: the attack may be weaker than it should be (every success is still "
+                "checked on ONNX Runtime); confirm with the black-box attacks")  # fmt: skip
 
     def attack(self, setup: Any, ctx: RunContext, params: AttackParams, x: np.ndarray, y: np.ndarray,
                eps: float) -> AttackRun:  # fmt: skip
@@ -166,15 +181,29 @@ class ApgdParams(AttackParams):
                               description="Runs: 'ce', 'dlr' or 'dlr_targeted'.")  # fmt: skip
     targets: int = Field(default=3, ge=1, description="Target classes of the targeted DLR runs.")
 
+    @field_validator("losses")
+    @classmethod
+    def _known_losses(cls, value: list[str]) -> list[str]:
+        unknown = [v for v in value if v not in ("ce", "dlr", "dlr_targeted")]
+        if unknown or not value:
+            raise ValueError(f"losses must be a non-empty list of 'ce', 'dlr', 'dlr_targeted'; got {value}")
+        return value
+
+
+def effective_loss(loss: str, classes: int) -> str:
+    """The APGD loss that can run with this many classes: targeted DLR needs 4, DLR 3, else CE."""
+    if loss == "dlr_targeted" and classes < 4:
+        loss = "dlr" if classes >= 3 else "ce"
+    if loss == "dlr" and classes < 3:
+        loss = "ce"
+    return loss
+
 
 def _apgd(setup: WhiteBox, params: ApgdParams, loss: str, x: torch.Tensor, y: torch.Tensor,
           eps: torch.Tensor) -> tuple[torch.Tensor, str]:  # fmt: skip
     """Run APGD with one loss on the samples not yet broken; DLR falls back when classes are few."""
     classes = int(setup.module(x[:1]).shape[1]) if len(x) else 0
-    if loss == "dlr_targeted" and classes < 4:
-        loss = "dlr" if classes >= 3 else "ce"
-    if loss == "dlr" and classes < 3:
-        loss = "ce"
+    loss = effective_loss(loss, classes)
     out = x.clone()
     if loss != "dlr_targeted":
         kind = "ce" if loss == "ce" else "dlr"
@@ -213,8 +242,10 @@ class Apgd(WhiteBoxAttack):
     def attack(self, setup: Any, ctx: RunContext, params: AttackParams, x: np.ndarray, y: np.ndarray,
                eps: float) -> AttackRun:  # fmt: skip
         assert isinstance(params, ApgdParams)
-        return _worst_case(ctx, x, y, eps, [(loss, lambda xs, ys, e, loss=loss: _apgd(
-            setup, params, loss, xs, ys, e)[0]) for loss in params.losses], setup)  # fmt: skip
+        classes = ctx.model.n_classes
+        return _worst_case(ctx, x, y, eps, [(f"apgd_{effective_loss(loss, classes)}", lambda xs, ys, e, loss=loss:
+                                             _apgd(setup, params, loss, xs, ys, e)[0])
+                                            for loss in dict.fromkeys(params.losses)], setup)  # fmt: skip
 
 
 AttackFn = Any  # (x: Tensor, y: Tensor, eps: Tensor) -> Tensor, or a numpy black-box attack
@@ -272,7 +303,8 @@ class AutoAttackLite(WhiteBoxAttack):
             ("fgsm", lambda xs, ys, e: wb.fgsm(setup.module, xs, ys, e, setup.box)),
             ("pgd", lambda xs, ys, e: _pgd(setup, params, xs, ys, e)),
             ("apgd_ce", lambda xs, ys, e: _apgd(setup, apgd, "ce", xs, ys, e)[0]),
-            ("apgd_t_dlr", lambda xs, ys, e: _apgd(setup, apgd, "dlr_targeted", xs, ys, e)[0]),
+            (f"apgd_{effective_loss('dlr_targeted', ctx.model.n_classes)}",
+             lambda xs, ys, e: _apgd(setup, apgd, "dlr_targeted", xs, ys, e)[0]),
         ]  # fmt: skip
         if ctx.data.kind == "image" and x.ndim == 4:
             attacks.append(("square", lambda xs, ys, e: square_candidates(

@@ -22,11 +22,18 @@ from tasks.statistical.contrast import compare_rates
 
 
 def scores(ctx: RunContext, x: np.ndarray) -> dict[str, np.ndarray]:
-    """In-distribution scores (higher = more in-distribution): max softmax probability, -energy."""
-    logits = ctx.model.logits(x).astype(np.float64)
-    logits = np.nan_to_num(logits, nan=0.0, posinf=1e30, neginf=-1e30)
-    return {"msp": to_probabilities(logits, ctx.model.spec.output).max(axis=1),
-            "energy": logsumexp(logits, axis=1)}  # fmt: skip
+    """In-distribution scores (higher = more in-distribution): max softmax probability, -energy.
+
+    The negative energy is ``logsumexp`` of the logits (temperature 1, Liu et al. 2020). A model
+    whose output is already probabilities has lost its logits; log-probabilities stand in for them
+    (their logsumexp is 0 for every input, so energy cannot separate anything there, as it should
+    not: the information is gone).
+    """
+    out = ctx.model.logits(x).astype(np.float64)
+    out = np.nan_to_num(out, nan=0.0, posinf=1e30, neginf=-1e30)
+    probabilities = to_probabilities(out, ctx.model.spec.output)
+    logits = np.log(np.clip(out, 1e-300, None)) if ctx.model.spec.output == "probabilities" else out
+    return {"msp": probabilities.max(axis=1), "energy": logsumexp(logits, axis=1)}
 
 
 def auroc(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
@@ -72,6 +79,15 @@ def _shuffle(x: np.ndarray, rng: np.random.Generator, nhwc: bool) -> np.ndarray:
 
 def _resolve(path: Path, ctx: RunContext) -> Path:
     return path if path.is_absolute() or path.exists() else ctx.data.path.parent / path
+
+
+def _set_facts(ctx: RunContext, inside: np.ndarray, outside: np.ndarray) -> dict[str, JsonValue]:
+    """AUROC and FPR at 95% TPR of one OOD set and score; the FPR with its interval (a rate)."""
+    accepted, _ = fpr_at_tpr(inside, outside)
+    fpr = rate(accepted, len(outside), ctx, "")
+    return {"auroc": auroc(inside, outside), "fpr_at_95_tpr": fpr.value,
+            "fpr_at_95_tpr_interval": [fpr.interval.low, fpr.interval.high] if fpr.interval else None,
+            "interval_method": fpr.interval.method if fpr.interval else None, "ood_inputs": len(outside)}
 
 
 class OodParams(MethodParams):
@@ -123,8 +139,8 @@ class OodDetection(RobustnessMethod):
         head_in = inside[params.score]
         fp, threshold = fpr_at_tpr(head_in, pooled)
         details: dict[str, JsonValue] = {"threshold_at_95_tpr": threshold, "score": params.score, "sets": {
-            name: {s: {"auroc": auroc(inside[s], o[s]), "fpr_at_95_tpr": fpr_at_tpr(inside[s], o[s])[0] / len(o[s])}
-                   for s in ("msp", "energy")} for name, o in outside.items()}}  # fmt: skip
+            name: {s: _set_facts(ctx, inside[s], o[s]) for s in ("msp", "energy")}
+            for name, o in outside.items()}}  # fmt: skip
         return MethodOutcome(
             metrics={"auroc": self._auroc_measurement(ctx, head_in, pooled, params.score),
                      "fpr_at_95_tpr": rate(fp, len(pooled), ctx, f"Share of OOD inputs scored ({params.score}) "

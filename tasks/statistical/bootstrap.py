@@ -28,8 +28,9 @@ def bootstrap_interval(values: np.ndarray, statistic: Callable[[np.ndarray], flo
     point estimate, so that ``low <= statistic(values) <= high`` always holds.
 
     Args:
-        values: per-sample values, 1-D (or N x ... with the statistic reducing axis 0).
-        statistic: function of a resample (same shape as ``values``) returning a float.
+        values: per-sample values, 1-D, or N x ... with one row per sample (rows are resampled
+            whole, e.g. (score, label) pairs for AUROC or (corrupted, clean) pairs for a ratio).
+        statistic: function of a resample (same shape as ``values``: N rows) returning a float.
         confidence: two-sided confidence level in (0, 1).
         rng: generator making the resampling reproducible.
         n_resamples: bootstrap resamples.
@@ -58,10 +59,23 @@ def bootstrap_interval(values: np.ndarray, statistic: Callable[[np.ndarray], flo
 
 def _resample(data: np.ndarray, statistic: Callable[[np.ndarray], float], confidence: float,
               rng: np.random.Generator, n_resamples: int, method: str) -> tuple[float, float, str]:  # fmt: skip
+    """Resample whole rows: scipy's bootstrap resamples 1-D row indices, the statistic sees rows.
+
+    ``scipy.stats.bootstrap`` with ``vectorized=False`` treats an N-D array as a batch of independent
+    1-D samples along ``axis`` and would hand the statistic single columns (an N x 2 array of
+    paired values gave an IndexError or one interval per column). Resampling the index vector
+    instead keeps rows together, so multi-column statistics (ratios, AUROC of (score, label) rows)
+    work; for 1-D values the resamples are the same as resampling the values themselves.
+    """
+    rows = np.arange(len(data))
+
+    def on_rows(index: np.ndarray) -> float:
+        return float(statistic(data[np.asarray(index, dtype=np.intp)]))
+
     for attempt in dict.fromkeys((method, "percentile")):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # DegenerateDataWarning: handled by the fallback
-            result = bootstrap((data,), statistic, n_resamples=n_resamples, vectorized=False,
+            result = bootstrap((rows,), on_rows, n_resamples=n_resamples, vectorized=False,
                                confidence_level=confidence, method=attempt, rng=rng)  # fmt: skip
         low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
         if np.isfinite(low) and np.isfinite(high):

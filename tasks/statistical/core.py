@@ -20,13 +20,25 @@ from schemas.threats import GaussianNoise, Threat, UniformNoise
 from tasks.registry import MethodParams, RobustnessMethod, RunContext, register
 from tasks.statistical.intervals import proportion_interval
 
+DEFAULT_INTERVAL = "clopper-pearson"
+
+
+def interval_method(ctx: RunContext, method: str | None = None) -> str:
+    """The interval for rates: ``method`` when given, else the goal's (``criterion.interval``, carried
+    by the context as ``interval`` when the runner sets it), else exact Clopper-Pearson."""
+    return method or getattr(ctx, "interval", None) or DEFAULT_INTERVAL
+
 
 def rate(successes: int, n: int, ctx: RunContext, description: str,
-         claim: ClaimKind = ClaimKind.ESTIMATE, method: str = "clopper-pearson") -> Measurement:  # fmt: skip
-    """A rate with its confidence interval at the test's confidence level."""
+         claim: ClaimKind = ClaimKind.ESTIMATE, method: str | None = None) -> Measurement:  # fmt: skip
+    """A rate with its confidence interval at the test's confidence level.
+
+    The interval is Clopper-Pearson unless ``method`` or the goal (see ``interval_method``) asks
+    for Wilson; the claim kind is stated on the measurement.
+    """
     return Measurement(
         value=successes / n if n else 0.0,
-        interval=proportion_interval(successes, n, ctx.confidence, method),
+        interval=proportion_interval(successes, n, ctx.confidence, interval_method(ctx, method)),
         claim=claim, n=n, successes=successes, is_rate=True, description=description,
     )  # fmt: skip
 
@@ -55,8 +67,9 @@ def per_sample(**flags: np.ndarray) -> dict[str, JsonValue]:
 class CleanParams(MethodParams):
     """Clean accuracy takes no tuning parameters."""
 
-    interval: Literal["clopper-pearson", "wilson"] = Field(
-        default="clopper-pearson", description="Interval for rates: exact Clopper-Pearson or Wilson."
+    interval: Literal["clopper-pearson", "wilson"] | None = Field(
+        default=None, description="Interval for rates: exact Clopper-Pearson or Wilson; default: the "
+        "goal's criterion.interval (Clopper-Pearson unless it says wilson)."
     )
 
 
@@ -105,8 +118,9 @@ class NoiseParams(MethodParams):
     strength: float | None = Field(default=None, gt=0, description="Sigma or eps; from the threat.")
     sweep: list[float] = Field(default_factory=list, description="Strengths for the chart.")
     draws: int = Field(default=1, ge=1, le=1000, description="Noise draws per sample.")
-    interval: Literal["clopper-pearson", "wilson"] = Field(
-        default="clopper-pearson", description="Interval for rates: exact Clopper-Pearson or Wilson."
+    interval: Literal["clopper-pearson", "wilson"] | None = Field(
+        default=None, description="Interval for rates: exact Clopper-Pearson or Wilson; default: the "
+        "goal's criterion.interval (Clopper-Pearson unless it says wilson)."
     )
 
 
@@ -194,6 +208,7 @@ class NoiseAccuracy(RobustnessMethod):
         head_correct = np.concatenate([p.head_correct for p in parts])
         head_flipped = np.concatenate([p.head_flipped for p in parts])
         unit = "sigma" if isinstance(ctx.threat, GaussianNoise) else "eps (L-inf)"
+        drop, test = accuracy_drop(clean_correct, head_correct, ctx)
         return MethodOutcome(
             metrics={
                 "accuracy": rate(correct, n, ctx, f"Accuracy on noisy inputs at {unit} "
@@ -201,12 +216,49 @@ class NoiseAccuracy(RobustnessMethod):
                 "label_flip_rate": rate(flips, n, ctx, "Share of noisy inputs whose prediction "
                                         "differs from the clean prediction.", ClaimKind.BOUND,
                                         params.interval),
-                "accuracy_drop": Measurement(value=clean_acc - correct / n, n=n, description=(
-                    "Clean accuracy minus accuracy under noise (point estimate)."))},
+                "accuracy_drop": drop},
             series=_curves(curve, unit, ctx, params.interval, clean_acc),
             details={"clean_accuracy": clean_acc, "draws": params.draws, "noise": unit,
+                     "accuracy_drop_test": test,
                      "per_sample": per_sample(accuracy=head_correct, label_flip_rate=head_flipped)},
         )  # fmt: skip
+
+
+def accuracy_drop(clean_correct: np.ndarray, noisy_correct: np.ndarray,
+                  ctx: RunContext) -> tuple[Measurement, dict[str, JsonValue]]:  # fmt: skip
+    """Clean accuracy minus accuracy under noise on the same samples, with a paired interval.
+
+    One draw per sample: Newcombe's paired hybrid-score interval and McNemar's exact test
+    (``tasks.statistical.contrast.compare_paired``). Several draws per sample: the draws of one sample
+    are not independent, so the interval is a bootstrap over samples of each sample's drop (clean
+    outcome minus its share of correct noisy draws). The value is the same either way.
+    """
+    from tasks.statistical.bootstrap import bootstrap_interval
+    from tasks.statistical.contrast import compare_paired
+
+    clean = np.asarray(clean_correct, dtype=bool)
+    noisy = np.asarray(noisy_correct, dtype=bool).reshape(len(clean), -1)
+    per_sample_drop = clean.astype(float) - noisy.mean(axis=1)
+    value = float(per_sample_drop.mean()) if len(clean) else 0.0
+    test: dict[str, JsonValue] = {}
+    interval = None
+    if noisy.shape[1] == 1 and len(clean):
+        contrast = compare_paired(clean, noisy[:, 0], ctx.confidence)
+        value = -contrast.difference
+        interval = contrast.interval.model_copy(update={"low": -contrast.interval.high,
+                                                        "high": -contrast.interval.low})  # fmt: skip
+        test = {"test": contrast.test, "p_value": contrast.p_value, "significant": contrast.significant,
+                "discordant_clean_right_noisy_wrong": contrast.discordant[0] if contrast.discordant else 0,
+                "discordant_clean_wrong_noisy_right": contrast.discordant[1] if contrast.discordant else 0}
+    elif len(clean) >= 2:
+        interval = bootstrap_interval(per_sample_drop, np.mean, ctx.confidence,
+                                      np.random.default_rng([ctx.seed, 31]), n_resamples=1000)  # fmt: skip
+        test = {"test": "bootstrap over samples (several draws per sample)"}
+    how = ("Newcombe paired interval; McNemar's exact test in details" if test.get("p_value") is not None
+           else "bootstrap interval over samples")
+    return Measurement(value=value, interval=interval, n=len(clean), claim=ClaimKind.ESTIMATE, description=(
+        f"Clean accuracy minus accuracy under noise on the same samples ({how}); positive: noise costs "
+        "accuracy.")), test  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -223,7 +275,7 @@ class NoisePart:
 
 
 def _curves(curve: dict[float, tuple[int, int, int]], unit: str, ctx: RunContext,
-            method: str, clean_acc: float) -> list[Series]:  # fmt: skip
+            method: str | None, clean_acc: float) -> list[Series]:  # fmt: skip
     xs = [0.0, *curve]
     acc = [rate(c, n, ctx, "", method=method) for c, _, n in curve.values()]
     flip = [rate(f, n, ctx, "", method=method) for _, f, n in curve.values()]

@@ -70,18 +70,20 @@ def lower_bounds(successes: np.ndarray | int, n: np.ndarray | int, confidence: f
 
 
 def samples_to_decide(rate: float, threshold: float, confidence: float = 0.95,
-                      *, limit: int = 10_000_000) -> int | None:  # fmt: skip
-    """Smallest n whose Clopper-Pearson interval around ``rate`` excludes ``threshold``.
+                      *, limit: int = 10_000_000, method: str = "clopper-pearson") -> int | None:  # fmt: skip
+    """Smallest n whose interval (Clopper-Pearson, or ``method``) around ``rate`` excludes ``threshold``.
 
     Assumes the observed rate stays as measured; None when no n up to ``limit`` decides (rate is
-    at the threshold).
+    at the threshold). ``method`` should be the interval the verdict used (``Interval.method``).
     """
     if rate == threshold:
         return None
+    if method not in INTERVAL_METHODS:
+        method = "clopper-pearson"  # e.g. a bootstrap interval: plan with the exact binomial one
 
     def decides(n: int) -> bool:
         k = round(rate * n)
-        ci = proportion_interval(k, n, confidence)
+        ci = proportion_interval(k, n, confidence, method)
         return ci.low > threshold or ci.high < threshold
 
     high = 1

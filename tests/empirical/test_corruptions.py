@@ -79,3 +79,27 @@ def test_geometric_identity_and_growth(transform: str, values: list[float]) -> N
     d = [float(np.abs(geometric(x, transform, v, layout="NCHW", value_range=(0.0, 1.0)) - x).mean())
          for v in values]  # fmt: skip
     assert d[0] < 1e-6 and d[0] < d[1] < d[2]
+
+
+@pytest.mark.parametrize("name", CORRUPTIONS)
+def test_every_corruption_cites_its_definition(name: str) -> None:
+    """Each corruption names where its definition comes from: ImageNet-C, or TR 24029-1 Annex A."""
+    doc = CORRUPTION_FUNCTIONS[name].__doc__ or ""
+    assert "Hendrycks" in doc or "Annex A" in doc, f"{name} must cite ImageNet-C or TR 24029-1 Annex A"
+    if "Not an ImageNet-C" in doc or "Not part of ImageNet-C" in doc:
+        assert "Annex A" in doc, f"{name} is not from ImageNet-C and must say where it comes from"
+
+
+def test_example_picture_is_a_deterministic_png_grid() -> None:
+    import io
+
+    from PIL import Image
+
+    from tasks.empirical.pictures import CELL, side_by_side
+
+    x = smooth_images(3, 8, 1)
+    png = side_by_side(x, np.clip(x + 0.1, 0, 1), "NHWC", (0.0, 1.0), ["a", "b", "c"])
+    assert png == side_by_side(x, np.clip(x + 0.1, 0, 1), "NHWC", (0.0, 1.0), ["a", "b", "c"])
+    picture = Image.open(io.BytesIO(png))
+    assert picture.format == "PNG" and picture.mode == "RGB"
+    assert picture.width > 3 * CELL and picture.height > 3 * CELL  # three columns, three rows

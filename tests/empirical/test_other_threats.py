@@ -138,3 +138,69 @@ def test_tabular_threat_on_images_is_refused() -> None:
     method = get_method("empirical.tabular_perturbation")
     problems = method.check(TabularPerturbation(kind="tabular", perturbation="missing"), "image")
     assert problems and "needs tabular data" in problems[0]
+
+
+def test_tabular_perturbations_follow_the_declared_features() -> None:
+    """Declared ranges, noise scales and categorical codes drive every tabular perturbation."""
+    from schemas.goals import FeatureSpec
+    from tasks.empirical.tabular import columns, perturb_tabular
+
+    rng = np.random.default_rng(0)
+    x = np.stack([rng.uniform(10, 20, 200), rng.choice([0.0, 1.0, 2.0], 200), rng.uniform(0, 1, 200)], 1)
+    specs = (FeatureSpec(name="age", range=(0.0, 100.0), noise_scale=5.0),
+             FeatureSpec(name="colour", kind="categorical", values=[0.0, 1.0, 2.0]),
+             FeatureSpec(name="2", range=(0.0, 1.0)))  # fmt: skip
+    cols = columns(x, ("age", "colour", "w"), specs)
+    assert (cols[0].low, cols[0].high, cols[0].spread) == (0.0, 100.0, 5.0)
+    assert cols[1].kind == "categorical" and cols[1].values == (0.0, 1.0, 2.0)
+    assert (cols[2].low, cols[2].high) == (0.0, 1.0)  # matched by index when the name is not declared
+
+    noisy = perturb_tabular(x, cols, "numeric_noise", 0.2, np.random.default_rng(1))["noise"]
+    assert np.std(noisy[:, 0] - x[:, 0]) == pytest.approx(0.2 * 5.0, rel=0.15)  # strength x declared scale
+    assert np.array_equal(noisy[:, 1], x[:, 1].astype(np.float32))  # categorical untouched by noise
+    assert noisy[:, 2].min() >= 0.0 and noisy[:, 2].max() <= 1.0  # clipped to the declared range
+
+    scaled = perturb_tabular(x, cols, "multiplicative", 0.05, np.random.default_rng(2))["multiplicative"]
+    ratio = scaled[:, 0] / x[:, 0]
+    assert ratio.min() >= 0.95 - 1e-6 and ratio.max() <= 1.05 + 1e-6 and np.ptp(ratio) > 0.05
+
+    swapped = perturb_tabular(x, cols, "categorical_swap", 1.0, np.random.default_rng(3))["swap"]
+    assert np.all(swapped[:, 1] != x[:, 1]) and set(np.unique(swapped[:, 1])) <= {0.0, 1.0, 2.0}
+    assert np.array_equal(swapped[:, [0, 2]], x[:, [0, 2]].astype(np.float32))
+
+    edges = perturb_tabular(x, cols, "range_edge", 1.0, np.random.default_rng(4))
+    at, beyond = edges["at_range_edge"], edges["beyond_range"]
+    assert set(np.unique(at[:, 0])) <= {0.0, 100.0} and set(np.unique(at[:, 2])) <= {0.0, 1.0}
+    assert set(np.unique(beyond[:, 0])) <= {-50.0, 150.0} and set(np.unique(beyond[:, 2])) <= {-0.5, 1.5}
+    assert np.array_equal(at[:, 1], x[:, 1].astype(np.float32))  # categorical codes are not numeric edges
+
+    missing = perturb_tabular(x, cols, "missing", 1 / 3, np.random.default_rng(5))
+    holes = np.isnan(missing["nan_fed"])
+    assert np.all(holes.sum(axis=1) == 1) and not np.isnan(missing["mean_imputed"]).any()
+
+
+def test_ood_reports_msp_and_energy_per_set_with_intervals(image_case: TinyCase, tmp_path: Path) -> None:
+    outcome, _ = run(image_case, "empirical.ood_detection", {"kind": "ood", "score": "energy"}, tmp_path)
+    assert outcome.details["score"] == "energy"
+    for facts in outcome.details["sets"].values():
+        for score in ("msp", "energy"):
+            low, high = facts[score]["fpr_at_95_tpr_interval"]
+            assert low <= facts[score]["fpr_at_95_tpr"] <= high and 0.0 <= facts[score]["auroc"] <= 1.0
+    fpr = outcome.metrics["fpr_at_95_tpr"]
+    assert fpr.is_rate and fpr.interval is not None and outcome.metrics["auroc"].interval is not None
+
+
+def test_energy_of_a_probability_output_uses_log_probabilities() -> None:
+    """Energy needs logits; for a probabilities output, log-probabilities stand in (logsumexp = 0)."""
+    from types import SimpleNamespace
+
+    from tasks.empirical.ood import scores
+
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.34, 0.33, 0.33]], np.float32)
+    model = SimpleNamespace(logits=lambda x: probabilities, spec=SimpleNamespace(output="probabilities"))
+    got = scores(SimpleNamespace(model=model), np.zeros((2, 1)))  # type: ignore[arg-type]
+    np.testing.assert_allclose(got["msp"], [0.7, 0.34], rtol=1e-6)
+    np.testing.assert_allclose(got["energy"], [0.0, 0.0], atol=1e-6)
+    model.spec.output = "logits"
+    logits = scores(SimpleNamespace(model=model), np.zeros((2, 1)))  # type: ignore[arg-type]
+    assert logits["energy"][0] == pytest.approx(np.log(np.exp(probabilities[0]).sum()), rel=1e-6)

@@ -40,6 +40,28 @@ def test_bootstrap_degenerate_and_bad_input() -> None:
         bootstrap_interval(np.arange(5.0), np.mean, 1.0, np.random.default_rng(0))
 
 
+def test_bootstrap_resamples_whole_rows_of_2d_values() -> None:
+    """Regression: 2-D values (paired columns) reach the statistic as whole rows, not single columns."""
+    rng = np.random.default_rng(11)
+    pairs = np.stack([rng.random(60), (rng.random(60) < 0.8).astype(float)], axis=1)
+    seen: list[tuple[int, ...]] = []
+
+    def ratio(rows: np.ndarray) -> float:
+        seen.append(rows.shape)
+        return float(rows[:, 0].mean() / rows[:, 1].mean())
+
+    ci = bootstrap_interval(pairs, ratio, 0.95, np.random.default_rng(2), n_resamples=300)
+    point = pairs[:, 0].mean() / pairs[:, 1].mean()
+    assert all(len(shape) == 2 and shape[1] == 2 for shape in seen)
+    assert ci.low < point < ci.high and ci.high - ci.low > 0.05
+    assert ci == bootstrap_interval(pairs, ratio, 0.95, np.random.default_rng(2), n_resamples=300)
+    # A 1-D column gives the same interval whether passed alone or as the only column of a 2-D array.
+    column = pairs[:, :1]
+    one_d = bootstrap_interval(column[:, 0], np.mean, 0.9, np.random.default_rng(4), n_resamples=400)
+    two_d = bootstrap_interval(column, lambda r: float(r.mean()), 0.9, np.random.default_rng(4), n_resamples=400)
+    assert one_d.low == pytest.approx(two_d.low) and one_d.high == pytest.approx(two_d.high)
+
+
 def test_zero_failure_plan_matches_verdict_rule() -> None:
     rare = Criterion(comparator=Comparator.LE, threshold=1e-3, confidence=0.95)
     n = samples_needed(rare)

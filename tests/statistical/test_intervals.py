@@ -66,6 +66,15 @@ def test_sample_counts() -> None:
     assert needed is not None and proportion_interval(round(0.95 * needed), needed).low > 0.9
 
 
+def test_samples_to_decide_follows_the_interval_method() -> None:
+    exact = samples_to_decide(0.6, 0.5)
+    wilson = samples_to_decide(0.6, 0.5, method="wilson")
+    assert exact is not None and wilson is not None and wilson < exact  # Wilson is shorter here
+    assert proportion_interval(round(0.6 * wilson), wilson, 0.95, "wilson").low > 0.5
+    assert proportion_interval(round(0.6 * wilson), wilson, 0.95, "clopper-pearson").low <= 0.5
+    assert samples_to_decide(0.6, 0.5, method="bootstrap BCa (1000 resamples)") == exact
+
+
 @pytest.mark.parametrize("confidence", [0.0, 1.0, -0.5, 1.5])
 def test_bad_confidence_rejected(confidence: float) -> None:
     with pytest.raises(ValueError, match="strictly between 0 and 1"):
