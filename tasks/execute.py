@@ -79,7 +79,7 @@ def test_context(test: TestSpec, spec: AssessmentSpec, run_dir: Path, *, prefer_
     return RunContext(model=model, data=data.subset(test.samples), threat=test.threat,
                       metric=test.metric, seed=test.seed, out_dir=out_dir, run_dir=run_dir,
                       time_s=test.time_s, confidence=goal.criterion.confidence,
-                      progress=progress or (lambda done, total: None))  # fmt: skip
+                      interval=goal.criterion.interval, progress=progress or (lambda done, total: None))  # fmt: skip
 
 
 def run_test(test: TestSpec, spec: AssessmentSpec, run_dir: Path, *, prefer_cuda: bool = True,

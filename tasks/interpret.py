@@ -54,7 +54,7 @@ def decide(measured: Measurement, criterion: Criterion) -> tuple[Verdict, str, i
         return Verdict.FAIL, f"the whole {span} misses {rule}", None
     needed = None
     if measured.is_rate and measured.n:
-        total = samples_to_decide(measured.value, c.threshold, ci.confidence)
+        total = samples_to_decide(measured.value, c.threshold, ci.confidence, method=ci.method)
         needed = max(total - measured.n, 1) if total else None
     more = f"; about {needed} more samples would likely decide" if needed else ""
     return Verdict.INCONCLUSIVE, f"the {span} straddles the threshold {rule}{more}", needed

@@ -14,7 +14,7 @@ from schemas.goals import AssessmentSpec, Goal
 from schemas.plan import AssessmentPlan, TestSpec
 from tasks.errors import PlanError
 from tasks.registry import get_method, methods_for, metrics_for
-from tasks.statistical.intervals import min_samples_to_pass
+from tasks.statistical import sample_size
 
 
 @dataclass(frozen=True)
@@ -108,17 +108,14 @@ def _plan_test(spec: AssessmentSpec, goal: Goal, name: str, overrides: dict, fac
 
 
 def _samples_needed(goal: Goal) -> int | None:
-    c = goal.criterion
-    if not 0.0 <= c.threshold <= 1.0:
-        return None
-    return min_samples_to_pass(c.comparator.higher_is_better, c.threshold, c.confidence)
+    """Fewest samples with which the best possible outcome would pass (None: threshold not a rate)."""
+    return sample_size.samples_needed(goal.criterion)
 
 
 def _sample_notes(goal: Goal, tests: list[TestSpec]) -> list[str]:
+    """A note when the primary test's samples can never decide the goal (a pass or a fail is impossible)."""
     primary = next((t for t in tests if t.primary), None)
-    if primary is None or primary.samples_needed is None or primary.samples >= primary.samples_needed:
+    if primary is None:
         return []
-    return [f"goal {goal.id}: {primary.samples} samples can never show {goal.metric} "
-            f"{goal.criterion.comparator.value} {goal.criterion.threshold:g} at "
-            f"{goal.criterion.confidence:.0%} confidence if it is a rate; at least "
-            f"{primary.samples_needed} are needed, so a pass is impossible"]  # fmt: skip
+    ok, why = sample_size.can_ever_decide(primary.samples, goal.criterion)
+    return [] if ok else [f"goal {goal.id} ({goal.metric}, {primary.samples} samples, if it is a rate): {why}"]

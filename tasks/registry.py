@@ -47,6 +47,7 @@ class RunContext:
     run_dir: Path  # the run folder; artifact paths are stored relative to it
     time_s: float = 600.0
     confidence: float = 0.95
+    interval: str = "clopper-pearson"  # the goal's interval for rates (criterion.interval)
     progress: Progress = field(default=lambda done, total: None)
     started: float = field(default_factory=time.monotonic)
 

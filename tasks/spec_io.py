@@ -24,7 +24,7 @@ def read_spec(path: Path) -> AssessmentSpec:
     try:
         spec = AssessmentSpec.model_validate(raw)
     except ValidationError as exc:
-        raise spec_error(path, exc) from None
+        raise spec_error(path, exc, raw) from None
     return resolve_registered(spec).resolve_paths(path.resolve().parent)  # models:/ URIs -> local ONNX
 
 
@@ -44,15 +44,23 @@ def _read_mapping(path: Path) -> dict[str, Any]:
     return data
 
 
-def spec_error(path: Path, exc: ValidationError) -> SpecError:
-    """Turn pydantic's errors into one message naming every field at fault."""
-    lines = []
-    for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"])
-        lines.append(f"{field}: {_explain(err)}")
-    first = ".".join(str(p) for p in exc.errors()[0]["loc"])
+def spec_error(path: Path, exc: ValidationError, raw: dict[str, Any] | None = None) -> SpecError:
+    """Turn pydantic's errors into one message naming every field at fault (goals by their id)."""
+    lines = [f"{_field(err['loc'], raw)}: {_explain(err)}" for err in exc.errors()]
+    first = _field(exc.errors()[0]["loc"], raw)
     return SpecError("; ".join(lines), file=str(path), field=first,
                      fix="correct the field(s) named; `nnassay schema` writes the JSON Schema of the spec")
+
+
+def _field(loc: tuple[Any, ...], raw: dict[str, Any] | None) -> str:
+    """'goals.0.criterion.confidence' -> "goals[G7].criterion.confidence" when goal 0 has id G7."""
+    field = ".".join(str(p) for p in loc)
+    goals = (raw or {}).get("goals")
+    if len(loc) >= 2 and loc[0] == "goals" and isinstance(loc[1], int) and isinstance(goals, list):
+        goal = goals[loc[1]] if loc[1] < len(goals) else None
+        if isinstance(goal, dict) and isinstance(goal.get("id"), str):
+            field = ".".join([f"goals[{goal['id']}]", *(str(p) for p in loc[2:])])
+    return field
 
 
 def _explain(err: Any) -> str:

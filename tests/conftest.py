@@ -164,7 +164,8 @@ def spec_writer(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 def make_context(case: TinyCase, threat: Any, out: Path, *, metric: str = "accuracy", seed: int = 0,
-                 samples: int | None = None, confidence: float = 0.95):  # type: ignore[no-untyped-def]  # fmt: skip
+                 samples: int | None = None, confidence: float = 0.95,
+                 interval: str = "clopper-pearson"):  # type: ignore[no-untyped-def]  # fmt: skip
     """A RunContext for calling a method directly on a tiny case."""
     from pydantic import TypeAdapter
 
@@ -182,7 +183,7 @@ def make_context(case: TinyCase, threat: Any, out: Path, *, metric: str = "accur
         threat = TypeAdapter(Threat).validate_python(threat)
     out.mkdir(parents=True, exist_ok=True)
     return RunContext(model=model, data=data, threat=threat, metric=metric, seed=seed, out_dir=out,
-                      run_dir=out, time_s=120.0, confidence=confidence)  # fmt: skip
+                      run_dir=out, time_s=120.0, confidence=confidence, interval=interval)  # fmt: skip
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ def check_clean_error(code: int, text: str, *needles: str) -> None:
 
 def test_unknown_key(tmp_path, image_case, spec_writer) -> None:
     spec = spec_writer(image_case, [goal("G1", {"kind": "none"}, "accuracy", ">=", 0.5, colour="red")])
-    check_clean_error(*assess(spec, tmp_path / "out"), "goals.0.colour", "unknown key", "fix:", str(spec))
+    check_clean_error(*assess(spec, tmp_path / "out"), "goals[G1].colour", "unknown key", "fix:", str(spec))
 
 
 def test_missing_model_file(tmp_path, image_case, spec_writer) -> None:

@@ -238,8 +238,7 @@ def test_every_rate_has_an_interval_at_the_goals_confidence_and_a_claim(name: st
     """Every rate carries its interval at the goal's confidence and says what kind of claim it is."""
     gap(name, "rate_intervals")
     method = get_method(name)
-    wilson_capable = method.family != MethodFamily.FORMAL
-    result, _ = run(name, confidence=0.8, interval="wilson" if wilson_capable else None)
+    result, _ = run(name, confidence=0.8, interval="wilson")
     assert result.status != TestStatus.ERROR, result.reason
     for metric, m in result.metrics.items():
         assert isinstance(m.claim, ClaimKind), metric
@@ -249,7 +248,7 @@ def test_every_rate_has_an_interval_at_the_goals_confidence_and_a_claim(name: st
             assert m.interval is not None, f"rate {metric} has no interval"
         if m.interval is not None:
             assert m.interval.confidence == pytest.approx(0.8), f"{metric}: interval not at the goal's confidence"
-        if m.is_rate and m.successes is not None and wilson_capable:
+        if m.is_rate and m.successes is not None:
             assert m.interval is not None and m.interval.method == "wilson", (
                 f"{metric}: a binomial rate must use the goal's interval method (wilson here), "
                 f"got {m.interval.method if m.interval else None}")

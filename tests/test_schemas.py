@@ -66,7 +66,7 @@ def test_unknown_key_is_named(tmp_path: Path) -> None:
     data["goals"][0]["treshold"] = 0.5
     with pytest.raises(SpecError) as err:
         read_spec(_write(tmp_path, data))
-    assert "goals.0.treshold" in str(err.value) and "unknown key" in str(err.value)
+    assert "goals[G1].treshold" in str(err.value) and "unknown key" in str(err.value)
     assert str(tmp_path / "spec.json") in str(err.value)
 
 
@@ -77,8 +77,8 @@ def test_missing_and_wrong_typed_fields_are_named(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as err:
         read_spec(_write(tmp_path, data))
     text = str(err.value)
-    assert "goals.1.metric: required field is missing" in text
-    assert "goals.0.criterion.threshold" in text
+    assert "goals[G2].metric: required field is missing" in text
+    assert "goals[G1].criterion.threshold" in text
 
 
 def test_duplicate_goal_ids_rejected(tmp_path: Path) -> None:

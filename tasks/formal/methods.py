@@ -280,7 +280,7 @@ def summarize(ctx: RunContext, results: list[SampleResult], eps: float) -> Metho
 
 
 def _rate(k: int, n: int, ctx: RunContext, text: str) -> Measurement:
-    return Measurement(value=k / n if n else 0.0, interval=proportion_interval(k, n, ctx.confidence),
+    return Measurement(value=k / n if n else 0.0, interval=proportion_interval(k, n, ctx.confidence, ctx.interval),
                        claim=ClaimKind.PROOF, n=n, successes=k, is_rate=True, description=text)  # fmt: skip
 
 

@@ -25,8 +25,8 @@ DEFAULT_INTERVAL = "clopper-pearson"
 
 def interval_method(ctx: RunContext, method: str | None = None) -> str:
     """The interval for rates: ``method`` when given, else the goal's (``criterion.interval``, carried
-    by the context as ``interval`` when the runner sets it), else exact Clopper-Pearson."""
-    return method or getattr(ctx, "interval", None) or DEFAULT_INTERVAL
+    by the context), else exact Clopper-Pearson."""
+    return method or ctx.interval or DEFAULT_INTERVAL
 
 
 def rate(successes: int, n: int, ctx: RunContext, description: str,

@@ -109,28 +109,3 @@ def zero_failure_samples(max_rate: float, confidence: float = 0.95) -> int:
     if not 0.0 < max_rate < 1.0:
         raise ValueError(f"max_rate must lie strictly between 0 and 1, got {max_rate!r}")
     return math.ceil(math.log(1 - confidence) / math.log(1 - max_rate))
-
-
-def min_samples_to_pass(higher_is_better: bool, threshold: float, confidence: float = 0.95,
-                        *, limit: int = 10_000_000) -> int | None:  # fmt: skip
-    """Fewest samples with which a perfect outcome (all successes, or no failures) would pass.
-
-    Fewer samples than this can never decide the criterion in favour of the model. None when no
-    sample size up to ``limit`` suffices (threshold at 1 for '>=' or 0 for '<=').
-    """
-    def passes(n: int) -> bool:
-        ci = proportion_interval(n if higher_is_better else 0, n, confidence)
-        return ci.low >= threshold if higher_is_better else ci.high <= threshold
-
-    if (higher_is_better and threshold >= 1.0) or (not higher_is_better and threshold <= 0.0):
-        return None
-    high = 1
-    while not passes(high):
-        high *= 2
-        if high > limit:
-            return None
-    low = high // 2
-    while high - low > 1:
-        mid = (low + high) // 2
-        low, high = (low, mid) if passes(mid) else (mid, high)
-    return high

@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
+from schemas.goals import Criterion
 from tasks.statistical.intervals import (
     lower_bounds,
-    min_samples_to_pass,
     proportion_interval,
     samples_to_decide,
     upper_bounds,
     zero_failure_samples,
 )
+from tasks.statistical.sample_size import samples_needed
 
 RATES = [0.02, 0.1, 0.5, 0.9]
 
@@ -61,7 +62,7 @@ def test_one_sided_bounds_match_two_sided_at_double_alpha() -> None:
 
 def test_sample_counts() -> None:
     assert zero_failure_samples(1e-3, 0.95) == 2995  # rule of three, exact form
-    assert min_samples_to_pass(False, 1e-3, 0.95) == 3688  # two-sided: each tail 2.5%
+    assert samples_needed(Criterion(comparator="<=", threshold=1e-3, confidence=0.95)) == 3688  # two-sided
     needed = samples_to_decide(0.95, 0.9)
     assert needed is not None and proportion_interval(round(0.95 * needed), needed).low > 0.9
 
