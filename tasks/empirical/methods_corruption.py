@@ -128,7 +128,7 @@ class CorruptionAccuracy(_ImageMethod):
             details={"clean_accuracy": float(clean.mean()), "accuracy": cells, "skipped": skipped,
                      "corruption_error_minus_clean_error": float(clean.mean() - per_sample.mean()),
                      "definitions": "ImageNet-C (Hendrycks & Dietterich 2019), spatial parameters x side/224"},
-            reason=f"skipped, no effect on these images (grey, or scaled size under half a pixel): {skipped}"
+            reason=f"skipped, no effect on these images (grey, or scaled size under half a pixel): {', '.join(skipped)}"
             if skipped else None,
         )  # fmt: skip
 
