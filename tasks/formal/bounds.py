@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tasks.formal.layers import Activation, Affine, Diag, Layer, MaxPool, Network
+from tasks.formal.layers import Activation, Affine, Diag, Layer, MaxPool, Network, splittable
 
 Tensor = torch.Tensor
 INTER_SLACK = 1e-10  # relative widening of every intermediate bound (float64 rounding)
@@ -105,9 +105,22 @@ def _needs_rows(layer: Layer, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor
     Returns indices (B, R), unstable ones first, and a mask (B, R) of the real (not padding) entries.
     """
     if getattr(layer, "kind", "") in ("relu", "leaky_relu") and low.shape[1] > ALL_ROWS_UP_TO:
-        mask = (low < 0) & (high > 0)
+        mask = splittable(layer, low, high)
     else:
         mask = torch.ones_like(low, dtype=torch.bool)
+        mask[:, :getattr(layer, "keep", 0)] = False
+    counts = mask.sum(1)
+    width = int(counts.max()) if mask.numel() else 0
+    idx = torch.argsort(mask.to(torch.int8), dim=1, descending=True, stable=True)[:, :width]
+    return idx, torch.arange(width).unsqueeze(0) < counts.unsqueeze(1)
+
+
+def _unstable_rows(layer: Layer, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
+    """Like ``_needs_rows`` but only the unstable neurons of ReLU-like layers, whatever the width."""
+    mask = splittable(layer, low, high)
+    if getattr(layer, "kind", "") not in ("relu", "leaky_relu"):
+        mask = torch.ones_like(low, dtype=torch.bool)
+        mask[:, :getattr(layer, "keep", 0)] = False
     counts = mask.sum(1)
     width = int(counts.max()) if mask.numel() else 0
     idx = torch.argsort(mask.to(torch.int8), dim=1, descending=True, stable=True)[:, :width]
@@ -181,12 +194,33 @@ def _crown_rows(net: Network, k: int, rows: tuple[Tensor, Tensor], cur_low: Tens
     return cur_low.scatter(1, idx, new_lo), cur_high.scatter(1, idx, new_hi)
 
 
-def forward_bounds(net: Network, low: Tensor, high: Tensor, rel: Relaxation) -> Bounds:
+def refine_unstable(net: Network, low: Tensor, high: Tensor, rel: Relaxation) -> None:
+    """Tighten ``rel.pre`` in place: backward CROWN bounds on the still-unstable neurons, layer by layer.
+
+    Used in ReLU branch and bound after a split: the split neuron's fixed sign (its bound set to 0
+    in ``rel.pre``) makes its relaxation exact, which tightens every later layer. Bounds already in
+    ``rel.pre`` (inherited from the parent domain) stay where tighter.
+    """
+    with torch.no_grad():
+        for k, layer in enumerate(net.layers):
+            if not layer.nonlinear or k not in rel.pre or _only_affine_before(net, k):
+                continue
+            cur = rel.pre[k]
+            rows = _unstable_rows(layer, *cur) if getattr(layer, "kind", "") in ("relu", "leaky_relu") else None
+            if rows is None or not rows[0].shape[1]:
+                continue
+            new = _crown_rows(net, k, rows, cur[0], cur[1], low, high, rel, None)
+            rel.pre[k] = widen(new[0], torch.maximum(new[1], new[0]))
+
+
+def forward_bounds(net: Network, low: Tensor, high: Tensor, rel: Relaxation, refine: bool = False) -> Bounds:
     """Fill ``rel.pre`` by forward linear bounds (symbolic intervals in the inputs), cheap for few inputs.
 
     Each value carries a lower and an upper linear form in the inputs, (B, n_0 + 1, n) with the
     constant term in the last row; ReLU-like layers use the CROWN relaxation on the concretized box.
-    Bounds already in ``rel.pre`` are kept where tighter. Returns the output box.
+    Bounds already in ``rel.pre`` are kept where tighter. With ``refine`` the neurons still unstable
+    after the forward pass get backward CROWN bounds too (hybrid: CROWN-tight, far cheaper than
+    backward bounds on every neuron). Returns the output box.
     """
     batch, n0 = low.shape
     eye = torch.eye(n0, dtype=low.dtype).unsqueeze(0).expand(batch, -1, -1)
@@ -214,6 +248,11 @@ def forward_bounds(net: Network, low: Tensor, high: Tensor, rel: Relaxation) -> 
             continue
         if k in rel.pre:
             cur = (torch.maximum(cur[0], rel.pre[k][0]), torch.minimum(cur[1], rel.pre[k][1]))
+        if refine and not _only_affine_before(net, k):
+            rows = _unstable_rows(layer, *cur)
+            if rows[0].shape[1]:
+                cur = _crown_rows(net, k, rows, cur[0], cur[1], low, high, rel, None)
+            cur = widen(cur[0], torch.maximum(cur[1], cur[0]))
         rel.pre[k] = cur
         if not isinstance(layer, Activation):
             raise TypeError(f"forward bounds support elementwise activations only, not {type(layer).__name__}")
@@ -243,15 +282,16 @@ def sound_lower(net: Network, c: Tensor, lb: Tensor, low: Tensor, high: Tensor) 
 def crown(net: Network, c: Tensor, low: Tensor, high: Tensor, rel: Relaxation | None = None,
           method: str = "crown") -> tuple[Tensor, Relaxation, Tensor]:  # fmt: skip
     """Lower bounds of ``C y`` (B, m) by CROWN (``method="crown"``), IBP (``"ibp"``) or CROWN with
-    forward-mode intermediate bounds (``"forward"``, cheap for few inputs).
+    forward-mode intermediate bounds (``"forward"``, cheap for few inputs; ``"hybrid"``: forward
+    bounds refined by backward CROWN on the neurons they leave unstable).
 
     Returns the raw float64 bounds (apply ``sound_lower`` before claiming a proof), the relaxation
     (pre-activation bounds) and the input coefficients (B, m, n_0) (None for IBP).
     """
     rel = rel or Relaxation()
     with torch.no_grad():
-        if method == "forward":
-            forward_bounds(net, low, high, rel)
+        if method in ("forward", "hybrid"):
+            forward_bounds(net, low, high, rel, refine=method == "hybrid")
             lb, a = backward(net, len(net.layers), c, rel, low, high)
             return lb, rel, a
         out_low, out_high = intermediate_bounds(net, low, high, rel, method=method)

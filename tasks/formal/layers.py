@@ -154,11 +154,77 @@ class Conv(Affine):
         return a @ self.bias_map
 
 
+class Select(Affine):
+    """``y_i = sum_t w[i, t] * x[idx[i, t]] + bias_i`` with ``idx`` -1 for unused terms.
+
+    Moves, copies, adds and concatenates the slots of a branching graph's state (see ``ops``).
+    """
+
+    def __init__(self, idx: Tensor, weight: Tensor, bias: Tensor, n_in: int) -> None:
+        self.idx, self.n_in, self.n_out = idx.long(), n_in, idx.shape[0]
+        valid = self.idx >= 0
+        self.safe = self.idx.clamp(min=0)
+        self.weight = torch.where(valid, weight.double(), torch.zeros_like(weight, dtype=torch.float64))
+        self.bias = bias.double()
+
+    def _apply(self, x: Tensor, weight: Tensor) -> Tensor:
+        return (x[..., self.safe] * weight).sum(-1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._apply(x, self.weight) + self.bias
+
+    def abs_forward(self, x: Tensor) -> Tensor:
+        return self._apply(x, self.weight.abs())
+
+    def signed_forward(self, x: Tensor, positive: bool) -> Tensor:
+        return self._apply(x, self.weight.clamp(min=0) if positive else self.weight.clamp(max=0))
+
+    def backward(self, a: Tensor) -> Tensor:
+        out = torch.zeros(*a.shape[:-1], self.n_in, dtype=a.dtype)
+        contrib = (a.unsqueeze(-1) * self.weight).reshape(*a.shape[:-1], -1)
+        out.index_add_(a.dim() - 1, self.safe.reshape(-1), contrib)
+        return out
+
+    def bias_of(self, a: Tensor) -> Tensor:
+        return a @ self.bias
+
+
+class Embedded(Affine):
+    """An affine layer on the last ``inner.n_in`` values; the first ``keep`` values pass unchanged."""
+
+    def __init__(self, inner: Affine, keep: int) -> None:
+        self.inner, self.keep = inner, keep
+        self.n_in, self.n_out = keep + inner.n_in, keep + inner.n_out
+
+    def _cat(self, head: Tensor, x: Tensor, fn: object) -> Tensor:
+        return torch.cat([head, fn(x[..., self.keep:])], -1)  # type: ignore[operator]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._cat(x[..., :self.keep], x, self.inner.forward)
+
+    def abs_forward(self, x: Tensor) -> Tensor:
+        return self._cat(x[..., :self.keep], x, self.inner.abs_forward)
+
+    def signed_forward(self, x: Tensor, positive: bool) -> Tensor:
+        head = x[..., :self.keep] if positive else torch.zeros_like(x[..., :self.keep])
+        return torch.cat([head, self.inner.signed_forward(x[..., self.keep:], positive)], -1)
+
+    def backward(self, a: Tensor) -> Tensor:
+        return self._cat(a[..., :self.keep], a, self.inner.backward)
+
+    def bias_of(self, a: Tensor) -> Tensor:
+        return self.inner.bias_of(a[..., self.keep:])
+
+
 class Activation(Layer):
-    """An elementwise activation with a sound linear relaxation on a pre-activation box."""
+    """An elementwise activation with a sound linear relaxation on a pre-activation box.
+
+    ``keep`` leading values pass through unchanged (identity): they are never split nor refined.
+    """
 
     nonlinear = True
     kind = ""
+    keep = 0
 
     def __init__(self, n: int) -> None:
         self.n_in = self.n_out = n
@@ -230,6 +296,47 @@ class LeakyRelu(Activation):
         lo = self.default_alpha(low, high) if alpha is None else alpha
         lo_slope = torch.where(unstable, a + (1 - a) * lo, stable_slope)
         return lo_slope, torch.zeros_like(lo_slope), up_slope, up_bias
+
+
+class EmbeddedActivation(Activation):
+    """``inner`` on the last values, identity on the first ``keep`` (a branch of a graph's state)."""
+
+    def __init__(self, inner: Activation, keep: int) -> None:
+        super().__init__(keep + inner.n_in)
+        self.inner, self.keep, self.kind = inner, keep, inner.kind
+        self.has_alpha = getattr(inner, "has_alpha", False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([x[..., :self.keep], self.inner.forward(x[..., self.keep:])], -1)
+
+    def ibp(self, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
+        lo, hi = self.inner.ibp(low[..., self.keep:], high[..., self.keep:])
+        return torch.cat([low[..., :self.keep], lo], -1), torch.cat([high[..., :self.keep], hi], -1)
+
+    def default_alpha(self, low: Tensor, high: Tensor) -> Tensor:
+        inner = self.inner.default_alpha(low[..., self.keep:], high[..., self.keep:])  # type: ignore[attr-defined]
+        return torch.cat([torch.ones_like(low[..., :self.keep]), inner], -1)
+
+    def relax(self, low: Tensor, high: Tensor, alpha: Tensor | None = None
+              ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+        k = self.keep
+        parts = self.inner.relax(low[..., k:], high[..., k:], None if alpha is None else alpha[..., k:])
+        one = torch.ones_like(low[..., :k])
+        heads = (one, torch.zeros_like(one), one, torch.zeros_like(one))
+        out = []
+        for head, part in zip(heads, parts, strict=True):
+            shape = torch.broadcast_shapes(head.shape[:-1], part.shape[:-1])
+            out.append(torch.cat([head.expand(*shape, -1), part.expand(*shape, -1)], -1))
+        return out[0], out[1], out[2], out[3]
+
+
+def splittable(layer: Layer, low: Tensor, high: Tensor) -> Tensor:
+    """Unstable neurons (``low < 0 < high``) of a layer, passthrough values excluded."""
+    mask = (low < 0) & (high > 0)
+    keep = getattr(layer, "keep", 0)
+    if keep:
+        mask[..., :keep] = False
+    return mask
 
 
 class SShaped(Activation):
@@ -339,4 +446,4 @@ class Network:
 
     def relu_layers(self) -> list[int]:
         """Indices of the layers whose neurons can be split (ReLU-like activations)."""
-        return [k for k, layer in enumerate(self.layers) if isinstance(layer, Relu | LeakyRelu)]
+        return [k for k, layer in enumerate(self.layers) if getattr(layer, "kind", "") in ("relu", "leaky_relu")]

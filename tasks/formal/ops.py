@@ -2,8 +2,10 @@
 
 ``BOUND_OPS`` maps each ONNX op type to a function returning IR layers.
 The graph is run once in torch (batch of 2) to learn every tensor's shape and to fold constant
-sub-graphs (Shape/Gather/Concat feeding a Reshape, ...). Ops without a bound operator, and graphs
-that are not a single chain from the input to the output, are all collected and reported together.
+sub-graphs (Shape/Gather/Concat feeding a Reshape, ...). Branching graphs (residual Add/Sub,
+Concat of computed tensors, a tensor used twice) are bounded through a state of live slots (see
+``network_from_module``). Ops without a bound operator, and combinations of computed tensors that
+are not affine (a product of two branches, ...), are all collected and reported together.
 """
 
 from __future__ import annotations
@@ -18,19 +20,24 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (the usual torch alias)
 
 from tasks.formal.layers import (
+    Activation,
+    Affine,
     Conv,
     ConvGeometry,
     Dense,
     Diag,
+    Embedded,
+    EmbeddedActivation,
     Layer,
     LeakyRelu,
     MaxPool,
     Network,
     Relu,
+    Select,
     Sigmoid,
     Tanh,
 )
-from tasks.onnx_torch import Node, OnnxModule, UnsupportedOpsError, handler_for, load_onnx_module
+from tasks.onnx_torch import Node, OnnxModule, RunContext, UnsupportedOpsError, handler_for, load_onnx_module
 
 Tensor = torch.Tensor
 MAX_PROBE_ENTRIES = 30_000_000  # largest dense matrix built by probing a generic affine op
@@ -251,45 +258,214 @@ def build_network(source: Path | str | Any) -> Network:
     """The IR chain of an ONNX model (path or ModelProto).
 
     Raises:
-        UnsupportedOpsError: every node without a bound operator, or that breaks the chain.
+        UnsupportedOpsError: every node without a bound operator, or that combines computed tensors
+            in a way that is not affine.
     """
     module = load_onnx_module(source)
     return network_from_module(module, str(source) if isinstance(source, Path | str) else "the ONNX model")
 
 
 def network_from_module(module: OnnxModule, source: str = "") -> Network:
-    """Trace ``module`` once (batch of 2, float64) and convert every live node."""
+    """Trace ``module`` once (batch of 2, float64) and convert every live node.
+
+    A single chain becomes a plain chain of layers. A branching graph (a tensor used by several
+    nodes, a residual Add/Sub or a Concat of computed tensors) becomes a chain over the *state*:
+    the concatenation of every computed tensor still needed. Each node then routes the state
+    (``Select``), works on its own slot at the end and lets the other slots pass unchanged
+    (``Embedded``/``EmbeddedActivation``).
+    """
     parsed = module.parsed
     if -1 in module.sample_shape:
         raise UnsupportedOpsError([(parsed.input_name, "symbolic input shape")], source)
     module = module.double()
     with torch.no_grad():
         env = module.run(torch.zeros(2, *module.sample_shape, dtype=torch.float64))
-    live, current = {parsed.input_name}, parsed.input_name
+    final = parsed.output_names[0]
+    nodes = _needed_nodes(parsed.nodes, final)
+    live = {parsed.input_name}
+    for node in nodes:
+        if node.op_type != "Shape" and any(name in live for name in node.inputs):
+            live.update(node.outputs)
+    last_use = {name: i for i, node in enumerate(nodes) if node.op_type != "Shape" for name in node.inputs if name in live}
+    state = _State([(parsed.input_name, math.prod(module.sample_shape))])
     layers: list[Layer] = []
     problems: list[tuple[str, str]] = []
     softmax = False
-    final = parsed.output_names[0]
-    for node in parsed.nodes:
-        live_idx = [i for i, name in enumerate(node.inputs) if name in live]
+    for i, node in enumerate(nodes):
+        live_idx = [j for j, name in enumerate(node.inputs) if name in live]
         if not live_idx or node.op_type == "Shape":
             continue
-        live.update(node.outputs)
-        if len(live_idx) != 1 or node.inputs[live_idx[0]] != current:
-            problems.append((node.name, f"{node.op_type} (branching graph: only single-chain graphs are bounded)"))
-            current = node.outputs[0]
+        out = node.outputs[0]
+        size = math.prod(env[out].shape[1:]) if isinstance(env.get(out), Tensor) else 0
+        keep = [name for name, _ in state.slots if last_use.get(name, -1) > i or (name == final and out != final)]
+        if problems:  # the network will not be built: only collect what else is unsupported
+            if len(live_idx) == 1:
+                _, problem = _convert(node, live_idx[0], env, out == final)
+                if problem:
+                    problems.append((node.name, f"{node.op_type} ({problem})"))
             continue
-        new_layers, problem = _convert(node, live_idx[0], env, node.outputs[0] == final)
-        if problem:
-            problems.append((node.name, f"{node.op_type} ({problem})"))
-        layers += new_layers
-        softmax = softmax or node.op_type == "Softmax"
-        current = node.outputs[0]
-    if current != final and not problems:
-        problems.append((final, "output is not at the end of the input chain"))
+        if len(live_idx) == 1:
+            new_layers, problem = _convert(node, live_idx[0], env, out == final)
+            if problem:
+                problems.append((node.name, f"{node.op_type} ({problem})"))
+                continue
+            src = node.inputs[live_idx[0]]
+            layers += state.route(keep, [src])
+            layers += _embed(new_layers, state.size - state.sizes[src]) if len(state.slots) > 1 else new_layers
+            state.replace_last(out, size)
+            softmax = softmax or node.op_type == "Softmax"
+        else:
+            try:
+                layers += state.combine(node, live_idx, keep, env, size)
+            except BoundOpError as exc:
+                problems.append((node.name, f"{node.op_type} ({exc})"))
+    if not problems:
+        layers += state.route([], [final]) if [n for n, _ in state.slots] != [final] else []
     if problems:
         raise UnsupportedOpsError(problems, source)
-    return Network(layers, math.prod(module.sample_shape), output_softmax=softmax)
+    return Network(fuse_affine(layers), math.prod(module.sample_shape), output_softmax=softmax)
+
+
+def fuse_affine(layers: list[Layer]) -> list[Layer]:
+    """Merge neighbouring Dense/Diag layers (MatMul+Add, Gemm+Mul, normalisation prefixes, Conv+BN).
+
+    Fewer layers make every backward pass cheaper; the products are formed in float64, whose
+    rounding (1e-16 relative) is far inside the final margin of ``bounds.final_margin``.
+    """
+    out: list[Layer] = []
+    for layer in layers:
+        prev = out[-1] if out else None
+        merged = _merge(prev, layer) if prev is not None else None
+        if merged is None:
+            out.append(layer)
+        else:
+            out[-1] = merged
+    return out
+
+
+def _merge(first: Layer, second: Layer) -> Layer | None:
+    if isinstance(first, Diag) and isinstance(second, Diag):
+        return Diag(second.scale * first.scale, second.scale * first.shift + second.shift)
+    if isinstance(first, Dense) and isinstance(second, Diag):
+        return Dense(second.scale.unsqueeze(1) * first.weight, second.scale * first.bias + second.shift)
+    if isinstance(first, Diag) and isinstance(second, Dense):
+        return Dense(second.weight * first.scale, second.weight @ first.shift + second.bias)
+    if isinstance(first, Conv) and isinstance(second, Diag):
+        c_out = first.geo.out_shape[0]
+        scale, shift = second.scale.reshape(c_out, -1), second.shift.reshape(c_out, -1)
+        if bool((scale == scale[:, :1]).all()) and bool((shift == shift[:, :1]).all()):
+            s, t = scale[:, 0], shift[:, 0]
+            bias = first.bias_map.reshape(c_out, -1)[:, 0]
+            return Conv(first.weight * s.reshape(-1, 1, 1, 1), s * bias + t, first.geo)
+    return None
+
+
+def _needed_nodes(nodes: tuple[Node, ...], final: str) -> list[Node]:
+    """The nodes the first output depends on, in graph order (dead branches dropped)."""
+    needed, keep = {final}, []
+    for node in reversed(nodes):
+        if any(o in needed for o in node.outputs):
+            keep.append(node)
+            needed.update(name for name in node.inputs if name)
+    return keep[::-1]
+
+
+class _State:
+    """The computed tensors kept along a branching graph, as ordered (name, size) slots."""
+
+    def __init__(self, slots: list[tuple[str, int]]) -> None:
+        self.slots = slots
+
+    @property
+    def size(self) -> int:
+        return sum(n for _, n in self.slots)
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return dict(self.slots)
+
+    def offset(self, name: str) -> int:
+        pos = 0
+        for slot, n in self.slots:
+            if slot == name:
+                return pos
+            pos += n
+        raise KeyError(name)
+
+    def route(self, keep: list[str], tail: list[str]) -> list[Layer]:
+        """A ``Select`` laying the state out as the kept slots then ``tail`` (nothing when already so)."""
+        order = [name for name, _ in self.slots if name in keep] + tail
+        if [n for n, _ in self.slots] == order:
+            return []
+        sizes, n_in = self.sizes, self.size
+        idx = torch.cat([torch.arange(sizes[name]) + self.offset(name) for name in order]).unsqueeze(1)
+        self.slots = [(name, sizes[name]) for name in order]
+        return [Select(idx, torch.ones(idx.shape, dtype=torch.float64), torch.zeros(idx.shape[0], dtype=torch.float64), n_in)]
+
+    def replace_last(self, name: str, size: int) -> None:
+        self.slots[-1] = (name, size)
+
+    def combine(self, node: Node, live_idx: list[int], keep: list[str], env: dict[str, Any], size: int) -> list[Layer]:
+        """A ``Select`` for Add/Sub/Concat of computed tensors: kept slots, then the node's output."""
+        if node.op_type not in ("Add", "Sub", "Concat"):
+            raise BoundOpError("only Add, Sub and Concat may combine two computed tensors (branching graph)")
+        n_in, sizes = self.size, self.sizes
+        consts = [env[name] if name and j not in live_idx else None for j, name in enumerate(node.inputs)]
+
+        def run(fill: dict[int, Tensor], with_consts: bool) -> Tensor:
+            args: list[Any] = []
+            for j, name in enumerate(node.inputs):
+                if j in live_idx:
+                    base = env[name][:1].double()
+                    args.append(fill[j].reshape(base.shape) if j in fill else torch.zeros_like(base))
+                else:
+                    c = consts[j]
+                    args.append(c if with_consts or not isinstance(c, Tensor) or not c.is_floating_point()
+                                else torch.zeros_like(c))
+            out = handler_for(node.op_type)(node, args, RunContext(1, None))  # type: ignore[misc]
+            return (out[0] if isinstance(out, tuple) else out).reshape(-1).double()
+
+        terms_idx, terms_w = [], []
+        for j in live_idx:
+            pos = torch.arange(sizes[node.inputs[j]], dtype=torch.float64) + self.offset(node.inputs[j]) + 1
+            coded = run({j: pos}, False)
+            terms_idx.append(coded.abs().round().long() - 1)
+            terms_w.append(torch.sign(coded))
+        bias = run({}, True)
+        idx, weight = torch.stack(terms_idx, 1), torch.stack(terms_w, 1)
+        head = torch.cat([torch.arange(sizes[name]) + self.offset(name) for name in keep]) if keep else torch.zeros(0)
+        pad = torch.full((head.numel(), idx.shape[1] - 1), -1)
+        full_idx = torch.cat([torch.cat([head.long().unsqueeze(1), pad], 1), idx])
+        full_w = torch.cat([torch.ones(head.numel(), idx.shape[1], dtype=torch.float64), weight])
+        full_b = torch.cat([torch.zeros(head.numel(), dtype=torch.float64), bias])
+        layer = Select(full_idx, full_w, full_b, n_in)
+        x = torch.randn(3, n_in, dtype=torch.float64)
+        expected = run({j: x[0, self.offset(node.inputs[j]):self.offset(node.inputs[j]) + sizes[node.inputs[j]]]
+                        for j in live_idx}, True)
+        if bias.numel() != size or not torch.allclose(layer.forward(x[:1])[0, head.numel():], expected, atol=1e-9):
+            raise BoundOpError("the combination is not a selection/sum of its inputs (e.g. broadcasting over them)")
+        self.slots = [(name, sizes[name]) for name in keep] + [(node.outputs[0], size)]
+        return [layer]
+
+
+def _embed(layers: list[Layer], keep: int) -> list[Layer]:
+    """``layers`` acting on the last values of the state, the first ``keep`` values passing through."""
+    if keep == 0:
+        return layers
+    out: list[Layer] = []
+    for layer in layers:
+        if isinstance(layer, Affine):
+            out.append(Embedded(layer, keep))
+        elif isinstance(layer, Activation):
+            out.append(EmbeddedActivation(layer, keep))
+        elif isinstance(layer, MaxPool):
+            head = torch.full((keep, layer.windows.shape[1]), -1, dtype=torch.long)
+            head[:, 0] = torch.arange(keep)
+            windows = torch.where(layer.windows >= 0, layer.windows + keep, layer.windows)
+            out.append(MaxPool(torch.cat([head, windows]), keep + layer.n_in))
+        else:
+            raise BoundOpError(f"{type(layer).__name__} cannot act on one branch of a graph")
+    return out
 
 
 def _convert(node: Node, live_index: int, env: dict[str, Any], is_last: bool) -> tuple[list[Layer], str]:

@@ -32,7 +32,9 @@ INPUT_SPLIT_MAX_DIMS = 10
 ALPHA_INTERMEDIATE_MAX_NEURONS = 600  # larger nets optimise only the final slopes (intermediate ones cost too much)
 ALPHA_SHARE = 0.25  # at most this share of the time left goes to the alpha-CROWN rung
 MAX_REL_DEVIATION = 1e-3  # torch vs ORT, relative to the output size, before anything is trusted
-THREADS = 1 if os.getloadavg()[0] > 2 * (os.cpu_count() or 1) else 2  # oversubscribed: 1 thread is faster
+# A second thread pays only on an idle machine with large layers; on a shared, loaded one it is many
+# times slower (threads wait for each other), so the verifier takes one unless the cores are free.
+THREADS = 2 if os.getloadavg()[0] < 0.5 * (os.cpu_count() or 1) else 1
 
 
 @dataclass(frozen=True)

@@ -129,3 +129,114 @@ def test_unsupported_bound_ops_are_collected(kit: type) -> None:
         build_network(model)
     names = [n for n, _ in info.value.nodes]
     assert names == ["square", "mid_softmax"]
+
+
+def dag_models(kit: type) -> dict[str, tuple[object, int]]:
+    """Branching graphs: residual Add/Sub and Concat of two computed tensors, fan-out, MaxPool in a branch."""
+    c, mm, node = kit.const, kit.make_model, helper.make_node
+    rng = np.random.default_rng(3)
+    dense = [node("Gemm", ["x", "W1", "b1"], ["h1"], transB=1), node("Relu", ["h1"], ["a1"]),
+             node("Gemm", ["a1", "W2", "b2"], ["h2"], transB=1)]
+    dense_w = [c("W1", rng.normal(0, 1, (6, 4))), c("b1", rng.normal(0, 0.5, 6)), c("W2", rng.normal(0, 0.7, (6, 6))),
+               c("b2", rng.normal(0, 0.5, 6)), c("W3", rng.normal(0, 0.5, (3, 12))), c("b3", rng.normal(0, 0.5, 3)),
+               c("W4", rng.normal(0, 0.5, (3, 6))), c("b4", rng.normal(0, 0.5, 3))]
+    conv = [node("Conv", ["x", "K1", "k1"], ["c1"], pads=[1, 1, 1, 1]), node("Relu", ["c1"], ["r1"]),
+            node("Conv", ["r1", "K2", "k2"], ["c2"], pads=[1, 1, 1, 1]), node("Add", ["c2", "c1"], ["s"]),
+            node("Relu", ["s"], ["r2"])]
+    conv_w = [c("K1", rng.normal(0, 0.5, (2, 2, 3, 3))), c("k1", rng.normal(0, 0.3, 2)),
+              c("K2", rng.normal(0, 0.5, (2, 2, 3, 3))), c("k2", rng.normal(0, 0.3, 2)),
+              c("W5", rng.normal(0, 0.3, (3, 32))), c("W6", rng.normal(0, 0.3, (3, 40))), c("b5", rng.normal(0, 0.3, 3))]
+    return {
+        "residual-Add+Concat": (mm(dense + [node("Add", ["h2", "h1"], ["r"]), node("Relu", ["r"], ["a2"]),
+                                            node("Concat", ["a2", "h1"], ["cat"], axis=1),
+                                            node("Gemm", ["cat", "W3", "b3"], ["y"], transB=1)], ["N", 4], inits=dense_w), 4),
+        "residual-Sub-input": (mm(dense + [node("Sub", ["h2", "a1"], ["r"]), node("Tanh", ["r"], ["t"]),
+                                           node("Gemm", ["t", "W4", "b4"], ["y"], transB=1)], ["N", 4], inits=dense_w), 4),
+        "conv-residual": (mm(conv + [node("Flatten", ["r2"], ["f"]), node("Gemm", ["f", "W5", "b5"], ["y"], transB=1)],
+                             ["N", 2, 4, 4], inits=conv_w), 32),
+        "conv-residual-maxpool-branch": (mm(conv + [node("MaxPool", ["c1"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+                                                    node("Flatten", ["p"], ["fp"]), node("Flatten", ["r2"], ["fr"]),
+                                                    node("Concat", ["fp", "fr"], ["f"], axis=1),
+                                                    node("Gemm", ["f", "W6", "b5"], ["y"], transB=1)],
+                                                   ["N", 2, 4, 4], inits=conv_w), 32),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["residual-Add+Concat", "residual-Sub-input", "conv-residual",
+                                  "conv-residual-maxpool-branch"], ids=str)  # fmt: skip
+def test_branching_graph_is_sound(name: str, kit: type) -> None:
+    model, n = dag_models(kit)[name]
+    net, module = build_network(model), load_onnx_module(model).double()
+    x = torch.rand(5, n, dtype=torch.float64) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(net.forward(x), module(x).reshape(5, -1), atol=1e-9)  # the IR computes the graph
+    gen = torch.Generator().manual_seed(2)
+    centre = torch.rand(n, generator=gen, dtype=torch.float64) * 2 - 1
+    for eps in (0.05, 0.4):
+        _check_contains(model, centre - eps, centre + eps)
+
+
+@SETTINGS
+@given(seed=st.integers(0, 10_000), eps=st.floats(0.01, 1.0))
+def test_random_residual_networks_are_sound(kit: type, seed: int, eps: float) -> None:
+    c, node = kit.const, helper.make_node
+    rng = np.random.default_rng(seed)
+    w = [c("W1", rng.normal(0, 1.5, (5, 3))), c("b1", rng.normal(0, 0.5, 5)), c("W2", rng.normal(0, 1.5, (5, 5))),
+         c("b2", rng.normal(0, 0.5, 5)), c("W3", rng.normal(0, 1, (2, 10))), c("b3", rng.normal(0, 0.5, 2))]
+    model = kit.make_model([node("Gemm", ["x", "W1", "b1"], ["h1"], transB=1), node("Relu", ["h1"], ["a1"]),
+                            node("Gemm", ["a1", "W2", "b2"], ["h2"], transB=1), node("Add", ["h2", "a1"], ["s"]),
+                            node("Relu", ["s"], ["a2"]), node("Concat", ["a2", "a1"], ["cat"], axis=1),
+                            node("Gemm", ["cat", "W3", "b3"], ["y"], transB=1)], ["N", 3], inits=w)  # fmt: skip
+    centre = torch.tensor(rng.normal(0, 1, 3))
+    _check_contains(model, centre - eps, centre + eps, n_samples=300, seed=seed)
+    rel = Relaxation()
+    out_lo, out_hi = forward_bounds(build_network(model), (centre - eps).unsqueeze(0), (centre + eps).unsqueeze(0), rel,
+                                    refine=True)  # fmt: skip
+    x = centre - eps + 2 * eps * torch.rand(300, 3, dtype=torch.float64)
+    y = load_onnx_module(model).double()(x).detach()
+    assert (y >= out_lo - 1e-9).all() and (y <= out_hi + 1e-9).all()
+
+
+def test_product_of_branches_is_unsupported(kit: type) -> None:
+    node = helper.make_node
+    model = kit.make_model([node("Relu", ["x"], ["a"], name="r"), node("Neg", ["x"], ["n"], name="neg"),
+                            node("Mul", ["a", "n"], ["y"], name="prod")], ["N", 3])
+    with pytest.raises(UnsupportedOpsError) as info:
+        build_network(model)
+    assert [n for n, _ in info.value.nodes] == ["prod"]
+
+
+def test_vnncomp_style_prefixes_are_fused_and_exact(kit: type) -> None:
+    """Sub/Div normalisation, Flatten, MatMul+Add and Conv+BatchNormalization on a fixed-batch image input
+    collapse into fewer layers that still compute the graph exactly."""
+    c, node = kit.const, helper.make_node
+    rng = np.random.default_rng(11)
+    model = kit.make_model([node("Sub", ["x", "mu"], ["a"]), node("Div", ["a", "sd"], ["b"]),
+                            node("Conv", ["b", "K", "k"], ["cv"], pads=[1, 1, 1, 1]),
+                            node("BatchNormalization", ["cv", "s", "bb", "m", "v"], ["bn"]), node("Relu", ["bn"], ["r"]),
+                            node("Flatten", ["r"], ["f"]), node("MatMul", ["f", "W"], ["g"]), node("Add", ["g", "bw"], ["h"]),
+                            node("Relu", ["h"], ["q"]), node("MatMul", ["q", "V"], ["o"]), node("Add", ["o", "bv"], ["z"]),
+                            node("Softmax", ["z"], ["y"], axis=1)], [1, 3, 4, 4],
+                           inits=[c("mu", np.array([0.4, 0.5, 0.6]).reshape(1, 3, 1, 1)),
+                                  c("sd", np.array([0.2, 0.25, 0.3]).reshape(1, 3, 1, 1)),
+                                  c("K", rng.normal(0, 0.4, (2, 3, 3, 3))), c("k", rng.normal(0, 0.3, 2)),
+                                  c("s", rng.normal(0, 1, 2)), c("bb", rng.normal(0, 1, 2)), c("m", rng.normal(0, 1, 2)),
+                                  c("v", 1 + rng.random(2)), c("W", rng.normal(0, 0.3, (32, 6))), c("bw", rng.normal(0, 0.3, 6)),
+                                  c("V", rng.normal(0, 0.5, (6, 3))), c("bv", rng.normal(0, 0.3, 3))])  # fmt: skip
+    net = build_network(model)
+    assert [type(layer).__name__ for layer in net.layers] == ["Diag", "Conv", "Relu", "Dense", "Relu", "Dense"]
+    assert net.output_softmax and net.n_inputs == 48
+    module = load_onnx_module(model).double()
+    x = torch.rand(4, 48, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(torch.softmax(net.forward(x), 1), module(x).reshape(4, -1), atol=1e-9)
+    _check_contains_logits(net, x[0] - 0.02, x[0] + 0.02)
+
+
+def _check_contains_logits(net: object, low: torch.Tensor, high: torch.Tensor) -> None:
+    x = low + (high - low) * torch.rand(300, low.numel(), dtype=torch.float64)
+    y = net.forward(x)  # type: ignore[attr-defined]
+    n = y.shape[1]
+    c = torch.cat([torch.eye(n), -torch.eye(n)]).double().unsqueeze(0)
+    lb, _, _ = crown(net, c, low.unsqueeze(0), high.unsqueeze(0))  # type: ignore[arg-type]
+    assert (torch.cat([y, -y], 1) >= lb - 1e-9).all()

@@ -166,3 +166,85 @@ def test_vnncomp_fast_instances(onnx_rel: str, vnnlib_rel: str, expected: str) -
 @pytest.mark.parametrize("onnx_rel,vnnlib_rel,expected", SLOW, ids=lambda v: Path(v).name)
 def test_vnncomp_slower_instances(onnx_rel: str, vnnlib_rel: str, expected: str) -> None:
     _check_instance(onnx_rel, vnnlib_rel, expected)
+
+
+def _residual_model(kit: type, seed: int, n_in: int = 2) -> tuple[object, float]:
+    """x -> h1 = W1 x + b1 -> relu -> h2 = W2 . + b2; y = W3 relu(h2 + h1) + b3, and an l_inf Lipschitz bound."""
+    c, node = kit.const, helper.make_node
+    rng = np.random.default_rng(seed)
+    w1, w2, w3 = rng.normal(0, 1.5, (8, n_in)), rng.normal(0, 0.8, (8, 8)), rng.normal(0, 1, (2, 8))
+    model = kit.make_model([node("Gemm", ["x", "W1", "b1"], ["h1"], transB=1), node("Relu", ["h1"], ["a1"]),
+                            node("Gemm", ["a1", "W2", "b2"], ["h2"], transB=1), node("Add", ["h2", "h1"], ["s"]),
+                            node("Relu", ["s"], ["a2"]), node("Gemm", ["a2", "W3", "b3"], ["y"], transB=1)], ["N", n_in],
+                           inits=[c("W1", w1), c("b1", rng.normal(0, 0.5, 8)), c("W2", w2), c("b2", rng.normal(0, 0.5, 8)),
+                                  c("W3", w3), c("b3", rng.normal(0, 0.5, 2))])  # fmt: skip
+
+    def norm(w: np.ndarray) -> float:
+        return float(np.abs(w).sum(1).max())
+
+    return model, norm(w3) * (norm(w2) + 1) * norm(w1)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_residual_graph_known_answers(kit: type, tmp_path: Path, seed: int) -> None:
+    """A residual Add of two computed tensors: exhaustive grid on 2 inputs decides sat and unsat."""
+    model, lip = _residual_model(kit, seed)
+    path = kit.save(model, tmp_path)
+    coeffs = np.array([1.0, -1.0])
+    grid = _grid_min(path, coeffs)
+    sat_prop = _prop([-1, -1], [1, 1], list(coeffs), grid + 0.05)
+    sat = verify(path, sat_prop, timeout_s=30)
+    assert sat.verdict == "sat" and check_counterexample(sat_prop, *sat.counterexample, box_tol=0.0) is None
+    safe = grid - 2 * lip * (2 / 160) - 0.05  # |c| = 2; a grid point is within 1/160 of every point per axis
+    out = verify(path, _prop([-1, -1], [1, 1], list(coeffs), safe), timeout_s=30)
+    assert out.verdict == "unsat" and out.margin is not None and out.margin > 0
+
+
+def test_residual_relu_splitting_agrees_with_input_splitting(kit: type, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    model, _ = _residual_model(kit, 7, n_in=4)
+    path = kit.save(model, tmp_path)
+    for rhs in (-1.0, 0.0, 1.0):
+        prop = _prop([-1] * 4, [1] * 4, [1.0, -1.0], rhs)
+        by_input = verify(path, prop, timeout_s=30)
+        monkeypatch.setattr(verifier, "INPUT_SPLIT_MAX_DIMS", 0)
+        by_relu = verify(path, prop, timeout_s=30)
+        monkeypatch.setattr(verifier, "INPUT_SPLIT_MAX_DIMS", 10)
+        decided = {by_input.verdict, by_relu.verdict} & {"sat", "unsat"}
+        assert len(decided) <= 1, f"contradiction at rhs={rhs}: {by_input.verdict} vs {by_relu.verdict}"
+        assert by_input.verdict in ("sat", "unsat")
+
+
+def test_branch_product_gives_unknown_listing_the_node(kit: type, tmp_path: Path) -> None:
+    node = helper.make_node
+    model = kit.make_model([node("Relu", ["x"], ["a"], name="r"), node("Neg", ["x"], ["n"], name="neg"),
+                            node("Mul", ["a", "n"], ["y"], name="prod")], ["N", 3])
+    out = verify(kit.save(model, tmp_path), _prop([0] * 3, [1] * 3, [1.0, 0.0, 0.0], -1.0), timeout_s=10)
+    assert out.verdict == "unknown" and out.unsupported == [("prod", "Mul (only Add, Sub and Concat may combine two "
+                                                            "computed tensors (branching graph))")]  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["crown", "hybrid"])
+def test_input_splitting_bound_methods_decide(kit: type, tmp_path: Path, method: str) -> None:
+    """Input splitting with backward CROWN or hybrid (forward + backward on unstable neurons) bounds."""
+    import time
+
+    import torch
+
+    from tasks.formal.bab import bab_input
+    from tasks.formal.falsify import OrtChecker, Spec
+    from tasks.formal.ops import build_network
+
+    path = kit.save(kit.mlp([2, 12, 12, 2], seed=4, scale=2.0), tmp_path)
+    net, coeffs = build_network(path), np.array([1.0, -1.0])
+    grid = _grid_min(path, coeffs)
+    low, high = torch.full((2,), -1.0, dtype=torch.float64), torch.ones(2, dtype=torch.float64)
+    for rhs, expected in ((grid + 0.05, "sat"), (grid - _lipschitz_bound(path) * (2 / 160) - 0.05, "unsat")):
+        prop = _prop([-1, -1], [1, 1], list(coeffs), rhs)
+        res = bab_input(net, Spec.of(prop.regions[0]), low, high, OrtChecker(str(path), prop),
+                        deadline=time.monotonic() + 30, method=method)  # fmt: skip
+        assert res.verdict == expected
+        if expected == "sat":
+            assert check_counterexample(prop, *res.counterexample, box_tol=0.0) is None
+        else:
+            assert res.margin > 0
