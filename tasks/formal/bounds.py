@@ -105,22 +105,26 @@ def _needs_rows(layer: Layer, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor
     Returns indices (B, R), unstable ones first, and a mask (B, R) of the real (not padding) entries.
     """
     if getattr(layer, "kind", "") in ("relu", "leaky_relu") and low.shape[1] > ALL_ROWS_UP_TO:
-        mask = splittable(layer, low, high)
-    else:
-        mask = torch.ones_like(low, dtype=torch.bool)
-        mask[:, :getattr(layer, "keep", 0)] = False
-    counts = mask.sum(1)
-    width = int(counts.max()) if mask.numel() else 0
-    idx = torch.argsort(mask.to(torch.int8), dim=1, descending=True, stable=True)[:, :width]
-    return idx, torch.arange(width).unsqueeze(0) < counts.unsqueeze(1)
+        return _rows_of(splittable(layer, low, high))
+    return _rows_of(_all_rows(layer, low))
 
 
 def _unstable_rows(layer: Layer, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
     """Like ``_needs_rows`` but only the unstable neurons of ReLU-like layers, whatever the width."""
-    mask = splittable(layer, low, high)
-    if getattr(layer, "kind", "") not in ("relu", "leaky_relu"):
-        mask = torch.ones_like(low, dtype=torch.bool)
-        mask[:, :getattr(layer, "keep", 0)] = False
+    if getattr(layer, "kind", "") in ("relu", "leaky_relu"):
+        return _rows_of(splittable(layer, low, high))
+    return _rows_of(_all_rows(layer, low))
+
+
+def _all_rows(layer: Layer, low: Tensor) -> Tensor:
+    """Every row of the layer but the first ``layer.keep`` ones."""
+    mask = torch.ones_like(low, dtype=torch.bool)
+    mask[:, :getattr(layer, "keep", 0)] = False
+    return mask
+
+
+def _rows_of(mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Indices (B, R) of the masked rows first, padded to the widest batch entry, and the real-entry mask."""
     counts = mask.sum(1)
     width = int(counts.max()) if mask.numel() else 0
     idx = torch.argsort(mask.to(torch.int8), dim=1, descending=True, stable=True)[:, :width]
