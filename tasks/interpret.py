@@ -10,7 +10,8 @@ from schemas.common import Comparator, Measurement, Verdict
 from schemas.evidence import GoalVerdict
 from schemas.goals import Criterion, Goal
 from schemas.results import MethodResult, TestStatus
-from tasks.statistical.intervals import samples_to_decide
+from tasks.statistical.intervals import INTERVAL_METHODS
+from tasks.statistical.sample_size import samples_needed
 
 REMEDIES = {
     "none": "improve the model's clean performance (data, capacity, training) before robustness work",
@@ -54,7 +55,10 @@ def decide(measured: Measurement, criterion: Criterion) -> tuple[Verdict, str, i
         return Verdict.FAIL, f"the whole {span} misses {rule}", None
     needed = None
     if measured.is_rate and measured.n:
-        total = samples_to_decide(measured.value, c.threshold, ci.confidence, method=ci.method)
+        # the verdict rule at the interval actually used (a bootstrap interval: plan with the exact one)
+        method = ci.method if ci.method in INTERVAL_METHODS else "clopper-pearson"
+        total = samples_needed(c.model_copy(update={"confidence": ci.confidence, "interval": method}),
+                               measured.value)  # fmt: skip
         needed = max(total - measured.n, 1) if total else None
     more = f"; about {needed} more samples would likely decide" if needed else ""
     return Verdict.INCONCLUSIVE, f"the {span} straddles the threshold {rule}{more}", needed

@@ -69,35 +69,6 @@ def lower_bounds(successes: np.ndarray | int, n: np.ndarray | int, confidence: f
     return out
 
 
-def samples_to_decide(rate: float, threshold: float, confidence: float = 0.95,
-                      *, limit: int = 10_000_000, method: str = "clopper-pearson") -> int | None:  # fmt: skip
-    """Smallest n whose interval (Clopper-Pearson, or ``method``) around ``rate`` excludes ``threshold``.
-
-    Assumes the observed rate stays as measured; None when no n up to ``limit`` decides (rate is
-    at the threshold). ``method`` should be the interval the verdict used (``Interval.method``).
-    """
-    if rate == threshold:
-        return None
-    if method not in INTERVAL_METHODS:
-        method = "clopper-pearson"  # e.g. a bootstrap interval: plan with the exact binomial one
-
-    def decides(n: int) -> bool:
-        k = round(rate * n)
-        ci = proportion_interval(k, n, confidence, method)
-        return ci.low > threshold or ci.high < threshold
-
-    high = 1
-    while not decides(high):
-        high *= 2
-        if high > limit:
-            return None
-    low = high // 2
-    while high - low > max(1, low // 100):
-        mid = (low + high) // 2
-        low, high = (low, mid) if decides(mid) else (mid, high)
-    return high
-
-
 def zero_failure_samples(max_rate: float, confidence: float = 0.95) -> int:
     """Draws with zero failures needed for a one-sided ``confidence`` upper bound below ``max_rate``.
 

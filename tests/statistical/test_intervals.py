@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
+from schemas.common import Interval, Measurement, Verdict
 from schemas.goals import Criterion
+from tasks.interpret import decide
 from tasks.statistical.intervals import (
     lower_bounds,
     proportion_interval,
-    samples_to_decide,
     upper_bounds,
     zero_failure_samples,
 )
@@ -63,17 +64,21 @@ def test_one_sided_bounds_match_two_sided_at_double_alpha() -> None:
 def test_sample_counts() -> None:
     assert zero_failure_samples(1e-3, 0.95) == 2995  # rule of three, exact form
     assert samples_needed(Criterion(comparator="<=", threshold=1e-3, confidence=0.95)) == 3688  # two-sided
-    needed = samples_to_decide(0.95, 0.9)
+    needed = samples_needed(Criterion(comparator=">=", threshold=0.9), expected_rate=0.95)
     assert needed is not None and proportion_interval(round(0.95 * needed), needed).low > 0.9
 
 
-def test_samples_to_decide_follows_the_interval_method() -> None:
-    exact = samples_to_decide(0.6, 0.5)
-    wilson = samples_to_decide(0.6, 0.5, method="wilson")
+def test_samples_needed_follows_the_interval_method() -> None:
+    exact = samples_needed(Criterion(comparator=">=", threshold=0.5), expected_rate=0.6)
+    wilson = samples_needed(Criterion(comparator=">=", threshold=0.5, interval="wilson"), expected_rate=0.6)
     assert exact is not None and wilson is not None and wilson < exact  # Wilson is shorter here
     assert proportion_interval(round(0.6 * wilson), wilson, 0.95, "wilson").low > 0.5
     assert proportion_interval(round(0.6 * wilson), wilson, 0.95, "clopper-pearson").low <= 0.5
-    assert samples_to_decide(0.6, 0.5, method="bootstrap BCa (1000 resamples)") == exact
+    # an inconclusive verdict on a bootstrap interval plans its extra samples with the exact interval
+    boot = Interval(low=0.45, high=0.72, confidence=0.95, method="bootstrap BCa (1000 resamples)")
+    verdict, _, more = decide(Measurement(value=0.6, interval=boot, n=50, is_rate=True),
+                              Criterion(comparator=">=", threshold=0.5))  # fmt: skip
+    assert verdict == Verdict.INCONCLUSIVE and more == exact - 50
 
 
 @pytest.mark.parametrize("confidence", [0.0, 1.0, -0.5, 1.5])
