@@ -30,12 +30,6 @@ HARD_KILL_S = 15.0  # slack before a run that ignores its timeout is killed
 LATE_S = 1.0  # an answer this long after the timeout still counts (process exit, interpreter teardown)
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "2"}
 
-FALLBACK_SNIPPET = """
-import sys; from pathlib import Path
-from tasks.formal.command import run_verify
-sys.exit(run_verify(Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3]),
-                    Path(sys.argv[4]) if len(sys.argv) > 4 else None))
-"""
 MARABOU_SNIPPET = """
 import sys, warnings; warnings.filterwarnings("ignore")
 from maraboupy import Marabou
@@ -85,12 +79,9 @@ def load_instances(folder: str) -> list[Instance]:
 
 
 def verify_command(inst: Instance, timeout: float, result: Path) -> list[str]:
-    """`python -m flows.cli verify ...` when the CLI has the command, else run_verify via python -c."""
-    args = [str(inst.onnx), str(inst.vnnlib), f"{timeout:g}", str(result)]
-    if "def verify(" in (REPO / "flows" / "cli.py").read_text():
-        return [sys.executable, "-m", "flows.cli", "verify", "--onnx", args[0], "--vnnlib", args[1],
-                "--timeout", args[2], "--result-file", args[3]]  # fmt: skip
-    return [sys.executable, "-c", FALLBACK_SNIPPET, *args]
+    """`nnassay verify ...` as the installed command runs it (`python -m flows verify`)."""
+    return [sys.executable, "-m", "flows", "verify", "--onnx", str(inst.onnx), "--vnnlib", str(inst.vnnlib),
+            "--timeout", f"{timeout:g}", "--result-file", str(result)]  # fmt: skip
 
 
 def run_ours(inst: Instance, timeout: float, scratch: Path) -> Run:
@@ -166,6 +157,10 @@ def summarize(label: str, insts: list[Instance], runs: list[Run]) -> list[str]:
              f" unsat {sum(r.got == 'unsat' for r in runs)}), correct {count['correct']}, wrong {count['WRONG']},"
              f" unknown {count['unknown']}, timeouts {count['timeout']}, errors {count['error']}",
              f"{label}: time median {statistics.median(times):.2f}s, total {sum(times):.1f}s"]  # fmt: skip
+    inside = [float(r.detail["time_s"]) for r in runs if r.detail.get("time_s")]
+    if inside:  # the verifier's own clock: the wall time above minus process start-up (imports, parsing)
+        lines.append(f"{label}: in-process verification time (start-up excluded) median {statistics.median(inside):.2f}s"
+                     f" over {len(inside)} runs")  # fmt: skip
     pairs = [(r.time_s, i.fastest_core_s) for i, r, s in zip(insts, runs, scores, strict=True)
              if s == "correct" and i.fastest_core_s]  # fmt: skip
     if pairs:
@@ -219,11 +214,12 @@ def write_csv(path: Path, insts: list[Instance], ours: list[Run], theirs: list[R
             "timeout_s",
             "fastest_core_tool_s",
             "reason",
+            "verify_s",
         ]
         out.writerow(head + (["marabou_got", "marabou_time_s"] if theirs else []))
         for k, (inst, run) in enumerate(zip(insts, ours, strict=True)):
             row = [inst.name, inst.expected, run.got, f"{run.time_s:.3f}", run.method, f"{inst.timeout_s:g}",
-                   inst.fastest_core_s or "", run.detail.get("reason", "")]  # fmt: skip
+                   inst.fastest_core_s or "", run.detail.get("reason", ""), run.detail.get("time_s", "")]  # fmt: skip
             out.writerow(row + ([theirs[k].got, f"{theirs[k].time_s:.3f}"] if theirs else []))
 
 

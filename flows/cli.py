@@ -165,19 +165,16 @@ def list_registered() -> None:
                    f" metrics={','.join(m.metrics)}")
 
 
-@app.command("verify")
-def verify(
-    onnx: Annotated[Path, typer.Option("--onnx", help="ONNX model (one input tensor).")],
-    vnnlib: Annotated[Path, typer.Option("--vnnlib", help="VNN-LIB property (the violation to look for).")],
-    timeout: Annotated[float, typer.Option("--timeout", min=0.0, help="Seconds for the whole call, start-up included.")] = 300.0,
-    result_file: Annotated[Path | None, typer.Option("--result-file", help="Write the verdict here in the VNN-COMP format.")] = None,
-) -> None:
-    """Check one VNN-LIB property on an ONNX model (VNN-COMP style). Prints sat, unsat, unknown or
-    timeout on the first line. Exit 0 for any verdict; 1: the verifier crashed (verdict unknown);
-    2: unreadable model or property."""
-    from tasks.formal.command import run_verify
+@app.command("verify", add_help_option=False,
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})  # fmt: skip
+def verify(ctx: typer.Context) -> None:
+    """Check one VNN-LIB property on an ONNX model (VNN-COMP style):
+    --onnx MODEL --vnnlib PROP [--timeout S] [--result-file F]. Prints sat, unsat, unknown or timeout
+    on the first line. Exit 0 for any verdict; 1: the verifier crashed; 2: unreadable model or property.
+    `nnassay verify --help` lists the options."""
+    from tasks.formal.command import main as verify_main
 
-    raise typer.Exit(run_verify(onnx, vnnlib, timeout, result_file))
+    raise typer.Exit(verify_main(list(ctx.args)))
 
 
 cli_lifecycle.register(app)  # lifecycle, schedule

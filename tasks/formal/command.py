@@ -8,6 +8,7 @@ printed, so a wrong counterexample becomes ``unknown`` instead of a wrong answer
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import sys
@@ -40,6 +41,28 @@ class Answer:
     details: dict[str, Any] = field(default_factory=dict)
     x: np.ndarray | None = None
     y: np.ndarray | None = None
+
+
+def main(argv: list[str]) -> int:
+    """`nnassay verify` arguments (without the command word) -> exit code; argparse exits 2 on bad usage."""
+    parser = argparse.ArgumentParser(
+        prog="nnassay verify",
+        description="Check one VNN-LIB property on an ONNX model (VNN-COMP style). Prints sat, unsat, unknown or "
+        "timeout on the first line. Exit 0 for any verdict; 1: the verifier crashed (verdict unknown); "
+        "2: unreadable model or property.")  # fmt: skip
+    parser.add_argument("--onnx", type=Path, required=True, help="ONNX model (one input tensor).")
+    parser.add_argument("--vnnlib", type=Path, required=True, help="VNN-LIB property (the violation to look for).")
+    parser.add_argument("--timeout", type=_seconds, default=300.0, help="Seconds for the whole call, start-up included.")
+    parser.add_argument("--result-file", type=Path, default=None, help="Write the verdict here in the VNN-COMP format.")
+    args = parser.parse_args(argv)
+    return run_verify(args.onnx, args.vnnlib, args.timeout, args.result_file)
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
 
 
 def run_verify(onnx: Path, vnnlib: Path, timeout_s: float, result_file: Path | None) -> int:

@@ -54,7 +54,7 @@ def verify(onnx_path, prop, *, timeout_s, deadline=None):
 fake = types.ModuleType("tasks.formal.verifier")
 fake.verify = verify
 sys.modules["tasks.formal.verifier"] = fake
-from flows.cli import main
+from flows.__main__ import main
 sys.argv = ["nnassay", *sys.argv[1:]]
 main()
 """
@@ -84,7 +84,7 @@ def prop_file(tmp_path: Path, text: str) -> Path:
 def cli(*args: str | Path, fake: str | None = None, x: list[float] | None = None,
         timeout: float = 120) -> subprocess.CompletedProcess[str]:  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO), "FAKE_MODE": fake or "", "FAKE_X": json.dumps(x or [])}
-    prefix = [sys.executable, "-c", FAKE] if fake else [sys.executable, "-m", "flows.cli"]
+    prefix = [sys.executable, "-c", FAKE] if fake else [sys.executable, "-m", "flows"]
     return subprocess.run([*prefix, "verify", *map(str, args)], capture_output=True, text=True, cwd=REPO,
                           env=env, timeout=timeout)  # fmt: skip
 
@@ -177,3 +177,18 @@ def test_result_format_and_process_age() -> None:
     text = format_result(answer)
     assert text.startswith("sat\n((X_0 0.10000000149011612)\n (X_1 -2.0)\n (Y_0 3.0))")
     assert format_result(Answer("timeout")) == "timeout\n" and process_age_s() >= 0.0
+
+
+@pytest.mark.parametrize("entry", ["flows", "flows.cli"])
+def test_both_entry_points_parse_verify_alike(identity: Path, tmp_path: Path, entry: str) -> None:
+    """`nnassay verify` (fast path) and `python -m flows.cli verify` (typer) share one parser."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run = [sys.executable, "-m", entry, "verify"]
+    usage = subprocess.run([*run, "--onnx", str(identity)], capture_output=True, text=True, cwd=REPO, env=env)
+    assert usage.returncode == 2 and "required: --vnnlib" in usage.stderr
+    bad = subprocess.run([*run, "--onnx", str(identity), "--vnnlib", str(tmp_path / "p"), "--timeout", "nan"],
+                         capture_output=True, text=True, cwd=REPO, env=env)  # fmt: skip
+    assert bad.returncode == 2 and "'nan' is not a number of seconds" in bad.stderr
+    done = subprocess.run([*run, "--onnx", str(identity), "--vnnlib", str(prop_file(tmp_path, UNSAT)), "--timeout", "60"],
+                          capture_output=True, text=True, cwd=REPO, env=env)  # fmt: skip
+    assert done.returncode == 0 and done.stdout.splitlines()[0] == "unsat", done.stderr
