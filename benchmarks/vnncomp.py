@@ -1,12 +1,15 @@
 """Run `nnassay verify` over the shared VNN-COMP instances and score it against the known answers.
 
 Usage: python benchmarks/vnncomp.py [acasxu mnistfc_2022 ...] [--sample N --seed S]
-       [--timeout-scale F] [--marabou]
+       [--timeout-scale F] [--marabou | --only-marabou] [--ours-from CSV] [--marabou-from CSV]
 
 Each instance runs in a new process, as in VNN-COMP, so start-up counts against its timeout. The
 files are read in place under /work/shared/benchmarks/vnncomp; the per-instance CSV goes to
 benchmarks/results/ (git-ignored). With --marabou, Marabou (maraboupy, extra `bench`) runs the same
 instances with the same timeouts, one process each with a hard kill, for a side-by-side summary.
+The two can also run at the same time on separate cores (``--only-marabou`` in one process, nnassay
+alone in another) and be joined afterwards: ``--ours-from A.csv --marabou-from B.csv`` re-scores the
+earlier answers without running anything.
 """
 
 from __future__ import annotations
@@ -223,11 +226,14 @@ def write_csv(path: Path, insts: list[Instance], ours: list[Run], theirs: list[R
             out.writerow(row + ([theirs[k].got, f"{theirs[k].time_s:.3f}"] if theirs else []))
 
 
-def read_marabou(path: Path) -> dict[str, Run]:
-    """Marabou's answers by instance name from an earlier CSV (columns marabou_got, marabou_time_s)."""
+def read_runs(path: Path, tool: str) -> dict[str, Run]:
+    """Answers by instance name from an earlier CSV of this script: ``tool`` "nnassay" or "marabou"."""
+    got, secs = ("got", "time_s") if tool == "nnassay" else ("marabou_got", "marabou_time_s")
     with path.open(newline="") as handle:
-        return {r["instance"]: Run(r["marabou_got"], float(r["marabou_time_s"]), "marabou")
-                for r in csv.DictReader(handle) if r.get("marabou_got")}  # fmt: skip
+        rows = [r for r in csv.DictReader(handle) if r.get(got) and r[got] != "skipped"]
+    return {r["instance"]: Run(r[got], float(r[secs]), r["method"] if tool == "nnassay" else tool,
+                               {"reason": r["reason"], "time_s": r.get("verify_s", "")} if tool == "nnassay" else {})
+            for r in rows}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--marabou-from", type=Path, help="Take Marabou's answers from an earlier CSV of this script."
     )
+    parser.add_argument("--ours-from", type=Path, help="Take nnassay's answers from an earlier CSV of this script.")
     parser.add_argument(
         "--only-marabou", action="store_true", help="Run Marabou alone (nnassay rows: 'skipped')."
     )
@@ -249,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     insts = pick(args.folders, args.sample, args.seed)
     args.marabou = args.marabou or args.only_marabou
-    earlier = read_marabou(args.marabou_from) if args.marabou_from else {}
+    earlier = read_runs(args.marabou_from, "marabou") if args.marabou_from else {}
+    ours_earlier = read_runs(args.ours_from, "nnassay") if args.ours_from else {}
     if args.marabou and not earlier and (why := marabou_available()):
         print(f"Marabou cannot run here: {why} (pip install maraboupy, extra 'bench')", file=sys.stderr)
         return 2
@@ -259,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     theirs: list[Run] = []
     for k, inst in enumerate(insts, 1):
         timeout = inst.timeout_s * args.timeout_scale
-        ours.append(Run("skipped", 0.0) if args.only_marabou else run_ours(inst, timeout, scratch))
+        ours.append(Run("skipped", 0.0) if args.only_marabou else
+                    ours_earlier.get(inst.name) or run_ours(inst, timeout, scratch))  # fmt: skip
         line = (
             f"[{k}/{len(insts)}] {inst.name} expected {inst.expected}: {ours[-1].got} {ours[-1].time_s:.2f}s"
         )

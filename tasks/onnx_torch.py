@@ -431,6 +431,11 @@ class OnnxModule(torch.nn.Module):
         self.declared_batch = dims[0] if dims and isinstance(dims[0], int) and dims[0] > 0 else None
         self.sample_shape = tuple(d if d is not None else -1 for d in dims[1:])
 
+    def _apply(self, fn: Any, recurse: bool = True) -> OnnxModule:
+        """``.to(device)``, ``.double()`` etc. reach the integer constants (shapes, indices) too."""
+        self._int_consts = {name: fn(t) for name, t in self._int_consts.items()}
+        return super()._apply(fn, recurse)  # type: ignore[no-any-return]
+
     def forward(self, x: Tensor) -> Tensor:
         """The first graph output for a batch ``x`` (any batch size; flat rows are reshaped)."""
         return self.run(x)[self.parsed.output_names[0]]

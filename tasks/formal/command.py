@@ -104,7 +104,7 @@ def _decide(onnx: Path, prop: Property, deadline: float) -> Answer:
     remaining = max(deadline - time.monotonic(), 0.0)
     outcome = verify(onnx, prop, timeout_s=remaining, deadline=deadline)
     details = {k: getattr(outcome, k, None) for k in
-               ("method", "time_s", "margin", "branches", "reason", "unsupported", "max_ort_deviation")}  # fmt: skip
+               ("method", "time_s", "margin", "branches", "reason", "unsupported", "max_ort_deviation", "device")}  # fmt: skip
     verdict = outcome.verdict if outcome.verdict in VERDICTS else "unknown"
     if verdict != "sat":
         return Answer(verdict, details)

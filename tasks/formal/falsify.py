@@ -88,7 +88,7 @@ def falsify_region(model: torch.nn.Module, spec: Spec, low: Tensor, high: Tensor
 
     ``model`` maps flat float64 inputs to outputs; ``low``/``high`` are (n,) float64.
     """
-    lo_np, hi_np = low.numpy(), high.numpy()
+    lo_np, hi_np = low.cpu().numpy(), high.cpu().numpy()
     xs = low + (high - low) * torch.rand(n_samples, low.numel(), generator=rng, dtype=torch.float64)
     xs = torch.cat([xs, ((low + high) / 2).unsqueeze(0)])
     with torch.no_grad():
@@ -110,7 +110,7 @@ def _check_best(xs: Tensor, obj: Tensor, checker: OrtChecker, low: np.ndarray, h
     scale = 1e-3 * (1 + obj.abs().min().item())
     if obj[order[0]].item() > scale:
         return None
-    return checker.confirm(xs[order].detach().numpy(), low, high)
+    return checker.confirm(xs[order].detach().cpu().numpy(), low, high)
 
 
 def pgd(model: torch.nn.Module, spec: Spec, x: Tensor, low: Tensor, high: Tensor, *, steps: int,

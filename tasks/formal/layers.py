@@ -32,6 +32,14 @@ class Layer:
         """Interval image of the box ``[low, high]``."""
         raise NotImplementedError
 
+    def to(self, device: torch.device) -> None:
+        """Move every tensor this layer holds (and those of wrapped layers) to ``device``, in place."""
+        for name, value in vars(self).items():
+            if isinstance(value, Tensor):
+                setattr(self, name, value.to(device))
+            elif isinstance(value, Layer):
+                value.to(device)
+
 
 class Affine(Layer):
     """``y = W x + b`` in some structured form."""
@@ -437,6 +445,12 @@ class Network:
     def __init__(self, layers: list[Layer], n_inputs: int, output_softmax: bool = False) -> None:
         self.layers, self.n_inputs, self.output_softmax = layers, n_inputs, output_softmax
         self.n_outputs = layers[-1].n_out if layers else n_inputs
+
+    def to(self, device: torch.device) -> Network:
+        """Move every layer's tensors to ``device`` (in place); returns the network."""
+        for layer in self.layers:
+            layer.to(device)
+        return self
 
     def forward(self, x: Tensor) -> Tensor:
         """Exact float64 output (Softmax dropped) for a batch of flat inputs."""

@@ -89,6 +89,7 @@ class SampleResult:
     reason: str = ""
     x_adv: np.ndarray | None = None  # data space
     radius: tuple[float, float | None] | None = None
+    device: str = ""  # torch device the bounds ran on
 
     def as_json(self) -> dict[str, JsonValue]:
         row: dict[str, JsonValue] = {"index": self.index, "label": self.label, "verdict": self.verdict,
@@ -143,7 +144,8 @@ class _FormalBase(RobustnessMethod):
                 index, label, "unknown", time.monotonic() - began, reason=f"{type(exc).__name__}: {exc}"
             )
         result = SampleResult(index, label, "unknown", float(getattr(outcome, "time_s", 0.0) or 0.0),
-                              str(getattr(outcome, "method", "") or ""), str(getattr(outcome, "reason", "") or ""))  # fmt: skip
+                              str(getattr(outcome, "method", "") or ""), str(getattr(outcome, "reason", "") or ""),
+                              device=str(getattr(outcome, "device", "") or ""))  # fmt: skip
         if outcome.verdict == "unsat":
             result.verdict = "robust"
         elif outcome.verdict == "sat" and outcome.counterexample is not None:
@@ -272,6 +274,7 @@ def summarize(ctx: RunContext, results: list[SampleResult], eps: float) -> Metho
         "verified_indices": proved, "falsified_indices": broken,  # type: ignore[dict-item]
         "per_sample": [r.as_json() for r in results],
         "verifier": "nnassay sound bound propagation + branch and bound (tasks.formal.verifier)",
+        "verifier_devices": sorted({r.device for r in results if r.device}),  # type: ignore[dict-item]
     }  # fmt: skip
     reason = f"{undecided} of {n} samples undecided within the time budget" if undecided else None
     found = [(r.index, r.label, r.x_adv, r.method == "clean") for r in results if r.x_adv is not None]
@@ -332,7 +335,8 @@ class VnnlibPropertyCheck(RobustnessMethod):
         details: dict[str, JsonValue] = {
             "verdict": outcome.verdict, "verifier_method": str(getattr(outcome, "method", "")),
             "property": str(ctx.threat.path), "regions": len(prop.regions),
-            "time_s": float(getattr(outcome, "time_s", 0.0) or 0.0)}  # fmt: skip
+            "time_s": float(getattr(outcome, "time_s", 0.0) or 0.0),
+            "verifier_device": str(getattr(outcome, "device", "") or "")}  # fmt: skip
         ctx.progress(1, 1)
         if outcome.verdict == "unsat":
             return MethodOutcome(metrics={"property_holds": _holds(1.0, "proved: no input of the input set"

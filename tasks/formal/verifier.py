@@ -7,6 +7,7 @@ Ladder: falsifier -> IBP -> CROWN -> alpha-CROWN -> branch and bound (input spli
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -18,7 +19,7 @@ import numpy as np
 import onnx
 import torch
 
-from tasks.formal.bab import BabResult, bab_input, bab_relu
+from tasks.formal.bab import BabResult, bab_input_portfolio, bab_relu
 from tasks.formal.bounds import alpha_crown, crown, sound_lower
 from tasks.formal.falsify import OrtChecker, Spec, falsify_region
 from tasks.formal.layers import Network
@@ -50,6 +51,7 @@ class VerificationOutcome:
     reason: str = ""
     unsupported: list[tuple[str, str]] = field(default_factory=list)
     max_ort_deviation: float | None = None
+    device: str = "cpu"  # the torch device the bounds were computed on
 
 
 @dataclass
@@ -63,13 +65,21 @@ class _Run:
     checker: OrtChecker
     start: float
     deadline: float
+    device: torch.device
+    deviation: float = 0.0  # max |torch - ORT| on sample points
     branches: int = 0
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
 
     def outcome(self, verdict: Verdict, method: str, **kw: object) -> VerificationOutcome:
-        return VerificationOutcome(verdict, method, time.monotonic() - self.start, branches=self.branches, **kw)  # type: ignore[arg-type]
+        return VerificationOutcome(verdict, method, time.monotonic() - self.start, branches=self.branches,  # type: ignore[arg-type]
+                                   device=str(self.device), **kw)  # fmt: skip
+
+    def on(self, device: torch.device) -> _Run:
+        """A copy whose model and bound network live on ``device`` (this one keeps its own)."""
+        return replace(self, module=copy.deepcopy(self.module).to(device), net=copy.deepcopy(self.net).to(device),
+                       device=device)  # fmt: skip
 
 
 def verify(onnx_path: Path | str, prop: Property, *, timeout_s: float, deadline: float | None = None,
@@ -86,10 +96,29 @@ def verify(onnx_path: Path | str, prop: Property, *, timeout_s: float, deadline:
     start = time.monotonic()
     stop = min(start + timeout_s, deadline if deadline is not None else math.inf)
     torch.set_num_threads(THREADS)
-    run_or_outcome = _prepare(str(onnx_path), prop, start, stop)
-    if isinstance(run_or_outcome, VerificationOutcome):
-        return run_or_outcome
-    return _ladder(run_or_outcome, incomplete)
+    run = _prepare(str(onnx_path), prop, start, stop)
+    if isinstance(run, VerificationOutcome):
+        return run
+    device = pick_device()
+    if device.type == "cpu":
+        return _ladder(run, incomplete)
+    try:  # the whole ladder on the accelerator; any failure there reruns it on the CPU, said in the reason
+        on_device = run.on(device)
+        with torch.device(device):
+            return _ladder(on_device, incomplete)
+    except Exception as exc:  # noqa: BLE001 (a device problem must never lose the verdict)
+        problem = f"{device} failed ({type(exc).__name__}: {str(exc)[:200]}), so the ladder ran again on the CPU"
+    out = _ladder(run, incomplete)
+    return replace(out, reason=f"{out.reason}; {problem}" if out.reason else problem)
+
+
+def pick_device() -> torch.device:
+    """The torch device for the bounds: ``NNASSAY_VERIFIER_DEVICE`` when set (e.g. ``cpu``, ``cuda:1``),
+    else the GPU when torch sees one, else the CPU. ONNX Runtime re-checks run on the CPU either way."""
+    wanted = os.environ.get("NNASSAY_VERIFIER_DEVICE", "").strip()
+    if wanted:
+        return torch.device(wanted)
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
 def unsupported_nodes(model: onnx.ModelProto) -> list[tuple[str, str]]:
@@ -124,9 +153,7 @@ def _prepare(path: str, prop: Property, start: float, stop: float) -> _Run | Ver
     if net.output_softmax and not _pairwise_only(prop):
         return early("unknown", "the model ends in Softmax and the property is not a pure comparison of outputs "
                      "(Y_i <= Y_j); bounds on Softmax outputs are not supported", max_ort_deviation=deviation)
-    run = _Run(path, prop, module, net, OrtChecker(path, prop), start, stop)
-    run.deviation = deviation  # type: ignore[attr-defined]
-    return run
+    return _Run(path, prop, module, net, OrtChecker(path, prop), start, stop, torch.device("cpu"), deviation)
 
 
 def _ort_agreement(module: torch.nn.Module, path: str, prop: Property, n: int = 4) -> tuple[float, str]:
@@ -154,8 +181,8 @@ def _pairwise_only(prop: Property) -> bool:
 
 
 def _ladder(run: _Run, incomplete: bool) -> VerificationOutcome:
-    dev = run.deviation  # type: ignore[attr-defined]
-    rng = torch.Generator().manual_seed(0)
+    dev = run.deviation
+    rng = torch.Generator(device=run.device).manual_seed(0)
     specs = [Spec.of(r) for r in run.prop.regions]
     boxes = [_box(r) for r in run.prop.regions]
     quick = min(2.0, 0.05 * max(run.left(), 0.0)) + time.monotonic()
@@ -207,7 +234,7 @@ def _prove_region(run: _Run, spec: Spec, low: torch.Tensor, high: torch.Tensor, 
         verdict: Verdict = "unknown" if incomplete else "timeout"
         return verdict, "alpha-crown", margin, {"reason": "not proved by the incomplete rungs"}
     if net.n_inputs <= INPUT_SPLIT_MAX_DIMS:
-        res, rung = bab_input(net, spec, low, high, run.checker, deadline=run.deadline), "bab-input"
+        res, rung = bab_input_portfolio(net, spec, low, high, run.checker, deadline=run.deadline), "bab-input"
     else:
         res, rung = bab_relu(net, spec, low, high, rel, run.checker, deadline=run.deadline), "bab-relu"
     run.branches += res.branches
@@ -259,4 +286,4 @@ def _n_outputs(onnx_path: Path | str) -> int:
     return int(y.reshape(1, -1).shape[1])
 
 
-__all__ = ["VerificationOutcome", "certified_radius", "replace", "unsupported_nodes", "verify"]
+__all__ = ["VerificationOutcome", "certified_radius", "pick_device", "replace", "unsupported_nodes", "verify"]

@@ -19,7 +19,7 @@ from schemas.goals import DataSpec, ModelSpec, Preprocessing
 from schemas.results import TestStatus
 from schemas.threats import LinfBall, VnnlibProperty
 from tasks.data_io import load_dataset
-from tasks.formal import methods
+from tasks.formal import methods, verifier
 from tasks.formal.command import check_counterexample, run_model
 from tasks.formal.methods import affine_of
 from tasks.formal.property import Property
@@ -234,6 +234,7 @@ def test_real_engine_local_robustness_is_sound(image_case: Any, tmp_path: Path) 
     ctx = context(image_case, ball(eps), tmp_path)
     outcome = run("formal.local_robustness", ctx, time_per_sample_s=5.0)
     assert outcome.status == TestStatus.COMPLETED, outcome.reason
+    assert outcome.details["verifier_devices"] == [verifier.pick_device().type]  # the device used is recorded
     for index in outcome.details["verified_indices"]:
         assert not attack_by_sampling(ctx, index, eps), f"sample {index} was proved but is attackable"
     for index in outcome.details["falsified_indices"]:

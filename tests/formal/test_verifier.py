@@ -224,9 +224,10 @@ def test_branch_product_gives_unknown_listing_the_node(kit: type, tmp_path: Path
                                                             "computed tensors (branching graph))")]  # fmt: skip
 
 
-@pytest.mark.parametrize("method", ["crown", "hybrid"])
-def test_input_splitting_bound_methods_decide(kit: type, tmp_path: Path, method: str) -> None:
-    """Input splitting with backward CROWN or hybrid (forward + backward on unstable neurons) bounds."""
+@pytest.mark.parametrize(("method", "guard"), [("crown", float("inf")), ("hybrid", float("inf")), ("crown", 1.0)])
+def test_input_splitting_bound_methods_decide(kit: type, tmp_path: Path, method: str, guard: float) -> None:
+    """Input splitting with backward CROWN or hybrid (forward + backward on unstable neurons) bounds,
+    and with the width guard (1: always the relatively widest input) that the portfolio falls back to."""
     import time
 
     import torch
@@ -242,9 +243,104 @@ def test_input_splitting_bound_methods_decide(kit: type, tmp_path: Path, method:
     for rhs, expected in ((grid + 0.05, "sat"), (grid - _lipschitz_bound(path) * (2 / 160) - 0.05, "unsat")):
         prop = _prop([-1, -1], [1, 1], list(coeffs), rhs)
         res = bab_input(net, Spec.of(prop.regions[0]), low, high, OrtChecker(str(path), prop),
-                        deadline=time.monotonic() + 30, method=method)  # fmt: skip
+                        deadline=time.monotonic() + 30, method=method, guard=guard)  # fmt: skip
         assert res.verdict == expected
         if expected == "sat":
             assert check_counterexample(prop, *res.counterexample, box_tol=0.0) is None
         else:
             assert res.margin > 0
+
+
+def test_split_dims_take_the_widest_input_only_past_the_guard() -> None:
+    import torch
+
+    from tasks.formal.bab import _split_dims
+
+    low, high = torch.zeros(3, dtype=torch.float64), torch.tensor([1.0, 2.0, 0.0], dtype=torch.float64)
+    lo = torch.zeros(2, 3, dtype=torch.float64)
+    hi = torch.tensor([[0.01, 2.0, 0.0], [0.5, 2.0, 0.0]], dtype=torch.float64)  # relative widths .01/1 and .5/1
+    score = torch.tensor([[5.0, 1.0, 9.0], [5.0, 1.0, 9.0]], dtype=torch.float64)
+    assert _split_dims(score, lo, hi, low, high, float("inf")).tolist() == [2, 2]  # plain rule: best score
+    score[:, 2] = 0.0  # a zero-width input has no score and is never the widest
+    assert _split_dims(score, lo, hi, low, high, float("inf")).tolist() == [0, 0]
+    assert _split_dims(score, lo, hi, low, high, 32.0).tolist() == [1, 0]  # 100x wider: guard; 2x: not
+
+
+def test_input_splitting_portfolio_restarts_with_the_guard(kit: type, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    import time
+
+    import torch
+
+    from tasks.formal import bab
+    from tasks.formal.falsify import OrtChecker, Spec
+    from tasks.formal.ops import build_network
+
+    path = kit.save(kit.mlp([2, 12, 12, 2], seed=4, scale=2.0), tmp_path)
+    rhs = _grid_min(path, np.array([1.0, -1.0])) - _lipschitz_bound(path) * (2 / 160) - 0.05
+    prop = _prop([-1, -1], [1, 1], [1.0, -1.0], rhs)
+    calls: list[float] = []
+    real = bab.bab_input
+
+    def spy(*args: object, **kw: object) -> object:
+        calls.append(float(kw.get("guard", float("inf"))))  # type: ignore[arg-type]
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bab, "bab_input", spy)
+    monkeypatch.setattr(bab, "PLAIN_RULE_MAX_S", 0.0)  # the plain rule gets no time: the guarded run decides
+    low, high = torch.full((2,), -1.0, dtype=torch.float64), torch.ones(2, dtype=torch.float64)
+    res = bab.bab_input_portfolio(build_network(path), Spec.of(prop.regions[0]), low, high,
+                                  OrtChecker(str(path), prop), deadline=time.monotonic() + 30)  # fmt: skip
+    assert res.verdict == "unsat" and res.margin > 0
+    assert calls == [float("inf"), bab.SPLIT_WIDTH_GUARD]
+
+
+def test_pick_device_follows_the_setting_else_what_torch_sees(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.delenv("NNASSAY_VERIFIER_DEVICE", raising=False)
+    assert verifier.pick_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setenv("NNASSAY_VERIFIER_DEVICE", "cuda:1")
+    assert verifier.pick_device() == torch.device("cuda", 1)
+
+
+def test_a_failing_device_reruns_the_ladder_on_the_cpu(abs_net: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 'meta' device holds no data, so every bound computation on it fails: the verdict must survive."""
+    monkeypatch.setenv("NNASSAY_VERIFIER_DEVICE", "meta")
+    out = verify(abs_net, _prop([-1], [1], [1.0], -0.01), timeout_s=20)
+    assert out.verdict == "unsat" and out.device == "cpu" and "meta failed" in out.reason
+    monkeypatch.setenv("NNASSAY_VERIFIER_DEVICE", "cpu")
+    plain = verify(abs_net, _prop([-1], [1], [1.0], -0.01), timeout_s=20)
+    assert plain.verdict == "unsat" and plain.device == "cpu" and "failed" not in plain.reason
+
+
+def test_network_and_module_move_every_tensor(kit: type, tmp_path: Path) -> None:
+    """Layers (wrapped ones too) and the torch graph, integer constants included, follow ``.to``."""
+    import torch
+
+    from tasks.formal.layers import Layer
+    from tasks.formal.ops import build_network
+    from tasks.onnx_torch import load_onnx_module
+
+    node = helper.make_node
+    model = kit.make_model([node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]), node("Relu", ["c"], ["r"]),
+                            node("MaxPool", ["r"], ["m"], kernel_shape=[2, 2], strides=[2, 2]),
+                            node("Reshape", ["m", "shape"], ["f"]), node("Gemm", ["f", "V", "z"], ["y"], transB=1)],
+                           ["N", 1, 4, 4], inits=[kit.const("W", np.ones((2, 1, 3, 3))), kit.const("shape", np.array([-1, 8])),
+                                                  kit.const("V", np.ones((3, 8))), kit.const("z", np.zeros(3))])  # fmt: skip
+    path = kit.save(model, tmp_path)
+    meta = torch.device("meta")
+
+    def tensors(obj: object) -> list[torch.Tensor]:
+        found = []
+        for value in vars(obj).values():
+            found += [value] if isinstance(value, torch.Tensor) else tensors(value) if isinstance(value, Layer) else []
+        return found
+
+    net = build_network(path).to(meta)
+    held = [t for layer in net.layers for t in tensors(layer)]
+    assert held and all(t.device == meta for t in held)
+    module = load_onnx_module(path)
+    module.to(meta)
+    assert module._int_consts and list(module.buffers())
+    assert all(t.device == meta for t in [*module.buffers(), *module._int_consts.values()])
