@@ -1,7 +1,7 @@
 """The `nnassay` entry point (`python -m flows`).
 
 `nnassay verify` goes straight to the verifier's own small argument parser: its timeout covers the
-whole process, so it skips the CLI framework (typer and rich, about 0.3 s). Every other command
+whole process, so it skips the CLI framework (typer and rich: 0.07 s of 0.30 s for `--help` here). Every other command
 goes to the typer application in ``flows.cli``.
 """
 
