@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tasks.formal.bounds import Relaxation, alpha_crown, backward, crown, refine_unstable, sound_lower
+from tasks.formal.bounds import (Relaxation, alpha_crown, backward, conjunction_lower, crown_linear, final_margin,
+                                 refine_unstable, sound_lower)
 from tasks.formal.falsify import OrtChecker, Spec, pgd
 from tasks.formal.layers import Network, splittable
 
@@ -105,9 +106,7 @@ def bab_input(net: Network, spec: Spec, low: Tensor, high: Tensor, checker: OrtC
             return BabResult("timeout", _margin_min(worst_closed, None), branches, reason="deadline reached in input splitting")
         lo, hi = pend_low[-batch:], pend_high[-batch:]
         pend_low, pend_high = pend_low[:-batch], pend_high[:-batch]
-        raw, _, a = crown(net, c.expand(lo.shape[0], -1, -1), lo, hi, method=method)
-        lb = sound_lower(net, c.expand(lo.shape[0], -1, -1), raw, lo, hi)
-        margin = spec.objective(lb)
+        lb, margin, a = _box_bounds(net, spec, lo, hi, method)
         done = margin > 0
         gap = lb - spec.rhs
         if done.any():
@@ -135,6 +134,21 @@ def bab_input(net: Network, spec: Spec, low: Tensor, high: Tensor, checker: OrtC
     return BabResult("unsat", worst_closed, branches)
 
 
+def _box_bounds(net: Network, spec: Spec, lo: Tensor, hi: Tensor, method: str) -> tuple[Tensor, Tensor, Tensor]:
+    """Sound row bounds (B, m), the margin per box (``conjunction_lower`` on AND-clauses) and the
+    linear coefficients (B, m, n) of a batch of boxes."""
+    c = spec.c.unsqueeze(0).expand(lo.shape[0], -1, -1)
+    lin, lb_box, _, a = crown_linear(net, c, lo, hi, method=method)
+    with torch.no_grad():
+        y_mid = net.forward((lo + hi) / 2)
+    lin = lin - final_margin(lin, c, y_mid)
+    lb = lin if lb_box is None else torch.maximum(lin, lb_box - final_margin(lb_box, c, y_mid))
+    clause = spec.clause_gaps(lb)
+    if any(len(rows) > 1 for rows in spec.clauses):
+        clause = torch.maximum(clause, conjunction_lower(a, lin - spec.rhs, spec.clauses, lo, hi))
+    return lb, clause.amin(1), a
+
+
 def _split_dims(score: Tensor, lo: Tensor, hi: Tensor, low: Tensor, high: Tensor, guard: float) -> Tensor:
     """Per box, the input to bisect: the best ``score``, or the relatively widest input when it is more
     than ``guard`` times wider than that one (widths relative to the property's box)."""
@@ -151,13 +165,18 @@ def _margin_min(closed: float, open_margin: float | None) -> float:
 
 @dataclass
 class _Pool:
-    """Open sub-domains of ReLU splitting, stacked along the first axis."""
+    """Open sub-domains of ReLU splitting, stacked along the first axis.
+
+    ``rows`` (B, m) marks the specification rows of clauses not yet proved in each sub-domain: a
+    clause proved on a domain holds on its sub-domains, so only the open rows are bounded again.
+    """
 
     pre: dict[int, tuple[Tensor, Tensor]]
     splits: dict[int, Tensor]
     alphas: dict[int, Tensor]
     betas: dict[int, Tensor]
     margin: Tensor
+    rows: Tensor
 
     def __len__(self) -> int:
         return int(self.margin.shape[0])
@@ -166,9 +185,9 @@ class _Pool:
         """Remove and return the ``n`` sub-domains with the lowest margin."""
         order = self.margin.argsort()
         head, tail = order[:n], order[n:]
-        taken = _Pool(*(_index(part, head) for part in (self.pre, self.splits, self.alphas, self.betas, self.margin)))
-        kept = [_index(part, tail) for part in (self.pre, self.splits, self.alphas, self.betas, self.margin)]
-        self.pre, self.splits, self.alphas, self.betas, self.margin = kept
+        parts = (self.pre, self.splits, self.alphas, self.betas, self.margin, self.rows)
+        taken = _Pool(*(_index(part, head) for part in parts))
+        self.pre, self.splits, self.alphas, self.betas, self.margin, self.rows = (_index(part, tail) for part in parts)
         return taken
 
     def add(self, other: _Pool) -> None:
@@ -178,6 +197,7 @@ class _Pool:
         self.alphas = {k: torch.cat([v, other.alphas[k]]) for k, v in self.alphas.items()}
         self.betas = {k: torch.cat([v, other.betas[k]]) for k, v in self.betas.items()}
         self.margin = torch.cat([self.margin, other.margin])
+        self.rows = torch.cat([self.rows, other.rows])
 
 
 def _index(part: object, idx: Tensor) -> object:
@@ -202,7 +222,8 @@ def bab_relu(net: Network, spec: Spec, low: Tensor, high: Tensor, root: Relaxati
               net.layers[k].default_alpha(*root.pre[k]).unsqueeze(1).expand(1, m, -1).float()  # type: ignore[attr-defined]
               for k in relus}  # fmt: skip
     pool = _Pool({k: root.pre[k] for k in root.pre}, {k: torch.zeros_like(root.pre[k][0], dtype=torch.int8) for k in relus},
-                 alphas, {k: torch.zeros_like(alphas[k]) for k in relus}, torch.full((1,), -1.0, dtype=torch.float64))
+                 alphas, {k: torch.zeros_like(alphas[k]) for k in relus}, torch.full((1,), -1.0, dtype=torch.float64),
+                 torch.ones(1, m, dtype=torch.bool))
     branches, worst_closed = 0, float("inf")
     choice = _bound_batch(net, spec, low, high, pool.take(1), checker, iters, deadline)
     while True:
@@ -230,12 +251,18 @@ def bab_relu(net: Network, spec: Spec, low: Tensor, high: Tensor, root: Relaxati
 
 def _bound_batch(net: Network, spec: Spec, low: Tensor, high: Tensor, doms: _Pool, checker: OrtChecker,
                  iters: int, deadline: float) -> BabResult | tuple[float | None, _Pool | None]:  # fmt: skip
+    """Bound the open rows of a batch of sub-domains; return the closed ones' worst margin and the open ones."""
     n = len(doms)
     lo, hi = low.expand(n, -1), high.expand(n, -1)
-    c = spec.c.unsqueeze(0).expand(n, -1, -1)
-    rel = Relaxation(pre=dict(doms.pre), alphas={k: v.double() for k, v in doms.alphas.items()},
+    sel = doms.rows.to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :int(doms.rows.sum(1).max())]
+    c = spec.c[sel]  # (n, R, outputs): open rows first, then (padding) distinct closed ones
+
+    def pick(v: Tensor) -> Tensor:
+        return v.gather(1, sel.unsqueeze(-1).expand(-1, -1, v.shape[-1])).double()
+
+    rel = Relaxation(pre=dict(doms.pre), alphas={k: pick(v) for k, v in doms.alphas.items()},
                      splits={k: v.double() for k, v in doms.splits.items() if (v != 0).any()})
-    rel.betas = {k: doms.betas[k].double() for k in rel.splits}
+    rel.betas = {k: pick(doms.betas[k]) for k in rel.splits}
     if rel.splits and sum(net.layers[k].n_out for k in net.relu_layers()) <= REFINE_MAX_NEURONS:
         refine_unstable(net, lo, hi, rel)
     lb, rel = alpha_crown(net, c, lo, hi, rel, iters=iters, lr=0.1, deadline=deadline)
@@ -243,9 +270,11 @@ def _bound_batch(net: Network, spec: Spec, low: Tensor, high: Tensor, doms: _Poo
     record: dict[int, Tensor] = {}
     with torch.no_grad():
         _, a = backward(net, len(net.layers), c, rel, lo, hi, record=record)
-    margin = spec.objective(lb)
-    gap = lb - spec.rhs
-    found = _try_points(net, spec, _corners(a, gap, lo, hi), checker, (low, high))
+    closed = torch.full((n, spec.c.shape[0]), torch.inf, dtype=lb.dtype)  # rows of proved clauses never bind
+    full = closed.scatter(1, sel, torch.where(doms.rows.gather(1, sel), lb, closed[:, :sel.shape[1]]))
+    margin = spec.objective(full)
+    gap = full - spec.rhs
+    found = _try_points(net, spec, _corners(a, gap.gather(1, sel), lo, hi), checker, (low, high))
     if found is not None:
         return BabResult("sat", float("-inf"), 0, found)
     done = margin > 0
@@ -254,11 +283,17 @@ def _bound_batch(net: Network, spec: Spec, low: Tensor, high: Tensor, doms: _Poo
         return done_margin, None
     keep = (~done).nonzero().reshape(-1)
     rows = _row_mask(spec, gap)
+
+    def put(full_v: Tensor, k: int, part: dict[int, Tensor]) -> Tensor:
+        if k not in part:
+            return full_v[keep]
+        index = sel.unsqueeze(-1).expand(-1, -1, full_v.shape[-1])
+        return full_v.scatter(1, index, part[k].to(full_v.dtype))[keep]
+
     open_pool = _Pool({k: (v[0][keep], v[1][keep]) for k, v in rel.pre.items()}, {k: v[keep] for k, v in doms.splits.items()},
-                      {k: v[keep].float() for k, v in rel.alphas.items()},
-                      {k: (rel.betas[k][keep].float() if k in rel.betas else doms.betas[k][keep]) for k in doms.betas},
-                      margin[keep])  # fmt: skip
-    open_pool.scores = _scores(net, open_pool, {k: v[keep] for k, v in record.items()}, rows[keep])  # type: ignore[attr-defined]
+                      {k: put(v, k, rel.alphas) for k, v in doms.alphas.items()},
+                      {k: put(v, k, rel.betas) for k, v in doms.betas.items()}, margin[keep], rows[keep])  # fmt: skip
+    open_pool.scores = _scores(net, open_pool, {k: v[keep] for k, v in record.items()}, rows.gather(1, sel)[keep])  # type: ignore[attr-defined]
     return done_margin, open_pool
 
 
@@ -301,7 +336,7 @@ def _split(net: Network, pool: _Pool, relus: list[int]) -> _Pool | None:
                 pre[k][0][rows, cols] = 0.0
             else:
                 pre[k][1][rows, cols] = 0.0
-        children.append(_Pool(pre, splits, dict(pool.alphas), dict(pool.betas), pool.margin.clone()))
+        children.append(_Pool(pre, splits, dict(pool.alphas), dict(pool.betas), pool.margin.clone(), pool.rows))
     out = children[0]
     out.add(children[1])
     return out

@@ -292,18 +292,65 @@ def crown(net: Network, c: Tensor, low: Tensor, high: Tensor, rel: Relaxation | 
     Returns the raw float64 bounds (apply ``sound_lower`` before claiming a proof), the relaxation
     (pre-activation bounds) and the input coefficients (B, m, n_0) (None for IBP).
     """
+    if method == "ibp":
+        rel = rel or Relaxation()
+        with torch.no_grad():
+            out_low, out_high = intermediate_bounds(net, low, high, rel, method=method)
+        return concretize(c, torch.zeros(c.shape[:2], dtype=c.dtype), out_low, out_high), rel, torch.zeros(0)
+    lb, lb_box, rel, a = crown_linear(net, c, low, high, rel, method)
+    return lb if lb_box is None else torch.maximum(lb, lb_box), rel, a
+
+
+def crown_linear(net: Network, c: Tensor, low: Tensor, high: Tensor, rel: Relaxation | None = None,
+                 method: str = "crown") -> tuple[Tensor, Tensor | None, Relaxation, Tensor]:  # fmt: skip
+    """Like ``crown`` (not IBP) but keeps apart the bound of the linear function ``a x + b <= C y``
+    (first, the minimum of ``a x + b`` over the boxes) and the interval bound of the output box
+    (second; None for the forward methods): only the first has a linear form behind it.
+    """
     rel = rel or Relaxation()
     with torch.no_grad():
         if method in ("forward", "hybrid"):
             forward_bounds(net, low, high, rel, refine=method == "hybrid")
             lb, a = backward(net, len(net.layers), c, rel, low, high)
-            return lb, rel, a
+            return lb, None, rel, a
         out_low, out_high = intermediate_bounds(net, low, high, rel, method=method)
         lb_box = concretize(c, torch.zeros(c.shape[:2], dtype=c.dtype), out_low, out_high)
-        if method == "ibp":
-            return lb_box, rel, torch.zeros(0)
         lb, a = backward(net, len(net.layers), c, rel, low, high)
-    return torch.maximum(lb, lb_box), rel, a
+    return lb, lb_box, rel, a
+
+
+def conjunction_lower(a: Tensor, lb: Tensor, clauses: tuple[tuple[int, ...], ...], low: Tensor, high: Tensor,
+                      iters: int = 30) -> Tensor:  # fmt: skip
+    """Per clause (B, k), a lower bound of ``min_x max_{i in clause} (a_i x + b_i)`` over each box.
+
+    ``a`` (B, m, n) and the sound lower bounds ``lb`` (B, m) of rows ``a_i x + b_i`` (so ``b_i`` is
+    ``lb_i - min_x a_i x``) describe linear lower bounds of each row's violation gap. A clause (an AND
+    of rows) is refuted on a box when every point has some row with a positive gap; the row-wise test
+    ``max_i min_x`` misses boxes where different rows win in different corners. For any weights
+    ``lam`` on the simplex, ``min_x sum_i lam_i (a_i x + b_i)`` bounds ``min_x max_i`` from below (and
+    equals it at the best ``lam``, by LP duality), so every iterate of the exponentiated-gradient
+    ascent on ``lam`` is a valid bound; the best is kept. Single-row clauses return their row's bound.
+    """
+    b = lb - concretize(a, torch.zeros_like(lb), low, high)
+    out = []
+    for rows in clauses:
+        rows_t = list(rows)
+        best = lb[:, rows_t].amax(1)
+        if len(rows) > 1:
+            ra, rb = a[:, rows_t], b[:, rows_t]
+            lam = torch.full(rb.shape, 1.0 / len(rows), dtype=lb.dtype)
+            for _ in range(iters):
+                comb = torch.einsum("bk,bkn->bn", lam, ra).unsqueeze(1)
+                x = torch.where(comb[:, 0] > 0, low, high)
+                value = torch.einsum("bkn,bn->bk", ra, x) + rb  # each row's gap at the combination's minimiser
+                bound = (lam * value).sum(1)
+                size = torch.einsum("bkn,bn->bk", ra.abs(), x.abs()) + rb.abs()
+                best = torch.maximum(best, bound - 1e-12 * (1 + (lam * size).sum(1)))  # float64 rounding
+                step = 2.0 / (value.abs().amax(1, keepdim=True) + 1e-30)
+                lam = lam * torch.exp((step * value).clamp(max=50))
+                lam = lam / lam.sum(1, keepdim=True)
+        out.append(best)
+    return torch.stack(out, 1)
 
 
 def alpha_crown(net: Network, c: Tensor, low: Tensor, high: Tensor, rel: Relaxation, *, iters: int = 20,

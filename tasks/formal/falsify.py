@@ -41,9 +41,12 @@ class Spec:
 
         For exact outputs, <= 0 means a violation; for lower bounds, > 0 proves there is none.
         """
+        return self.clause_gaps(values).amin(1)
+
+    def clause_gaps(self, values: Tensor) -> Tensor:
+        """``max_row (v_row - rhs_row)`` per sample and clause (B, k)."""
         gap = values - self.rhs
-        per_clause = [gap[:, list(rows)].amax(1) for rows in self.clauses]
-        return torch.stack(per_clause, 1).amin(1)
+        return torch.stack([gap[:, list(rows)].amax(1) for rows in self.clauses], 1)
 
     def of_outputs(self, y: Tensor) -> Tensor:
         """``objective`` of exact outputs (B, n_outputs)."""

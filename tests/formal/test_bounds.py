@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import helper
 
-from tasks.formal.bounds import Relaxation, alpha_crown, crown, forward_bounds, ibp, sound_lower
+from tasks.formal.bounds import (Relaxation, alpha_crown, concretize, conjunction_lower, crown, forward_bounds, ibp,
+                                 sound_lower)
 from tasks.formal.ops import build_network, supported_bound_ops
 from tasks.onnx_torch import UnsupportedOpsError, load_onnx_module
 
@@ -240,3 +241,32 @@ def _check_contains_logits(net: object, low: torch.Tensor, high: torch.Tensor) -
     c = torch.cat([torch.eye(n), -torch.eye(n)]).double().unsqueeze(0)
     lb, _, _ = crown(net, c, low.unsqueeze(0), high.unsqueeze(0))  # type: ignore[arg-type]
     assert (torch.cat([y, -y], 1) >= lb - 1e-9).all()
+
+
+@SETTINGS
+@given(seed=st.integers(0, 10_000), rows=st.integers(2, 5), n=st.integers(1, 6))
+def test_conjunction_bound_is_sound_and_at_least_the_rowwise_bound(seed: int, rows: int, n: int) -> None:
+    """``conjunction_lower`` never exceeds ``max_i (a_i x + b_i)`` at any sampled point of the box and is
+    never below the best single row's bound."""
+    gen = torch.Generator().manual_seed(seed)
+    a = torch.randn(3, rows, n, generator=gen, dtype=torch.float64)
+    b = torch.randn(3, rows, generator=gen, dtype=torch.float64)
+    low = -torch.rand(3, n, generator=gen, dtype=torch.float64)
+    high = low + 2 * torch.rand(3, n, generator=gen, dtype=torch.float64)
+    lb = concretize(a, b, low, high)
+    got = conjunction_lower(a, lb, (tuple(range(rows)),), low, high)[:, 0]
+    assert (got >= lb.amax(1) - 1e-12).all()
+    x = low.unsqueeze(1) + (high - low).unsqueeze(1) * torch.rand(3, 4000, n, generator=gen, dtype=torch.float64)
+    values = (torch.einsum("bkn,bpn->bpk", a, x) + b.unsqueeze(1)).amax(2)  # max over rows, per point
+    assert (values.amin(1) >= got).all()
+
+
+def test_conjunction_bound_proves_what_no_single_row_does() -> None:
+    """max(x, -x) + 0.1 >= 0.1 on [-1, 1], but each row alone goes down to -0.9."""
+    a = torch.tensor([[[1.0], [-1.0]]], dtype=torch.float64)
+    low, high = torch.tensor([[-1.0]], dtype=torch.float64), torch.tensor([[1.0]], dtype=torch.float64)
+    lb = concretize(a, torch.full((1, 2), 0.1, dtype=torch.float64), low, high)
+    assert float(lb.amax()) == pytest.approx(-0.9)
+    got = conjunction_lower(a, lb, ((0, 1),), low, high)
+    assert 0.0999 < float(got[0, 0]) <= 0.1
+    assert float(conjunction_lower(a, lb, ((0,), (1,)), low, high).amin()) == pytest.approx(-0.9)

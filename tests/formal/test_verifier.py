@@ -95,6 +95,32 @@ def test_relu_splitting_agrees_with_input_splitting(kit: type, tmp_path: Path, m
                 assert check_counterexample(prop, *out.counterexample, box_tol=0.0) is None
 
 
+def test_relu_splitting_with_many_clauses_agrees_with_input_splitting(kit: type, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Local robustness (one clause per other class) and a conjunction of two rows: ReLU splitting
+    bounds only the rows of clauses not yet proved in each sub-domain and must agree with input
+    splitting; the radii and thresholds straddle the answer, so both verdicts and branching occur."""
+    path = kit.save(kit.mlp([4, 16, 16, 4], seed=8, scale=2.0), tmp_path)
+    x = np.array([0.2, -0.1, 0.4, 0.0])
+    label = int(np.argmax(run_model(path, x[None].astype(np.float32)).reshape(-1)))
+    props = [local_robustness(x, label, eps, 4, -1.0, 1.0) for eps in (0.2, 0.23, 0.26)]
+    for rhs in (-1.0, -0.9, -0.8):
+        both = (Halfspace(np.array([1.0, -1.0, 0, 0]), rhs), Halfspace(np.array([0, 0, 1.0, -1.0]), rhs))
+        props.append(Property((Region(Box(x - 0.1, x + 0.1), (both,)),), 4, 4))
+    by_relu = []
+    for prop in props:
+        by_input = verify(path, prop, timeout_s=30)
+        monkeypatch.setattr(verifier, "INPUT_SPLIT_MAX_DIMS", 0)
+        by_relu.append(verify(path, prop, timeout_s=30))
+        monkeypatch.setattr(verifier, "INPUT_SPLIT_MAX_DIMS", 10)
+        assert {by_input.verdict, by_relu[-1].verdict} in ({"sat"}, {"unsat"}), (prop.source, by_input, by_relu[-1])
+        if by_input.verdict == "sat":
+            for out in (by_input, by_relu[-1]):
+                assert check_counterexample(prop, *out.counterexample, box_tol=0.0) is None
+    assert [out.verdict for out in by_relu] == ["unsat", "unsat", "sat", "unsat", "unsat", "sat"]
+    assert sum(out.method == "bab-relu" for out in by_relu) >= 3
+
+
 def test_unsupported_nodes_give_unknown(kit: type, tmp_path: Path) -> None:
     node = helper.make_node
     model = kit.make_model([node("Erf", ["x"], ["a"], name="erf"), node("Relu", ["a"], ["b"], name="relu"),
