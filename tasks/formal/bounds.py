@@ -21,6 +21,9 @@ INTER_SLACK = 1e-10  # relative widening of every intermediate bound (float64 ro
 FINAL_ABS = 1e-6  # absolute margin subtracted from every final lower bound
 FINAL_REL = 1e-5  # relative margin (float32 model evaluation vs real arithmetic)
 
+# Rows bounded by CROWN are padded to the sub-domain that needs most; below this share of real
+# (not padding) rows they are bounded one (sub-domain, neuron) pair per batch entry instead.
+FLAT_ROWS_BELOW = 0.5
 ALL_ROWS_UP_TO = 256  # layers this narrow get CROWN bounds on every neuron (tighter IBP/CROWN intersections)
 
 Bounds = tuple[Tensor, Tensor]
@@ -176,6 +179,8 @@ def _crown_rows(net: Network, k: int, rows: tuple[Tensor, Tensor], cur_low: Tens
                 low: Tensor, high: Tensor, rel: Relaxation, inter_alphas: dict[int, dict[int, Tensor]] | None
                 ) -> Bounds:  # fmt: skip
     idx, valid = rows
+    if inter_alphas is None and valid.numel() and float(valid.double().mean()) < FLAT_ROWS_BELOW:
+        return _crown_rows_flat(net, k, rows, cur_low, cur_high, low, high, rel)
     batch, r, n = low.shape[0], idx.shape[1], net.layers[k].n_in
     c = torch.zeros(batch, 2 * r, n, dtype=low.dtype)
     c.scatter_(2, torch.cat([idx, idx], 1).unsqueeze(-1),
@@ -196,6 +201,25 @@ def _crown_rows(net: Network, k: int, rows: tuple[Tensor, Tensor], cur_low: Tens
     new_lo = torch.where(valid, torch.maximum(old_low, lb[:, :r]), old_low)
     new_hi = torch.where(valid, torch.minimum(old_high, -lb[:, r:]), old_high)
     return cur_low.scatter(1, idx, new_lo), cur_high.scatter(1, idx, new_hi)
+
+
+def _crown_rows_flat(net: Network, k: int, rows: tuple[Tensor, Tensor], cur_low: Tensor, cur_high: Tensor,
+                     low: Tensor, high: Tensor, rel: Relaxation) -> Bounds:  # fmt: skip
+    """``_crown_rows`` with one batch entry per (sub-domain, neuron) pair instead of padded rows: the
+    work follows the number of rows each sub-domain needs, not the batch's largest count."""
+    idx, valid = rows
+    box, slot = valid.nonzero(as_tuple=True)
+    neuron = idx[box, slot]
+    count = len(box)
+    c = torch.zeros(count, 2, net.layers[k].n_in, dtype=low.dtype)
+    c[torch.arange(count), 0, neuron] = 1.0
+    c[torch.arange(count), 1, neuron] = -1.0
+    sub = Relaxation(pre={j: (v[0][box], v[1][box]) for j, v in rel.pre.items() if j < k})
+    lb, _ = backward(net, k, c, sub, low[box], high[box], alphas={})
+    new_low, new_high = cur_low.clone(), cur_high.clone()
+    new_low[box, neuron] = torch.maximum(cur_low[box, neuron], lb[:, 0])
+    new_high[box, neuron] = torch.minimum(cur_high[box, neuron], -lb[:, 1])
+    return new_low, new_high
 
 
 def refine_unstable(net: Network, low: Tensor, high: Tensor, rel: Relaxation) -> None:

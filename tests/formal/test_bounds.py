@@ -11,6 +11,7 @@ from onnx import helper
 
 from tasks.formal.bounds import (Relaxation, alpha_crown, concretize, conjunction_lower, crown, forward_bounds, ibp,
                                  sound_lower)
+from tasks.formal.layers import splittable
 from tasks.formal.ops import build_network, supported_bound_ops
 from tasks.onnx_torch import UnsupportedOpsError, load_onnx_module
 
@@ -120,6 +121,32 @@ def test_forward_mode_bounds_are_sound(kit: type, seed: int, eps: float) -> None
     x = centre - eps + 2 * eps * torch.rand(300, 3, dtype=torch.float64)
     y = module(x).detach()
     assert (y >= out_lo - 1e-9).all() and (y <= out_hi + 1e-9).all()
+
+
+@SETTINGS
+@given(seed=st.integers(0, 10_000), method=st.sampled_from(["crown", "hybrid"]))
+def test_flat_rows_give_the_padded_rows_bounds(kit: type, seed: int, method: str, monkeypatch: pytest.MonkeyPatch
+                                               ) -> None:  # fmt: skip
+    """Bounding the needed rows one (box, neuron) pair per batch entry is only a different layout."""
+    import tasks.formal.bounds as bounds
+
+    net = build_network(kit.mlp([3, 10, 10, 10, 2], seed=seed, scale=2.0))
+    gen = torch.Generator().manual_seed(seed)
+    low = torch.randn(16, 3, generator=gen, dtype=torch.float64)
+    high = low + 0.5 * torch.rand(16, 3, generator=gen, dtype=torch.float64)
+    c = torch.tensor([[[1.0, -1.0], [-1.0, 1.0]]], dtype=torch.float64).expand(16, -1, -1)
+    results = []
+    for flat_below in (0.0, 1.01):  # never / always flat
+        monkeypatch.setattr(bounds, "FLAT_ROWS_BELOW", flat_below)
+        monkeypatch.setattr(bounds, "ALL_ROWS_UP_TO", 0)  # unstable rows only, so the rows differ per box
+        lb, _, rel, _ = bounds.crown_linear(net, c, low, high, method=method)
+        results.append((lb, rel.pre))
+    (lb_padded, pre_padded), (lb_flat, pre_flat) = results
+    later = [k for k in net.relu_layers() if k > net.relu_layers()[0]]
+    assert any(bool(splittable(net.layers[k], *pre_padded[k]).any()) for k in later)  # rows were bounded
+    assert torch.allclose(lb_padded, lb_flat, rtol=0, atol=1e-12)
+    for k, (lo, hi) in pre_padded.items():
+        assert torch.allclose(lo, pre_flat[k][0], rtol=0, atol=1e-12) and torch.allclose(hi, pre_flat[k][1], rtol=0, atol=1e-12)
 
 
 def test_unsupported_bound_ops_are_collected(kit: type) -> None:

@@ -277,6 +277,41 @@ def test_input_splitting_bound_methods_decide(kit: type, tmp_path: Path, method:
             assert res.margin > 0
 
 
+def test_input_splitting_falls_back_to_crown_where_forward_bounds_cannot_go(kit: type, tmp_path: Path) -> None:
+    """8 inputs through Conv, Relu and MaxPool: the default "hybrid" bounds cannot pass MaxPool, so
+    input splitting continues with backward CROWN and still decides both ways."""
+    import time
+
+    import torch
+
+    from tasks.formal.bab import bab_input
+    from tasks.formal.falsify import OrtChecker, Spec
+    from tasks.formal.ops import build_network
+    from tasks.onnx_torch import ort_session, run_ort
+
+    c, node, rng = kit.const, helper.make_node, np.random.default_rng(2)
+    model = kit.make_model([node("Conv", ["x", "W", "b"], ["h"], pads=[1, 1, 1, 1]), node("Relu", ["h"], ["r"]),
+                            node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+                            node("Flatten", ["p"], ["f"]), node("Gemm", ["f", "V", "z"], ["y"], transB=1)],
+                           ["N", 1, 2, 4], inits=[c("W", rng.normal(0, 1, (2, 1, 3, 3))), c("b", rng.normal(0, 0.3, 2)),
+                                                  c("V", rng.normal(0, 1, (2, 4))), c("z", np.zeros(2))])  # fmt: skip
+    path = kit.save(model, tmp_path)
+    net = build_network(path)
+    xs = rng.uniform(-1, 1, (20000, 8)).astype(np.float32)
+    sampled_min = float((run_ort(ort_session(path), xs) @ np.array([1.0, -1.0])).min())
+    low, high = torch.full((8,), -1.0, dtype=torch.float64), torch.ones(8, dtype=torch.float64)
+    assert sampled_min > -5  # the unsat threshold below is far under it; the root bound (-11.8) is not enough
+    for rhs, expected in ((sampled_min + 0.05, "sat"), (-10.0, "unsat")):
+        prop = _prop([-1] * 8, [1] * 8, [1.0, -1.0], rhs)
+        res = bab_input(net, Spec.of(prop.regions[0]), low, high, OrtChecker(str(path), prop),
+                        deadline=time.monotonic() + 30, method="hybrid")  # fmt: skip
+        assert res.verdict == expected
+        if expected == "sat":
+            assert check_counterexample(prop, *res.counterexample, box_tol=0.0) is None
+        else:
+            assert res.branches > 0 and res.margin > 0
+
+
 def test_split_dims_take_the_widest_input_only_past_the_guard() -> None:
     import torch
 
