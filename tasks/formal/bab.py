@@ -13,8 +13,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tasks.formal.bounds import (Relaxation, alpha_crown, backward, conjunction_lower, crown_linear, final_margin,
-                                 refine_unstable, sound_lower)
+from tasks.formal.bounds import (
+    Relaxation,
+    alpha_crown,
+    backward,
+    conjunction_lower,
+    crown_linear,
+    final_margin,
+    refine_unstable,
+    sound_lower,
+)
 from tasks.formal.falsify import OrtChecker, Spec, pgd
 from tasks.formal.layers import Network, splittable
 
@@ -101,7 +109,6 @@ def bab_input(net: Network, spec: Spec, low: Tensor, high: Tensor, checker: OrtC
     final slopes of the open boxes with alpha-CROWN did not pay for its cost either.
     The falsifier runs on the bound minimisers, the centres and, every few rounds, PGD from them.
     """
-    c = spec.c.unsqueeze(0)
     box = (low, high)
     pend_low, pend_high = low.unsqueeze(0), high.unsqueeze(0)
     branches, worst_closed, step = 0, float("inf"), 0

@@ -9,8 +9,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import helper
 
-from tasks.formal.bounds import (Relaxation, alpha_crown, concretize, conjunction_lower, crown, forward_bounds, ibp,
-                                 sound_lower)
+from tasks.formal.bounds import (
+    Relaxation,
+    alpha_crown,
+    concretize,
+    conjunction_lower,
+    crown,
+    forward_bounds,
+    ibp,
+    sound_lower,
+)
 from tasks.formal.layers import splittable
 from tasks.formal.ops import build_network, supported_bound_ops
 from tasks.onnx_torch import UnsupportedOpsError, load_onnx_module
