@@ -145,7 +145,9 @@ def intermediate_bounds(net: Network, low: Tensor, high: Tensor, rel: Relaxation
                         rows_cache: dict[int, Tensor] | None = None) -> Bounds:  # fmt: skip
     """Fill ``rel.pre`` for every nonlinear layer (keeping tighter bounds already there).
 
-    ``method`` is "ibp" or "crown". With ``inter_alphas`` (target layer -> relu layer -> slopes
+    ``method`` is "ibp", "crown" or "inherit" (for boxes inside one already bounded: ``rel.pre``
+    holds the outer box's bounds, valid here too; neurons they leave unstable get CROWN bounds, the
+    others keep them, instead of CROWN on every neuron of narrow layers). With ``inter_alphas`` (target layer -> relu layer -> slopes
     (B, rows, n)), CROWN uses those slopes and creates missing ones (alpha-CROWN on intermediate
     bounds). Returns the IBP-style bounds of the network output.
     """
@@ -160,7 +162,13 @@ def intermediate_bounds(net: Network, low: Tensor, high: Tensor, rel: Relaxation
 def _refine(net: Network, k: int, layer: Layer, cur_low: Tensor, cur_high: Tensor, low: Tensor, high: Tensor,
             rel: Relaxation, method: str, inter_alphas: dict[int, dict[int, Tensor]] | None,
             rows_cache: dict[int, Tensor] | None) -> Bounds:  # fmt: skip
-    if method == "crown" and not _only_affine_before(net, k):
+    if method == "inherit" and k in rel.pre and not _only_affine_before(net, k):
+        # bounds inherited from a containing box: stable neurons keep them, unstable ones get CROWN
+        cur_low, cur_high = torch.maximum(cur_low, rel.pre[k][0]), torch.minimum(cur_high, rel.pre[k][1])
+        rows = _unstable_rows(layer, cur_low, torch.maximum(cur_high, cur_low))
+        if rows[0].shape[1]:
+            cur_low, cur_high = _crown_rows(net, k, rows, cur_low, cur_high, low, high, rel, inter_alphas)
+    elif method in ("crown", "inherit") and not _only_affine_before(net, k):
         rows = rows_cache.get(k) if rows_cache is not None else None
         if rows is None:
             rows = _needs_rows(layer, cur_low, cur_high)

@@ -157,6 +157,33 @@ def test_flat_rows_give_the_padded_rows_bounds(kit: type, seed: int, method: str
         assert torch.allclose(lo, pre_flat[k][0], rtol=0, atol=1e-12) and torch.allclose(hi, pre_flat[k][1], rtol=0, atol=1e-12)
 
 
+@SETTINGS
+@given(seed=st.integers(0, 10_000), eps=st.floats(0.05, 1.0), act=st.sampled_from(["Relu", "LeakyRelu", "Tanh"]))
+def test_bounds_inherited_from_a_containing_box_are_sound(kit: type, seed: int, eps: float, act: str) -> None:
+    """A box's pre-activation bounds handed to a sub-box ("inherit") still contain every output of
+    the sub-box, and are never looser than the outer box's."""
+    from tasks.formal.bounds import crown_linear
+
+    attrs = {"alpha": 0.1} if act == "LeakyRelu" else None
+    model = kit.mlp([3, 10, 10, 2], act=act, seed=seed, scale=2.0, act_attrs=attrs)
+    net, module = build_network(model), load_onnx_module(model).double()
+    gen = torch.Generator().manual_seed(seed)
+    centre = torch.randn(1, 3, generator=gen, dtype=torch.float64)
+    outer_lo, outer_hi = centre - eps, centre + eps
+    lo = outer_lo + eps * torch.rand(1, 3, generator=gen, dtype=torch.float64)
+    hi = lo + eps * torch.rand(1, 3, generator=gen, dtype=torch.float64)
+    c = torch.tensor([[[1.0, -1.0], [-1.0, 1.0], [1.0, 0.0], [0.0, 1.0]]], dtype=torch.float64)
+    outer, _, outer_rel, _ = crown_linear(net, c, outer_lo, outer_hi)
+    inner, _, inner_rel, _ = crown_linear(net, c, lo, hi, Relaxation(pre=dict(outer_rel.pre)), method="inherit")
+    x = lo + (hi - lo) * torch.rand(400, 3, generator=gen, dtype=torch.float64)
+    y = module(x).detach()
+    assert (y @ c[0].T >= inner - 1e-9).all()
+    assert (inner >= outer - 1e-9).all()
+    for k, (low_k, high_k) in inner_rel.pre.items():  # up to the outward rounding slack of each pass
+        slack = 1e-8 * (1 + low_k.abs() + high_k.abs())
+        assert (low_k >= outer_rel.pre[k][0] - slack).all() and (high_k <= outer_rel.pre[k][1] + slack).all()
+
+
 def test_unsupported_bound_ops_are_collected(kit: type) -> None:
     node = helper.make_node
     model = kit.make_model([node("Relu", ["x"], ["a"], name="r"), node("Mul", ["a", "a"], ["b"], name="square"),

@@ -250,10 +250,11 @@ def test_branch_product_gives_unknown_listing_the_node(kit: type, tmp_path: Path
                                                             "computed tensors (branching graph))")]  # fmt: skip
 
 
-@pytest.mark.parametrize(("method", "guard"), [("crown", float("inf")), ("hybrid", float("inf")), ("crown", 1.0)])
+@pytest.mark.parametrize(("method", "guard"), [("crown", float("inf")), ("hybrid", float("inf")), ("crown", 1.0),
+                                               ("inherit", float("inf")), ("inherit", 1.0)])
 def test_input_splitting_bound_methods_decide(kit: type, tmp_path: Path, method: str, guard: float) -> None:
-    """Input splitting with backward CROWN or hybrid (forward + backward on unstable neurons) bounds,
-    and with the width guard (1: always the relatively widest input) that the portfolio falls back to."""
+    """Input splitting with backward CROWN, hybrid (forward + backward on unstable neurons) or inherited
+    (a box's bounds handed to its halves) bounds, and with the width guard (1: always the relatively widest input) that the portfolio falls back to."""
     import time
 
     import torch
