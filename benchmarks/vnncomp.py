@@ -1,7 +1,8 @@
 """Run `nnassay verify` over the shared VNN-COMP instances and score it against the known answers.
 
 Usage: python benchmarks/vnncomp.py [acasxu mnistfc_2022 ...] [--sample N --seed S]
-       [--timeout-scale F] [--marabou | --only-marabou] [--ours-from CSV] [--marabou-from CSV]
+       [--timeout-scale F] [--marabou | --only-marabou] [--ours-from CSV [--rerun-undecided]]
+       [--marabou-from CSV]
 
 Each instance runs in a new process, as in VNN-COMP, so start-up counts against its timeout. The
 files are read in place under /work/shared/benchmarks/vnncomp; the per-instance CSV goes to
@@ -9,7 +10,8 @@ benchmarks/results/ (git-ignored). With --marabou, Marabou (maraboupy, extra `be
 instances with the same timeouts, one process each with a hard kill, for a side-by-side summary.
 The two can also run at the same time on separate cores (``--only-marabou`` in one process, nnassay
 alone in another) and be joined afterwards: ``--ours-from A.csv --marabou-from B.csv`` re-scores the
-earlier answers without running anything.
+earlier answers without running anything; with ``--rerun-undecided`` only the instances that A.csv
+left undecided run again (e.g. the timeouts of a half-timeout run, at the full timeouts).
 """
 
 from __future__ import annotations
@@ -236,6 +238,12 @@ def read_runs(path: Path, tool: str) -> dict[str, Run]:
             for r in rows}  # fmt: skip
 
 
+def decided(runs: dict[str, Run]) -> dict[str, Run]:
+    """The answers that are sat or unsat (an instance decided within a timeout is decided within any
+    larger one, so only the others need running again)."""
+    return {name: run for name, run in runs.items() if run.got in ("sat", "unsat")}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -250,6 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--ours-from", type=Path, help="Take nnassay's answers from an earlier CSV of this script.")
     parser.add_argument(
+        "--rerun-undecided", action="store_true",
+        help="With --ours-from: keep only its sat/unsat answers and run the rest again (e.g. the timeouts "
+             "of a run at a smaller --timeout-scale, at the full timeouts).",
+    )  # fmt: skip
+    parser.add_argument(
         "--only-marabou", action="store_true", help="Run Marabou alone (nnassay rows: 'skipped')."
     )
     parser.add_argument("--out", type=Path, help="CSV path (default: benchmarks/results/vnncomp-<time>.csv).")
@@ -258,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     args.marabou = args.marabou or args.only_marabou
     earlier = read_runs(args.marabou_from, "marabou") if args.marabou_from else {}
     ours_earlier = read_runs(args.ours_from, "nnassay") if args.ours_from else {}
+    if args.rerun_undecided:
+        ours_earlier = decided(ours_earlier)
     if args.marabou and not earlier and (why := marabou_available()):
         print(f"Marabou cannot run here: {why} (pip install maraboupy, extra 'bench')", file=sys.stderr)
         return 2
