@@ -172,9 +172,11 @@ class _Boxes:
         return taken
 
     def push(self, low: Tensor, high: Tensor, pre: dict[int, tuple[Tensor, Tensor]]) -> None:
-        """Add boxes (with their inherited bounds when kept)."""
-        if pre and not self.pre:
+        """Add boxes with their inherited bounds (none: the stack drops all, they are only a speed-up)."""
+        if pre and not self.pre and not len(self):
             self.pre = {k: (v[0][:0], v[1][:0]) for k, v in pre.items()}
+        if pre.keys() != self.pre.keys():
+            pre, self.pre = {}, {}
         self.pre = {k: (torch.cat([v[0], pre[k][0]]), torch.cat([v[1], pre[k][1]])) for k, v in self.pre.items()}
         self.low, self.high = torch.cat([self.low, low]), torch.cat([self.high, high])
 

@@ -313,6 +313,22 @@ def test_input_splitting_falls_back_to_crown_where_forward_bounds_cannot_go(kit:
             assert res.branches > 0 and res.margin > 0
 
 
+def test_open_boxes_stack_keeps_bounds_with_their_boxes() -> None:
+    import torch
+
+    from tasks.formal.bab import _Boxes
+
+    stack = _Boxes(torch.zeros(1, 2), torch.ones(1, 2), {})
+    assert len(stack.pop(8)[0]) == 1 and len(stack) == 0
+    bounds = {3: (torch.arange(4.0).reshape(4, 1), torch.arange(4.0).reshape(4, 1) + 10)}
+    stack.push(torch.arange(8.0).reshape(4, 2), torch.arange(8.0).reshape(4, 2) + 1, bounds)
+    low, high, pre = stack.pop(3)  # the newest three, each with its own bounds
+    assert low[:, 0].tolist() == [2.0, 4.0, 6.0] and pre[3][0][:, 0].tolist() == [1.0, 2.0, 3.0]
+    assert pre[3][1][:, 0].tolist() == [11.0, 12.0, 13.0] and len(stack) == 1
+    stack.push(torch.zeros(2, 2), torch.ones(2, 2), {})  # boxes without bounds: the stack drops them all
+    assert stack.pre == {} and len(stack) == 3 and stack.pop(5)[2] == {}
+
+
 def test_split_dims_take_the_widest_input_only_past_the_guard() -> None:
     import torch
 
