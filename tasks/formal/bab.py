@@ -151,34 +151,41 @@ def bab_input(net: Network, spec: Spec, low: Tensor, high: Tensor, checker: OrtC
     return BabResult("unsat", worst_closed, branches)
 
 
-@dataclass
 class _Boxes:
-    """The open boxes of input splitting (a stack: the newest are bounded first), each with the
-    pre-activation bounds of the box it was split from (``pre``, empty when not kept)."""
+    """The open boxes of input splitting, a stack (the newest are bounded first) kept as a list of
+    pushed chunks so that a push or pop never copies the whole stack. Each box carries the
+    pre-activation bounds of the box it was split from (``pre``; empty when not kept)."""
 
-    low: Tensor
-    high: Tensor
-    pre: dict[int, tuple[Tensor, Tensor]]
+    def __init__(self, low: Tensor, high: Tensor, pre: dict[int, tuple[Tensor, Tensor]]) -> None:
+        self.chunks: list[tuple[Tensor, Tensor, dict[int, tuple[Tensor, Tensor]]]] = []
+        self.size = 0
+        self.push(low, high, pre)
 
     def __len__(self) -> int:
-        return int(self.low.shape[0])
-
-    def pop(self, n: int) -> tuple[Tensor, Tensor, dict[int, tuple[Tensor, Tensor]]]:
-        """Remove and return the newest ``n`` boxes."""
-        cut = max(len(self) - n, 0)
-        taken = (self.low[cut:], self.high[cut:], {k: (v[0][cut:], v[1][cut:]) for k, v in self.pre.items()})
-        self.low, self.high = self.low[:cut], self.high[:cut]
-        self.pre = {k: (v[0][:cut], v[1][:cut]) for k, v in self.pre.items()}
-        return taken
+        return self.size
 
     def push(self, low: Tensor, high: Tensor, pre: dict[int, tuple[Tensor, Tensor]]) -> None:
-        """Add boxes with their inherited bounds (none: the stack drops all, they are only a speed-up)."""
-        if pre and not self.pre and not len(self):
-            self.pre = {k: (v[0][:0], v[1][:0]) for k, v in pre.items()}
-        if pre.keys() != self.pre.keys():
-            pre, self.pre = {}, {}
-        self.pre = {k: (torch.cat([v[0], pre[k][0]]), torch.cat([v[1], pre[k][1]])) for k, v in self.pre.items()}
-        self.low, self.high = torch.cat([self.low, low]), torch.cat([self.high, high])
+        """Add boxes (with their inherited bounds when kept)."""
+        if len(low):
+            self.chunks.append((low, high, pre))
+            self.size += len(low)
+
+    def pop(self, n: int) -> tuple[Tensor, Tensor, dict[int, tuple[Tensor, Tensor]]]:
+        """Remove and return the newest ``n`` boxes, oldest first; their bounds are dropped unless
+        every box taken has them (they are only a speed-up)."""
+        parts = []
+        while n > 0 and self.chunks:
+            low, high, pre = self.chunks.pop()
+            cut = max(len(low) - n, 0)
+            if cut:
+                self.chunks.append((low[:cut], high[:cut], {k: (v[0][:cut], v[1][:cut]) for k, v in pre.items()}))
+            parts.insert(0, (low[cut:], high[cut:], {k: (v[0][cut:], v[1][cut:]) for k, v in pre.items()}))
+            n -= len(low) - cut
+        self.size -= sum(len(p[0]) for p in parts)
+        keys = parts[0][2].keys() if parts else {}
+        same = all(p[2].keys() == keys for p in parts)
+        pre = {k: (torch.cat([p[2][k][0] for p in parts]), torch.cat([p[2][k][1] for p in parts])) for k in keys} if same else {}
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), pre
 
 
 def _box_bounds(net: Network, spec: Spec, lo: Tensor, hi: Tensor, method: str, pre: dict[int, tuple[Tensor, Tensor]]

@@ -325,8 +325,10 @@ def test_open_boxes_stack_keeps_bounds_with_their_boxes() -> None:
     low, high, pre = stack.pop(3)  # the newest three, each with its own bounds
     assert low[:, 0].tolist() == [2.0, 4.0, 6.0] and pre[3][0][:, 0].tolist() == [1.0, 2.0, 3.0]
     assert pre[3][1][:, 0].tolist() == [11.0, 12.0, 13.0] and len(stack) == 1
-    stack.push(torch.zeros(2, 2), torch.ones(2, 2), {})  # boxes without bounds: the stack drops them all
-    assert stack.pre == {} and len(stack) == 3 and stack.pop(5)[2] == {}
+    stack.push(torch.zeros(2, 2), torch.ones(2, 2), {})  # boxes without bounds
+    assert len(stack) == 3
+    low, high, pre = stack.pop(5)  # one box with bounds and two without: the batch goes without
+    assert low[:, 0].tolist() == [0.0, 0.0, 0.0] and pre == {} and len(stack) == 0
 
 
 def test_split_dims_take_the_widest_input_only_past_the_guard() -> None:
