@@ -327,7 +327,7 @@ def _bound_batch(net: Network, spec: Spec, low: Tensor, high: Tensor, doms: _Poo
     with torch.no_grad():
         _, a = backward(net, len(net.layers), c, rel, lo, hi, record=record)
     closed = torch.full((n, spec.c.shape[0]), torch.inf, dtype=lb.dtype)  # rows of proved clauses never bind
-    full = closed.scatter(1, sel, torch.where(doms.rows.gather(1, sel), lb, closed[:, :sel.shape[1]]))
+    full = closed.scatter(1, sel, torch.where(doms.rows.gather(1, sel), lb, torch.inf))
     margin = spec.objective(full)
     gap = full - spec.rhs
     found = _try_points(net, spec, _corners(a, gap.gather(1, sel), lo, hi), checker, (low, high))

@@ -372,8 +372,8 @@ def conjunction_lower(a: Tensor, lb: Tensor, clauses: tuple[tuple[int, ...], ...
             ra, rb = a[:, rows_t], b[:, rows_t]
             lam = torch.full(rb.shape, 1.0 / len(rows), dtype=lb.dtype)
             for _ in range(iters):
-                comb = torch.einsum("bk,bkn->bn", lam, ra).unsqueeze(1)
-                x = torch.where(comb[:, 0] > 0, low, high)
+                comb = torch.einsum("bk,bkn->bn", lam, ra)
+                x = torch.where(comb > 0, low, high)
                 value = torch.einsum("bkn,bn->bk", ra, x) + rb  # each row's gap at the combination's minimiser
                 bound = (lam * value).sum(1)
                 size = torch.einsum("bkn,bn->bk", ra.abs(), x.abs()) + rb.abs()
