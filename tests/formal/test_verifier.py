@@ -331,6 +331,40 @@ def test_open_boxes_stack_keeps_bounds_with_their_boxes() -> None:
     assert low[:, 0].tolist() == [0.0, 0.0, 0.0] and pre == {} and len(stack) == 0
 
 
+def test_open_subdomain_store_takes_the_lowest_margins_and_keeps_each_domain_whole() -> None:
+    import torch
+
+    from tasks.formal.bab import _Pool, _Store
+
+    def pool(margins: list[float]) -> _Pool:  # every tensor of a domain carries its margin (exact in float32)
+        n, v = len(margins), torch.tensor(margins, dtype=torch.float64)
+        pre = {2: (v.reshape(n, 1).expand(n, 3).clone(), v.reshape(n, 1).expand(n, 3) + 1)}
+        per_row = v.float().reshape(n, 1, 1).expand(n, 2, 3).clone()
+        return _Pool(pre, {2: torch.zeros(n, 3, dtype=torch.int8)}, {2: per_row}, {2: -per_row},
+                     v.clone(), torch.ones(n, 2, dtype=torch.bool))  # fmt: skip
+
+    def whole(p: _Pool) -> bool:
+        m = p.margin
+        return bool((p.pre[2][0][:, 0] == m).all() and (p.pre[2][1][:, 2] == m + 1).all()
+                    and (p.alphas[2][:, 1, 0].double() == m).all() and (p.betas[2][:, 0, 2].double() == -m).all())  # fmt: skip
+
+    store = _Store(pool([-1.0]))
+    taken = store.take(4)
+    assert len(taken) == 1 and len(store) == 0
+    store.add(pool([-0.5, -3.0, -2.0, -0.125]))  # grows past the one slot it had
+    store.add(pool([-4.0]))
+    assert len(store) == 5 and store.worst() == -4.0
+    taken = store.take(3)
+    assert sorted(taken.margin.tolist()) == [-4.0, -3.0, -2.0] and whole(taken)
+    slots = len(store.live)
+    store.add(pool([-0.25, -0.375]))  # into freed slots
+    assert len(store) == 4 and len(store.live) == slots
+    rest = store.take(10)
+    assert sorted(rest.margin.tolist()) == [-0.5, -0.375, -0.25, -0.125] and whole(rest) and len(store) == 0
+    joined = pool([1.0]).join(pool([2.0, 3.0]))
+    assert joined.margin.tolist() == [1.0, 2.0, 3.0] and whole(joined)
+
+
 def test_split_dims_take_the_widest_input_only_past_the_guard() -> None:
     import torch
 
