@@ -41,6 +41,12 @@ REFINE_MAX_NEURONS = 600
 # a share of the time, then restarts with the guard (see BENCHMARKS.md for the measurements).
 SPLIT_WIDTH_GUARD = 32.0
 PLAIN_RULE_SHARE, PLAIN_RULE_MAX_S = 0.1, 10.0
+# ReLU splitting keeps every open sub-domain (bounds, slopes, multipliers: 0.3-0.6 MB each on the
+# OVAL21 nets, a 200 s run held 3.9 GB). Their slots may take this share of the memory available
+# when it starts (while the slots grow, old and new exist at once). Near that limit it takes the
+# sub-domains closest to proved (their children mostly close) instead of the lowest ones, and stops
+# with "unknown" if the open ones would still overflow.
+POOL_MEMORY_SHARE = 0.3
 
 
 @dataclass
@@ -266,8 +272,9 @@ class _Store:
     (about 0.5 MB each on the wide net) were open.
     """
 
-    def __init__(self, first: _Pool) -> None:
+    def __init__(self, first: _Pool, limit: int) -> None:
         self.data, self.live, self.count = first, torch.ones(len(first), dtype=torch.bool), len(first)
+        self.limit = limit  # most slots
 
     def __len__(self) -> int:
         return self.count
@@ -276,19 +283,21 @@ class _Store:
         """The lowest margin of the open sub-domains."""
         return float(self.data.margin[self.live].min())
 
-    def take(self, n: int) -> _Pool:
-        """Remove and return the (at most) ``n`` open sub-domains with the lowest margin."""
-        key = torch.where(self.live, self.data.margin, torch.inf)
-        idx = key.topk(min(n, self.count), largest=False).indices
+    def take(self, n: int, lowest: bool = True) -> _Pool:
+        """Remove and return the (at most) ``n`` open sub-domains with the lowest (else highest) margin."""
+        key = torch.where(self.live, self.data.margin, torch.inf if lowest else -torch.inf)
+        idx = key.topk(min(n, self.count), largest=not lowest).indices
         self.live[idx] = False
         self.count -= len(idx)
         return self.data.select(idx)
 
     def add(self, pool: _Pool) -> None:
-        """Put ``pool``'s sub-domains into free slots (growing the slots when there are too few)."""
+        """Put ``pool``'s sub-domains into free slots (growing the slots, up to the limit, when there are too few)."""
         free = (~self.live).nonzero().reshape(-1)
         if len(free) < len(pool):
-            extra = max(len(self.live), len(pool) - len(free))
+            if self.count + len(pool) > self.limit:
+                raise MemoryError(f"{self.count + len(pool)} open sub-domains, room for {self.limit}")
+            extra = min(max(len(self.live), len(pool) - len(free)), self.limit - len(self.live))
             self.data = self.data.rebuild([torch.cat([t, t.new_zeros((extra, *t.shape[1:]))]) for t in self.data.tensors()])
             self.live = torch.cat([self.live, torch.zeros(extra, dtype=torch.bool)])
             free = (~self.live).nonzero().reshape(-1)
@@ -300,14 +309,15 @@ class _Store:
 
 
 def bab_relu(net: Network, spec: Spec, low: Tensor, high: Tensor, root: Relaxation, checker: OrtChecker, *,
-             deadline: float, batch: int = 64, iters: int = 8, max_domains: int = 200_000) -> BabResult:  # fmt: skip
+             deadline: float, batch: int = 64, iters: int = 8, memory: float | None = None) -> BabResult:  # fmt: skip
     """Split unstable ReLUs (BaBSR-like intercept score); splits are enforced through bounds and betas.
 
     ``root`` holds the pre-activation bounds and slopes of the whole box (from alpha-CROWN). The
     intermediate bounds are reused along the tree (a child's are its parent's with the split neuron
     fixed; on nets of at most ``REFINE_MAX_NEURONS`` ReLUs they are then recomputed by CROWN, the
     tighter of old and new kept and handed down), and the final bound of each batch is
-    re-optimised over the slopes and betas.
+    re-optimised over the slopes and betas. The open sub-domains may take ``memory`` bytes (default:
+    ``POOL_MEMORY_SHARE`` of the available memory).
     """
     relus = [k for k in net.relu_layers() if k in root.pre]
     m = spec.c.shape[0]
@@ -317,7 +327,8 @@ def bab_relu(net: Network, spec: Spec, low: Tensor, high: Tensor, root: Relaxati
     first = _Pool({k: root.pre[k] for k in root.pre}, {k: torch.zeros_like(root.pre[k][0], dtype=torch.int8) for k in relus},
                   alphas, {k: torch.zeros_like(alphas[k]) for k in relus}, torch.full((1,), -1.0, dtype=torch.float64),
                   torch.ones(1, m, dtype=torch.bool))
-    pool = _Store(first)
+    per_domain = sum(t[0].numel() * t.element_size() for t in first.tensors())
+    pool = _Store(first, max(int((memory or POOL_MEMORY_SHARE * available_memory()) // per_domain), 4 * batch))
     branches, worst_closed = 0, float("inf")
     choice = _bound_batch(net, spec, low, high, pool.take(1), checker, iters, deadline)
     while True:
@@ -331,6 +342,10 @@ def bab_relu(net: Network, spec: Spec, low: Tensor, high: Tensor, root: Relaxati
             if children is None:
                 return BabResult("unknown", float(open_pool.margin.min()), branches,
                                  reason="a sub-domain with every ReLU split is still not proved")
+            if len(pool) + len(children) > pool.limit:
+                return BabResult("unknown", min(float(open_pool.margin.min()), pool.worst() if len(pool) else float("inf")), branches,
+                                 reason=f"the open sub-domains would exceed the memory budget ({pool.limit} of "
+                                        f"{per_domain / 2**20:.3g} MiB)")  # fmt: skip
             branches += len(children)
             pool.add(children)
         if len(pool) == 0:
@@ -338,9 +353,8 @@ def bab_relu(net: Network, spec: Spec, low: Tensor, high: Tensor, root: Relaxati
         if time.monotonic() > deadline:
             return BabResult("timeout", min(worst_closed, pool.worst()), branches,
                              reason=f"deadline reached in ReLU splitting with {len(pool)} open sub-domains")
-        if len(pool) > max_domains:
-            return BabResult("unknown", pool.worst(), branches, reason=f"more than {max_domains} open sub-domains")
-        choice = _bound_batch(net, spec, low, high, pool.take(batch), checker, iters, deadline)
+        lowest = len(pool) + 2 * batch <= 0.8 * pool.limit
+        choice = _bound_batch(net, spec, low, high, pool.take(batch, lowest), checker, iters, deadline)
 
 
 def _bound_batch(net: Network, spec: Spec, low: Tensor, high: Tensor, doms: _Pool, checker: OrtChecker,
@@ -432,3 +446,15 @@ def _split(net: Network, pool: _Pool, relus: list[int]) -> _Pool | None:
                 pre[k][1][rows, cols] = 0.0
         children.append(_Pool(pre, splits, dict(pool.alphas), dict(pool.betas), pool.margin.clone(), pool.rows))
     return children[0].join(children[1])
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (Linux ``MemAvailable``; 4 GiB where it cannot be read)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30

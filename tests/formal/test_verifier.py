@@ -121,6 +121,34 @@ def test_relu_splitting_with_many_clauses_agrees_with_input_splitting(kit: type,
     assert sum(out.method == "bab-relu" for out in by_relu) >= 3
 
 
+def test_relu_splitting_within_a_tiny_memory_budget_stays_sound(kit: type, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """With room for 16 open sub-domains, ReLU splitting takes the ones closest to proved near the
+    limit and answers "unknown" (naming the budget) when they would overflow, never a wrong verdict."""
+    import functools
+
+    from tasks.formal import bab
+
+    path = kit.save(kit.mlp([4, 16, 16, 4], seed=8, scale=2.0), tmp_path)
+    x = np.array([0.2, -0.1, 0.4, 0.0])
+    label = int(np.argmax(run_model(path, x[None].astype(np.float32)).reshape(-1)))
+    props = [local_robustness(x, label, eps, 4, -1.0, 1.0) for eps in (0.2, 0.23, 0.26, 0.4)]
+    modes: list[bool] = []
+    take = bab._Store.take
+    monkeypatch.setattr(bab._Store, "take", lambda self, n, lowest=True: modes.append(lowest) or take(self, n, lowest))
+    monkeypatch.setattr(verifier, "INPUT_SPLIT_MAX_DIMS", 0)
+    free = [verify(path, prop, timeout_s=30) for prop in props]
+    assert all(modes) and [out.verdict for out in free] == ["unsat", "unsat", "sat", "sat"]
+    monkeypatch.setattr(verifier, "bab_relu", functools.partial(bab.bab_relu, batch=4, memory=1.0))
+    modes.clear()
+    tight = [verify(path, prop, timeout_s=30) for prop in props]
+    assert not all(modes)  # the budget was reached
+    for a, b in zip(free, tight, strict=True):
+        assert b.verdict in (a.verdict, "unknown"), (a, b)
+        assert b.verdict != "unknown" or "memory budget" in b.reason
+    assert tight[0].verdict == "unsat" and tight[1].verdict == "unknown"  # proved near the limit; overflows
+
+
 def test_unsupported_nodes_give_unknown(kit: type, tmp_path: Path) -> None:
     node = helper.make_node
     model = kit.make_model([node("Erf", ["x"], ["a"], name="erf"), node("Relu", ["a"], ["b"], name="relu"),
@@ -348,7 +376,7 @@ def test_open_subdomain_store_takes_the_lowest_margins_and_keeps_each_domain_who
         return bool((p.pre[2][0][:, 0] == m).all() and (p.pre[2][1][:, 2] == m + 1).all()
                     and (p.alphas[2][:, 1, 0].double() == m).all() and (p.betas[2][:, 0, 2].double() == -m).all())  # fmt: skip
 
-    store = _Store(pool([-1.0]))
+    store = _Store(pool([-1.0]), limit=6)
     taken = store.take(4)
     assert len(taken) == 1 and len(store) == 0
     store.add(pool([-0.5, -3.0, -2.0, -0.125]))  # grows past the one slot it had
@@ -359,6 +387,12 @@ def test_open_subdomain_store_takes_the_lowest_margins_and_keeps_each_domain_who
     slots = len(store.live)
     store.add(pool([-0.25, -0.375]))  # into freed slots
     assert len(store) == 4 and len(store.live) == slots
+    assert store.take(1, lowest=False).margin.tolist() == [-0.125]
+    store.add(pool([-0.125, -5.0]))  # grows to the limit, not past it
+    assert len(store.live) == 6 and len(store) == 5
+    with pytest.raises(MemoryError):
+        store.add(pool([-6.0, -7.0]))
+    assert store.take(1).margin.tolist() == [-5.0]
     rest = store.take(10)
     assert sorted(rest.margin.tolist()) == [-0.5, -0.375, -0.25, -0.125] and whole(rest) and len(store) == 0
     joined = pool([1.0]).join(pool([2.0, 3.0]))
