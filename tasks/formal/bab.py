@@ -42,11 +42,11 @@ REFINE_MAX_NEURONS = 600
 SPLIT_WIDTH_GUARD = 32.0
 PLAIN_RULE_SHARE, PLAIN_RULE_MAX_S = 0.1, 10.0
 # ReLU splitting keeps every open sub-domain (bounds, slopes, multipliers: 0.3-0.6 MB each on the
-# OVAL21 nets, a 200 s run held 3.9 GB). Their slots may take this share of the memory available
-# when it starts (while the slots grow, old and new exist at once). Near that limit it takes the
-# sub-domains closest to proved (their children mostly close) instead of the lowest ones, and stops
-# with "unknown" if the open ones would still overflow.
-POOL_MEMORY_SHARE = 0.3
+# OVAL21 nets; a 300 s run on the deep net held 15.7 GB). They may take this share of the memory
+# available when it starts. Near that limit it takes the sub-domains closest to proved (their
+# children mostly close) instead of the lowest ones, and stops with "unknown" if the open ones would
+# still overflow.
+POOL_MEMORY_SHARE = 0.5
 
 
 @dataclass
@@ -265,46 +265,56 @@ class _Pool:
 
 
 class _Store:
-    """The open sub-domains of ReLU splitting, in slots of tensors that grow by doubling.
+    """The open sub-domains of ReLU splitting, in slots of fixed-size chunks of tensors.
 
     Taking the lowest-margin sub-domains and adding children copy only those: re-stacking the whole
     pool each round cost half the time of ReLU splitting on OVAL21 once a few thousand sub-domains
-    (about 0.5 MB each on the wide net) were open.
+    (about 0.5 MB each on the wide net) were open, and growing one set of tensors by doubling still
+    cost a sixth. ``limit`` is the most open sub-domains (the slots exceed it by less than a chunk).
     """
 
+    CHUNK = 256
+
     def __init__(self, first: _Pool, limit: int) -> None:
-        self.data, self.live, self.count = first, torch.ones(len(first), dtype=torch.bool), len(first)
-        self.limit = limit  # most slots
+        self.template, self.limit, self.count = first, limit, 0
+        self.chunks: list[_Pool] = []
+        self.live = torch.zeros(0, dtype=torch.bool)
+        self.margin = torch.zeros(0, dtype=first.margin.dtype)
+        self.add(first)
 
     def __len__(self) -> int:
         return self.count
 
     def worst(self) -> float:
         """The lowest margin of the open sub-domains."""
-        return float(self.data.margin[self.live].min())
+        return float(self.margin[self.live].min())
 
     def take(self, n: int, lowest: bool = True) -> _Pool:
         """Remove and return the (at most) ``n`` open sub-domains with the lowest (else highest) margin."""
-        key = torch.where(self.live, self.data.margin, torch.inf if lowest else -torch.inf)
-        idx = key.topk(min(n, self.count), largest=not lowest).indices
+        key = torch.where(self.live, self.margin, torch.inf if lowest else -torch.inf)
+        idx = key.topk(min(n, self.count), largest=not lowest).indices.sort().values
         self.live[idx] = False
         self.count -= len(idx)
-        return self.data.select(idx)
+        chunk = idx // self.CHUNK
+        parts = [self.chunks[c].select(idx[chunk == c] % self.CHUNK) for c in chunk.unique().tolist()]
+        return parts[0].rebuild([torch.cat(ts) for ts in zip(*(p.tensors() for p in parts), strict=True)])
 
     def add(self, pool: _Pool) -> None:
-        """Put ``pool``'s sub-domains into free slots (growing the slots, up to the limit, when there are too few)."""
-        free = (~self.live).nonzero().reshape(-1)
-        if len(free) < len(pool):
-            if self.count + len(pool) > self.limit:
-                raise MemoryError(f"{self.count + len(pool)} open sub-domains, room for {self.limit}")
-            extra = min(max(len(self.live), len(pool) - len(free)), self.limit - len(self.live))
-            self.data = self.data.rebuild([torch.cat([t, t.new_zeros((extra, *t.shape[1:]))]) for t in self.data.tensors()])
-            self.live = torch.cat([self.live, torch.zeros(extra, dtype=torch.bool)])
-            free = (~self.live).nonzero().reshape(-1)
-        slots = free[:len(pool)]
-        for dst, src in zip(self.data.tensors(), pool.tensors(), strict=True):
-            dst[slots] = src
+        """Put ``pool``'s sub-domains into free slots (adding chunks when there are too few)."""
+        if self.count + len(pool) > self.limit:
+            raise MemoryError(f"{self.count + len(pool)} open sub-domains, room for {self.limit}")
+        while int((~self.live).sum()) < len(pool):
+            self.chunks.append(self.template.rebuild([t.new_zeros((self.CHUNK, *t.shape[1:])) for t in self.template.tensors()]))
+            self.live = torch.cat([self.live, torch.zeros(self.CHUNK, dtype=torch.bool)])
+            self.margin = torch.cat([self.margin, torch.zeros(self.CHUNK, dtype=self.margin.dtype)])
+        slots = (~self.live).nonzero().reshape(-1)[:len(pool)]
+        chunk = slots // self.CHUNK
+        for c in chunk.unique().tolist():
+            mine = chunk == c
+            for dst, src in zip(self.chunks[c].tensors(), pool.tensors(), strict=True):
+                dst[slots[mine] % self.CHUNK] = src[mine]
         self.live[slots] = True
+        self.margin[slots] = pool.margin
         self.count += len(pool)
 
 
