@@ -286,8 +286,8 @@ class _Store:
         return self.count
 
     def worst(self) -> float:
-        """The lowest margin of the open sub-domains."""
-        return float(self.margin[self.live].min())
+        """The lowest margin of the open sub-domains (inf when there are none)."""
+        return float(self.margin[self.live].min()) if self.count else float("inf")
 
     def take(self, n: int, lowest: bool = True) -> _Pool:
         """Remove and return the (at most) ``n`` open sub-domains with the lowest (else highest) margin."""
@@ -353,7 +353,7 @@ def bab_relu(net: Network, spec: Spec, low: Tensor, high: Tensor, root: Relaxati
                 return BabResult("unknown", float(open_pool.margin.min()), branches,
                                  reason="a sub-domain with every ReLU split is still not proved")
             if len(pool) + len(children) > pool.limit:
-                return BabResult("unknown", min(float(open_pool.margin.min()), pool.worst() if len(pool) else float("inf")), branches,
+                return BabResult("unknown", min(float(open_pool.margin.min()), pool.worst()), branches,
                                  reason=f"the open sub-domains would exceed the memory budget ({pool.limit} of "
                                         f"{per_domain / 2**20:.3g} MiB)")  # fmt: skip
             branches += len(children)
