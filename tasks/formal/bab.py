@@ -352,12 +352,13 @@ def bab_relu(net: Network, spec: Spec, low: Tensor, high: Tensor, root: Relaxati
             if children is None:
                 return BabResult("unknown", float(open_pool.margin.min()), branches,
                                  reason="a sub-domain with every ReLU split is still not proved")
-            if len(pool) + len(children) > pool.limit:
+            try:
+                pool.add(children)
+            except MemoryError as full:
                 return BabResult("unknown", min(float(open_pool.margin.min()), pool.worst()), branches,
-                                 reason=f"the open sub-domains would exceed the memory budget ({pool.limit} of "
-                                        f"{per_domain / 2**20:.3g} MiB)")  # fmt: skip
+                                 reason=f"the open sub-domains would exceed the memory budget ({full}, "
+                                        f"{per_domain / 2**20:.3g} MiB each)")  # fmt: skip
             branches += len(children)
-            pool.add(children)
         if len(pool) == 0:
             return BabResult("unsat", worst_closed, branches)
         if time.monotonic() > deadline:
