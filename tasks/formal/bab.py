@@ -259,9 +259,9 @@ class _Pool:
         """The sub-domains at ``idx``."""
         return self.rebuild([t[idx] for t in self.tensors()])
 
-    def join(self, other: _Pool) -> _Pool:
-        """These sub-domains followed by ``other``'s."""
-        return self.rebuild([torch.cat([a, b]) for a, b in zip(self.tensors(), other.tensors(), strict=True)])
+    def join(self, *others: _Pool) -> _Pool:
+        """These sub-domains followed by the ``others``'."""
+        return self.rebuild([torch.cat(ts) for ts in zip(self.tensors(), *(o.tensors() for o in others), strict=True)])
 
 
 class _Store:
@@ -297,7 +297,7 @@ class _Store:
         self.count -= len(idx)
         chunk = idx // self.CHUNK
         parts = [self.chunks[c].select(idx[chunk == c] % self.CHUNK) for c in chunk.unique().tolist()]
-        return parts[0].rebuild([torch.cat(ts) for ts in zip(*(p.tensors() for p in parts), strict=True)])
+        return parts[0].join(*parts[1:])
 
     def add(self, pool: _Pool) -> None:
         """Put ``pool``'s sub-domains into free slots (adding chunks when there are too few)."""
