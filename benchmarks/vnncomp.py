@@ -36,12 +36,14 @@ LATE_S = 1.0  # an answer this long after the timeout still counts (process exit
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "2"}
 
 MARABOU_SNIPPET = """
-import sys, warnings; warnings.filterwarnings("ignore")
+import sys, time, warnings; warnings.filterwarnings("ignore")
 from maraboupy import Marabou
+began = time.monotonic()  # after the import, as nnassay's own clock starts after its imports
 net = Marabou.read_onnx(sys.argv[1])
 opts = Marabou.createOptions(timeoutInSeconds=int(sys.argv[3]), verbosity=0)
 code, vals, stats = net.solve(propertyFilename=sys.argv[2], options=opts, verbose=False)
 print("RESULT", "timeout" if stats.hasTimedOut() else code.lower())
+print("TIME", time.monotonic() - began)
 """
 
 
@@ -128,7 +130,8 @@ def run_marabou(inst: Instance, timeout: float) -> Run:
         reason = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1][:300]
         return Run("error", elapsed, "marabou", {"reason": reason})
     got = found[-1] if found[-1] in ("sat", "unsat", "timeout") else "unknown"
-    return late(Run(got, elapsed, "marabou"), timeout)
+    inside = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("TIME ")]
+    return late(Run(got, elapsed, "marabou", {"time_s": inside[-1]} if inside else {}), timeout)
 
 
 def late(run: Run, timeout: float) -> Run:
@@ -178,8 +181,9 @@ def summarize(label: str, insts: list[Instance], runs: list[Run]) -> list[str]:
 
 def side_by_side(insts: list[Instance], ours: list[Run], theirs: list[Run]) -> list[str]:
     """Solved counts of both tools and the time ratio on instances both solved correctly."""
-    both = [(a.time_s, b.time_s) for i, a, b in zip(insts, ours, theirs, strict=True)
-            if scored(i, a) == "correct" and scored(i, b) == "correct"]  # fmt: skip
+    pairs = [(a, b) for i, a, b in zip(insts, ours, theirs, strict=True)
+             if scored(i, a) == "correct" and scored(i, b) == "correct"]  # fmt: skip
+    both = [(a.time_s, b.time_s) for a, b in pairs]
     ok_ours = sum(scored(i, r) == "correct" for i, r in zip(insts, ours, strict=True))
     ok_theirs = sum(scored(i, r) == "correct" for i, r in zip(insts, theirs, strict=True))
     lines = [f"side by side: nnassay solved {ok_ours} correctly, Marabou {ok_theirs}; both {len(both)}"]
@@ -188,6 +192,13 @@ def side_by_side(insts: list[Instance], ours: list[Run], theirs: list[Run]) -> l
         lines.append(f"side by side: nnassay time / Marabou time on those {len(both)}: median"
                      f" {statistics.median(ratios):.2f}x (min {min(ratios):.2f}x, max {max(ratios):.2f}x),"
                      f" totals {sum(a for a, _ in both):.1f}s vs {sum(b for _, b in both):.1f}s")  # fmt: skip
+    inside = [(float(a.detail["time_s"]), float(b.detail["time_s"])) for a, b in pairs
+              if a.detail.get("time_s") and b.detail.get("time_s")]  # fmt: skip
+    if inside:  # both clocks start after the tool's imports, as VNN-COMP subtracts each tool's start-up overhead
+        ratios = [a / max(b, 1e-3) for a, b in inside]
+        lines.append(f"side by side, start-up excluded on both sides: nnassay / Marabou on {len(inside)}: median"
+                     f" {statistics.median(ratios):.2f}x (min {min(ratios):.2f}x, max {max(ratios):.2f}x),"
+                     f" totals {sum(a for a, _ in inside):.1f}s vs {sum(b for _, b in inside):.1f}s")  # fmt: skip
     return lines
 
 
@@ -221,21 +232,22 @@ def write_csv(path: Path, insts: list[Instance], ours: list[Run], theirs: list[R
             "reason",
             "verify_s",
         ]
-        out.writerow(head + (["marabou_got", "marabou_time_s"] if theirs else []))
+        out.writerow(head + (["marabou_got", "marabou_time_s", "marabou_verify_s"] if theirs else []))
         for k, (inst, run) in enumerate(zip(insts, ours, strict=True)):
             row = [inst.name, inst.expected, run.got, f"{run.time_s:.3f}", run.method, f"{inst.timeout_s:g}",
                    inst.fastest_core_s or "", run.detail.get("reason", ""), run.detail.get("time_s", "")]  # fmt: skip
-            out.writerow(row + ([theirs[k].got, f"{theirs[k].time_s:.3f}"] if theirs else []))
+            out.writerow(row + ([theirs[k].got, f"{theirs[k].time_s:.3f}", theirs[k].detail.get("time_s", "")]
+                                if theirs else []))  # fmt: skip
 
 
 def read_runs(path: Path, tool: str) -> dict[str, Run]:
     """Answers by instance name from an earlier CSV of this script: ``tool`` "nnassay" or "marabou"."""
-    got, secs = ("got", "time_s") if tool == "nnassay" else ("marabou_got", "marabou_time_s")
+    got, secs, inside = ("got", "time_s", "verify_s") if tool == "nnassay" else \
+        ("marabou_got", "marabou_time_s", "marabou_verify_s")  # fmt: skip
     with path.open(newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if r.get(got) and r[got] != "skipped"]
     return {r["instance"]: Run(r[got], float(r[secs]), r["method"] if tool == "nnassay" else tool,
-                               {"reason": r["reason"], "time_s": r.get("verify_s", "")} if tool == "nnassay" else {})
-            for r in rows}  # fmt: skip
+                               {"reason": r.get("reason", ""), "time_s": r.get(inside, "")}) for r in rows}
 
 
 def decided(runs: dict[str, Run]) -> dict[str, Run]:
