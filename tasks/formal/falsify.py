@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tasks.formal.property import Property, Region
+from tasks.formal.property import Halfspace, Property, Region
 
 Tensor = torch.Tensor
 
@@ -26,10 +26,14 @@ class Spec:
     clauses: tuple[tuple[int, ...], ...]
 
     @classmethod
-    def of(cls, region: Region) -> Spec:
-        """Stack every halfspace of ``region``; clause ``i`` keeps the indices of its rows."""
-        rows, clauses = [], []
+    def of(cls, region: Region, n_outputs: int) -> Spec:
+        """Stack every halfspace of ``region``; clause ``i`` keeps the indices of its rows. A clause
+        without halfspaces (say ``(<= Y_1 Y_1)``: no condition on the outputs) holds everywhere; it
+        gets the row ``0 . y <= 0``, which is violated at every point and never proved."""
+        rows: list[Halfspace] = []
+        clauses = []
         for clause in region.disjuncts:
+            clause = clause or (Halfspace(coeffs=np.zeros(n_outputs), rhs=0.0),)
             clauses.append(tuple(range(len(rows), len(rows) + len(clause))))
             rows += list(clause)
         c = torch.tensor(np.stack([h.coeffs for h in rows]), dtype=torch.float64)

@@ -188,7 +188,7 @@ def _pairwise_only(prop: Property) -> bool:
 def _ladder(run: _Run, incomplete: bool) -> VerificationOutcome:
     dev = run.deviation
     rng = torch.Generator(device=run.device).manual_seed(0)
-    specs = [Spec.of(r) for r in run.prop.regions]
+    specs = [Spec.of(r, run.prop.n_outputs) for r in run.prop.regions]
     boxes = [_box(r) for r in run.prop.regions]
     quick = min(2.0, 0.05 * max(run.left(), 0.0)) + time.monotonic()
     for spec, (low, high) in zip(specs, boxes, strict=True):

@@ -297,7 +297,7 @@ def test_input_splitting_bound_methods_decide(kit: type, tmp_path: Path, method:
     low, high = torch.full((2,), -1.0, dtype=torch.float64), torch.ones(2, dtype=torch.float64)
     for rhs, expected in ((grid + 0.05, "sat"), (grid - _lipschitz_bound(path) * (2 / 160) - 0.05, "unsat")):
         prop = _prop([-1, -1], [1, 1], list(coeffs), rhs)
-        res = bab_input(net, Spec.of(prop.regions[0]), low, high, OrtChecker(str(path), prop),
+        res = bab_input(net, Spec.of(prop.regions[0], prop.n_outputs), low, high, OrtChecker(str(path), prop),
                         deadline=time.monotonic() + 30, method=method, guard=guard)  # fmt: skip
         assert res.verdict == expected
         if expected == "sat":
@@ -332,7 +332,7 @@ def test_input_splitting_falls_back_to_crown_where_forward_bounds_cannot_go(kit:
     assert sampled_min > -5  # the unsat threshold below is far under it; the root bound (-11.8) is not enough
     for rhs, expected in ((sampled_min + 0.05, "sat"), (-10.0, "unsat")):
         prop = _prop([-1] * 8, [1] * 8, [1.0, -1.0], rhs)
-        res = bab_input(net, Spec.of(prop.regions[0]), low, high, OrtChecker(str(path), prop),
+        res = bab_input(net, Spec.of(prop.regions[0], prop.n_outputs), low, high, OrtChecker(str(path), prop),
                         deadline=time.monotonic() + 30, method="hybrid")  # fmt: skip
         assert res.verdict == expected
         if expected == "sat":
@@ -438,7 +438,7 @@ def test_input_splitting_portfolio_restarts_with_the_guard(kit: type, tmp_path: 
     monkeypatch.setattr(bab, "bab_input", spy)
     monkeypatch.setattr(bab, "PLAIN_RULE_MAX_S", 0.0)  # the plain rule gets no time: the guarded run decides
     low, high = torch.full((2,), -1.0, dtype=torch.float64), torch.ones(2, dtype=torch.float64)
-    res = bab.bab_input_portfolio(build_network(path), Spec.of(prop.regions[0]), low, high,
+    res = bab.bab_input_portfolio(build_network(path), Spec.of(prop.regions[0], prop.n_outputs), low, high,
                                   OrtChecker(str(path), prop), deadline=time.monotonic() + 30)  # fmt: skip
     assert res.verdict == "unsat" and res.margin > 0
     assert calls == [float("inf"), bab.SPLIT_WIDTH_GUARD]
@@ -493,3 +493,22 @@ def test_network_and_module_move_every_tensor(kit: type, tmp_path: Path) -> None
     module.to(meta)
     assert module._int_consts and list(module.buffers())
     assert all(t.device == meta for t in [*module.buffers(), *module._int_consts.values()])
+
+
+@pytest.mark.parametrize(("outputs", "expected"), [
+    ("(assert (or (and (<= Y_0 -5.0)) (and (<= Y_0 Y_0))))", "sat"),  # the second clause holds everywhere
+    ("(assert (<= Y_0 Y_0))", "sat"),  # no condition on the outputs at all
+    ("(assert (or (and (<= Y_0 -5.0)) (and (>= Y_0 (+ Y_0 1.0)))))", "unsat"),  # |x| <= -5 never; 0 >= 1 never
+])  # fmt: skip
+def test_constant_output_comparisons(abs_net: Path, tmp_path: Path, outputs: str, expected: str) -> None:
+    from tasks.formal.vnnlib import parse_vnnlib
+
+    path = tmp_path / "p.vnnlib"
+    path.write_text("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n"
+                    f"(assert (>= X_0 -1.0))\n(assert (<= X_0 1.0))\n{outputs}\n")  # fmt: skip
+    prop = parse_vnnlib(path)
+    out = verify(abs_net, prop, timeout_s=20)
+    assert out.verdict == expected, out.reason
+    if expected == "sat":
+        x, y = out.counterexample
+        assert check_counterexample(prop, x, y, box_tol=0.0) is None
