@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/vnncomp.py [acasxu mnistfc_2022 ...] [--sample N --seed S]
        [--timeout-scale F] [--marabou | --only-marabou] [--ours-from CSV [--rerun-undecided]]
-       [--marabou-from CSV]
+       [--marabou-from CSV] [--sanity]
 
 Each instance runs in a new process, as in VNN-COMP, so start-up counts against its timeout. The
 files are read in place under /work/shared/benchmarks/vnncomp; the per-instance CSV goes to
@@ -12,6 +12,9 @@ The two can also run at the same time on separate cores (``--only-marabou`` in o
 alone in another) and be joined afterwards: ``--ours-from A.csv --marabou-from B.csv`` re-scores the
 earlier answers without running anything; with ``--rerun-undecided`` only the instances that A.csv
 left undecided run again (e.g. the timeouts of a half-timeout run, at the full timeouts).
+``--sanity`` also runs each tool on one property per network that is known to hold (at the centre of
+an instance's box the largest output is >= the smallest): an ``unsat`` there shows that the tool
+misreads that network, so its answers on it are no evidence.
 """
 
 from __future__ import annotations
@@ -132,6 +135,54 @@ def run_marabou(inst: Instance, timeout: float) -> Run:
     got = found[-1] if found[-1] in ("sat", "unsat", "timeout") else "unknown"
     inside = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("TIME ")]
     return late(Run(got, elapsed, "marabou", {"time_s": inside[-1]} if inside else {}), timeout)
+
+
+SANITY_TIMEOUT_S = 60.0
+
+
+def sanity_instance(inst: Instance, folder: Path) -> Instance:
+    """A property on ``inst``'s network and first input box that is known to hold: at the box centre
+    (checked on ONNX Runtime) the largest output is >= the smallest. The expected answer is ``sat``; a
+    tool that answers ``unsat`` misreads this network or its inputs, so its unsat answers on the
+    network are no evidence (found with Marabou on the OVAL21 CIFAR nets)."""
+    import numpy as np
+
+    from tasks.formal.falsify import inside_float32
+    from tasks.formal.vnnlib import parse_vnnlib
+    from tasks.onnx_torch import ort_session, run_ort
+
+    prop = parse_vnnlib(inst.vnnlib)
+    box = prop.regions[0].box
+    centre = inside_float32(((box.lower + box.upper) / 2)[None], box.lower, box.upper)
+    y = run_ort(ort_session(str(inst.onnx)), centre)[0].reshape(-1).astype(np.float64)
+    high = int(np.argmax(y))
+    low = int(np.argmin(np.where(np.arange(y.size) == high, np.inf, y))) if y.size > 1 else high
+    text = [f"; holds at the centre of the first box of {inst.vnnlib.name}: Y_{high} = {float(y[high])!r} >= Y_{low} = {float(y[low])!r}"]
+    text += [f"(declare-const X_{i} Real)" for i in range(prop.n_inputs)]
+    text += [f"(declare-const Y_{j} Real)" for j in range(prop.n_outputs)]
+    text += [f"(assert (>= X_{i} {lo!r}))\n(assert (<= X_{i} {hi!r}))"
+             for i, (lo, hi) in enumerate(zip(box.lower.tolist(), box.upper.tolist(), strict=True))]  # fmt: skip
+    text.append(f"(assert (>= Y_{high} Y_{low}))")
+    path = folder / f"sanity-{inst.folder}-{inst.onnx.stem}.vnnlib"
+    path.write_text("\n".join(text) + "\n")
+    return Instance(inst.folder, inst.onnx, path, SANITY_TIMEOUT_S, "sat", None)
+
+
+def sanity(insts: list[Instance], scratch: Path, marabou: bool) -> list[str]:
+    """Each tool on one known-sat property per network (``sanity_instance``); ``unsat`` is flagged."""
+    lines = []
+    for inst in {i.onnx: i for i in insts}.values():
+        probe = sanity_instance(inst, scratch)
+        runs = {"nnassay": run_ours(probe, probe.timeout_s, scratch)}
+        if marabou:
+            runs["marabou"] = run_marabou(probe, probe.timeout_s)
+        for tool, run in runs.items():
+            meaning = {"unsat": "UNSOUND here: its unsat answers on this network are no evidence",
+                       "sat": "sound on this check"}.get(run.got, "undecided")  # fmt: skip
+            lines.append(f"sanity {inst.folder}/{inst.onnx.stem}: {tool} {run.got} in {run.time_s:.2f}s on a property"
+                         f" that holds at the box centre: {meaning}")  # fmt: skip
+        probe.vnnlib.unlink()
+    return lines
 
 
 def late(run: Run, timeout: float) -> Run:
@@ -277,6 +328,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only-marabou", action="store_true", help="Run Marabou alone (nnassay rows: 'skipped')."
     )
+    parser.add_argument(
+        "--sanity", action="store_true",
+        help="Also run each tool on one property per network that holds at the box centre (expected sat).",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, help="CSV path (default: benchmarks/results/vnncomp-<time>.csv).")
     args = parser.parse_args(argv)
     insts = pick(args.folders, args.sample, args.seed)
@@ -309,13 +364,14 @@ def main(argv: list[str] | None = None) -> int:
         print(line, flush=True)
     out = args.out or RESULTS / f"vnncomp-{time.strftime('%Y%m%d-%H%M%S')}.csv"
     write_csv(out, insts, ours, theirs or None)
+    checks = sanity(insts, scratch, args.marabou and not marabou_available()) if args.sanity else []
     (scratch / "result.txt").unlink(missing_ok=True)
     scratch.rmdir()
     lines = [] if args.only_marabou else summarize("nnassay", insts, ours)
     if theirs:
         lines += summarize("marabou", insts, theirs)
         lines += [] if args.only_marabou else side_by_side(insts, ours, theirs)
-    print("\n".join(["", f"timeouts x{args.timeout_scale:g}; per-instance CSV: {out}", *lines]))
+    print("\n".join(["", f"timeouts x{args.timeout_scale:g}; per-instance CSV: {out}", *lines, *checks]))
     wrong = sum(scored(i, r) == "WRONG" for i, r in zip(insts, ours, strict=True))
     if wrong:
         print(f"!!! {wrong} WRONG ANSWER(S) by nnassay: see the lines marked WRONG above !!!")
