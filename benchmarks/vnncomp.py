@@ -147,6 +147,8 @@ def sanity_instance(inst: Instance, folder: Path) -> Instance:
     network are no evidence (found with Marabou on the OVAL21 CIFAR nets)."""
     import numpy as np
 
+    if str(REPO) not in sys.path:  # run as a script: the repository's packages are not on the path
+        sys.path.insert(0, str(REPO))
     from tasks.formal.falsify import inside_float32
     from tasks.formal.vnnlib import parse_vnnlib
     from tasks.onnx_torch import ort_session, run_ort
