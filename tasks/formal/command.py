@@ -136,7 +136,10 @@ class _Finisher:
                     write_result(self.result_file, answer)
                 except OSError as exc:
                     print(f"nnassay verify: error: cannot write {self.result_file}: {exc}", file=sys.stderr)
-            print(format_stdout(answer), flush=True)
+            try:
+                print(format_stdout(answer), flush=True)
+            except BrokenPipeError:  # the reader of stdout has gone (say `| head -1`); the result file stands
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
             return True
 
     def on_timeout(self) -> None:

@@ -192,3 +192,18 @@ def test_both_entry_points_parse_verify_alike(identity: Path, tmp_path: Path, en
     done = subprocess.run([*run, "--onnx", str(identity), "--vnnlib", str(prop_file(tmp_path, UNSAT)), "--timeout", "60"],
                           capture_output=True, text=True, cwd=REPO, env=env)  # fmt: skip
     assert done.returncode == 0 and done.stdout.splitlines()[0] == "unsat", done.stderr
+
+
+def test_a_closed_stdout_still_writes_the_result_file_without_a_traceback(identity: Path, tmp_path: Path) -> None:
+    result = tmp_path / "result.txt"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    read, write = os.pipe()
+    os.close(read)  # nobody reads: the verdict line meets a broken pipe
+    try:
+        proc = subprocess.run([sys.executable, "-m", "flows", "verify", "--onnx", str(identity), "--vnnlib",
+                               str(prop_file(tmp_path, UNSAT)), "--result-file", str(result)],
+                              stdout=write, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env, timeout=120)  # fmt: skip
+    finally:
+        os.close(write)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert result.read_text() == "unsat\n"
