@@ -47,6 +47,11 @@ PLAIN_RULE_SHARE, PLAIN_RULE_MAX_S = 0.1, 10.0
 # children mostly close) instead of the lowest ones, and stops with "unknown" if the open ones would
 # still overflow.
 POOL_MEMORY_SHARE = 0.5
+# Adam iterations on the slopes and betas of each batch of ReLU-splitting sub-domains. On MNIST-FC
+# 256x4 image 11 (eps 0.0495, derived from `prop_11_0.05`) 8 iterations proved it in 95-114 s with
+# 29 332 branches, 12 in 69 s (11 652), 16 in 77 s (8 580), 24-32 in 120-142 s (about 9 000); with 16
+# the competition instance `prop_11_0.05` itself is proved in 167 s (timeout at 300 s with 8).
+BAB_ITERS = 16
 
 
 @dataclass
@@ -319,7 +324,7 @@ class _Store:
 
 
 def bab_relu(net: Network, spec: Spec, low: Tensor, high: Tensor, root: Relaxation, checker: OrtChecker, *,
-             deadline: float, batch: int = 64, iters: int = 8, memory: float | None = None) -> BabResult:  # fmt: skip
+             deadline: float, batch: int = 64, iters: int = BAB_ITERS, memory: float | None = None) -> BabResult:  # fmt: skip
     """Split unstable ReLUs (BaBSR-like intercept score); splits are enforced through bounds and betas.
 
     ``root`` holds the pre-activation bounds and slopes of the whole box (from alpha-CROWN). The
