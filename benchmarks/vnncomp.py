@@ -236,23 +236,25 @@ def side_by_side(insts: list[Instance], ours: list[Run], theirs: list[Run]) -> l
     """Solved counts of both tools and the time ratio on instances both solved correctly."""
     pairs = [(a, b) for i, a, b in zip(insts, ours, theirs, strict=True)
              if scored(i, a) == "correct" and scored(i, b) == "correct"]  # fmt: skip
-    both = [(a.time_s, b.time_s) for a, b in pairs]
     ok_ours = sum(scored(i, r) == "correct" for i, r in zip(insts, ours, strict=True))
     ok_theirs = sum(scored(i, r) == "correct" for i, r in zip(insts, theirs, strict=True))
-    lines = [f"side by side: nnassay solved {ok_ours} correctly, Marabou {ok_theirs}; both {len(both)}"]
-    if both:
-        ratios = [a / b for a, b in both]
-        lines.append(f"side by side: nnassay time / Marabou time on those {len(both)}: median"
-                     f" {statistics.median(ratios):.2f}x (min {min(ratios):.2f}x, max {max(ratios):.2f}x),"
-                     f" totals {sum(a for a, _ in both):.1f}s vs {sum(b for _, b in both):.1f}s")  # fmt: skip
+    lines = [f"side by side: nnassay solved {ok_ours} correctly, Marabou {ok_theirs}; both {len(pairs)}"]
+    if pairs:
+        lines.append(f"side by side: nnassay time / Marabou time on those {len(pairs)}: "
+                     + _ratios([(a.time_s, b.time_s) for a, b in pairs]))  # fmt: skip
     inside = [(float(a.detail["time_s"]), float(b.detail["time_s"])) for a, b in pairs
               if a.detail.get("time_s") and b.detail.get("time_s")]  # fmt: skip
     if inside:  # both clocks start after the tool's imports, as VNN-COMP subtracts each tool's start-up overhead
-        ratios = [a / max(b, 1e-3) for a, b in inside]
-        lines.append(f"side by side, start-up excluded on both sides: nnassay / Marabou on {len(inside)}: median"
-                     f" {statistics.median(ratios):.2f}x (min {min(ratios):.2f}x, max {max(ratios):.2f}x),"
-                     f" totals {sum(a for a, _ in inside):.1f}s vs {sum(b for _, b in inside):.1f}s")  # fmt: skip
+        lines.append(f"side by side, start-up excluded on both sides: nnassay / Marabou on {len(inside)}: "
+                     + _ratios(inside))  # fmt: skip
     return lines
+
+
+def _ratios(times: list[tuple[float, float]]) -> str:
+    """Median, min and max of ours / theirs over (ours, theirs) times, and both totals."""
+    ratios = [a / max(b, 1e-3) for a, b in times]
+    return (f"median {statistics.median(ratios):.2f}x (min {min(ratios):.2f}x, max {max(ratios):.2f}x),"
+            f" totals {sum(a for a, _ in times):.1f}s vs {sum(b for _, b in times):.1f}s")
 
 
 def shout(inst: Instance, run: Run, tool: str) -> None:
