@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from schemas.goals import ModelSpec
-from tasks.data_io import Dataset
-from tasks.empirical.corruptions import CORRUPTION_FUNCTIONS, corrupt
-from tasks.model_io import ModelRunner
-from tasks.registry import RunContext, get_method
+from nnassay.schemas.goals import ModelSpec
+from nnassay.tasks.io.data_io import Dataset
+from nnassay.tasks.methods.empirical.corruptions import CORRUPTION_FUNCTIONS, corrupt
+from nnassay.tasks.io.model_io import ModelRunner
+from nnassay.tasks.methods.registry import RunContext, get_method
 
 DIGITS = Path(__file__).resolve().parent.parent / "examples" / "digits"
 
@@ -50,7 +50,7 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 def ours(model: ModelRunner, x: np.ndarray, y: np.ndarray, name: str, eps: float,
          overrides: dict[str, Any]) -> tuple[float, float]:  # fmt: skip
-    from schemas.threats import LinfBall
+    from nnassay.schemas.threats import LinfBall
 
     ctx = context(model, x, y, LinfBall(kind="linf_ball", eps=eps, sweep=[eps]), seed=0)
     method = get_method(name)

@@ -42,14 +42,14 @@ noop(); print(time.perf_counter() - t)
 MLFLOW_SNIPPET = """
 import sys, time; t = time.perf_counter()
 sys.path.insert(0, {repo!r})
-from tasks.tracking import MlflowTracker
+from nnassay.tasks.governance.tracking import MlflowTracker
 tr = MlflowTracker("sqlite:///" + {db!r})
 run = tr.start("bench", "r", {{}}, {{"a": 1}}); tr.finish(run); print(time.perf_counter() - t)
 """
 RENDER_SNIPPET = """
 import sys, time; sys.path.insert(0, {repo!r}); from pathlib import Path
-from schemas.evidence import EvidenceBundle
-from reports.render import render_html, write_pdf
+from nnassay.schemas.evidence import EvidenceBundle
+from nnassay.reports.render import render_html, write_pdf
 ev = EvidenceBundle.model_validate_json(Path({evidence!r}).read_text())
 t = time.perf_counter(); write_pdf(render_html(ev, Path({run!r})), Path({out!r})); print(time.perf_counter() - t)
 """
@@ -74,7 +74,7 @@ def python_seconds(code: str, *, cold: bool = False) -> float:
 def full_run(spec: Path, *, cold: bool) -> tuple[float, Path]:
     out = Path(tempfile.mkdtemp(prefix="bench-run-"))
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", "assess", str(spec), "--output", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "nnassay.flows.cli.app", "assess", str(spec), "--output", str(out)],
                           capture_output=True, text=True, env=home(cold), cwd=REPO, check=False)  # fmt: skip
     if proc.returncode not in (0, 1):
         raise SystemExit(f"assessment failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")

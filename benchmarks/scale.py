@@ -90,9 +90,9 @@ def heavy_spec(folder: Path, draws: int) -> Path:
 def run_once(spec: Path, out: Path, *, dask: str | None, shard: int) -> tuple[float, list[dict], list[float]]:
     """Wall time of one assessment (no MLflow), its results without timings, and the CPU seconds each
     Dask worker spent on it (empty for threads)."""
-    from flows.assess import assess
-    from flows.lifecycle import assess_runner
-    from schemas.settings import AssessRequest
+    from nnassay.flows.assess import assess
+    from nnassay.flows.lifecycle import assess_runner
+    from nnassay.schemas.settings import AssessRequest
 
     request = AssessRequest(spec_path=spec, output=out, track=False, prefer_cuda=False, shard_samples=shard,
                             resume=False)  # fmt: skip
@@ -124,7 +124,7 @@ def unit_costs(folder: Path, *, corruption_samples: int = 100, instances: int = 
     """Measured seconds per unit on the digits CNN, in this process: one image under one corruption at
     one severity (empirical.corruption_accuracy over all 19 x 5), one verification instance
     (formal.local_robustness at eps 0.01), one noisy prediction (statistical.noise_accuracy)."""
-    from tasks import execute
+    from nnassay.tasks.pipeline import execute
 
     spec = yaml.safe_load((REPO / "examples/digits/assessment.yaml").read_text())
     for key in ("model", "data"):

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from schemas.goals import ModelSpec
-from tasks.model_io import ModelRunner
-from tasks.statistical.contrast import compare_paired
-from tasks.statistical.intervals import proportion_interval
-from tasks.statistical.smoothing import certify
+from nnassay.schemas.goals import ModelSpec
+from nnassay.tasks.io.model_io import ModelRunner
+from nnassay.tasks.stats.contrast import compare_paired
+from nnassay.tasks.stats.intervals import proportion_interval
+from nnassay.tasks.methods.statistical.smoothing import certify
 
 REPO = Path(__file__).resolve().parent.parent
 DIGITS = REPO / "examples" / "digits"

@@ -149,9 +149,9 @@ def sanity_instance(inst: Instance, folder: Path) -> Instance:
 
     if str(REPO) not in sys.path:  # run as a script: the repository's packages are not on the path
         sys.path.insert(0, str(REPO))
-    from tasks.formal.falsify import inside_float32
-    from tasks.formal.vnnlib import parse_vnnlib
-    from tasks.onnx_torch import ort_session, run_ort
+    from nnassay.tasks.methods.formal.falsify import inside_float32
+    from nnassay.tasks.methods.formal.vnnlib import parse_vnnlib
+    from nnassay.tasks.engine.onnx_torch import ort_session, run_ort
 
     prop = parse_vnnlib(inst.vnnlib)
     box = prop.regions[0].box

@@ -7,12 +7,12 @@ from pathlib import Path
 from prefect import flow, runtime
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows import lifecycle_steps, steps
-from schemas.evidence import EvidenceBundle
-from schemas.settings import AssessRequest
-from tasks import evidence as ev
-from tasks.execute import load_inputs
-from tasks.records import fail_run
+from nnassay.flows import lifecycle_steps, steps
+from nnassay.schemas.evidence import EvidenceBundle
+from nnassay.schemas.settings import AssessRequest
+from nnassay.tasks.pipeline import evidence as ev
+from nnassay.tasks.pipeline.execute import load_inputs
+from nnassay.tasks.governance.records import fail_run
 
 
 @flow(name="assess", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=False)

@@ -13,10 +13,10 @@ from datetime import datetime
 from prefect import flow, runtime
 from prefect.states import Failed, State
 
-from flows.assess import assess
-from schemas.common import Verdict
-from schemas.evidence import EvidenceBundle
-from schemas.settings import AssessRequest, LifecycleRequest, Settings
+from nnassay.flows.assess import assess
+from nnassay.schemas.common import Verdict
+from nnassay.schemas.evidence import EvidenceBundle
+from nnassay.schemas.settings import AssessRequest, LifecycleRequest, Settings
 
 
 @flow(name="lifecycle-assess", log_prints=False)

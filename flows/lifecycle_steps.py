@@ -1,6 +1,6 @@
 """Prefect tasks of the lifecycle: link crashed attempts, and check goals against the last assessment.
 
-Thin wrappers around ``tasks.resume`` and ``tasks.lifecycle``; ``flows.assess`` uses them.
+Thin wrappers around ``nnassay.tasks.governance.resume`` and ``nnassay.tasks.governance.lifecycle``; ``nnassay.flows.assess`` uses them.
 """
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from schemas.evidence import GoalVerdict
-from schemas.goals import AssessmentSpec
-from schemas.plan import AssessmentPlan
-from schemas.results import MethodResult
-from schemas.settings import AssessRequest
-from tasks import history, lifecycle, records, resume
-from tasks.tracking import Tracker
+from nnassay.schemas.evidence import GoalVerdict
+from nnassay.schemas.goals import AssessmentSpec
+from nnassay.schemas.plan import AssessmentPlan
+from nnassay.schemas.results import MethodResult
+from nnassay.schemas.settings import AssessRequest
+from nnassay.tasks.governance import history, lifecycle, records, resume
+from nnassay.tasks.governance.tracking import Tracker
 
 
 @task(name="link attempts", cache_policy=NO_CACHE)

@@ -12,17 +12,18 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 
-from reports.render import write_dossier
-from schemas.evidence import ArtifactDigest, EvidenceBundle, GoalVerdict, Provenance
-from schemas.goals import AssessmentSpec
-from schemas.plan import AssessmentPlan, TestSpec
-from schemas.results import MethodResult
-from schemas.settings import AssessRequest
-from tasks import evidence as ev
-from tasks import execute, history, planning, records, resume, sharding
-from tasks.files import sha256_file, write_json
-from tasks.sharding import Shard, ShardResult
-from tasks.tracking import MlflowTracker, Tracker
+from nnassay.reports.render import write_dossier
+from nnassay.schemas.evidence import ArtifactDigest, EvidenceBundle, GoalVerdict, Provenance
+from nnassay.schemas.goals import AssessmentSpec
+from nnassay.schemas.plan import AssessmentPlan, TestSpec
+from nnassay.schemas.results import MethodResult
+from nnassay.schemas.settings import AssessRequest
+from nnassay.tasks.pipeline import evidence as ev
+from nnassay.tasks.pipeline import execute, planning, sharding
+from nnassay.tasks.governance import history, records, resume
+from nnassay.tasks.io.files import sha256_file, write_json
+from nnassay.tasks.pipeline.sharding import Shard, ShardResult
+from nnassay.tasks.governance.tracking import MlflowTracker, Tracker
 
 PROGRESS_SINK: list[Callable[[str], None]] = []  # set by the CLI for terminal progress (local runs)
 

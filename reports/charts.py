@@ -16,7 +16,7 @@ import base64
 import io
 from typing import Any
 
-from schemas.results import Series
+from nnassay.schemas.results import Series
 
 
 def _pyplot() -> Any:

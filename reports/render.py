@@ -13,9 +13,9 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from reports.view import ReportView, build_view, fmt_claim, fmt_criterion, fmt_measure, fmt_threat
-from schemas.evidence import EvidenceBundle
-from tasks.files import write_atomic
+from nnassay.reports.view import ReportView, build_view, fmt_claim, fmt_criterion, fmt_measure, fmt_threat
+from nnassay.schemas.evidence import EvidenceBundle
+from nnassay.tasks.io.files import write_atomic
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 PDF_VARIANT = "pdf/a-3b"  # archival PDF that may carry the evidence JSON as an embedded file
@@ -136,7 +136,7 @@ class DossierFiles:
     refused: list[str]
 
 
-CONFIGURED = "configured"  # write_dossier: sign with the key the CLI configured (tasks.records)
+CONFIGURED = "configured"  # write_dossier: sign with the key the CLI configured (nnassay.tasks.governance.records)
 
 
 def write_dossier(ev: EvidenceBundle, evidence_json: bytes, pdf: Path, *, run_dir: Path | None = None,
@@ -148,10 +148,10 @@ def write_dossier(ev: EvidenceBundle, evidence_json: bytes, pdf: Path, *, run_di
     PDF also embeds an Ed25519 signature of the evidence bytes and the public key, so the PDF alone
     can be checked (``nnassay evidence verify dossier.pdf --public-key PUB``).
     """
-    from tasks.integrity import EVIDENCE_SIGNATURE, SIGNER_KEY, fingerprint, public_pem, sign_bytes
+    from nnassay.tasks.governance.integrity import EVIDENCE_SIGNATURE, SIGNER_KEY, fingerprint, public_pem, sign_bytes
 
     if isinstance(signing_key, str):  # CONFIGURED
-        from tasks.records import signing_key as configured
+        from nnassay.tasks.governance.records import signing_key as configured
 
         signing_key = configured()
     text = render_html(ev, run_dir)

@@ -13,13 +13,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from reports import standards as st
-from reports.charts import chart_svg, group_series
-from schemas.common import ClaimKind, Measurement, Verdict
-from schemas.evidence import EvidenceBundle, GoalVerdict
-from schemas.goals import Goal
-from schemas.results import ArtifactRef, MethodResult, Series
-from tasks.files import sha256_bytes
+from nnassay.reports import standards as st
+from nnassay.reports.charts import chart_svg, group_series
+from nnassay.schemas.common import ClaimKind, Measurement, Verdict
+from nnassay.schemas.evidence import EvidenceBundle, GoalVerdict
+from nnassay.schemas.goals import Goal
+from nnassay.schemas.results import ArtifactRef, MethodResult, Series
+from nnassay.tasks.io.files import sha256_bytes
 
 CLAIM_WORDING = {
     ClaimKind.ESTIMATE: "estimate",

@@ -7,10 +7,10 @@ from typing import Literal
 
 from pydantic import Field, JsonValue
 
-from schemas.common import SCHEMA_VERSION, Measurement, Record, Verdict
-from schemas.goals import AssessmentSpec, Criterion
-from schemas.plan import AssessmentPlan
-from schemas.results import MethodResult
+from nnassay.schemas.common import SCHEMA_VERSION, Measurement, Record, Verdict
+from nnassay.schemas.goals import AssessmentSpec, Criterion
+from nnassay.schemas.plan import AssessmentPlan
+from nnassay.schemas.results import MethodResult
 
 
 class GoalVerdict(Record):

@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from pydantic import Field, JsonValue, PositiveFloat, PositiveInt, model_validator
 
-from schemas.common import SCHEMA_VERSION, Comparator, Confidence, Record
-from schemas.threats import Threat
+from nnassay.schemas.common import SCHEMA_VERSION, Comparator, Confidence, Record
+from nnassay.schemas.threats import Threat
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 

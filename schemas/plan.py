@@ -6,9 +6,9 @@ from typing import Literal
 
 from pydantic import Field, JsonValue
 
-from schemas.common import SCHEMA_VERSION, MethodFamily, Record
-from schemas.goals import Criterion
-from schemas.threats import Threat
+from nnassay.schemas.common import SCHEMA_VERSION, MethodFamily, Record
+from nnassay.schemas.goals import Criterion
+from nnassay.schemas.threats import Threat
 
 
 class TestSpec(Record):

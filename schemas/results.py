@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, JsonValue
 
-from schemas.common import SCHEMA_VERSION, Measurement, MethodFamily, Record
+from nnassay.schemas.common import SCHEMA_VERSION, Measurement, MethodFamily, Record
 
 
 class TestStatus(StrEnum):

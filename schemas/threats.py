@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, PositiveFloat
 
-from schemas.common import Probability, Record
+from nnassay.schemas.common import Probability, Record
 
 CORRUPTIONS: tuple[str, ...] = (
     "gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "uniform_noise",

@@ -169,11 +169,11 @@ def make_context(case: TinyCase, threat: Any, out: Path, *, metric: str = "accur
     """A RunContext for calling a method directly on a tiny case."""
     from pydantic import TypeAdapter
 
-    from schemas.goals import DataSpec, ModelSpec
-    from schemas.threats import Threat
-    from tasks.data_io import load_dataset
-    from tasks.model_io import ModelRunner
-    from tasks.registry import RunContext
+    from nnassay.schemas.goals import DataSpec, ModelSpec
+    from nnassay.schemas.threats import Threat
+    from nnassay.tasks.io.data_io import load_dataset
+    from nnassay.tasks.io.model_io import ModelRunner
+    from nnassay.tasks.methods.registry import RunContext
 
     model = ModelRunner(ModelSpec(path=case.model, layout=case.layout, value_range=(0.0, 1.0)), prefer_cuda=False)
     data = load_dataset(DataSpec(path=case.data), model)

@@ -55,8 +55,8 @@ def assessed(case: TinyCase) -> Runs:
     """Run A and B (once per session) inside a Prefect test harness."""
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.cli import app
-    from tasks.integrity import generate_key
+    from nnassay.flows.cli.app import app
+    from nnassay.tasks.governance.integrity import generate_key
 
     root = Path(tempfile.mkdtemp(prefix="nnassay-records-"))
     uri = f"sqlite:///{root / 'mlflow.db'}"

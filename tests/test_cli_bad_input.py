@@ -8,7 +8,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from conftest import build_mlp, goal
-from flows.cli import app
+from nnassay.flows.cli.app import app
 
 RUNNER = CliRunner()
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from schemas.results import TestStatus
-from tasks.registry import get_method
+from nnassay.schemas.results import TestStatus
+from nnassay.tasks.methods.registry import get_method
 
 
 def test_clean_accuracy_matches_labels_and_interval_covers(image_case, context_factory) -> None:
@@ -34,7 +34,7 @@ def test_noise_accuracy_zero_noise_limit_and_monotone_flips(image_case, context_
 
 
 def test_uniform_noise_stays_in_ball_and_range(image_case, context_factory) -> None:
-    from tasks.statistical.core import perturb
+    from nnassay.tasks.methods.statistical.core import perturb
 
     ctx = context_factory(image_case, {"kind": "uniform_noise", "eps": 0.2})
     x = ctx.data.x
@@ -53,8 +53,8 @@ def test_same_seed_same_numbers(image_case, context_factory) -> None:
 
 
 def test_identity_preprocessing_is_skipped_and_others_follow_the_formula(image_case) -> None:
-    from schemas.goals import ModelSpec, Preprocessing
-    from tasks.model_io import ModelRunner
+    from nnassay.schemas.goals import ModelSpec, Preprocessing
+    from nnassay.tasks.io.model_io import ModelRunner
 
     x = np.random.default_rng(0).uniform(0, 1, (5, 1, 6, 6)).astype(np.float32)
     plain = ModelRunner(ModelSpec(path=image_case.model), prefer_cuda=False)

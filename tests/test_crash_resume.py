@@ -33,7 +33,7 @@ def slow_case(tmp_path_factory: pytest.TempPathFactory) -> TinyCase:
 
 def _nnassay(spec: Path, out: Path, uri: str, home: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PREFECT_HOME": str(home), "NNASSAY_SHARD_SAMPLES": str(SHARD)}
-    cmd = [sys.executable, "-m", "flows.cli", "assess", str(spec), "--output", str(out), "--cpu",
+    cmd = [sys.executable, "-m", "nnassay.flows.cli.app", "assess", str(spec), "--output", str(out), "--cpu",
            "--mlflow-uri", uri]  # fmt: skip
     return subprocess.Popen(cmd, env=env, cwd=Path(__file__).parent.parent, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
@@ -49,9 +49,10 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, str]]:
 def test_killed_run_resumes_without_recomputing_finished_work(tmp_path: Path, slow_case: TinyCase) -> None:
     from mlflow.tracking import MlflowClient
 
-    from schemas.evidence import EvidenceBundle
-    from tasks import execute, resume
-    from tasks.sharding import plan_shards
+    from nnassay.schemas.evidence import EvidenceBundle
+    from nnassay.tasks.pipeline import execute
+    from nnassay.tasks.governance import resume
+    from nnassay.tasks.pipeline.sharding import plan_shards
 
     spec = write_spec(tmp_path / "spec", slow_case, [
         goal("CLEAN", {"kind": "none"}, "accuracy", ">=", 0.5),

@@ -26,8 +26,8 @@ def test_sharded_assessment_on_two_dask_workers_equals_local_run(tmp_path: Path,
     from distributed import Client
     from prefect_dask import DaskTaskRunner
 
-    from flows.assess import assess
-    from schemas.settings import AssessRequest
+    from nnassay.flows.assess import assess
+    from nnassay.schemas.settings import AssessRequest
 
     spec = spec_writer(image_case, [
         goal("CLEAN", {"kind": "none"}, "accuracy", ">=", 0.5),

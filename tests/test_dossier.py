@@ -10,11 +10,11 @@ from pypdf import PdfReader
 from records_runs import Runs, assessed
 from typer.testing import CliRunner
 
-from reports.charts import chart_svg
-from reports.render import render_html, render_markdown
-from reports.view import SECTION_TITLES
-from schemas.evidence import EvidenceBundle
-from schemas.results import Series
+from nnassay.reports.charts import chart_svg
+from nnassay.reports.render import render_html, render_markdown
+from nnassay.reports.view import SECTION_TITLES
+from nnassay.schemas.evidence import EvidenceBundle
+from nnassay.schemas.results import Series
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -65,7 +65,7 @@ def test_embedded_evidence_equals_the_bundle_and_pdfa3_is_declared(runs: Runs) -
 
 
 def test_rerender_of_a_stored_bundle_gives_the_same_text(runs: Runs, tmp_path: Path) -> None:
-    from flows.cli import app
+    from nnassay.flows.cli.app import app
 
     out = tmp_path / "again.pdf"
     result = CliRunner().invoke(app, ["report", str(runs.b / "evidence.json"), "--output", str(out), "--html"])
@@ -104,8 +104,8 @@ def test_heatmap_and_histogram_series_render_with_text_labels() -> None:
 
 
 def test_claims_are_worded_by_kind_with_their_confidence() -> None:
-    from reports.view import fmt_claim
-    from schemas.common import ClaimKind, Interval, Measurement
+    from nnassay.reports.view import fmt_claim
+    from nnassay.schemas.common import ClaimKind, Interval, Measurement
 
     interval = Interval(low=0.8, high=0.9, confidence=0.9, method="clopper-pearson")
     words = {kind: fmt_claim(Measurement(value=0.85, interval=interval, claim=kind)) for kind in ClaimKind}
@@ -137,7 +137,7 @@ def test_bar_categories_are_named_and_grouped() -> None:
 
 
 def test_reproduce_command_names_the_folder_it_ran_in() -> None:
-    from reports.view import reproduce_command
+    from nnassay.reports.view import reproduce_command
 
     ev = EvidenceBundle.model_validate_json((GOLDEN / "evidence_v1_before_integrity.json").read_text())
     p = ev.provenance.model_copy(update={"command": "nnassay assess specs/a.yaml --output run",
@@ -151,8 +151,8 @@ def test_reproduce_command_names_the_folder_it_ran_in() -> None:
 
 
 def test_residual_statement_groups_open_risks_by_verdict() -> None:
-    from reports.view import residual_statement
-    from schemas.common import Verdict
+    from nnassay.reports.view import residual_statement
+    from nnassay.schemas.common import Verdict
 
     ev = EvidenceBundle.model_validate_json((GOLDEN / "evidence_v1_before_integrity.json").read_text())
     verdicts = [v.model_copy(update={"verdict": Verdict.FAIL if i == 0 else Verdict.INCONCLUSIVE})
@@ -169,9 +169,9 @@ def test_pictures_per_sample_rows_and_a_pdf_alone_compare(tmp_path: Path) -> Non
 
     from PIL import Image
 
-    from reports.render import EmbeddedFile, compare_text, write_pdf
-    from schemas.results import ArtifactRef
-    from tasks.files import sha256_bytes
+    from nnassay.reports.render import EmbeddedFile, compare_text, write_pdf
+    from nnassay.schemas.results import ArtifactRef
+    from nnassay.tasks.io.files import sha256_bytes
 
     ev = EvidenceBundle.model_validate_json((GOLDEN / "evidence_v1_before_integrity.json").read_text())
     buffer = io.BytesIO()

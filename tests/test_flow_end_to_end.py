@@ -9,8 +9,8 @@ import pytest
 from pypdf import PdfReader
 
 from conftest import goal
-from schemas.evidence import EvidenceBundle
-from schemas.settings import AssessRequest
+from nnassay.schemas.evidence import EvidenceBundle
+from nnassay.schemas.settings import AssessRequest
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def prefect_harness():  # type: ignore[no-untyped-def]
 def test_flow_leaves_evidence_mlflow_run_and_pdf(tmp_path: Path, image_case, spec_writer, prefect_harness) -> None:
     from mlflow.tracking import MlflowClient
 
-    from flows.assess import assess
+    from nnassay.flows.assess import assess
 
     spec = spec_writer(image_case, [
         goal("CLEAN", {"kind": "none"}, "accuracy", ">=", 0.5),

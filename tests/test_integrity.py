@@ -10,9 +10,9 @@ import pytest
 from records_runs import Runs, assessed
 from typer.testing import CliRunner
 
-from schemas.evidence import EvidenceBundle
-from tasks.files import sha256_file
-from tasks.integrity import (
+from nnassay.schemas.evidence import EvidenceBundle
+from nnassay.tasks.io.files import sha256_file
+from nnassay.tasks.governance.integrity import (
     KeyPermissionWarning,
     Verification,
     VerifyOptions,
@@ -163,7 +163,7 @@ def test_unreadable_inputs_exit_2(tmp_path: Path) -> None:
 
 
 def test_cli_exit_codes(runs: Runs, copy_b: Path, tmp_path: Path) -> None:
-    from flows.cli import app
+    from nnassay.flows.cli.app import app
 
     runner = CliRunner()
     ok = runner.invoke(app, ["evidence", "verify", str(runs.b), "--mlflow-uri", runs.uri])
@@ -200,7 +200,7 @@ def test_registry_model_downloaded_only_onnx_and_tagged(runs: Runs) -> None:
 
 def _forged_pdf(runs: Runs, target: Path) -> None:
     """A dossier whose pages say something else than the evidence it embeds (a forged reason)."""
-    from reports.render import EmbeddedFile, render_html, write_pdf
+    from nnassay.reports.render import EmbeddedFile, render_html, write_pdf
 
     payload = (runs.b / "evidence.json").read_bytes()
     ev = EvidenceBundle.model_validate_json(payload)
@@ -227,7 +227,7 @@ def test_dossier_pdf_alone_compares_its_text_with_the_embedded_evidence(runs: Ru
 def test_signed_dossier_pdf_alone_carries_a_signature_of_its_evidence(runs: Runs, tmp_path: Path) -> None:
     from pypdf import PdfReader
 
-    from reports.render import EmbeddedFile, render_html, write_pdf
+    from nnassay.reports.render import EmbeddedFile, render_html, write_pdf
 
     reader = PdfReader(runs.b / "dossier.pdf")
     assert {"evidence.json", "evidence.json.sig", "signer.pub"} <= set(reader.attachments)
@@ -260,7 +260,7 @@ def test_signed_dossier_pdf_alone_carries_a_signature_of_its_evidence(runs: Runs
 def test_report_re_renders_a_signed_dossier_with_its_key_only(runs: Runs, tmp_path: Path) -> None:
     from pypdf import PdfReader
 
-    from flows.cli import app
+    from nnassay.flows.cli.app import app
 
     out = tmp_path / "again.pdf"
     args = ["report", str(runs.b / "evidence.json"), "--output", str(out)]

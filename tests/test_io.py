@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 from conftest import build_mlp
-from schemas.goals import DataSpec, Layout, ModelSpec, Preprocessing
-from tasks.data_io import load_dataset
-from tasks.errors import DataError
-from tasks.model_io import ModelRunner
+from nnassay.schemas.goals import DataSpec, Layout, ModelSpec, Preprocessing
+from nnassay.tasks.io.data_io import load_dataset
+from nnassay.tasks.errors import DataError
+from nnassay.tasks.io.model_io import ModelRunner
 
 
 def runner(path: Path, layout: str = "NCHW", **kw) -> ModelRunner:  # type: ignore[no-untyped-def]

@@ -7,9 +7,9 @@ import xml.etree.ElementTree as ET
 import pytest
 from records_runs import Runs, assessed
 
-from schemas.common import Verdict
-from schemas.evidence import EvidenceBundle
-from tasks.junit import junit_xml
+from nnassay.schemas.common import Verdict
+from nnassay.schemas.evidence import EvidenceBundle
+from nnassay.reports.junit import junit_xml
 
 # The common JUnit schema (Jenkins junit-10.xsd / Ant), reduced to the structure we emit.
 SCHEMA: dict[str, tuple[set[str], set[str], set[str]]] = {  # element: (required, optional attrs, children)

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from conftest import REPO, build_mlp, goal
-from tasks.registry import get_method
+from nnassay.tasks.methods.registry import get_method
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def prefect_harness():  # type: ignore[no-untyped-def]
 
 
 def test_shard_ranges_cover_in_whole_units() -> None:
-    from tasks.sharding import shard_ranges
+    from nnassay.tasks.pipeline.sharding import shard_ranges
 
     for n, unit, target in [(120, 64, 50), (1000, 64, 256), (64, 64, 1), (130, 10, 35), (5, 64, 2)]:
         ranges = shard_ranges(n, unit, target)
@@ -36,7 +36,7 @@ def test_shard_ranges_cover_in_whole_units() -> None:
 @pytest.mark.parametrize("threat", [{"kind": "gaussian_noise", "sigma": 0.3}, {"kind": "uniform_noise", "eps": 0.2}])
 @pytest.mark.parametrize("shard", [1, 64])
 def test_noise_accuracy_shards_merge_exactly(image_case, context_factory, threat, shard: int) -> None:
-    from tasks.sharding import shard_ranges
+    from nnassay.tasks.pipeline.sharding import shard_ranges
 
     method = get_method("statistical.noise_accuracy")
     ctx = context_factory(image_case, threat, seed=17)
@@ -48,7 +48,7 @@ def test_noise_accuracy_shards_merge_exactly(image_case, context_factory, threat
 
 
 def test_per_sample_outcomes_round_trip_and_match_the_rate(image_case, context_factory) -> None:
-    from tasks.statistical.core import pack_outcomes, unpack_outcomes
+    from nnassay.tasks.methods.statistical.core import pack_outcomes, unpack_outcomes
 
     flags = np.random.default_rng(0).random(1001) < 0.3
     assert np.array_equal(unpack_outcomes(pack_outcomes(flags)), flags)
@@ -61,8 +61,8 @@ def test_per_sample_outcomes_round_trip_and_match_the_rate(image_case, context_f
 
 
 def test_sharded_test_equals_whole_test(tmp_path: Path, image_case, spec_writer) -> None:
-    from tasks import execute
-    from tasks.sharding import plan_shards
+    from nnassay.tasks.pipeline import execute
+    from nnassay.tasks.pipeline.sharding import plan_shards
 
     spec_path = spec_writer(image_case, [goal("N", {"kind": "gaussian_noise", "sigma": 0.2}, "accuracy", ">=", 0.5)])
     spec, _ = execute.state_goals(spec_path, prefer_cuda=False)
@@ -76,8 +76,8 @@ def test_sharded_test_equals_whole_test(tmp_path: Path, image_case, spec_writer)
 
 
 def test_verification_is_sharded_one_instance_per_task(tmp_path: Path, image_case, spec_writer) -> None:
-    from tasks import execute
-    from tasks.sharding import plan_shards
+    from nnassay.tasks.pipeline import execute
+    from nnassay.tasks.pipeline.sharding import plan_shards
 
     eps_goal = goal("V", {"kind": "linf_ball", "eps": 0.01}, "verified_fraction", ">=", 0.5)
     eps_goal["methods"] = [{"name": "formal.local_robustness", "params": {"time_per_sample_s": 5.0}}]
@@ -117,8 +117,8 @@ def _series(tmp_path: Path, image_case, *, noisy_threshold: float) -> tuple[Path
 def test_lifecycle_flags_a_regression_that_still_passes(tmp_path: Path, image_case, prefect_harness) -> None:
     from mlflow.tracking import MlflowClient
 
-    from flows.lifecycle import lifecycle_assess
-    from schemas.settings import LifecycleRequest
+    from nnassay.flows.lifecycle import lifecycle_assess
+    from nnassay.schemas.settings import LifecycleRequest
 
     spec, model = _series(tmp_path, image_case, noisy_threshold=0.9)
     uri = f"sqlite:///{tmp_path / 'series.db'}"
@@ -148,9 +148,9 @@ def test_lifecycle_flags_a_regression_that_still_passes(tmp_path: Path, image_ca
 
 
 def test_lifecycle_run_with_a_failed_goal_ends_failed(tmp_path: Path, image_case, prefect_harness) -> None:
-    from flows.lifecycle import lifecycle_assess
-    from schemas.evidence import EvidenceBundle
-    from schemas.settings import LifecycleRequest
+    from nnassay.flows.lifecycle import lifecycle_assess
+    from nnassay.schemas.evidence import EvidenceBundle
+    from nnassay.schemas.settings import LifecycleRequest
 
     spec, _ = _series(tmp_path, image_case, noisy_threshold=0.0001)
     request = LifecycleRequest(spec_path=spec, output_root=tmp_path / "runs", prefer_cuda=False,
@@ -162,9 +162,9 @@ def test_lifecycle_run_with_a_failed_goal_ends_failed(tmp_path: Path, image_case
 
 
 def test_rates_comparison_when_the_data_changed(tmp_path: Path, image_case, prefect_harness) -> None:
-    from flows.assess import assess
-    from schemas.settings import AssessRequest
-    from tasks import lifecycle
+    from nnassay.flows.assess import assess
+    from nnassay.schemas.settings import AssessRequest
+    from nnassay.tasks.governance import lifecycle
 
     spec, model = _series(tmp_path, image_case, noisy_threshold=0.9)
     before = assess(AssessRequest(spec_path=spec, output=tmp_path / "a", track=False, prefer_cuda=False))
@@ -186,7 +186,7 @@ def test_rates_comparison_when_the_data_changed(tmp_path: Path, image_case, pref
 def test_cli_lifecycle_exit_codes(tmp_path: Path, image_case, prefect_harness) -> None:
     from typer.testing import CliRunner
 
-    from flows.cli import app
+    from nnassay.flows.cli.app import app
 
     spec, _ = _series(tmp_path, image_case, noisy_threshold=0.0001)
     args = ["lifecycle", str(spec), "--output-root", str(tmp_path / "runs"), "--cpu",
@@ -201,10 +201,10 @@ def test_cli_lifecycle_exit_codes(tmp_path: Path, image_case, prefect_harness) -
 def test_schedule_builds_a_cron_deployment_of_the_lifecycle_flow(tmp_path: Path, image_case) -> None:
     from typer.testing import CliRunner
 
-    from flows.cli import app
-    from flows.cli_lifecycle import deployment
-    from flows.lifecycle import lifecycle_assess
-    from schemas.settings import LifecycleRequest
+    from nnassay.flows.cli.app import app
+    from nnassay.flows.cli.lifecycle import deployment
+    from nnassay.flows.lifecycle import lifecycle_assess
+    from nnassay.schemas.settings import LifecycleRequest
 
     spec, _ = _series(tmp_path, image_case, noisy_threshold=0.9)
     shown = CliRunner().invoke(app, ["schedule", str(spec), "--cron", "0 3 * * 1", "--dry-run"])
@@ -220,7 +220,7 @@ def test_schedule_builds_a_cron_deployment_of_the_lifecycle_flow(tmp_path: Path,
 def test_prefect_yaml_declares_the_lifecycle_deployment() -> None:
     from prefect.flows import load_flow_from_entrypoint
 
-    from schemas.settings import LifecycleRequest
+    from nnassay.schemas.settings import LifecycleRequest
 
     config = yaml.safe_load((REPO / "prefect.yaml").read_text())
     (deployment,) = config["deployments"]

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from schemas.common import ClaimKind, MethodFamily
-from schemas.results import MethodResult, TestStatus
-from tasks.registry import _METHODS, RobustnessMethod, get_method, list_methods
+from nnassay.schemas.common import ClaimKind, MethodFamily
+from nnassay.schemas.results import MethodResult, TestStatus
+from nnassay.tasks.methods.registry import _METHODS, RobustnessMethod, get_method, list_methods
 
 ALL = list_methods()
 EPS = 0.05

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from conftest import goal
-from schemas.common import ClaimKind, Interval, Measurement, Verdict
-from schemas.goals import AssessmentSpec, Criterion
-from tasks.errors import PlanError
-from tasks.interpret import decide
-from tasks.planning import PlanFacts, derive_seed, make_plan
+from nnassay.schemas.common import ClaimKind, Interval, Measurement, Verdict
+from nnassay.schemas.goals import AssessmentSpec, Criterion
+from nnassay.tasks.errors import PlanError
+from nnassay.tasks.pipeline.interpret import decide
+from nnassay.tasks.pipeline.planning import PlanFacts, derive_seed, make_plan
 
 FACTS = PlanFacts(spec_sha256="s", model_sha256="m", data_sha256="d", data_samples=500, data_kind="image")
 

@@ -8,8 +8,8 @@ import pytest
 from pypdf import PdfReader
 from records_runs import HOSTILE, Runs, assessed
 
-from reports.render import EmbeddedFile, render_html, write_pdf
-from schemas.evidence import EvidenceBundle
+from nnassay.reports.render import EmbeddedFile, render_html, write_pdf
+from nnassay.schemas.evidence import EvidenceBundle
 
 
 @pytest.fixture(scope="module")

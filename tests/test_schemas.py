@@ -10,12 +10,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from schemas.common import Interval, Measurement, MethodFamily
-from schemas.goals import AssessmentSpec, Criterion
-from schemas.results import MethodResult
-from tasks.errors import SpecError
-from tasks.planning import PlanFacts, make_plan
-from tasks.spec_io import read_spec
+from nnassay.schemas.common import Interval, Measurement, MethodFamily
+from nnassay.schemas.goals import AssessmentSpec, Criterion
+from nnassay.schemas.results import MethodResult
+from nnassay.tasks.errors import SpecError
+from nnassay.tasks.pipeline.planning import PlanFacts, make_plan
+from nnassay.tasks.io.spec_io import read_spec
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "digits" / "assessment.yaml"
 
@@ -104,8 +104,8 @@ def test_yaml_is_parsed_safely(tmp_path: Path) -> None:
 
 
 def test_every_stage_has_descriptions_and_version() -> None:
-    from schemas.evidence import EvidenceBundle
-    from schemas.plan import AssessmentPlan
+    from nnassay.schemas.evidence import EvidenceBundle
+    from nnassay.schemas.plan import AssessmentPlan
 
     for model in (AssessmentSpec, AssessmentPlan, MethodResult, EvidenceBundle):
         schema = model.model_json_schema()

@@ -110,12 +110,12 @@ def test_assessment_against_prefect_and_mlflow_servers(tmp_path: Path, image_cas
     from mlflow.tracking import MlflowClient
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    from schemas.evidence import EvidenceBundle
+    from nnassay.schemas.evidence import EvidenceBundle
 
     spec = spec_writer(image_case, [goal("CLEAN", {"kind": "none"}, "accuracy", ">=", 0.5),
                                     goal("NOISY", {"kind": "gaussian_noise", "sigma": 0.05}, "accuracy", ">=", 0.5)])
     out = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-m", "flows.cli", "assess", str(spec), "--output", str(out), "--cpu"],
+    done = subprocess.run([sys.executable, "-m", "nnassay.flows.cli.app", "assess", str(spec), "--output", str(out), "--cpu"],
                           env=servers.env, cwd=REPO, capture_output=True, timeout=300, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     bundle = EvidenceBundle.model_validate_json((out / "evidence.json").read_text())
@@ -142,7 +142,7 @@ def test_scheduled_lifecycle_deployment_runs_on_the_server(tmp_path: Path, image
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     spec = spec_writer(image_case, [goal("CLEAN", {"kind": "none"}, "accuracy", ">=", 0.5)])
-    cmd = [sys.executable, "-m", "flows.cli", "schedule", str(spec), "--interval", "86400", "--name", "tiny-daily",
+    cmd = [sys.executable, "-m", "nnassay.flows.cli.app", "schedule", str(spec), "--interval", "86400", "--name", "tiny-daily",
            "--output-root", str(tmp_path / "series"), "--cpu"]  # fmt: skip
     log = tmp_path / "serve.log"
     served = subprocess.Popen(cmd, env=servers.env, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT,

@@ -44,9 +44,9 @@ def test_side_by_side_compares_wall_and_in_process_times_of_instances_both_solve
 def test_sanity_property_holds_at_the_box_centre_and_flags_an_unsat_answer(kit: type, tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     import benchmarks.vnncomp as bench
-    from tasks.formal.command import check_counterexample
-    from tasks.formal.vnnlib import parse_vnnlib
-    from tasks.onnx_torch import ort_session, run_ort
+    from nnassay.tasks.methods.formal.command import check_counterexample
+    from nnassay.tasks.methods.formal.vnnlib import parse_vnnlib
+    from nnassay.tasks.engine.onnx_torch import ort_session, run_ort
 
     rng = np.random.default_rng(3)
     model = kit.make_model([helper.make_node("Gemm", ["x", "W", "b"], ["y"], transB=1)], ["N", 3],

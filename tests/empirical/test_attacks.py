@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import TinyCase, make_context
-from schemas.results import TestStatus
-from tasks.registry import get_method
+from nnassay.schemas.results import TestStatus
+from nnassay.tasks.methods.registry import get_method
 from tests.empirical.linear import TRUE_L2, TRUE_LINF, make_linear_case
 
 
@@ -72,7 +72,7 @@ def test_curve_counts_smaller_eps_successes_and_is_monotone(image_case: TinyCase
 
 def test_unsupported_model_is_inconclusive_and_points_to_square(tmp_path: Path, image_case: TinyCase,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    from tasks.model_io import ModelRunner
+    from nnassay.tasks.io.model_io import ModelRunner
 
     def refuse(self: ModelRunner) -> None:
         raise RuntimeError("1 unsupported node(s): 'n0' (FancyOp)")
@@ -88,7 +88,7 @@ def test_unsupported_model_is_inconclusive_and_points_to_square(tmp_path: Path, 
 def test_dlr_loss_known_values() -> None:
     import torch
 
-    from tasks.empirical.attacks_whitebox import dlr_loss
+    from nnassay.tasks.methods.empirical.attacks_whitebox import dlr_loss
 
     logits = torch.tensor([[3.0, 2.0, 1.0, 0.0]])
     y = torch.tensor([0])
@@ -112,7 +112,7 @@ def test_targeted_apgd_dlr_reaches_the_chosen_class() -> None:
     """APGD with the targeted DLR loss moves each sample into its target class when the ball allows it."""
     import torch
 
-    from tasks.empirical import attacks_whitebox as wb
+    from nnassay.tasks.methods.empirical import attacks_whitebox as wb
 
     module = _four_class_linear()
     x = torch.tensor([[[[0.6, 0.3], [0.2, 0.1]]]] * 3)  # class 0 wins; the others are 0.3, 0.5, 0.4 behind
@@ -143,7 +143,7 @@ def test_apgd_runs_ce_and_targeted_dlr_on_four_classes(tmp_path: Path) -> None:
 
 
 def test_three_classes_fall_back_to_untargeted_dlr_and_name_it() -> None:
-    from tasks.empirical.methods_whitebox import effective_loss
+    from nnassay.tasks.methods.empirical.methods_whitebox import effective_loss
 
     assert effective_loss("dlr_targeted", 10) == "dlr_targeted"
     assert effective_loss("dlr_targeted", 3) == "dlr"
@@ -161,7 +161,7 @@ def test_executor_far_from_onnx_runtime_is_reported(linear_case: TinyCase, tmp_p
                                                     monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     import torch
 
-    from tasks.model_io import ModelRunner
+    from nnassay.tasks.io.model_io import ModelRunner
 
     real = ModelRunner.torch_module
 

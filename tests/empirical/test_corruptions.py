@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from schemas.threats import CORRUPTIONS
-from tasks.empirical.corruptions import CORRUPTION_FUNCTIONS, corrupt, is_identity_on
-from tasks.empirical.methods_corruption import geometric
+from nnassay.schemas.threats import CORRUPTIONS
+from nnassay.tasks.methods.empirical.corruptions import CORRUPTION_FUNCTIONS, corrupt, is_identity_on
+from nnassay.tasks.methods.empirical.methods_corruption import geometric
 
 # (side, channels, images): 8x8 grey digits, 28x28 MNIST, 32x32 colour, 224x224 colour
 SIZES = [(8, 1, 4), (28, 1, 3), (32, 3, 3), (224, 3, 1)]
@@ -95,7 +95,7 @@ def test_example_picture_is_a_deterministic_png_grid() -> None:
 
     from PIL import Image
 
-    from tasks.empirical.pictures import CELL, side_by_side
+    from nnassay.tasks.methods.empirical.pictures import CELL, side_by_side
 
     x = smooth_images(3, 8, 1)
     png = side_by_side(x, np.clip(x + 0.1, 0, 1), "NHWC", (0.0, 1.0), ["a", "b", "c"])

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from conftest import TinyCase, goal, make_context
-from schemas.goals import AssessmentSpec
-from schemas.results import TestStatus
-from tasks.empirical.ood import auroc, fpr_at_tpr
-from tasks.errors import PlanError
-from tasks.model_io import ModelRunner
-from tasks.planning import PlanFacts, make_plan
-from tasks.registry import get_method
+from nnassay.schemas.goals import AssessmentSpec
+from nnassay.schemas.results import TestStatus
+from nnassay.tasks.methods.empirical.ood import auroc, fpr_at_tpr
+from nnassay.tasks.errors import PlanError
+from nnassay.tasks.io.model_io import ModelRunner
+from nnassay.tasks.pipeline.planning import PlanFacts, make_plan
+from nnassay.tasks.methods.registry import get_method
 from tests.empirical.linear import make_linear_case
 
 
@@ -133,7 +133,7 @@ def test_image_threat_on_tabular_data_is_refused_naming_the_goal(name: str, thre
 
 
 def test_tabular_threat_on_images_is_refused() -> None:
-    from schemas.threats import TabularPerturbation
+    from nnassay.schemas.threats import TabularPerturbation
 
     method = get_method("empirical.tabular_perturbation")
     problems = method.check(TabularPerturbation(kind="tabular", perturbation="missing"), "image")
@@ -142,8 +142,8 @@ def test_tabular_threat_on_images_is_refused() -> None:
 
 def test_tabular_perturbations_follow_the_declared_features() -> None:
     """Declared ranges, noise scales and categorical codes drive every tabular perturbation."""
-    from schemas.goals import FeatureSpec
-    from tasks.empirical.tabular import columns, perturb_tabular
+    from nnassay.schemas.goals import FeatureSpec
+    from nnassay.tasks.methods.empirical.tabular import columns, perturb_tabular
 
     rng = np.random.default_rng(0)
     x = np.stack([rng.uniform(10, 20, 200), rng.choice([0.0, 1.0, 2.0], 200), rng.uniform(0, 1, 200)], 1)
@@ -194,7 +194,7 @@ def test_energy_of_a_probability_output_uses_log_probabilities() -> None:
     """Energy needs logits; for a probabilities output, log-probabilities stand in (logsumexp = 0)."""
     from types import SimpleNamespace
 
-    from tasks.empirical.ood import scores
+    from nnassay.tasks.methods.empirical.ood import scores
 
     probabilities = np.array([[0.7, 0.2, 0.1], [0.34, 0.33, 0.33]], np.float32)
     model = SimpleNamespace(logits=lambda x: probabilities, spec=SimpleNamespace(output="probabilities"))

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import helper
 
-from tasks.formal.bounds import (
+from nnassay.tasks.methods.formal.bounds import (
     Relaxation,
     alpha_crown,
     concretize,
@@ -19,9 +19,9 @@ from tasks.formal.bounds import (
     ibp,
     sound_lower,
 )
-from tasks.formal.layers import splittable
-from tasks.formal.ops import build_network, supported_bound_ops
-from tasks.onnx_torch import UnsupportedOpsError, load_onnx_module
+from nnassay.tasks.methods.formal.layers import splittable
+from nnassay.tasks.methods.formal.ops import build_network, supported_bound_ops
+from nnassay.tasks.engine.onnx_torch import UnsupportedOpsError, load_onnx_module
 
 SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -136,7 +136,7 @@ def test_forward_mode_bounds_are_sound(kit: type, seed: int, eps: float) -> None
 def test_flat_rows_give_the_padded_rows_bounds(kit: type, seed: int, method: str, monkeypatch: pytest.MonkeyPatch
                                                ) -> None:  # fmt: skip
     """Bounding the needed rows one (box, neuron) pair per batch entry is only a different layout."""
-    import tasks.formal.bounds as bounds
+    import nnassay.tasks.methods.formal.bounds as bounds
 
     net = build_network(kit.mlp([3, 10, 10, 10, 2], seed=seed, scale=2.0))
     gen = torch.Generator().manual_seed(seed)
@@ -162,7 +162,7 @@ def test_flat_rows_give_the_padded_rows_bounds(kit: type, seed: int, method: str
 def test_bounds_inherited_from_a_containing_box_are_sound(kit: type, seed: int, eps: float, act: str) -> None:
     """A box's pre-activation bounds handed to a sub-box ("inherit") still contain every output of
     the sub-box, and are never looser than the outer box's."""
-    from tasks.formal.bounds import crown_linear
+    from nnassay.tasks.methods.formal.bounds import crown_linear
 
     attrs = {"alpha": 0.1} if act == "LeakyRelu" else None
     model = kit.mlp([3, 10, 10, 2], act=act, seed=seed, scale=2.0, act_attrs=attrs)

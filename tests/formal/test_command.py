@@ -18,9 +18,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tasks.formal.command import Answer, check_counterexample, format_result, model_sizes, process_age_s
-from tasks.formal.property import local_robustness
-from tasks.formal.vnnlib import parse_vnnlib
+from nnassay.tasks.methods.formal.command import Answer, check_counterexample, format_result, model_sizes, process_age_s
+from nnassay.tasks.methods.formal.property import local_robustness
+from nnassay.tasks.methods.formal.vnnlib import parse_vnnlib
 
 REPO = Path(__file__).resolve().parents[2]
 HEADER = (
@@ -51,10 +51,10 @@ def verify(onnx_path, prop, *, timeout_s, deadline=None):
     x = np.array(json.loads(os.environ["FAKE_X"]), np.float32)
     return Outcome("sat", (x, x.copy()))
 
-fake = types.ModuleType("tasks.formal.verifier")
+fake = types.ModuleType("nnassay.tasks.methods.formal.verifier")
 fake.verify = verify
-sys.modules["tasks.formal.verifier"] = fake
-from flows.__main__ import main
+sys.modules["nnassay.tasks.methods.formal.verifier"] = fake
+from nnassay.flows.__main__ import main
 sys.argv = ["nnassay", *sys.argv[1:]]
 main()
 """
@@ -179,9 +179,9 @@ def test_result_format_and_process_age() -> None:
     assert format_result(Answer("timeout")) == "timeout\n" and process_age_s() >= 0.0
 
 
-@pytest.mark.parametrize("entry", ["flows", "flows.cli"])
+@pytest.mark.parametrize("entry", ["flows", "nnassay.flows.cli.app"])
 def test_both_entry_points_parse_verify_alike(identity: Path, tmp_path: Path, entry: str) -> None:
-    """`nnassay verify` (fast path) and `python -m flows.cli verify` (typer) share one parser."""
+    """`nnassay verify` (fast path) and `python -m nnassay.flows.cli.app verify` (typer) share one parser."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     run = [sys.executable, "-m", entry, "verify"]
     usage = subprocess.run([*run, "--onnx", str(identity)], capture_output=True, text=True, cwd=REPO, env=env)

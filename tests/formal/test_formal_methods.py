@@ -14,17 +14,17 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from schemas.common import ClaimKind
-from schemas.goals import DataSpec, ModelSpec, Preprocessing
-from schemas.results import TestStatus
-from schemas.threats import LinfBall, VnnlibProperty
-from tasks.data_io import load_dataset
-from tasks.formal import methods, verifier
-from tasks.formal.command import check_counterexample, run_model
-from tasks.formal.methods import affine_of
-from tasks.formal.property import Property
-from tasks.model_io import ModelRunner
-from tasks.registry import RunContext, get_method
+from nnassay.schemas.common import ClaimKind
+from nnassay.schemas.goals import DataSpec, ModelSpec, Preprocessing
+from nnassay.schemas.results import TestStatus
+from nnassay.schemas.threats import LinfBall, VnnlibProperty
+from nnassay.tasks.io.data_io import load_dataset
+from nnassay.tasks.methods.formal import methods, verifier
+from nnassay.tasks.methods.formal.command import check_counterexample, run_model
+from nnassay.tasks.methods.formal.methods import affine_of
+from nnassay.tasks.methods.formal.property import Property
+from nnassay.tasks.io.model_io import ModelRunner
+from nnassay.tasks.methods.registry import RunContext, get_method
 
 PRE = Preprocessing(scale=2.0, mean=[0.5], std=[0.25])  # model input = (2x - 0.5) / 0.25
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from onnx import helper
 
-from tasks.onnx_torch import (
+from nnassay.tasks.engine.onnx_torch import (
     UnsupportedOpsError,
     load_onnx_module,
     max_deviation_from_ort,

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from tasks.formal import verifier
-from tasks.formal.command import check_counterexample, run_model
-from tasks.formal.property import Box, Halfspace, Property, Region, local_robustness
-from tasks.formal.verifier import certified_radius, verify
+from nnassay.tasks.methods.formal import verifier
+from nnassay.tasks.methods.formal.command import check_counterexample, run_model
+from nnassay.tasks.methods.formal.property import Box, Halfspace, Property, Region, local_robustness
+from nnassay.tasks.methods.formal.verifier import certified_radius, verify
 
 BENCH = Path("/work/shared/benchmarks/vnncomp")
 
@@ -47,7 +47,7 @@ def test_hand_built_known_answers(abs_net: Path) -> None:
 def _grid_min(path: Path, coeffs: np.ndarray, n: int = 161) -> float:
     axis = np.linspace(-1, 1, n)
     xs = np.stack(np.meshgrid(axis, axis), -1).reshape(-1, 2).astype(np.float32)
-    from tasks.onnx_torch import ort_session, run_ort
+    from nnassay.tasks.engine.onnx_torch import ort_session, run_ort
 
     return float((run_ort(ort_session(path), xs) @ coeffs).min())
 
@@ -127,7 +127,7 @@ def test_relu_splitting_within_a_tiny_memory_budget_stays_sound(kit: type, tmp_p
     limit and answers "unknown" (naming the budget) when they would overflow, never a wrong verdict."""
     import functools
 
-    from tasks.formal import bab
+    from nnassay.tasks.methods.formal import bab
 
     path = kit.save(kit.mlp([4, 16, 16, 4], seed=8, scale=2.0), tmp_path)
     x = np.array([0.2, -0.1, 0.4, 0.0])
@@ -201,7 +201,7 @@ SLOW = _instances("acasxu", [("ACASXU_run2a_1_2_batch_2000.onnx", "prop_1.vnnlib
 
 
 def _check_instance(onnx_rel: str, vnnlib_rel: str, expected: str) -> None:
-    from tasks.formal.vnnlib import parse_vnnlib
+    from nnassay.tasks.methods.formal.vnnlib import parse_vnnlib
 
     prop = parse_vnnlib(BENCH / vnnlib_rel)
     out = verify(BENCH / onnx_rel, prop, timeout_s=60)
@@ -287,9 +287,9 @@ def test_input_splitting_bound_methods_decide(kit: type, tmp_path: Path, method:
 
     import torch
 
-    from tasks.formal.bab import bab_input
-    from tasks.formal.falsify import OrtChecker, Spec
-    from tasks.formal.ops import build_network
+    from nnassay.tasks.methods.formal.bab import bab_input
+    from nnassay.tasks.methods.formal.falsify import OrtChecker, Spec
+    from nnassay.tasks.methods.formal.ops import build_network
 
     path = kit.save(kit.mlp([2, 12, 12, 2], seed=4, scale=2.0), tmp_path)
     net, coeffs = build_network(path), np.array([1.0, -1.0])
@@ -313,10 +313,10 @@ def test_input_splitting_falls_back_to_crown_where_forward_bounds_cannot_go(kit:
 
     import torch
 
-    from tasks.formal.bab import bab_input
-    from tasks.formal.falsify import OrtChecker, Spec
-    from tasks.formal.ops import build_network
-    from tasks.onnx_torch import ort_session, run_ort
+    from nnassay.tasks.methods.formal.bab import bab_input
+    from nnassay.tasks.methods.formal.falsify import OrtChecker, Spec
+    from nnassay.tasks.methods.formal.ops import build_network
+    from nnassay.tasks.engine.onnx_torch import ort_session, run_ort
 
     c, node, rng = kit.const, helper.make_node, np.random.default_rng(2)
     model = kit.make_model([node("Conv", ["x", "W", "b"], ["h"], pads=[1, 1, 1, 1]), node("Relu", ["h"], ["r"]),
@@ -344,7 +344,7 @@ def test_input_splitting_falls_back_to_crown_where_forward_bounds_cannot_go(kit:
 def test_open_boxes_stack_keeps_bounds_with_their_boxes() -> None:
     import torch
 
-    from tasks.formal.bab import _Boxes
+    from nnassay.tasks.methods.formal.bab import _Boxes
 
     stack = _Boxes(torch.zeros(1, 2), torch.ones(1, 2), {})
     assert len(stack.pop(8)[0]) == 1 and len(stack) == 0
@@ -362,7 +362,7 @@ def test_open_boxes_stack_keeps_bounds_with_their_boxes() -> None:
 def test_open_subdomain_store_takes_the_lowest_margins_and_keeps_each_domain_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from tasks.formal.bab import _Pool, _Store
+    from nnassay.tasks.methods.formal.bab import _Pool, _Store
 
     monkeypatch.setattr(_Store, "CHUNK", 2)  # domains spread over chunks
 
@@ -403,7 +403,7 @@ def test_open_subdomain_store_takes_the_lowest_margins_and_keeps_each_domain_who
 def test_split_dims_take_the_widest_input_only_past_the_guard() -> None:
     import torch
 
-    from tasks.formal.bab import _split_dims
+    from nnassay.tasks.methods.formal.bab import _split_dims
 
     low, high = torch.zeros(3, dtype=torch.float64), torch.tensor([1.0, 2.0, 0.0], dtype=torch.float64)
     lo = torch.zeros(2, 3, dtype=torch.float64)
@@ -421,9 +421,9 @@ def test_input_splitting_portfolio_restarts_with_the_guard(kit: type, tmp_path: 
 
     import torch
 
-    from tasks.formal import bab
-    from tasks.formal.falsify import OrtChecker, Spec
-    from tasks.formal.ops import build_network
+    from nnassay.tasks.methods.formal import bab
+    from nnassay.tasks.methods.formal.falsify import OrtChecker, Spec
+    from nnassay.tasks.methods.formal.ops import build_network
 
     path = kit.save(kit.mlp([2, 12, 12, 2], seed=4, scale=2.0), tmp_path)
     rhs = _grid_min(path, np.array([1.0, -1.0])) - _lipschitz_bound(path) * (2 / 160) - 0.05
@@ -467,9 +467,9 @@ def test_network_and_module_move_every_tensor(kit: type, tmp_path: Path) -> None
     """Layers (wrapped ones too) and the torch graph, integer constants included, follow ``.to``."""
     import torch
 
-    from tasks.formal.layers import Layer
-    from tasks.formal.ops import build_network
-    from tasks.onnx_torch import load_onnx_module
+    from nnassay.tasks.methods.formal.layers import Layer
+    from nnassay.tasks.methods.formal.ops import build_network
+    from nnassay.tasks.engine.onnx_torch import load_onnx_module
 
     node = helper.make_node
     model = kit.make_model([node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]), node("Relu", ["c"], ["r"]),
@@ -501,7 +501,7 @@ def test_network_and_module_move_every_tensor(kit: type, tmp_path: Path) -> None
     ("(assert (or (and (<= Y_0 -5.0)) (and (>= Y_0 (+ Y_0 1.0)))))", "unsat"),  # |x| <= -5 never; 0 >= 1 never
 ])  # fmt: skip
 def test_constant_output_comparisons(abs_net: Path, tmp_path: Path, outputs: str, expected: str) -> None:
-    from tasks.formal.vnnlib import parse_vnnlib
+    from nnassay.tasks.methods.formal.vnnlib import parse_vnnlib
 
     path = tmp_path / "p.vnnlib"
     path.write_text("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n"

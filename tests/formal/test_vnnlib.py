@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks.formal.property import local_robustness
-from tasks.formal.vnnlib import MAX_CLAUSES, VnnlibError, parse_vnnlib
+from nnassay.tasks.methods.formal.property import local_robustness
+from nnassay.tasks.methods.formal.vnnlib import MAX_CLAUSES, VnnlibError, parse_vnnlib
 
 VNNCOMP = Path("/work/shared/benchmarks/vnncomp")
 SIZES = {"acasxu": (5, 5), "mnistfc_2022": (784, 10), "oval21_2022": (3072, 10)}

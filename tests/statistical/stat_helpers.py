@@ -10,11 +10,11 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from pydantic import TypeAdapter
 
-from schemas.goals import Layout, ModelSpec
-from schemas.threats import Threat
-from tasks.data_io import Dataset
-from tasks.model_io import ModelRunner
-from tasks.registry import RunContext
+from nnassay.schemas.goals import Layout, ModelSpec
+from nnassay.schemas.threats import Threat
+from nnassay.tasks.io.data_io import Dataset
+from nnassay.tasks.io.model_io import ModelRunner
+from nnassay.tasks.methods.registry import RunContext
 
 
 def linear_onnx(path: Path, weights: np.ndarray, bias: np.ndarray) -> Path:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from stat_helpers import context, linear_onnx
 
-from tasks.registry import get_method
-from tasks.statistical.ams import ams
+from nnassay.tasks.methods.registry import get_method
+from nnassay.tasks.methods.statistical.ams import ams
 
 DIM = 8
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from schemas.common import Comparator
-from schemas.goals import Criterion
-from tasks.statistical.bootstrap import bootstrap_interval
-from tasks.statistical.intervals import proportion_interval
-from tasks.statistical.sample_size import can_ever_decide, samples_needed
+from nnassay.schemas.common import Comparator
+from nnassay.schemas.goals import Criterion
+from nnassay.tasks.stats.bootstrap import bootstrap_interval
+from nnassay.tasks.stats.intervals import proportion_interval
+from nnassay.tasks.stats.sample_size import can_ever_decide, samples_needed
 
 
 def test_bootstrap_mean_covers_and_is_reproducible() -> None:

@@ -9,17 +9,17 @@ import pytest
 from scipy.stats import weibull_max
 from stat_helpers import binary_case, context
 
-from schemas.common import ClaimKind
-from schemas.results import TestStatus
-from tasks.registry import get_method
-from tasks.statistical.clever import estimate_lipschitz
+from nnassay.schemas.common import ClaimKind
+from nnassay.schemas.results import TestStatus
+from nnassay.tasks.methods.registry import get_method
+from nnassay.tasks.methods.statistical.clever import estimate_lipschitz
 
 MARGINS = [0.3, -0.5, 1.0, 2.0]
 
 
 @pytest.mark.parametrize("kind, order", [("linf_ball", 1), ("l2_ball", 2)])
 def test_linear_model_gives_exact_minimal_distortion(kind: str, order: int, tmp_path: Path) -> None:
-    pytest.importorskip("tasks.onnx_torch")
+    pytest.importorskip("nnassay.tasks.engine.onnx_torch")
     path, x, y, w = binary_case(tmp_path, MARGINS)
     ctx = context(path, x, y, {"kind": kind, "eps": 0.05}, tmp_path / "out")
     method = get_method("statistical.clever")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest, fisher_exact
 
-from tasks.statistical.contrast import compare_paired, compare_rates
+from nnassay.tasks.stats.contrast import compare_paired, compare_rates
 
 
 def paired(both: int, only_a: int, only_b: int, neither: int) -> tuple[np.ndarray, np.ndarray]:

@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from schemas.common import Interval, Measurement, Verdict
-from schemas.goals import Criterion
-from tasks.interpret import decide
-from tasks.statistical.intervals import (
+from nnassay.schemas.common import Interval, Measurement, Verdict
+from nnassay.schemas.goals import Criterion
+from nnassay.tasks.pipeline.interpret import decide
+from nnassay.tasks.stats.intervals import (
     lower_bounds,
     proportion_interval,
     upper_bounds,
     zero_failure_samples,
 )
-from tasks.statistical.sample_size import samples_needed
+from nnassay.tasks.stats.sample_size import samples_needed
 
 RATES = [0.02, 0.1, 0.5, 0.9]
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from conftest import goal
-from schemas.goals import AssessmentSpec
-from tasks.errors import PlanError
-from tasks.planning import PlanFacts, make_plan
+from nnassay.schemas.goals import AssessmentSpec
+from nnassay.tasks.errors import PlanError
+from nnassay.tasks.pipeline.planning import PlanFacts, make_plan
 
 FACTS = PlanFacts(spec_sha256="0" * 64, model_sha256="0" * 64, data_sha256="0" * 64, data_samples=500,
                   data_kind="image")  # fmt: skip

@@ -11,10 +11,10 @@ from pydantic import ValidationError
 from scipy.stats import norm
 from stat_helpers import binary_case, context
 
-from schemas.results import TestStatus
-from tasks.registry import get_method
-from tasks.statistical.probabilistic import ProbabilisticParams
-from tasks.statistical.sampling import Gaussian, class_counts
+from nnassay.schemas.results import TestStatus
+from nnassay.tasks.methods.registry import get_method
+from nnassay.tasks.methods.statistical.probabilistic import ProbabilisticParams
+from nnassay.tasks.methods.statistical.sampling import Gaussian, class_counts
 
 SIGMA = 0.5
 NAME = "statistical.probabilistic_robustness"

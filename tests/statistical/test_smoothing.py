@@ -10,10 +10,10 @@ from pydantic import ValidationError
 from scipy.stats import norm
 from stat_helpers import binary_case, context
 
-from schemas.common import ClaimKind
-from tasks.registry import get_method
-from tasks.statistical.intervals import lower_bounds
-from tasks.statistical.smoothing import ABSTAIN, SmoothingParams, certify, max_radius, predict
+from nnassay.schemas.common import ClaimKind
+from nnassay.tasks.methods.registry import get_method
+from nnassay.tasks.stats.intervals import lower_bounds
+from nnassay.tasks.methods.statistical.smoothing import ABSTAIN, SmoothingParams, certify, max_radius, predict
 
 SIGMA = 0.5
 
@@ -73,7 +73,7 @@ def test_bad_params_name_the_field(fields: dict, where: str) -> None:
 
 
 def test_eps_beyond_reach_is_rejected() -> None:
-    from schemas.threats import L2Ball
+    from nnassay.schemas.threats import L2Ball
 
     assert max_radius(0.25, 1000, 0.001) == pytest.approx(0.25 * norm.ppf(0.001 ** (1 / 1000)))
     with pytest.raises(ValueError, match="field 'sigma'.*largest certifiable"):

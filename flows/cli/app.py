@@ -1,0 +1,190 @@
+"""The `nnassay` command line. Imports stay light here: each command imports what it needs."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import threading
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nnassay.flows.cli import lifecycle as cli_lifecycle, records as cli_records
+
+app = typer.Typer(
+    name="nnassay",
+    help="Assess the robustness of an ONNX neural network (ISO/IEC TR 24029-1 workflow: goals, plan,"
+    " execution, interpretation) and leave governance records: an MLflow run, a JSON evidence"
+    " bundle and a PDF dossier.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_PASS, EXIT_NOT_PASSED, EXIT_INVALID = 0, 1, 2
+
+
+def _fail(exc: BaseException, debug: bool) -> None:
+    if debug:
+        raise exc
+    typer.echo(f"nnassay: error: {exc}", err=True)
+    raise typer.Exit(EXIT_INVALID)
+
+
+def _quiet_prefect(debug: bool) -> None:
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "DEBUG" if debug else "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # the embedded (ephemeral) Prefect server can need more than Prefect's 20 s on a busy 2-core machine
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+
+@app.command()
+def assess(
+    spec: Annotated[Path, typer.Argument(help="Assessment spec (YAML or JSON): model, data and goals.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Run folder for evidence.json, dossier.pdf, plan and artifacts.")] = Path("runs/latest"),
+    mlflow_uri: Annotated[str | None, typer.Option("--mlflow-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite in the run folder).")] = None,
+    no_track: Annotated[bool, typer.Option("--no-track", help="Do not log to MLflow.")] = False,
+    cpu: Annotated[bool, typer.Option("--cpu", help="Use the CPU provider even when CUDA works.")] = False,
+    dask: Annotated[str | None, typer.Option("--dask", help="Run tests on the Dask scheduler at this address.")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and Prefect debug logs.")] = False,
+) -> None:
+    """Run a robustness assessment. Exit 0: every goal passed; 1: a goal failed or was inconclusive;
+    2: invalid input or the run could not be done."""
+    _quiet_prefect(debug)
+    from nnassay.schemas.settings import AssessRequest, Settings
+    from nnassay.tasks.errors import AssessmentError
+    from nnassay.tasks.pipeline.execute import preflight
+    from nnassay.tasks.io.files import ensure_writable_dir
+
+    settings = Settings()
+    started = time.monotonic()
+    warming = _start_embedded_prefect()  # boots while the inputs are checked
+    try:
+        ensure_writable_dir(output)
+        preflight(spec, prefer_cuda=settings.prefer_cuda and not cpu)  # bad input fails here, fast
+        warming.join()
+        request = AssessRequest(spec_path=spec, output=output, track=not no_track,
+                                mlflow_tracking_uri=mlflow_uri or settings.mlflow_tracking_uri,
+                                prefer_cuda=settings.prefer_cuda and not cpu,
+                                command=_command_line(spec, output, mlflow_uri, no_track, cpu, dask))  # fmt: skip
+        bundle = _run_flow(request, dask or settings.dask_address)
+    except AssessmentError as exc:
+        _fail(exc, debug)
+        return
+    _print_summary(bundle, output, time.monotonic() - started)
+    raise typer.Exit(EXIT_PASS if bundle.overall.value == "pass" else EXIT_NOT_PASSED)
+
+
+def _command_line(spec: Path, output: Path, mlflow_uri: str | None, no_track: bool, cpu: bool,
+                  dask: str | None) -> str:  # fmt: skip
+    """The `nnassay assess` command that reproduces this run, shell-quoted (recorded in the evidence)."""
+    args = ["nnassay", "assess", str(spec), "--output", str(output)]
+    args += ["--mlflow-uri", mlflow_uri] if mlflow_uri else []
+    args += ["--dask", dask] if dask else []
+    args += ["--no-track"] * no_track + ["--cpu"] * cpu
+    return shlex.join(args)
+
+
+def _start_embedded_prefect() -> threading.Thread:
+    """Start Prefect's embedded (temporary) server in a background thread when no server is set.
+
+    It takes seconds to boot; starting it while preflight loads the model and data hides part of that.
+    Any failure is left for the flow itself to meet and report.
+    """
+
+    def boot() -> None:
+        try:
+            from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+            if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+                return
+            from prefect.server.api.server import SubprocessASGIServer
+
+            SubprocessASGIServer().start()
+        except Exception:  # noqa: BLE001 (the flow starts it again and reports the error)
+            return
+
+    thread = threading.Thread(target=boot, name="prefect-embedded-server", daemon=True)
+    thread.start()
+    return thread
+
+
+def _run_flow(request, dask_address: str | None):  # type: ignore[no-untyped-def]
+    from nnassay.flows import steps
+    from nnassay.flows.assess import assess as assess_flow
+
+    steps.PROGRESS_SINK[:] = [lambda line: typer.echo(f"  {line}", err=True)]
+    flow = assess_flow
+    if dask_address:
+        from prefect_dask import DaskTaskRunner
+
+        flow = assess_flow.with_options(task_runner=DaskTaskRunner(address=dask_address))
+    return flow(request)
+
+
+def _print_summary(bundle, output: Path, elapsed: float) -> None:  # type: ignore[no-untyped-def]
+    from nnassay.reports.render import fmt_measure
+
+    typer.echo(f"overall: {bundle.overall.value.upper()}  ({elapsed:.1f}s)")
+    for v in bundle.verdicts:
+        typer.echo(f"  {v.goal_id:<10} {v.verdict.value:<13} {v.metric} = {fmt_measure(v.measured)}")
+    typer.echo(f"evidence: {output / 'evidence.json'}\ndossier:  {output / 'dossier.pdf'}")
+    if bundle.provenance.mlflow_run_id:
+        typer.echo(f"mlflow:   run {bundle.provenance.mlflow_run_id} at {bundle.provenance.mlflow_tracking_uri}")
+
+
+@app.command()
+def schema(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the JSON Schema files.")] = Path("schema"),
+) -> None:
+    """Write the JSON Schemas of every stage: goals (the spec), plan, results, evidence."""
+    import json
+
+    from nnassay.schemas.evidence import EvidenceBundle
+    from nnassay.schemas.goals import AssessmentSpec
+    from nnassay.schemas.plan import AssessmentPlan
+    from nnassay.schemas.results import MethodResult
+    from nnassay.tasks.io.files import write_atomic
+
+    for name, model in (("goals", AssessmentSpec), ("plan", AssessmentPlan),
+                        ("results", MethodResult), ("evidence", EvidenceBundle)):  # fmt: skip
+        path = write_atomic(output / f"{name}.schema.json", json.dumps(model.model_json_schema(), indent=2))
+        typer.echo(str(path))
+
+
+@app.command("methods")
+def list_registered() -> None:
+    """List the registered methods with their family, clause, threats and metrics."""
+    from nnassay.tasks.methods.registry import get_method, list_methods
+
+    for name in list_methods():
+        m = get_method(name)
+        typer.echo(f"{name:<40} {m.family.value:<12} TR 24029-1 {m.clause:<8} threats={','.join(m.threats)}"
+                   f" metrics={','.join(m.metrics)}")
+
+
+@app.command("verify", add_help_option=False,
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})  # fmt: skip
+def verify(ctx: typer.Context) -> None:
+    """Check one VNN-LIB property on an ONNX model (VNN-COMP style):
+    --onnx MODEL --vnnlib PROP [--timeout S] [--result-file F]. Prints sat, unsat, unknown or timeout
+    on the first line. Exit 0 for any verdict; 1: the verifier crashed; 2: unreadable model or property.
+    `nnassay verify --help` lists the options."""
+    from nnassay.tasks.methods.formal.command import main as verify_main
+
+    raise typer.Exit(verify_main(list(ctx.args)))
+
+
+cli_lifecycle.register(app)  # lifecycle, schedule
+cli_records.register(app)  # evidence verify / keygen, report
+
+
+def main() -> None:
+    """Entry point for `python -m nnassay.flows.cli.app`."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Runs that survive a crash: cache keys of persisted test results, and earlier attempts in MLflow.
+
+A test's persisted result is reused only when everything that shapes its numbers is the same: the
+model and data digests, the planned test (method, parameters, threat, seed, samples, criterion),
+the shard, and the code (nnassay version, git commit and the digest of the method's source file).
+No Prefect here.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import json
+from pathlib import Path
+
+from nnassay.schemas.goals import AssessmentSpec
+from nnassay.schemas.plan import TestSpec
+from nnassay.tasks.governance import history
+from nnassay.tasks.pipeline.evidence import code_version
+from nnassay.tasks.pipeline.execute import load_inputs
+from nnassay.tasks.io.files import sha256_file
+from nnassay.tasks.methods.registry import get_method
+from nnassay.tasks.pipeline.sharding import Shard
+from nnassay.tasks.governance.tracking import Tracker
+
+CACHE_DIR = ".nnassay-cache"  # under the run folder: persisted task results, keyed by test_key
+OUTPUT_TAG = "nnassay.output"
+PREVIOUS_ATTEMPT_TAG = "nnassay.previous_attempt"
+
+
+@functools.cache
+def _code_version() -> str:
+    return code_version()
+
+
+@functools.cache
+def method_source_sha256(name: str) -> str:
+    """SHA-256 of the source file defining a registered method (uncommitted edits change it)."""
+    source = inspect.getsourcefile(type(get_method(name)))
+    return sha256_file(Path(source)) if source else "unknown"
+
+
+def test_key(test: TestSpec, spec: AssessmentSpec, *, prefer_cuda: bool, step: str = "test",
+             shard: Shard | None = None) -> str:  # fmt: skip
+    """The cache key of one test (or one shard, or the merge of a sharded test)."""
+    model, data = load_inputs(spec, prefer_cuda=prefer_cuda)
+    payload = {"step": step, "model": model.sha256, "data": data.sha256, "provider": model.provider,
+               "test": test.model_dump(mode="json"), "shard": [shard.start, shard.stop] if shard else None,
+               "code": _code_version(), "method_source": method_source_sha256(test.method)}  # fmt: skip
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def cache_dir(output: Path) -> Path:
+    """Where the persisted task results of a run folder live."""
+    return output.resolve() / CACHE_DIR
+
+
+def crashed_attempts(tracking_uri: str, spec_id: str, output: Path, *, exclude: str | None = None
+                     ) -> list[history.PastAssessment]:  # fmt: skip
+    """Earlier unfinished attempts (RUNNING or FAILED, newest first) in the same run folder, back to
+    the last finished assessment there."""
+    folder = str(output.resolve())
+    found = []
+    for past in history.past_assessments(tracking_uri, spec_id, finished_only=False):
+        if past.run_id == exclude or past.tags.get(OUTPUT_TAG) != folder:
+            continue
+        if past.status == "FINISHED":
+            break
+        found.append(past)
+    return found
+
+
+def link_attempts(tracker: Tracker, run_id: str, spec_id: str, output: Path) -> str | None:
+    """Tag the new run with its folder, mark crashed attempts there FAILED, link to the newest one."""
+    tracker.set_tags(run_id, {OUTPUT_TAG: str(output.resolve())})
+    earlier = crashed_attempts(tracker.uri, spec_id, output, exclude=run_id)
+    for past in earlier:
+        if past.status == "RUNNING":
+            tracker.set_tags(past.run_id, {"nnassay.error": "the assessment process stopped before the run"
+                                           f" finished (crash or kill); superseded by run {run_id}"})  # fmt: skip
+            tracker.finish(past.run_id, "FAILED")
+    if not earlier:
+        return None
+    tracker.set_tags(run_id, {PREVIOUS_ATTEMPT_TAG: earlier[0].run_id})
+    return earlier[0].run_id

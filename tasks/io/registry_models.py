@@ -1,0 +1,125 @@
+"""Models from the MLflow model registry: ``models:/NAME/VERSION`` (or ``models:/NAME@ALIAS``).
+
+Only the ONNX file of the version is downloaded (never a pickle, nothing is deserialised but ONNX),
+with a sidecar ``registry.json`` naming where it came from. After the assessment the version is
+tagged with the verdict, run id and evidence digest: a deployment gate (ISO/IEC 42001 A.6.2.5).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nnassay.schemas.goals import AssessmentSpec
+from nnassay.tasks.errors import ModelError
+from nnassay.tasks.io.files import sha256_bytes, write_atomic
+
+PREFIX = "models:/"
+SIDECAR = "registry.json"
+_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[A-Za-z0-9_-]+))$")
+
+
+@dataclass(frozen=True)
+class _Config:
+    model_uri: str | None = None
+    registry_uri: str | None = None
+
+
+_CONFIG: list[_Config] = [_Config()]
+
+
+def configure(*, model_uri: str | None = None, registry_uri: str | None = None) -> None:
+    """Set the --model-uri override and the registry (MLflow) URI for this process."""
+    _CONFIG[0] = _Config(model_uri, registry_uri)
+
+
+def is_registry_uri(text: str) -> bool:
+    """True for 'models:/...' references."""
+    return text.startswith(PREFIX)
+
+
+def resolve_registered(spec: AssessmentSpec) -> AssessmentSpec:
+    """The spec with a registry model (in model.path, or the --model-uri override) downloaded."""
+    uri = _CONFIG[0].model_uri or str(spec.model.path)
+    if not is_registry_uri(uri):
+        return spec
+    local = download_onnx(uri, _CONFIG[0].registry_uri)
+    return spec.model_copy(update={"model": spec.model.model_copy(update={"path": local})})
+
+
+def _client(registry_uri: str | None) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=registry_uri, registry_uri=registry_uri)
+
+
+def download_onnx(uri: str, registry_uri: str | None = None) -> Path:
+    """Download the single ONNX file of a registered model version; return its local path."""
+    match = _URI.match(uri)
+    if match is None:
+        raise ModelError(f"not a registry model reference: {uri!r}", field="model.path",
+                         fix="write models:/NAME/VERSION or models:/NAME@ALIAS")
+    client = _client(registry_uri)
+    try:
+        version = (client.get_model_version_by_alias(match["name"], match["alias"]) if match["alias"]
+                   else client.get_model_version(match["name"], match["version"]))  # fmt: skip
+        root = client.get_model_version_download_uri(version.name, version.version)
+    except Exception as exc:  # MlflowException for unknown names, versions, aliases
+        raise ModelError(f"the registry at {client._registry_uri} has no {uri}: {str(exc)[:200]}",
+                         field="model.path", fix="check the name and version (mlflow models list)") from None
+    try:
+        onnx_files = _onnx_files(root)
+        if len(onnx_files) == 1:
+            return _fetch(root, onnx_files[0], uri, client._registry_uri, version)
+    except Exception as exc:  # artifact stores raise many types (missing files, permissions, network)
+        raise ModelError(f"cannot download the ONNX file of {uri} from {root}: {str(exc)[:300]}",
+                         field="model.path", fix="check that the registry's artifact store is reachable") from None
+    raise ModelError(f"{uri} must hold exactly one .onnx file, found {onnx_files or 'none'}", field="model.path",
+                     fix="register the ONNX file of the model (other formats are never loaded)")
+
+
+def _onnx_files(root: str) -> list[str]:
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    repo = get_artifact_repository(root)
+    found, pending = [], [None]
+    while pending:
+        for item in repo.list_artifacts(pending.pop()):
+            if item.is_dir:
+                pending.append(item.path)
+            elif item.path.lower().endswith(".onnx"):
+                found.append(item.path)
+    return sorted(found)
+
+
+def _fetch(root: str, rel: str, uri: str, registry_uri: str, version: Any) -> Path:
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    key = sha256_bytes(f"{registry_uri}|{version.name}|{version.version}".encode())[:16]
+    folder = Path(tempfile.gettempdir()) / "nnassay-registry" / key
+    folder.mkdir(parents=True, exist_ok=True)
+    path = Path(get_artifact_repository(root).download_artifacts(rel, str(folder)))  # this one file only
+    write_atomic(path.parent / SIDECAR, json.dumps({
+        "model_uri": uri, "registry_uri": registry_uri, "name": version.name,
+        "version": str(version.version), "source": str(version.source), "file": rel}, indent=2))  # fmt: skip
+    return path.resolve()
+
+
+def origin(model_path: Path) -> dict[str, str] | None:
+    """Where a downloaded model came from (the sidecar beside it), or None for a plain file."""
+    sidecar = Path(model_path).parent / SIDECAR
+    if not sidecar.is_file():
+        return None
+    data = json.loads(sidecar.read_text())
+    return data if Path(model_path).name == Path(data.get("file", "")).name else None
+
+
+def tag_version(found: dict[str, str], tags: dict[str, str]) -> None:
+    """Set tags on the registered model version the assessment was about (deployment gate record)."""
+    client = _client(found["registry_uri"])
+    for key, value in tags.items():
+        client.set_model_version_tag(found["name"], found["version"], key, value)

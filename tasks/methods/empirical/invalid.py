@@ -1,0 +1,138 @@
+"""Invalid input: NaN, infinities, out-of-range, extreme, constant and noise inputs, and how the
+deployed model (ONNX Runtime) reacts: crashes, non-finite outputs, confident answers to garbage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pydantic import Field, JsonValue
+
+from nnassay.schemas.common import MethodFamily
+from nnassay.schemas.results import MethodOutcome
+from nnassay.schemas.threats import InvalidInput, Threat
+from nnassay.tasks.methods.empirical.common import rate, rate_series
+from nnassay.tasks.io.model_io import to_probabilities
+from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
+
+CASES = ("nan", "pos_inf", "neg_inf", "out_of_range", "extreme", "constant", "random_noise")
+
+
+def invalid_inputs(x: np.ndarray, case: str, value_range: tuple[float, float], rng: np.random.Generator,
+                   share: float = 0.1) -> np.ndarray:  # fmt: skip
+    """Invalid versions of x for one case (same shape, float32).
+
+    nan / pos_inf / neg_inf: a share of the values of each sample (at least one) replaced;
+    out_of_range: every value pushed 1 to 2 spans outside the range; extreme: values of magnitude
+    1e20 x span with random signs; constant: one random in-range level per sample; random_noise:
+    uniform noise over the range.
+    """
+    low, high = value_range
+    span = high - low
+    flat = x.reshape(len(x), -1).astype(np.float32).copy()
+    if case in ("nan", "pos_inf", "neg_inf"):
+        hit = rng.random(flat.shape) < share
+        hit[np.arange(len(flat)), rng.integers(0, flat.shape[1], len(flat))] = True
+        flat[hit] = {"nan": np.nan, "pos_inf": np.inf, "neg_inf": -np.inf}[case]
+    elif case == "out_of_range":
+        up = rng.random(flat.shape) < 0.5
+        flat = np.where(up, high + span * (1 + rng.random(flat.shape)), low - span * (1 + rng.random(flat.shape)))
+    elif case == "extreme":
+        flat = rng.choice([-1.0, 1.0], size=flat.shape) * 1e20 * span
+    elif case == "constant":
+        flat = np.broadcast_to(rng.uniform(low, high, (len(flat), 1)), flat.shape).copy()
+    elif case == "random_noise":
+        flat = rng.uniform(low, high, flat.shape)
+    else:
+        raise ValueError(f"unknown invalid-input case {case!r}; expected one of {list(CASES)}")
+    return flat.reshape(x.shape).astype(np.float32)
+
+
+def react(ctx: RunContext, x: np.ndarray, confidence_level: float) -> dict[str, np.ndarray]:
+    """Run every input alone on ONNX Runtime, so one crash does not hide the others.
+
+    Returns bool arrays: crashed, non_finite (some output is NaN or infinite), confident (finite
+    output with top-class probability above ``confidence_level``).
+    """
+    crashed, non_finite, confident = (np.zeros(len(x), dtype=bool) for _ in range(3))
+    messages: list[str] = []
+    for i in range(len(x)):
+        try:
+            out = ctx.model.logits(x[i:i + 1])
+        except Exception as exc:  # onnxruntime raises several unrelated types
+            crashed[i] = True
+            messages.append(str(exc).splitlines()[0][:200])
+            continue
+        if not np.isfinite(out).all():
+            non_finite[i] = True
+            continue
+        confident[i] = to_probabilities(out, ctx.model.spec.output).max() > confidence_level
+    return {"crashed": crashed, "non_finite": non_finite, "confident": confident,
+            "messages": np.array(sorted(set(messages))[:5], dtype=object)}  # fmt: skip
+
+
+class InvalidParams(MethodParams):
+    """Parameters of the invalid-input test."""
+
+    cases: list[str] = Field(default_factory=lambda: list(CASES), description="Kinds of invalid input.")
+    confidence_level: float = Field(default=0.9, ge=0, le=1, description="Top-class probability counted "
+                                    "as a confident answer.")  # fmt: skip
+    per_case: int = Field(default=50, ge=1, description="Inputs per case (from the first test samples).")
+
+
+@register
+class InvalidInputReaction(RobustnessMethod):
+    """How the deployed model reacts to invalid input: crashes, NaN outputs, confident garbage answers.
+
+    Reference: ISO/IEC TR 24029-1 7.3 (a posteriori testing) and Annex A; EU AI Act Art. 15(4)
+    (resilience to errors and inconsistencies of inputs). Threat model: NaN / +-Inf in 10% of the
+    values, out-of-range and extreme-magnitude values, constant and uniform-noise inputs, each run
+    alone on ONNX Runtime. Parameters: ``cases`` (all), ``confidence_level`` (0.9), ``per_case``
+    (50). Result: ``crash_rate``, ``non_finite_rate`` and ``confident_garbage_rate`` over all invalid
+    inputs (a well-behaved model rejects or flags them: all rates near 0), each per case in
+    ``details`` with Clopper-Pearson intervals.
+    """
+
+    name = "empirical.invalid_input"
+    family = MethodFamily.EMPIRICAL
+    clause = "7.3"
+    threats = ("invalid_input",)
+    metrics = ("confident_garbage_rate", "crash_rate", "non_finite_rate")
+    Params = InvalidParams
+    priority = 20
+
+    def params_for(self, threat: Threat, overrides: dict[str, Any]) -> MethodParams:
+        assert isinstance(threat, InvalidInput)
+        return InvalidParams(**{"cases": list(threat.cases), "confidence_level": threat.confidence_level,
+                                **overrides})  # fmt: skip
+
+    def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
+        assert isinstance(params, InvalidParams)
+        x = ctx.data.x[: params.per_case]
+        totals = {"crashed": 0, "non_finite": 0, "confident": 0}
+        per_case: dict[str, JsonValue] = {}
+        counts: dict[str, list[tuple[int, int]]] = {k: [] for k in totals}
+        for i, case in enumerate(params.cases):
+            inputs = invalid_inputs(x, case, ctx.model.value_range, np.random.default_rng([ctx.seed, i]))
+            seen = react(ctx, inputs, params.confidence_level)
+            per_case[case] = {k: rate(int(seen[k].sum()), len(x), ctx, "").model_dump(mode="json")
+                              for k in totals} | {"errors": [str(m) for m in seen["messages"]]}  # fmt: skip
+            for k in totals:
+                totals[k] += int(seen[k].sum())
+                counts[k].append((int(seen[k].sum()), len(x)))
+            ctx.progress(i + 1, len(params.cases))
+        n = len(x) * len(params.cases)
+        label = "case (" + ", ".join(f"{i}={c}" for i, c in enumerate(params.cases)) + ")"
+        return MethodOutcome(
+            metrics={
+                "confident_garbage_rate": rate(totals["confident"], n, ctx, "Share of invalid inputs answered "
+                                               f"with a top-class probability above {params.confidence_level:g}."),
+                "crash_rate": rate(totals["crashed"], n, ctx, "Share of invalid inputs on which ONNX Runtime "
+                                   "raised an error."),
+                "non_finite_rate": rate(totals["non_finite"], n, ctx, "Share of invalid inputs whose output "
+                                        "holds NaN or infinite values.")},
+            series=[rate_series(name, list(range(len(params.cases))), counts[key], ctx, label, "rate", kind="bar")
+                    for key, name in (("confident", "confident answers"), ("crashed", "crashes"),
+                                      ("non_finite", "non-finite outputs"))],
+            details={"per_case": per_case, "inputs_per_case": len(x)},
+        )  # fmt: skip

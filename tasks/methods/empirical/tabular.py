@@ -1,0 +1,176 @@
+"""Perturbations of tabular features declared in ``data.features`` and the method that measures them.
+
+Features without a declaration are numeric, with the range observed in the test data and their
+standard deviation as spread. Pure numpy; randomness from the test's seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import Field, JsonValue
+
+from nnassay.schemas.common import MethodFamily
+from nnassay.schemas.goals import FeatureSpec
+from nnassay.schemas.results import MethodOutcome, TestStatus
+from nnassay.schemas.threats import TabularPerturbation, Threat
+from nnassay.tasks.methods.empirical.common import check_kind, rate, save_npz
+from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
+
+
+@dataclass(frozen=True)
+class Column:
+    """One feature as the perturbations see it."""
+
+    index: int
+    kind: str  # 'numeric' or 'categorical'
+    low: float
+    high: float
+    spread: float
+    values: tuple[float, ...] = ()
+
+
+def columns(x: np.ndarray, names: tuple[str, ...], specs: tuple[FeatureSpec, ...]) -> list[Column]:
+    """Every feature with its declared (else observed) range, spread and categories."""
+    by_name = {s.name: s for s in specs}
+    out = []
+    for i in range(x.shape[1]):
+        spec = by_name.get(names[i] if i < len(names) else str(i)) or (specs[i] if i < len(specs) else None)
+        low, high = (spec.range if spec and spec.range else (float(x[:, i].min()), float(x[:, i].max())))
+        spread = (spec.noise_scale if spec and spec.noise_scale else float(x[:, i].std())) or (high - low) or 1.0
+        kind = spec.kind if spec else "numeric"
+        values = tuple(spec.values or ()) if spec else ()
+        out.append(Column(i, kind, float(low), float(high), float(spread), values))
+    return out
+
+
+def _pick(rng: np.random.Generator, n: int, cols: list[Column], share: float) -> np.ndarray:
+    """Bool (n, features): a share of the given columns per sample, at least one each."""
+    mask = np.zeros((n, max((c.index for c in cols), default=-1) + 1), dtype=bool)
+    if not cols:
+        return mask
+    idx = np.array([c.index for c in cols])
+    count = max(1, int(round(share * len(cols))))
+    for row in range(n):
+        mask[row, rng.choice(idx, size=min(count, len(idx)), replace=False)] = True
+    return mask
+
+
+def perturb_tabular(x: np.ndarray, cols: list[Column], kind: str, strength: float,
+                    rng: np.random.Generator) -> dict[str, np.ndarray]:  # fmt: skip
+    """Perturbed copies of x by variant name; the first variant is the headline one."""
+    numeric = [c for c in cols if c.kind == "numeric"]
+    num_idx = np.array([c.index for c in numeric], dtype=int)
+    out = x.astype(np.float32).copy()
+    if kind == "numeric_noise":
+        spread = np.array([c.spread for c in numeric])
+        low, high = np.array([c.low for c in numeric]), np.array([c.high for c in numeric])
+        noisy = x[:, num_idx] + rng.standard_normal((len(x), len(num_idx))) * strength * spread
+        out[:, num_idx] = np.clip(noisy, low, high)
+        return {"noise": out}
+    if kind == "multiplicative":
+        out[:, num_idx] = x[:, num_idx] * (1 + rng.uniform(-strength, strength, (len(x), len(num_idx))))
+        return {"multiplicative": out}
+    if kind == "missing":
+        mask = _pick(rng, len(x), cols, strength)
+        imputed = out.copy()
+        out[mask] = np.nan
+        imputed[mask] = np.broadcast_to(x.mean(axis=0), x.shape)[mask]
+        return {"nan_fed": out, "mean_imputed": imputed}
+    if kind == "categorical_swap":
+        categorical = [c for c in cols if c.kind == "categorical" and len(c.values) > 1]
+        mask = _pick(rng, len(x), categorical, strength)
+        for c in categorical:
+            rows = np.flatnonzero(mask[:, c.index])
+            for r in rows:
+                out[r, c.index] = rng.choice([v for v in c.values if v != x[r, c.index]])
+        return {"swap": out}
+    if kind == "range_edge":
+        mask = _pick(rng, len(x), numeric, strength)
+        side = rng.random(x.shape) < 0.5
+        low = np.array([next((c.low for c in numeric if c.index == i), 0.0) for i in range(x.shape[1])])
+        high = np.array([next((c.high for c in numeric if c.index == i), 0.0) for i in range(x.shape[1])])
+        at = np.where(side, low, high)
+        beyond = np.where(side, low - 0.5 * (high - low), high + 0.5 * (high - low))
+        return {"beyond_range": np.where(mask, beyond, x).astype(np.float32),
+                "at_range_edge": np.where(mask, at, x).astype(np.float32)}  # fmt: skip
+    raise ValueError(f"unknown tabular perturbation {kind!r}")
+
+
+class TabularParams(MethodParams):
+    """Parameters of the tabular perturbation test."""
+
+    perturbation: str = Field(default="numeric_noise", description="Which perturbation (see the threat).")
+    strength: float = Field(default=0.1, ge=0, description="Relative strength (see the threat).")
+
+
+@register
+class TabularRobustness(RobustnessMethod):
+    """Accuracy and label flips under perturbations of declared tabular features.
+
+    Reference: ISO/IEC TR 24029-1 Annex A (data perturbation) and 5.3.2 / 7.4. Threat model:
+    ``numeric_noise`` (Gaussian, std = strength x the feature's spread, clipped to its range),
+    ``multiplicative`` (x (1 + U(-strength, strength))), ``missing`` (a share ``strength`` of features
+    per sample: NaN fed to the model (headline) and, separately, replaced by the column mean),
+    ``categorical_swap`` (another allowed code), ``range_edge`` (values beyond the declared range by
+    half its span (headline) and exactly at its ends). Parameters: from the threat. Result:
+    ``accuracy`` and ``label_flip_rate`` of the headline variant; every variant's rates with
+    Clopper-Pearson intervals in ``details['variants']``.
+    """
+
+    name = "empirical.tabular_perturbation"
+    family = MethodFamily.EMPIRICAL
+    clause = "7.4"
+    threats = ("tabular",)
+    metrics = ("accuracy", "label_flip_rate")
+    data_kinds = ("tabular",)
+    Params = TabularParams
+    priority = 20
+
+    def check(self, ctx_threat: Threat, data_kind: str) -> list[str]:
+        return check_kind(self.name, self.data_kinds, ctx_threat, data_kind)
+
+    def params_for(self, threat: Threat, overrides: dict[str, Any]) -> MethodParams:
+        assert isinstance(threat, TabularPerturbation)
+        return TabularParams(**{"perturbation": threat.perturbation, "strength": threat.strength, **overrides})
+
+    def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
+        assert isinstance(params, TabularParams)
+        x, y = ctx.data.x, ctx.data.y
+        if x.ndim != 2:
+            return MethodOutcome(status=TestStatus.INCONCLUSIVE, reason=f"tabular perturbations need (samples, "
+                                 f"features) data, got shape {list(x.shape)}")  # fmt: skip
+        cols = columns(x, ctx.data.feature_names, ctx.data.features)
+        if params.perturbation == "categorical_swap" and not any(c.kind == "categorical" and len(c.values) > 1
+                                                                  for c in cols):  # fmt: skip
+            return MethodOutcome(status=TestStatus.INCONCLUSIVE, reason="no categorical feature with two or more "
+                                 "values is declared; declare them in data.features (kind: categorical, values)")
+        clean = ctx.model.predict(x)
+        variants = perturb_tabular(x, cols, params.perturbation, params.strength, ctx.rng)
+        results: dict[str, JsonValue] = {}
+        head = next(iter(variants))
+        metrics = {}
+        for label, xv in variants.items():
+            pred, finite = self._predict(ctx, xv)
+            acc = rate(int(((pred == y) & finite).sum()), len(y), ctx, f"Accuracy under {params.perturbation} "
+                       f"({label}, strength {params.strength:g}).")
+            flip = rate(int(((pred != clean) | ~finite).sum()), len(y), ctx, "Share of samples whose "
+                        f"prediction changes under {params.perturbation} ({label}); non-finite outputs count.")
+            results[label] = {"accuracy": acc.model_dump(mode="json"), "label_flip_rate": flip.model_dump(mode="json"),
+                              "non_finite_outputs": int((~finite).sum())}  # fmt: skip
+            if label == head:
+                metrics = {"accuracy": acc, "label_flip_rate": flip}
+        artifacts = [save_npz(ctx, "tabular_perturbed.npz", f"Inputs under {params.perturbation} ({head}) and "
+                              "their rows in the test data.", x_pert=variants[head], index=np.arange(len(y)))]
+        return MethodOutcome(metrics=metrics, artifacts=artifacts, details={
+            "headline_variant": head, "variants": results, "clean_accuracy": float((clean == y).mean()),
+            "features": [{"index": c.index, "kind": c.kind, "range": [c.low, c.high], "spread": c.spread}
+                         for c in cols]})  # fmt: skip
+
+    @staticmethod
+    def _predict(ctx: RunContext, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits = ctx.model.logits(x)
+        finite = np.isfinite(logits).all(axis=1)
+        return np.argmax(np.nan_to_num(logits, nan=-np.inf), axis=1), finite

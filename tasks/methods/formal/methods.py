@@ -1,0 +1,455 @@
+"""Formal methods of the registry: local robustness proofs, VNN-LIB properties, certified radii.
+
+ISO/IEC TR 24029-1 clause 6. The verifier (``nnassay.tasks.methods.formal.verifier``, which loads torch) is imported
+when a method runs, not when the registry lists methods. A sample or property the verifier cannot
+decide is ``unknown``/``inconclusive`` with the reason, never a verdict it did not prove.
+The verifier works on the ONNX graph (model space); L-inf balls are given in data space and mapped
+through the declared preprocessing ``(x * scale - mean) / std``, which is monotone per value, so a
+box maps to a box (widened by a few float32 ulps so the proof covers the float32 preprocessing).
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from pydantic import Field, JsonValue
+
+from nnassay.schemas.common import ClaimKind, Measurement, MethodFamily
+from nnassay.schemas.goals import Layout
+from nnassay.schemas.results import MethodOutcome, Series, TestStatus
+from nnassay.schemas.threats import LinfBall, Threat, VnnlibProperty
+from nnassay.tasks.methods.formal.method_artifacts import save_counterexamples
+from nnassay.tasks.methods.formal.property import Box, Property, local_robustness
+from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
+from nnassay.tasks.stats.intervals import proportion_interval
+
+ULPS = 4.0  # float32 ulps added on each side of a mapped box
+
+
+def load_engine() -> Any:
+    """The verifier module (imported on first use; tests may substitute it)."""
+    from nnassay.tasks.methods.formal import verifier
+
+    return verifier
+
+
+@dataclass(frozen=True)
+class Affine:
+    """Data space to model space per value: ``model = a * data + b`` (a > 0), float64, sample shape."""
+
+    a: np.ndarray
+    b: np.ndarray
+
+    def box(self, lower: np.ndarray, upper: np.ndarray) -> Box:
+        """The model-space box of a data-space box, widened so float32 preprocessing stays inside."""
+        lo, hi = self.a * lower + self.b, self.a * upper + self.b
+        lo_f, hi_f = lo.reshape(-1), hi.reshape(-1)
+        return Box(lower=lo_f - ULPS * _ulp(lo_f), upper=hi_f + ULPS * _ulp(hi_f))
+
+    def to_data(self, x_model: np.ndarray) -> np.ndarray:
+        return (np.asarray(x_model, np.float64).reshape(self.a.shape) - self.b) / self.a
+
+    @property
+    def uniform(self) -> bool:
+        """True when every value is scaled alike, so an L-inf ball maps to an L-inf ball."""
+        return bool(np.ptp(self.a) == 0.0)
+
+
+def _ulp(v: np.ndarray) -> np.ndarray:
+    return np.spacing(np.abs(v).astype(np.float32)).astype(np.float64)
+
+
+def affine_of(ctx: RunContext) -> Affine:
+    """The preprocessing of ``ctx.model`` as per-value factors over one sample's shape."""
+    pre = ctx.model.spec.preprocessing
+    shape = ctx.data.x.shape[1:]
+    mean, std = np.asarray(pre.mean, np.float64), np.asarray(pre.std, np.float64)
+    if len(shape) >= 3 and ctx.model.layout == Layout.NCHW:
+        view = (-1,) + (1,) * (len(shape) - 1)
+    else:
+        view = (1,) * (len(shape) - 1) + (-1,)
+    mean = np.broadcast_to(mean.reshape(view), shape)
+    std = np.broadcast_to(std.reshape(view), shape)
+    return Affine(a=np.asarray(pre.scale / std, np.float64), b=np.asarray(-mean / std, np.float64))
+
+
+@dataclass
+class SampleResult:
+    """The verdict for one test sample."""
+
+    index: int
+    label: int
+    verdict: str  # robust | falsified | unknown
+    time_s: float = 0.0
+    method: str = ""
+    reason: str = ""
+    x_adv: np.ndarray | None = None  # data space
+    radius: tuple[float, float | None] | None = None
+    device: str = ""  # torch device the bounds ran on
+
+    def as_json(self) -> dict[str, JsonValue]:
+        row: dict[str, JsonValue] = {"index": self.index, "label": self.label, "verdict": self.verdict,
+                                     "time_s": round(self.time_s, 4), "method": self.method}  # fmt: skip
+        if self.reason:
+            row["reason"] = self.reason
+        if self.radius is not None:
+            row["radius_lower"], row["radius_upper"] = self.radius[0], self.radius[1]
+        return row
+
+
+class LocalParams(MethodParams):
+    """Parameters of the local-robustness proof."""
+
+    eps: float | None = Field(default=None, gt=0, description="L-inf radius in data units; from the threat.")
+    time_per_sample_s: float = Field(default=10.0, gt=0, description="Verifier budget per sample.")
+    certified_radius: bool = Field(default=False, description="Also search each sample's certified radius.")
+    eps_max: float | None = Field(default=None, gt=0, description="Largest radius searched (default 4 eps).")
+    tol: float = Field(default=0.05, gt=0, lt=1, description="Radius search stops at this relative gap.")
+
+
+class _FormalBase(RobustnessMethod):
+    family = MethodFamily.FORMAL
+    claim = ClaimKind.PROOF
+    priority = 50
+
+    def params_for(self, threat: Threat, overrides: dict[str, Any]) -> MethodParams:
+        eps = threat.eps if isinstance(threat, LinfBall) else None
+        return self.Params(**{"eps": eps, **overrides})
+
+    def verify_sample(self, engine: Any, ctx: RunContext, index: int, budget: float, eps: float,
+                      affine: Affine) -> SampleResult:  # fmt: skip
+        """Prove or refute robustness of one sample at ``eps``; counterexamples are re-run on ORT."""
+        x, label = ctx.data.x[index], int(ctx.data.y[index])
+        pred = int(ctx.model.predict(x[None])[0])
+        if pred != label:
+            return SampleResult(index, label, "falsified", method="clean", x_adv=x.copy(),
+                                reason="misclassified without perturbation")  # fmt: skip
+        low, high = ctx.model.value_range
+        lower, upper = (
+            np.clip(x - eps, low, high).astype(np.float64),
+            np.clip(x + eps, low, high).astype(np.float64),
+        )
+        prop = _model_space(
+            local_robustness(x, label, eps, ctx.model.n_classes, low, high), affine.box(lower, upper)
+        )
+        began = time.monotonic()
+        try:
+            outcome = engine.verify(ctx.model.path, prop, timeout_s=budget)
+        except Exception as exc:  # the engine failed on this sample: undecided, with the reason
+            return SampleResult(
+                index, label, "unknown", time.monotonic() - began, reason=f"{type(exc).__name__}: {exc}"
+            )
+        result = SampleResult(index, label, "unknown", float(getattr(outcome, "time_s", 0.0) or 0.0),
+                              str(getattr(outcome, "method", "") or ""), str(getattr(outcome, "reason", "") or ""),
+                              device=str(getattr(outcome, "device", "") or ""))  # fmt: skip
+        if outcome.verdict == "unsat":
+            result.verdict = "robust"
+        elif outcome.verdict == "sat" and outcome.counterexample is not None:
+            x_adv = np.clip(affine.to_data(outcome.counterexample[0]), lower.reshape(x.shape),
+                            upper.reshape(x.shape)).astype(np.float32)  # fmt: skip
+            if int(ctx.model.predict(x_adv[None])[0]) != label:
+                result.verdict, result.x_adv = "falsified", x_adv
+            else:
+                result.reason = "the verifier's counterexample is not misclassified after preprocessing"
+        elif outcome.verdict != "sat":
+            result.reason = result.reason or outcome.verdict
+        return result
+
+    def radius(self, engine: Any, ctx: RunContext, index: int, budget: float, eps_max: float, tol: float,
+               affine: Affine, known: float = 0.0) -> tuple[float, float | None]:  # fmt: skip
+        """Certified L-inf radius of one sample in data units: (proved lower bound, refuted upper bound).
+
+        ``known`` is a radius already proved (the lower bound never drops below it).
+        """
+        x, label = ctx.data.x[index], int(ctx.data.y[index])
+        low, high = ctx.model.value_range
+        if affine.uniform and hasattr(engine, "certified_radius"):
+            a, b = float(affine.a.reshape(-1)[0]), float(affine.b.reshape(-1)[0])
+            r_lo, r_hi = engine.certified_radius(ctx.model.path, (affine.a * x + affine.b).reshape(-1), label,
+                                                 lower=a * low + b, upper=a * high + b, eps_max=eps_max * a,
+                                                 timeout_s=budget, tol=tol)  # fmt: skip
+            return max(float(r_lo) / a, known), (None if r_hi is None else float(r_hi) / a)
+        return self.bisect(engine, ctx, index, budget, eps_max, tol, affine, known)
+
+    def bisect(self, engine: Any, ctx: RunContext, index: int, budget: float, eps_max: float, tol: float,
+               affine: Affine, known: float) -> tuple[float, float | None]:  # fmt: skip
+        """Bisection on eps with one proof per step: probe eps_max, then halve [proved, not proved]."""
+        stop = time.monotonic() + budget
+        lo, cap, refuted = known, eps_max, None
+        eps = eps_max
+        while lo < cap and time.monotonic() < stop:
+            res = self.verify_sample(engine, ctx, index, max(stop - time.monotonic(), 0.01), eps, affine)
+            if res.verdict == "robust":
+                lo = eps
+            else:
+                cap = eps
+                refuted = eps if res.verdict == "falsified" else refuted
+            if cap - lo <= tol * cap:
+                break
+            eps = (lo + cap) / 2
+        return lo, refuted
+
+
+def _model_space(prop: Property, box: Box) -> Property:
+    region = replace(prop.regions[0], box=box)
+    return replace(prop, regions=(region,), source=prop.source + " (model space)")
+
+
+def fair_share(ctx: RunContext, per_sample: float, remaining: int) -> float:
+    """The budget of the next sample: its own limit, within an equal share of the test's time left."""
+    return max(min(per_sample, ctx.time_left() / max(remaining, 1)), 0.0)
+
+
+@register
+class LocalRobustness(_FormalBase):
+    """Proof of local robustness on each test sample: no input in its L-inf ball changes the class.
+
+    Reference: ISO/IEC TR 24029-1 6.3.4 (abstract interpretation: sound bound propagation with branch
+    and bound) for the maximum stable space property of 6.2.3. Threat model: L-inf ball of radius
+    ``eps`` in data units, clipped to the value range. Parameters: ``time_per_sample_s`` (10),
+    ``certified_radius`` (off). Result: ``verified_fraction`` (samples proved robust, a lower bound
+    of the robust fraction on these samples) and ``falsified_fraction`` (samples with a counterexample
+    re-executed on ONNX Runtime, misclassified ones included); the rest are undecided.
+    """
+
+    name = "formal.local_robustness"
+    clause = "6.3.4"
+    threats = ("linf_ball",)
+    metrics = ("verified_fraction", "falsified_fraction")
+    Params = LocalParams
+
+    shard_unit = 1  # nnassay.tasks.pipeline.sharding: samples are verified independently, so shards may be any range
+    shard_size = 1  # one verification instance per task (each shows, runs and resumes on its own)
+
+    def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
+        return self.merge_parts(ctx, params, [self.run_part(ctx, params, 0, len(ctx.data))])
+
+    def run_part(
+        self, ctx: RunContext, params: MethodParams, start: int, stop: int
+    ) -> list[SampleResult]:
+        """Verdicts of samples [start, stop)."""
+        assert isinstance(params, LocalParams) and params.eps is not None
+        engine = load_engine()
+        affine, results = affine_of(ctx), []
+        for i in range(start, stop):
+            budget = fair_share(ctx, params.time_per_sample_s, stop - i)
+            res = self.verify_sample(engine, ctx, i, budget, params.eps, affine)
+            if params.certified_radius and res.verdict == "robust":
+                res.radius = self.radius(engine, ctx, i, budget, params.eps_max or 4 * params.eps, params.tol,
+                                         affine, known=params.eps)  # fmt: skip
+            results.append(res)
+            ctx.progress(i - start + 1, stop - start)
+        return results
+
+    def merge_parts(self, ctx: RunContext, params: MethodParams, parts: list[list[SampleResult]]
+                    ) -> MethodOutcome:  # fmt: skip
+        assert isinstance(params, LocalParams) and params.eps is not None
+        results = sorted((r for p in parts for r in p), key=lambda r: r.index)
+        return summarize(ctx, results, params.eps)
+
+
+def summarize(ctx: RunContext, results: list[SampleResult], eps: float) -> MethodOutcome:
+    """Counts, rates with intervals, per-sample details and counterexample artifacts."""
+    n = len(results)
+    proved = [r.index for r in results if r.verdict == "robust"]
+    broken = [r.index for r in results if r.verdict == "falsified"]
+    undecided = n - len(proved) - len(broken)
+    if n and undecided == n:
+        reasons = sorted({r.reason for r in results if r.reason})
+        return MethodOutcome(status=TestStatus.INCONCLUSIVE, reason=f"no sample was decided at eps {eps:g}: "
+                             + "; ".join(reasons[:3]), details={"per_sample": [r.as_json() for r in results]})  # fmt: skip
+    metrics = {
+        "verified_fraction": _rate(len(proved), n, ctx, "Fraction of the N samples proved robust at eps "
+                                   f"{eps:g}; a lower bound of the true robust fraction on these samples."),
+        "falsified_fraction": _rate(len(broken), n, ctx, "Fraction of the N samples with a counterexample "
+                                    "checked on ONNX Runtime (misclassified ones included); one minus it "
+                                    "bounds the robust fraction on these samples from above."),
+    }  # fmt: skip
+    details: dict[str, JsonValue] = {
+        "eps": eps, "verified": len(proved), "falsified": len(broken), "unknown": undecided,
+        "verified_indices": proved, "falsified_indices": broken,  # type: ignore[dict-item]
+        "per_sample": [r.as_json() for r in results],
+        "verifier": "nnassay sound bound propagation + branch and bound (nnassay.tasks.methods.formal.verifier)",
+        "verifier_devices": sorted({r.device for r in results if r.device}),  # type: ignore[dict-item]
+    }  # fmt: skip
+    reason = f"{undecided} of {n} samples undecided within the time budget" if undecided else None
+    found = [(r.index, r.label, r.x_adv, r.method == "clean") for r in results if r.x_adv is not None]
+    return MethodOutcome(metrics=metrics, details=details, artifacts=save_counterexamples(ctx, found),
+                         reason=reason)  # fmt: skip
+
+
+def _rate(k: int, n: int, ctx: RunContext, text: str) -> Measurement:
+    return Measurement(value=k / n if n else 0.0, interval=proportion_interval(k, n, ctx.confidence, ctx.interval),
+                       claim=ClaimKind.PROOF, n=n, successes=k, is_rate=True, description=text)  # fmt: skip
+
+
+class VnnlibParams(MethodParams):
+    """Parameters of the VNN-LIB property check."""
+
+    timeout_s: float = Field(default=300.0, gt=0, description="Verifier time limit for the property.")
+
+
+@register
+class VnnlibPropertyCheck(RobustnessMethod):
+    """Check of a VNN-LIB property (VNN-COMP semantics) on the ONNX model with the sound verifier.
+
+    Reference: ISO/IEC TR 24029-1 6.2 (property specification) and 6.3 (verdict per property). Threat
+    model: the input set and violation condition written in the file, over the raw ONNX input (model
+    space, no preprocessing applied). Parameters: ``timeout_s`` (300). Result: ``property_holds`` is 1
+    when the violation is proved impossible (unsat), 0 when a counterexample re-executed on ONNX
+    Runtime violates it (sat); unknown or timeout leaves the test inconclusive with the reason.
+    """
+
+    name = "formal.vnnlib_property"
+    family = MethodFamily.FORMAL
+    clause = "6.3"
+    threats = ("vnnlib",)
+    metrics = ("property_holds",)
+    claim = ClaimKind.PROOF
+    Params = VnnlibParams
+    priority = 50
+
+    def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
+        assert isinstance(params, VnnlibParams) and isinstance(ctx.threat, VnnlibProperty)
+        from nnassay.tasks.methods.formal.command import check_counterexample, run_model
+        from nnassay.tasks.methods.formal.vnnlib import VnnlibError, parse_vnnlib
+
+        shape = ctx.data.x.shape[1:]
+        try:
+            prop = parse_vnnlib(ctx.threat.path, int(np.prod(shape)), ctx.model.n_classes)
+        except VnnlibError as exc:
+            return MethodOutcome(status=TestStatus.INCONCLUSIVE, reason=f"the property cannot be read: {exc}")
+        engine = load_engine()
+        try:
+            outcome = engine.verify(
+                ctx.model.path, prop, timeout_s=max(min(params.timeout_s, ctx.time_left()), 0.0)
+            )
+        except Exception as exc:  # the engine failed: the property stays undecided, with the reason
+            return MethodOutcome(
+                status=TestStatus.INCONCLUSIVE, reason=f"the verifier failed: {type(exc).__name__}: {exc}"
+            )
+        details: dict[str, JsonValue] = {
+            "verdict": outcome.verdict, "verifier_method": str(getattr(outcome, "method", "")),
+            "property": str(ctx.threat.path), "regions": len(prop.regions),
+            "time_s": float(getattr(outcome, "time_s", 0.0) or 0.0),
+            "verifier_device": str(getattr(outcome, "device", "") or "")}  # fmt: skip
+        ctx.progress(1, 1)
+        if outcome.verdict == "unsat":
+            return MethodOutcome(metrics={"property_holds": _holds(1.0, "proved: no input of the input set"
+                                                                   " satisfies the violation condition")},
+                                 details=details)  # fmt: skip
+        if outcome.verdict == "sat" and outcome.counterexample is not None:
+            x = np.asarray(outcome.counterexample[0], np.float32).reshape(-1)
+            y = run_model(ctx.model.path, x)
+            problem = check_counterexample(prop, x, y)
+            if problem is None:
+                buffer = io.BytesIO()
+                np.savez_compressed(buffer, x=x, y=y)
+                ref = ctx.save_artifact("vnnlib_counterexample.npz", buffer.getvalue(), "application/x-npz",
+                                        "counterexample of the VNN-LIB property: x (ONNX input, flat), y")  # fmt: skip
+                return MethodOutcome(metrics={"property_holds": _holds(0.0, "violated: a counterexample "
+                                                                       "re-executed on ONNX Runtime")},
+                                     details=details, artifacts=[ref])  # fmt: skip
+            details["rejected_counterexample"] = problem
+        reason = str(getattr(outcome, "reason", "") or outcome.verdict)
+        return MethodOutcome(
+            status=TestStatus.INCONCLUSIVE,
+            details=details,
+            reason=f"the verifier could not decide the property ({outcome.verdict}): {reason}",
+        )
+
+
+def _holds(value: float, text: str) -> Measurement:
+    return Measurement(value=value, claim=ClaimKind.PROOF, n=1, description=f"1 if the property holds, 0 if"
+                       f" not; {text}.")  # fmt: skip
+
+
+class StableSpaceParams(LocalParams):
+    """Parameters of the certified-radius search."""
+
+    certified_radius: bool = Field(default=True, description="Always on for this method.")
+    sweep: list[float] = Field(default_factory=list, description="Radii for the certified-accuracy curve.")
+
+
+@register
+class MaxStableSpace(_FormalBase):
+    """Maximum stable space per sample: the largest L-inf radius proved not to change the class.
+
+    Reference: ISO/IEC TR 24029-1 6.2.3 (maximum stable space for perturbation resistance), proved by
+    abstract interpretation (6.3.4). Threat model: L-inf balls in data units, clipped to the value
+    range, searched up to ``eps_max`` (4 eps). Parameters: ``time_per_sample_s`` (10), ``tol`` (0.05
+    relative). Result: ``mean_certified_radius`` (mean proved radius, 0 for misclassified samples)
+    and ``certified_fraction_at_eps`` (samples whose proved radius reaches eps), plus the certified
+    accuracy curve over the sweep. Used only when a goal names it (slow).
+    """
+
+    name = "formal.max_stable_space"
+    clause = "6.2.3"
+    threats = ("linf_ball",)
+    metrics = ("mean_certified_radius", "certified_fraction_at_eps")
+    Params = StableSpaceParams
+    default = False
+    known_gaps = {"deterministic": "the radius search stops on a wall-clock budget per sample; on a loaded"
+                                   " machine a search can end earlier, with a smaller (still proved) radius"}  # fmt: skip
+
+    def params_for(self, threat: Threat, overrides: dict[str, Any]) -> MethodParams:
+        assert isinstance(threat, LinfBall)
+        sweep = sorted({*(threat.sweep or [threat.eps * k / 4 for k in (1, 2, 3)]), threat.eps})
+        return StableSpaceParams(**{"eps": threat.eps, "sweep": sweep, **overrides})
+
+    shard_unit = 1  # nnassay.tasks.pipeline.sharding: radii are searched per sample
+    shard_size = 1  # one radius search per task
+
+    def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
+        return self.merge_parts(ctx, params, [self.run_part(ctx, params, 0, len(ctx.data))])
+
+    def run_part(self, ctx: RunContext, params: MethodParams, start: int, stop: int
+                 ) -> list[tuple[int, float, float | None]]:  # fmt: skip
+        """(index, proved radius, refuted radius) of samples [start, stop)."""
+        assert isinstance(params, StableSpaceParams) and params.eps is not None
+        engine = load_engine()
+        affine, eps_max = affine_of(ctx), params.eps_max or 4 * params.eps
+        predicted = ctx.model.predict(ctx.data.x[start:stop])
+        radii: list[tuple[int, float, float | None]] = []
+        for i in range(start, stop):
+            if predicted[i - start] != ctx.data.y[i]:
+                radii.append((i, 0.0, 0.0))
+            else:
+                budget = fair_share(ctx, params.time_per_sample_s, stop - i)
+                radii.append((i, *self.radius(engine, ctx, i, budget, eps_max, params.tol, affine)))
+            ctx.progress(i - start + 1, stop - start)
+        return radii
+
+    def merge_parts(self, ctx: RunContext, params: MethodParams,
+                    parts: list[list[tuple[int, float, float | None]]]) -> MethodOutcome:  # fmt: skip
+        assert isinstance(params, StableSpaceParams) and params.eps is not None
+        rows = sorted(r for p in parts for r in p)
+        return self.outcome(ctx, params, [(lo, hi) for _, lo, hi in rows], params.eps_max or 4 * params.eps)
+
+    def outcome(self, ctx: RunContext, params: StableSpaceParams, radii: list[tuple[float, float | None]],
+                eps_max: float) -> MethodOutcome:  # fmt: skip
+        assert params.eps is not None
+        lower = np.array([r[0] for r in radii])
+        n = len(radii)
+        certified = [i for i in range(n) if lower[i] >= params.eps]
+        grid = sorted({*params.sweep, params.eps})
+        curve = [float((lower >= e).mean()) if n else 0.0 for e in grid]
+        return MethodOutcome(
+            metrics={
+                "mean_certified_radius": Measurement(value=float(lower.mean()) if n else 0.0, claim=ClaimKind.PROOF,
+                                                     n=n, description="Mean over the N samples of the largest "
+                                                     f"L-inf radius proved robust (searched up to {eps_max:g};"
+                                                     " 0 for misclassified samples); a lower bound per sample."),
+                "certified_fraction_at_eps": _rate(len(certified), n, ctx, "Fraction of the N samples whose "
+                                                   f"proved radius reaches eps {params.eps:g}."),
+            },
+            series=[Series(name="certified accuracy", x_label="eps (L-inf, data units)",
+                           y_label="fraction of samples", x=grid, y=curve)],
+            details={"radius_lower": [float(r[0]) for r in radii],
+                     "radius_upper": [None if r[1] is None else float(r[1]) for r in radii],
+                     "verified_indices": certified, "eps_max": eps_max},  # type: ignore[dict-item]
+        )  # fmt: skip

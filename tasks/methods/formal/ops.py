@@ -1,0 +1,483 @@
+"""ONNX graph -> verifier IR (``nnassay.tasks.methods.formal.layers.Network``): one bound operator per ONNX op.
+
+``BOUND_OPS`` maps each ONNX op type to a function returning IR layers.
+The graph is run once in torch (batch of 2) to learn every tensor's shape and to fold constant
+sub-graphs (Shape/Gather/Concat feeding a Reshape, ...). Branching graphs (residual Add/Sub,
+Concat of computed tensors, a tensor used twice) are bounded through a state of live slots (see
+``network_from_module``). Ops without a bound operator, and combinations of computed tensors that
+are not affine (a product of two branches, ...), are all collected and reported together.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F  # noqa: N812 (the usual torch alias)
+
+from nnassay.tasks.methods.formal.layers import (
+    Activation,
+    Affine,
+    Conv,
+    ConvGeometry,
+    Dense,
+    Diag,
+    Embedded,
+    EmbeddedActivation,
+    Layer,
+    LeakyRelu,
+    MaxPool,
+    Network,
+    Relu,
+    Select,
+    Sigmoid,
+    Tanh,
+)
+from nnassay.tasks.engine.onnx_torch import Node, OnnxModule, RunContext, UnsupportedOpsError, handler_for, load_onnx_module
+
+Tensor = torch.Tensor
+MAX_PROBE_ENTRIES = 30_000_000  # largest dense matrix built by probing a generic affine op
+
+
+@dataclass
+class OpContext:
+    """What a bound operator sees: its node, constant inputs (None for the live one), shapes."""
+
+    node: Node
+    consts: list[Any]
+    live_index: int
+    in_shape: tuple[int, ...]  # per sample, batch axis dropped
+    out_shape: tuple[int, ...]
+    is_last: bool
+
+    @property
+    def n_in(self) -> int:
+        return math.prod(self.in_shape)
+
+    @property
+    def n_out(self) -> int:
+        return math.prod(self.out_shape)
+
+    def apply(self, x: Tensor) -> Tensor:
+        """Run the ONNX op on a batch of flat live inputs (constants filled in), flat output."""
+        args = list(self.consts)
+        args[self.live_index] = x.reshape(x.shape[0], *self.in_shape)
+        args = [a.double() if isinstance(a, Tensor) and a.is_floating_point() else a for a in args]
+        from nnassay.tasks.engine.onnx_torch import RunContext
+
+        out = handler_for(self.node.op_type)(self.node, args, RunContext(x.shape[0], None))  # type: ignore[misc]
+        out = out[0] if isinstance(out, tuple) else out
+        return out.reshape(x.shape[0], -1)
+
+
+class BoundOpError(ValueError):
+    """This node cannot be turned into IR layers; the message says why and what would work."""
+
+
+BoundOp = Callable[[OpContext], list[Layer]]
+
+
+def _no_layer(ctx: OpContext) -> list[Layer]:
+    return []  # row-major order of the sample is unchanged: nothing to do on flat vectors
+
+
+
+
+def _probe_affine(ctx: OpContext) -> list[Layer]:
+    """Any affine op as a dense layer: ``b = f(0)``, column ``i`` of ``W`` = ``f(e_i) - f(0)``."""
+    if ctx.n_in * ctx.n_out > MAX_PROBE_ENTRIES:
+        raise BoundOpError(f"{ctx.n_in}x{ctx.n_out} dense matrix is too large (limit {MAX_PROBE_ENTRIES} entries)")
+    with torch.no_grad():
+        zero = ctx.apply(torch.zeros(1, ctx.n_in, dtype=torch.float64))[0]
+        cols = ctx.apply(torch.eye(ctx.n_in, dtype=torch.float64)) - zero
+    return [Dense(cols.T.contiguous(), zero)]
+
+
+def _elementwise(ctx: OpContext) -> list[Layer]:
+    """Add/Sub/Mul/Div with a constant: a diagonal layer when the shape is kept, else dense."""
+    if ctx.node.op_type == "Div" and ctx.live_index != 0:
+        raise BoundOpError("division by a computed tensor is not affine; only division by a constant is supported")
+    if ctx.node.op_type == "Mul" and all(c is None for i, c in enumerate(ctx.consts) if i != ctx.live_index):
+        raise BoundOpError("product of two computed tensors is not supported")
+    if ctx.in_shape != ctx.out_shape:
+        return _probe_affine(ctx)
+    with torch.no_grad():
+        zero = ctx.apply(torch.zeros(1, ctx.n_in, dtype=torch.float64))[0]
+        one = ctx.apply(torch.ones(1, ctx.n_in, dtype=torch.float64))[0]
+    return [Diag(one - zero, zero)]
+
+
+
+
+def _gemm(ctx: OpContext) -> list[Layer]:
+    node = ctx.node
+    if ctx.live_index != 0 or len(ctx.in_shape) != 1:
+        return _probe_affine(ctx)
+    w = ctx.consts[1].double()
+    w = w if node.attr("transB", 0) else w.T
+    if node.attr("transA", 0):
+        raise BoundOpError("Gemm with transA=1 on the computed input is not supported")
+    bias = torch.zeros(w.shape[0], dtype=torch.float64)
+    if len(ctx.consts) > 2 and ctx.consts[2] is not None:
+        bias = bias + node.attr("beta", 1.0) * ctx.consts[2].double().reshape(-1).expand(w.shape[0])
+    return [Dense(node.attr("alpha", 1.0) * w, bias)]
+
+
+def _mat_mul(ctx: OpContext) -> list[Layer]:
+    if ctx.live_index == 0 and len(ctx.in_shape) == 1 and ctx.consts[1].dim() == 2:
+        w = ctx.consts[1].double()
+        return [Dense(w.T.contiguous(), torch.zeros(w.shape[1], dtype=torch.float64))]
+    return _probe_affine(ctx)
+
+
+def _conv(ctx: OpContext) -> list[Layer]:
+    node = ctx.node
+    if len(ctx.in_shape) != 3 or ctx.live_index != 0:
+        return _probe_affine(ctx)
+    pads = list(node.attr("pads", [0, 0, 0, 0]))
+    if pads[:2] != pads[2:] or node.attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        return _probe_affine(ctx)
+    geo = ConvGeometry(ctx.in_shape, ctx.out_shape, tuple(node.attr("strides", [1, 1])), tuple(pads[:2]),
+                       tuple(node.attr("dilations", [1, 1])), int(node.attr("group", 1)))  # type: ignore[arg-type]
+    bias = ctx.consts[2] if len(ctx.consts) > 2 else None
+    return [Conv(ctx.consts[1], bias, geo)]
+
+
+def _batch_normalization(ctx: OpContext) -> list[Layer]:
+    scale, bias, mean, var = (c.double() for c in ctx.consts[1:5])
+    inv = scale / torch.sqrt(var + ctx.node.attr("epsilon", 1e-5))
+    spatial = math.prod(ctx.in_shape[1:])
+    return [Diag(inv.repeat_interleave(spatial), (bias - mean * inv).repeat_interleave(spatial))]
+
+
+def _relu(ctx: OpContext) -> list[Layer]:
+    return [Relu(ctx.n_in)]
+
+
+def _leaky_relu(ctx: OpContext) -> list[Layer]:
+    return [LeakyRelu(ctx.n_in, float(ctx.node.attr("alpha", 0.01)))]
+
+
+def _sigmoid(ctx: OpContext) -> list[Layer]:
+    return [Sigmoid(ctx.n_in)]
+
+
+def _tanh(ctx: OpContext) -> list[Layer]:
+    return [Tanh(ctx.n_in)]
+
+
+def _clip(ctx: OpContext) -> list[Layer]:
+    """``clip(x, a, b) = b - relu((b - a) - relu(x - a))``: exact with two ReLU layers."""
+    node = ctx.node
+    if node.opset < 11:
+        low, high = node.attr("min", -math.inf), node.attr("max", math.inf)
+    else:
+        low = float(ctx.consts[1]) if len(ctx.consts) > 1 and ctx.consts[1] is not None else -math.inf
+        high = float(ctx.consts[2]) if len(ctx.consts) > 2 and ctx.consts[2] is not None else math.inf
+    n, ones = ctx.n_in, torch.ones(ctx.n_in, dtype=torch.float64)
+    if math.isinf(low) and math.isinf(high):
+        return []
+    if math.isinf(high):
+        return [Diag(ones, -low * ones), Relu(n), Diag(ones, low * ones)]
+    if math.isinf(low):
+        return [Diag(-ones, high * ones), Relu(n), Diag(-ones, high * ones)]
+    return [Diag(ones, -low * ones), Relu(n), Diag(-ones, (high - low) * ones), Relu(n), Diag(-ones, high * ones)]
+
+
+def _max_pool(ctx: OpContext) -> list[Layer]:
+    node = ctx.node
+    if node.attr("ceil_mode", 0) or len(ctx.in_shape) != 3:
+        raise BoundOpError("MaxPool with ceil_mode=1 or non-2-D input is not supported")
+    pads = list(node.attr("pads", [0, 0, 0, 0]))
+    c, h, w = ctx.in_shape
+    index = torch.arange(c * h * w, dtype=torch.float64).reshape(1, c, h, w) + 1
+    index = F.pad(index, [pads[1], pads[3], pads[0], pads[2]])  # padding reads as index 0 -> -1
+    cols = F.unfold(index, node.attr("kernel_shape"), dilation=node.attr("dilations", [1, 1]),
+                    stride=node.attr("strides", [1, 1]))  # (1, c*k, L)
+    k = math.prod(node.attr("kernel_shape"))
+    windows = cols.reshape(c, k, -1).permute(0, 2, 1).reshape(-1, k).long() - 1
+    if windows.shape[0] != ctx.n_out:
+        raise BoundOpError(f"MaxPool window count {windows.shape[0]} does not match the output size {ctx.n_out}")
+    return [MaxPool(windows, ctx.n_in)]
+
+
+def _softmax(ctx: OpContext) -> list[Layer]:
+    if not ctx.is_last:
+        raise BoundOpError("Softmax is supported only as the last op (argmax properties)")
+    return []  # dropped; the caller records it via Network.output_softmax
+
+
+BOUND_OPS: dict[str, BoundOp] = {
+    "Identity": _no_layer,
+    "Dropout": _no_layer,
+    "Flatten": _no_layer,
+    "Reshape": _no_layer,
+    "Squeeze": _no_layer,
+    "Unsqueeze": _no_layer,
+    "Add": _elementwise,
+    "Sub": _elementwise,
+    "Mul": _elementwise,
+    "Div": _elementwise,
+    "Neg": _elementwise,
+    "Transpose": _probe_affine,
+    "Pad": _probe_affine,
+    "Slice": _probe_affine,
+    "Concat": _probe_affine,
+    "Gather": _probe_affine,
+    "AveragePool": _probe_affine,
+    "GlobalAveragePool": _probe_affine,
+    "Gemm": _gemm,
+    "MatMul": _mat_mul,
+    "Conv": _conv,
+    "BatchNormalization": _batch_normalization,
+    "Relu": _relu,
+    "LeakyRelu": _leaky_relu,
+    "Sigmoid": _sigmoid,
+    "Tanh": _tanh,
+    "Clip": _clip,
+    "MaxPool": _max_pool,
+    "Softmax": _softmax,
+}
+
+
+def bound_op_for(op_type: str) -> BoundOp | None:
+    """The bound operator of ``op_type``, or None when there is none."""
+    return BOUND_OPS.get(op_type)
+
+
+def supported_bound_ops() -> list[str]:
+    """Every ONNX op type the bound propagation handles."""
+    return sorted(BOUND_OPS)
+
+
+def build_network(source: Path | str | Any) -> Network:
+    """The IR chain of an ONNX model (path or ModelProto).
+
+    Raises:
+        UnsupportedOpsError: every node without a bound operator, or that combines computed tensors
+            in a way that is not affine.
+    """
+    module = load_onnx_module(source)
+    return network_from_module(module, str(source) if isinstance(source, Path | str) else "the ONNX model")
+
+
+def network_from_module(module: OnnxModule, source: str = "") -> Network:
+    """Trace ``module`` once (batch of 2, float64) and convert every live node.
+
+    A single chain becomes a plain chain of layers. A branching graph (a tensor used by several
+    nodes, a residual Add/Sub or a Concat of computed tensors) becomes a chain over the *state*:
+    the concatenation of every computed tensor still needed. Each node then routes the state
+    (``Select``), works on its own slot at the end and lets the other slots pass unchanged
+    (``Embedded``/``EmbeddedActivation``).
+    """
+    parsed = module.parsed
+    if -1 in module.sample_shape:
+        raise UnsupportedOpsError([(parsed.input_name, "symbolic input shape")], source)
+    module = module.double()
+    with torch.no_grad():
+        env = module.run(torch.zeros(2, *module.sample_shape, dtype=torch.float64))
+    final = parsed.output_names[0]
+    nodes = _needed_nodes(parsed.nodes, final)
+    live = {parsed.input_name}
+    for node in nodes:
+        if node.op_type != "Shape" and any(name in live for name in node.inputs):
+            live.update(node.outputs)
+    last_use = {name: i for i, node in enumerate(nodes) if node.op_type != "Shape" for name in node.inputs if name in live}
+    state = _State([(parsed.input_name, math.prod(module.sample_shape))])
+    layers: list[Layer] = []
+    problems: list[tuple[str, str]] = []
+    softmax = False
+    for i, node in enumerate(nodes):
+        live_idx = [j for j, name in enumerate(node.inputs) if name in live]
+        if not live_idx or node.op_type == "Shape":
+            continue
+        out = node.outputs[0]
+        size = math.prod(env[out].shape[1:]) if isinstance(env.get(out), Tensor) else 0
+        keep = [name for name, _ in state.slots if last_use.get(name, -1) > i or (name == final and out != final)]
+        if problems:  # the network will not be built: only collect what else is unsupported
+            if len(live_idx) == 1:
+                _, problem = _convert(node, live_idx[0], env, out == final)
+                if problem:
+                    problems.append((node.name, f"{node.op_type} ({problem})"))
+            continue
+        if len(live_idx) == 1:
+            new_layers, problem = _convert(node, live_idx[0], env, out == final)
+            if problem:
+                problems.append((node.name, f"{node.op_type} ({problem})"))
+                continue
+            src = node.inputs[live_idx[0]]
+            layers += state.route(keep, [src])
+            layers += _embed(new_layers, state.size - state.sizes[src]) if len(state.slots) > 1 else new_layers
+            state.replace_last(out, size)
+            softmax = softmax or node.op_type == "Softmax"
+        else:
+            try:
+                layers += state.combine(node, live_idx, keep, env, size)
+            except BoundOpError as exc:
+                problems.append((node.name, f"{node.op_type} ({exc})"))
+    if not problems:
+        layers += state.route([], [final]) if [n for n, _ in state.slots] != [final] else []
+    if problems:
+        raise UnsupportedOpsError(problems, source)
+    return Network(fuse_affine(layers), math.prod(module.sample_shape), output_softmax=softmax)
+
+
+def fuse_affine(layers: list[Layer]) -> list[Layer]:
+    """Merge neighbouring Dense/Diag layers (MatMul+Add, Gemm+Mul, normalisation prefixes, Conv+BN).
+
+    Fewer layers make every backward pass cheaper; the products are formed in float64, whose
+    rounding (1e-16 relative) is far inside the final margin of ``bounds.final_margin``.
+    """
+    out: list[Layer] = []
+    for layer in layers:
+        prev = out[-1] if out else None
+        merged = _merge(prev, layer) if prev is not None else None
+        if merged is None:
+            out.append(layer)
+        else:
+            out[-1] = merged
+    return out
+
+
+def _merge(first: Layer, second: Layer) -> Layer | None:
+    if isinstance(first, Diag) and isinstance(second, Diag):
+        return Diag(second.scale * first.scale, second.scale * first.shift + second.shift)
+    if isinstance(first, Dense) and isinstance(second, Diag):
+        return Dense(second.scale.unsqueeze(1) * first.weight, second.scale * first.bias + second.shift)
+    if isinstance(first, Diag) and isinstance(second, Dense):
+        return Dense(second.weight * first.scale, second.weight @ first.shift + second.bias)
+    if isinstance(first, Conv) and isinstance(second, Diag):
+        c_out = first.geo.out_shape[0]
+        scale, shift = second.scale.reshape(c_out, -1), second.shift.reshape(c_out, -1)
+        if bool((scale == scale[:, :1]).all()) and bool((shift == shift[:, :1]).all()):
+            s, t = scale[:, 0], shift[:, 0]
+            bias = first.bias_map.reshape(c_out, -1)[:, 0]
+            return Conv(first.weight * s.reshape(-1, 1, 1, 1), s * bias + t, first.geo)
+    return None
+
+
+def _needed_nodes(nodes: tuple[Node, ...], final: str) -> list[Node]:
+    """The nodes the first output depends on, in graph order (dead branches dropped)."""
+    needed, keep = {final}, []
+    for node in reversed(nodes):
+        if any(o in needed for o in node.outputs):
+            keep.append(node)
+            needed.update(name for name in node.inputs if name)
+    return keep[::-1]
+
+
+class _State:
+    """The computed tensors kept along a branching graph, as ordered (name, size) slots."""
+
+    def __init__(self, slots: list[tuple[str, int]]) -> None:
+        self.slots = slots
+
+    @property
+    def size(self) -> int:
+        return sum(n for _, n in self.slots)
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return dict(self.slots)
+
+    def offset(self, name: str) -> int:
+        pos = 0
+        for slot, n in self.slots:
+            if slot == name:
+                return pos
+            pos += n
+        raise KeyError(name)
+
+    def route(self, keep: list[str], tail: list[str]) -> list[Layer]:
+        """A ``Select`` laying the state out as the kept slots then ``tail`` (nothing when already so)."""
+        order = [name for name, _ in self.slots if name in keep] + tail
+        if [n for n, _ in self.slots] == order:
+            return []
+        sizes, n_in = self.sizes, self.size
+        idx = torch.cat([torch.arange(sizes[name]) + self.offset(name) for name in order]).unsqueeze(1)
+        self.slots = [(name, sizes[name]) for name in order]
+        return [Select(idx, torch.ones(idx.shape, dtype=torch.float64), torch.zeros(idx.shape[0], dtype=torch.float64), n_in)]
+
+    def replace_last(self, name: str, size: int) -> None:
+        self.slots[-1] = (name, size)
+
+    def combine(self, node: Node, live_idx: list[int], keep: list[str], env: dict[str, Any], size: int) -> list[Layer]:
+        """A ``Select`` for Add/Sub/Concat of computed tensors: kept slots, then the node's output."""
+        if node.op_type not in ("Add", "Sub", "Concat"):
+            raise BoundOpError("only Add, Sub and Concat may combine two computed tensors (branching graph)")
+        n_in, sizes = self.size, self.sizes
+        consts = [env[name] if name and j not in live_idx else None for j, name in enumerate(node.inputs)]
+
+        def run(fill: dict[int, Tensor], with_consts: bool) -> Tensor:
+            args: list[Any] = []
+            for j, name in enumerate(node.inputs):
+                if j in live_idx:
+                    base = env[name][:1].double()
+                    args.append(fill[j].reshape(base.shape) if j in fill else torch.zeros_like(base))
+                else:
+                    c = consts[j]
+                    args.append(c if with_consts or not isinstance(c, Tensor) or not c.is_floating_point()
+                                else torch.zeros_like(c))
+            out = handler_for(node.op_type)(node, args, RunContext(1, None))  # type: ignore[misc]
+            return (out[0] if isinstance(out, tuple) else out).reshape(-1).double()
+
+        terms_idx, terms_w = [], []
+        for j in live_idx:
+            pos = torch.arange(sizes[node.inputs[j]], dtype=torch.float64) + self.offset(node.inputs[j]) + 1
+            coded = run({j: pos}, False)
+            terms_idx.append(coded.abs().round().long() - 1)
+            terms_w.append(torch.sign(coded))
+        bias = run({}, True)
+        idx, weight = torch.stack(terms_idx, 1), torch.stack(terms_w, 1)
+        head = torch.cat([torch.arange(sizes[name]) + self.offset(name) for name in keep]) if keep else torch.zeros(0)
+        pad = torch.full((head.numel(), idx.shape[1] - 1), -1)
+        full_idx = torch.cat([torch.cat([head.long().unsqueeze(1), pad], 1), idx])
+        full_w = torch.cat([torch.ones(head.numel(), idx.shape[1], dtype=torch.float64), weight])
+        full_b = torch.cat([torch.zeros(head.numel(), dtype=torch.float64), bias])
+        layer = Select(full_idx, full_w, full_b, n_in)
+        x = torch.randn(3, n_in, dtype=torch.float64)
+        expected = run({j: x[0, self.offset(node.inputs[j]):self.offset(node.inputs[j]) + sizes[node.inputs[j]]]
+                        for j in live_idx}, True)
+        if bias.numel() != size or not torch.allclose(layer.forward(x[:1])[0, head.numel():], expected, atol=1e-9):
+            raise BoundOpError("the combination is not a selection/sum of its inputs (e.g. broadcasting over them)")
+        self.slots = [(name, sizes[name]) for name in keep] + [(node.outputs[0], size)]
+        return [layer]
+
+
+def _embed(layers: list[Layer], keep: int) -> list[Layer]:
+    """``layers`` acting on the last values of the state, the first ``keep`` values passing through."""
+    if keep == 0:
+        return layers
+    out: list[Layer] = []
+    for layer in layers:
+        if isinstance(layer, Affine):
+            out.append(Embedded(layer, keep))
+        elif isinstance(layer, Activation):
+            out.append(EmbeddedActivation(layer, keep))
+        elif isinstance(layer, MaxPool):
+            head = torch.full((keep, layer.windows.shape[1]), -1, dtype=torch.long)
+            head[:, 0] = torch.arange(keep)
+            windows = torch.where(layer.windows >= 0, layer.windows + keep, layer.windows)
+            out.append(MaxPool(torch.cat([head, windows]), keep + layer.n_in))
+        else:
+            raise BoundOpError(f"{type(layer).__name__} cannot act on one branch of a graph")
+    return out
+
+
+def _convert(node: Node, live_index: int, env: dict[str, Any], is_last: bool) -> tuple[list[Layer], str]:
+    op = bound_op_for(node.op_type)
+    if op is None:
+        return [], "no bound operator"
+    x_in, x_out = env[node.inputs[live_index]], env[node.outputs[0]]
+    if x_in.shape[0] != 2 or x_out.shape[0] != 2:
+        return [], "mixes the batch axis"
+    consts = [None if i == live_index or not name else env[name] for i, name in enumerate(node.inputs)]
+    ctx = OpContext(node, consts, live_index, tuple(x_in.shape[1:]), tuple(x_out.shape[1:]), is_last)
+    try:
+        return op(ctx), ""
+    except BoundOpError as exc:
+        return [], str(exc)

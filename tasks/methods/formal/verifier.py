@@ -1,0 +1,295 @@
+"""Complete verification of a VNN-LIB-style ``Property`` on an ONNX model, cheapest rung first.
+
+Ladder: falsifier -> IBP -> CROWN -> alpha-CROWN -> branch and bound (input splitting for at most
+``INPUT_SPLIT_MAX_DIMS`` inputs, ReLU splitting otherwise). ``unsat`` only from sound bounds,
+``sat`` only with a counterexample re-executed on ONNX Runtime; anything else is unknown/timeout.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnx
+import torch
+
+from nnassay.tasks.methods.formal.bab import BabResult, bab_input_portfolio, bab_relu
+from nnassay.tasks.methods.formal.bounds import alpha_crown, crown, sound_lower
+from nnassay.tasks.methods.formal.falsify import OrtChecker, Spec, falsify_region
+from nnassay.tasks.methods.formal.layers import Network
+from nnassay.tasks.methods.formal.ops import bound_op_for, network_from_module
+from nnassay.tasks.methods.formal.property import Property, Region, local_robustness
+from nnassay.tasks.engine.onnx_torch import UnsupportedOpsError, handler_for, load_onnx_module, max_deviation_from_ort
+
+Verdict = Literal["sat", "unsat", "unknown", "timeout"]
+RUNGS = ("falsifier", "ibp", "crown", "alpha-crown", "bab-input", "bab-relu")
+INPUT_SPLIT_MAX_DIMS = 10
+# The root alpha-CROWN also optimises the slopes behind the intermediate bounds on nets of up to this
+# many nonlinear neurons (the ALPHA_SHARE time limit applies). Measured at 60 s: the bound left when
+# ReLU splitting timed out went from -2756 to -1600 (MNIST-FC 256x6 prop_11), -16.7 to -5.3 (256x4
+# prop_12), -0.022 to -0.012 (OVAL21 base img876), and all later sub-domains inherit the bounds.
+ALPHA_INTERMEDIATE_MAX_NEURONS = 10_000
+ALPHA_ITERS_SMALL_NET = 600  # nets up to this many nonlinear neurons get 30 iterations, larger ones 20
+ALPHA_SHARE = 0.25  # at most this share of the time left goes to the alpha-CROWN rung
+MAX_REL_DEVIATION = 1e-3  # torch vs ORT, relative to the output size, before anything is trusted
+# A second thread pays only on an idle machine with large layers; on a shared, loaded one it is many
+# times slower (threads wait for each other), so the verifier takes one unless the cores are free.
+THREADS = 2 if os.getloadavg()[0] < 0.5 * (os.cpu_count() or 1) else 1
+
+
+@dataclass(frozen=True)
+class VerificationOutcome:
+    """The verdict on one property and how it was reached."""
+
+    verdict: Verdict
+    method: str
+    time_s: float
+    margin: float | None = None  # best sound lower bound of the violation margin (> 0 proves)
+    counterexample: tuple[np.ndarray, np.ndarray] | None = None  # (flat float32 input, ORT output)
+    branches: int = 0
+    reason: str = ""
+    unsupported: list[tuple[str, str]] = field(default_factory=list)
+    max_ort_deviation: float | None = None
+    device: str = "cpu"  # the torch device the bounds were computed on
+
+
+@dataclass
+class _Run:
+    """Shared state of one verification: model, IR, ORT checker and the clock."""
+
+    path: str
+    prop: Property
+    module: torch.nn.Module
+    net: Network
+    checker: OrtChecker
+    start: float
+    deadline: float
+    device: torch.device
+    deviation: float = 0.0  # max |torch - ORT| on sample points
+    branches: int = 0
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def outcome(self, verdict: Verdict, method: str, **kw: object) -> VerificationOutcome:
+        return VerificationOutcome(verdict, method, time.monotonic() - self.start, branches=self.branches,  # type: ignore[arg-type]
+                                   device=str(self.device), **kw)  # fmt: skip
+
+    def on(self, device: torch.device) -> _Run:
+        """A copy whose model and bound network live on ``device`` (this one keeps its own)."""
+        return replace(self, module=copy.deepcopy(self.module).to(device), net=copy.deepcopy(self.net).to(device),
+                       device=device)  # fmt: skip
+
+
+def verify(onnx_path: Path | str, prop: Property, *, timeout_s: float, deadline: float | None = None,
+           incomplete: bool = False) -> VerificationOutcome:  # fmt: skip
+    """Decide ``prop`` on the model: sat (counterexample), unsat (proof), unknown or timeout.
+
+    Args:
+        onnx_path: the ONNX model (one input; the first axis is the batch).
+        prop: regions (input boxes in the flattened ONNX input) with their violation conditions.
+        timeout_s: time budget from now, in seconds.
+        deadline: an absolute ``time.monotonic()`` limit; the earlier of the two applies.
+        incomplete: stop after alpha-CROWN (no branch and bound), e.g. for certified radii.
+    """
+    start = time.monotonic()
+    stop = min(start + timeout_s, deadline if deadline is not None else math.inf)
+    torch.set_num_threads(THREADS)
+    run = _prepare(str(onnx_path), prop, start, stop)
+    if isinstance(run, VerificationOutcome):
+        return run
+    device = pick_device()
+    if device.type == "cpu":
+        return _ladder(run, incomplete)
+    try:  # the whole ladder on the accelerator; any failure there reruns it on the CPU, said in the reason
+        on_device = run.on(device)
+        with torch.device(device):
+            return _ladder(on_device, incomplete)
+    except Exception as exc:  # noqa: BLE001 (a device problem must never lose the verdict)
+        problem = f"{device} failed ({type(exc).__name__}: {str(exc)[:200]}), so the ladder ran again on the CPU"
+    out = _ladder(run, incomplete)
+    return replace(out, reason=f"{out.reason}; {problem}" if out.reason else problem)
+
+
+def pick_device() -> torch.device:
+    """The torch device for the bounds: ``NNASSAY_VERIFIER_DEVICE`` when set (e.g. ``cpu``, ``cuda:1``),
+    else the GPU when torch sees one, else the CPU. ONNX Runtime re-checks run on the CPU either way."""
+    wanted = os.environ.get("NNASSAY_VERIFIER_DEVICE", "").strip()
+    if wanted:
+        return torch.device(wanted)
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def unsupported_nodes(model: onnx.ModelProto) -> list[tuple[str, str]]:
+    """Every node that either the torch executor or the bound propagation cannot handle."""
+    found = []
+    for k, node in enumerate(model.graph.node):
+        if node.domain not in ("", "ai.onnx") or handler_for(node.op_type) is None or (
+                bound_op_for(node.op_type) is None and node.op_type not in ("Constant", "Shape", "Cast", "ConstantOfShape")):
+            found.append((node.name or f"{node.op_type}_{k}", node.op_type))
+    return found
+
+
+def _prepare(path: str, prop: Property, start: float, stop: float) -> _Run | VerificationOutcome:
+    def early(verdict: Verdict, reason: str, **kw: object) -> VerificationOutcome:
+        return VerificationOutcome(verdict, "none", time.monotonic() - start, reason=reason, **kw)  # type: ignore[arg-type]
+
+    missing = unsupported_nodes(onnx.load(path, load_external_data=False))
+    if missing:
+        return early("unknown", f"{len(missing)} unsupported node(s): "
+                     + ", ".join(f"{n} ({o})" for n, o in missing), unsupported=missing)
+    try:
+        module = load_onnx_module(path).double()
+        net = network_from_module(load_onnx_module(path), path)
+    except UnsupportedOpsError as exc:
+        return early("unknown", str(exc), unsupported=list(exc.nodes))
+    if net.n_inputs != prop.n_inputs or net.n_outputs != prop.n_outputs:
+        return early("unknown", f"the property has {prop.n_inputs} inputs/{prop.n_outputs} outputs but the model has "
+                     f"{net.n_inputs}/{net.n_outputs}; use a property written for this model")
+    deviation, problem = _ort_agreement(module, path, prop)
+    if problem:
+        return early("unknown", problem, max_ort_deviation=deviation)
+    if net.output_softmax and not _pairwise_only(prop):
+        return early("unknown", "the model ends in Softmax and the property is not a pure comparison of outputs "
+                     "(Y_i <= Y_j); bounds on Softmax outputs are not supported", max_ort_deviation=deviation)
+    return _Run(path, prop, module, net, OrtChecker(path, prop), start, stop, torch.device("cpu"), deviation)
+
+
+def _ort_agreement(module: torch.nn.Module, path: str, prop: Property, n: int = 4) -> tuple[float, str]:
+    """Max |torch - ORT| on a few random points of the boxes, and a reason when it is too large."""
+    rng = np.random.default_rng(0)
+    pts = [r.box.lower + (r.box.upper - r.box.lower) * rng.random((n, prop.n_inputs)) for r in prop.regions[:4]]
+    xs = np.concatenate(pts).astype(np.float32)
+    deviation = max_deviation_from_ort(module, path, xs)
+    with torch.no_grad():
+        scale = float(module(torch.as_tensor(xs, dtype=torch.float64)).abs().max())
+    if not math.isfinite(deviation) or deviation > MAX_REL_DEVIATION * (1 + scale):
+        return deviation, (f"the torch graph deviates from ONNX Runtime by {deviation:.3g} (outputs up to {scale:.3g}); "
+                           "expected agreement within 1e-3 relative, so no bound would be trustworthy")
+    return deviation, ""
+
+
+def _pairwise_only(prop: Property) -> bool:
+    for region in prop.regions:
+        for clause in region.disjuncts:
+            for h in clause:
+                nz = np.flatnonzero(h.coeffs)
+                if h.rhs != 0 or len(nz) != 2 or h.coeffs[nz[0]] != -h.coeffs[nz[1]]:
+                    return False
+    return True
+
+
+def _ladder(run: _Run, incomplete: bool) -> VerificationOutcome:
+    dev = run.deviation
+    rng = torch.Generator(device=run.device).manual_seed(0)
+    specs = [Spec.of(r, run.prop.n_outputs) for r in run.prop.regions]
+    boxes = [_box(r) for r in run.prop.regions]
+    quick = min(2.0, 0.05 * max(run.left(), 0.0)) + time.monotonic()
+    for spec, (low, high) in zip(specs, boxes, strict=True):
+        found = falsify_region(_flat(run), spec, low, high, run.checker, rng=rng, deadline=quick)
+        if found is not None:
+            return run.outcome("sat", "falsifier", counterexample=found, margin=None, max_ort_deviation=dev)
+    method, margins = "ibp", []
+    for spec, (low, high) in zip(specs, boxes, strict=True):
+        verdict, rung, margin, extra = _prove_region(run, spec, low, high, incomplete)
+        margins.append(margin)
+        method = max(method, rung, key=RUNGS.index)
+        if verdict != "unsat":
+            return run.outcome(verdict, rung, margin=margin, max_ort_deviation=dev, **extra)  # type: ignore[arg-type]
+    return run.outcome("unsat", method, margin=min(margins), max_ort_deviation=dev, reason="proved by sound bounds")
+
+
+def _flat(run: _Run) -> torch.nn.Module:
+    return run.module
+
+
+def _box(region: Region) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.tensor(region.box.lower, dtype=torch.float64), torch.tensor(region.box.upper, dtype=torch.float64)
+
+
+def _prove_region(run: _Run, spec: Spec, low: torch.Tensor, high: torch.Tensor, incomplete: bool
+                  ) -> tuple[Verdict, str, float, dict[str, object]]:  # fmt: skip
+    """Run the bound rungs on one region: (verdict, rung, margin, extra outcome fields)."""
+    net, c = run.net, spec.c.unsqueeze(0)
+    lo, hi = low.unsqueeze(0), high.unsqueeze(0)
+    if bool((lo > hi).any()):
+        return "unsat", "ibp", math.inf, {"reason": "empty input box"}
+    margin = -math.inf
+    for method in ("ibp", "crown"):
+        lb, rel, _ = crown(net, c, lo, hi, method=method)
+        margin = max(margin, float(spec.objective(sound_lower(net, c, lb, lo, hi))[0]))
+        if margin > 0:
+            return "unsat", method, margin, {}
+    if run.left() <= 0:
+        return "timeout", "crown", margin, {"reason": "deadline reached after CROWN"}
+    neurons = sum(layer.n_out for layer in net.layers if layer.nonlinear)
+    budget = time.monotonic() + ALPHA_SHARE * run.left()
+    lb, rel = alpha_crown(net, c, lo, hi, rel, iters=30 if neurons <= ALPHA_ITERS_SMALL_NET else 20, lr=0.1,
+                          optimise_intermediate=neurons <= ALPHA_INTERMEDIATE_MAX_NEURONS and
+                          net.n_inputs > INPUT_SPLIT_MAX_DIMS, deadline=budget, start=lb)  # fmt: skip
+    margin = max(margin, float(spec.objective(sound_lower(net, c, lb, lo, hi))[0]))
+    if margin > 0:
+        return "unsat", "alpha-crown", margin, {}
+    if incomplete or run.left() <= 0:
+        verdict: Verdict = "unknown" if incomplete else "timeout"
+        return verdict, "alpha-crown", margin, {"reason": "not proved by the incomplete rungs"}
+    if net.n_inputs <= INPUT_SPLIT_MAX_DIMS:
+        res, rung = bab_input_portfolio(net, spec, low, high, run.checker, deadline=run.deadline), "bab-input"
+    else:
+        res, rung = bab_relu(net, spec, low, high, rel, run.checker, deadline=run.deadline), "bab-relu"
+    run.branches += res.branches
+    return _from_bab(res, rung, margin)
+
+
+def _from_bab(res: BabResult, rung: str, margin: float) -> tuple[Verdict, str, float, dict[str, object]]:
+    extra: dict[str, object] = {"reason": res.reason}
+    if res.verdict == "sat":
+        extra["counterexample"] = res.counterexample
+        return "sat", rung, res.margin, extra
+    verdict: Verdict = res.verdict if res.verdict in ("unsat", "timeout") else "unknown"  # type: ignore[assignment]
+    return verdict, rung, res.margin if verdict == "unsat" else max(margin, res.margin), extra
+
+
+def certified_radius(onnx_path: Path | str, x: np.ndarray, label: int, *, lower: float | np.ndarray,
+                     upper: float | np.ndarray, eps_max: float, timeout_s: float, tol: float = 0.05
+                     ) -> tuple[float, float | None]:  # fmt: skip
+    """Largest L-inf radius proved (TR 24029-1 6.2.3 maximum stable space) and smallest refuted one.
+
+    Bisection on eps with the incomplete rungs (falsifier, IBP, CROWN, alpha-CROWN); stops when the
+    bracket is within ``tol`` (relative) or the time is up. Returns ``(radius_lower, radius_upper)``,
+    ``radius_upper`` None when no counterexample was found up to ``eps_max``.
+    """
+    stop = time.monotonic() + timeout_s
+    n_classes = _n_outputs(onnx_path)
+    proved, refuted, undecided = 0.0, None, None
+    eps = eps_max
+    while time.monotonic() < stop:
+        prop = local_robustness(x, label, eps, n_classes, lower, upper)
+        out = verify(onnx_path, prop, timeout_s=max((stop - time.monotonic()) / 2, 0.01), incomplete=True)
+        if out.verdict == "unsat":
+            proved = eps
+        elif out.verdict == "sat":
+            refuted = eps
+        else:
+            undecided = eps
+        top = min(v for v in (refuted, undecided, eps_max) if v is not None)
+        if proved >= top or top - proved <= tol * top:
+            break
+        eps = (proved + top) / 2
+    return proved, refuted
+
+
+def _n_outputs(onnx_path: Path | str) -> int:
+    module = load_onnx_module(onnx_path)
+    with torch.no_grad():
+        y = module(torch.zeros(1, *module.sample_shape))
+    return int(y.reshape(1, -1).shape[1])
+
+
+__all__ = ["VerificationOutcome", "certified_radius", "pick_device", "replace", "unsupported_nodes", "verify"]

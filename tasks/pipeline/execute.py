@@ -1,0 +1,163 @@
+"""Step 3, execution: run one planned test with its registered method. No Prefect here.
+
+Models and data are loaded once per process and shared by the tests (ONNX Runtime sessions are
+thread-safe for inference), so parallel task runs do not reload them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from nnassay.schemas.goals import AssessmentSpec
+from nnassay.schemas.plan import AssessmentPlan, TestSpec
+from nnassay.schemas.results import MethodOutcome, MethodResult, TestStatus
+from nnassay.schemas.settings import Settings
+from nnassay.tasks.io.data_io import Dataset, load_dataset
+from nnassay.tasks.io.files import sha256_file
+from nnassay.tasks.io.model_io import ModelRunner
+from nnassay.tasks.pipeline.planning import PlanFacts, make_plan
+from nnassay.tasks.methods.registry import Progress, RunContext, get_method
+from nnassay.tasks.pipeline.sharding import Shard, Shardable, ShardResult
+from nnassay.tasks.io.spec_io import read_spec
+
+_CACHE: dict[str, tuple[str, tuple[ModelRunner, Dataset]]] = {}  # key -> (file stamp, inputs)
+_LOCK = threading.Lock()
+
+
+def load_inputs(spec: AssessmentSpec, *, prefer_cuda: bool = True) -> tuple[ModelRunner, Dataset]:
+    """Load (once per process) the model on ONNX Runtime and the data checked against it.
+
+    The key includes the files' size and modification time, so a long-lived process (a Dask worker,
+    a served schedule) picks up a model or data file replaced in place.
+    """
+    key = spec.model.model_dump_json() + spec.data.model_dump_json() + str(prefer_cuda)
+    stamp = _stamp(spec)
+    with _LOCK:
+        if key not in _CACHE or _CACHE[key][0] != stamp:
+            model = ModelRunner(spec.model, prefer_cuda=prefer_cuda, threads=Settings().ort_threads)
+            _CACHE[key] = (stamp, (model, load_dataset(spec.data, model)))
+        return _CACHE[key][1]
+
+
+def _stamp(spec: AssessmentSpec) -> str:
+    stamps = []
+    for path in (Path(spec.model.path), Path(spec.data.path)):
+        try:
+            st = path.stat()
+            stamps.append(f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}")
+        except OSError:
+            stamps.append("missing")  # loading reports the missing file properly
+    return "|".join(stamps)
+
+
+def state_goals(spec_path: Path, *, prefer_cuda: bool = True) -> tuple[AssessmentSpec, PlanFacts]:
+    """Step 1: read the spec, load the model on ONNX Runtime, check the data; facts for planning."""
+    spec = read_spec(spec_path)
+    model, data = load_inputs(spec, prefer_cuda=prefer_cuda)
+    facts = PlanFacts(spec_sha256=sha256_file(spec_path), model_sha256=model.sha256,
+                      data_sha256=data.sha256, data_samples=len(data), data_kind=data.kind)  # fmt: skip
+    return spec, facts
+
+
+def preflight(spec_path: Path, *, prefer_cuda: bool = True) -> AssessmentPlan:
+    """Check everything that can be checked before a run starts (spec, model, data, plan)."""
+    spec, facts = state_goals(spec_path, prefer_cuda=prefer_cuda)
+    return make_plan(spec, facts)
+
+
+def test_context(test: TestSpec, spec: AssessmentSpec, run_dir: Path, *, prefer_cuda: bool = True,
+                 progress: Progress | None = None) -> RunContext:  # fmt: skip
+    """The context a method receives for one planned test (model and data loaded once per process)."""
+    model, data = load_inputs(spec, prefer_cuda=prefer_cuda)
+    goal = next(g for g in spec.goals if g.id == test.goal_id)
+    out_dir = run_dir / "tests" / test.test_id.replace("/", "__")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return RunContext(model=model, data=data.subset(test.samples), threat=test.threat,
+                      metric=test.metric, seed=test.seed, out_dir=out_dir, run_dir=run_dir,
+                      time_s=test.time_s, confidence=goal.criterion.confidence,
+                      interval=goal.criterion.interval, progress=progress or (lambda done, total: None))  # fmt: skip
+
+
+def run_test(test: TestSpec, spec: AssessmentSpec, run_dir: Path, *, prefer_cuda: bool = True,
+             progress: Progress | None = None) -> MethodResult:  # fmt: skip
+    """Run one test; any failure inside the method becomes an 'error' result, never a crash."""
+    started = time.monotonic()
+    ctx = test_context(test, spec, run_dir, prefer_cuda=prefer_cuda, progress=progress)
+    method = get_method(test.method)
+    try:
+        outcome = method.run(ctx, method.Params.model_validate(test.params))
+    except Exception as exc:  # a method bug must not lose the other tests' results
+        outcome = _error_outcome(exc)
+    return _result(test, outcome, ctx, time.monotonic() - started)
+
+
+def run_shard(test: TestSpec, spec: AssessmentSpec, run_dir: Path, shard: Shard, *,
+              prefer_cuda: bool = True) -> ShardResult:  # fmt: skip
+    """Run one shard of a shardable test; a failure is returned (and reported by the merge)."""
+    started = time.monotonic()
+    ctx = test_context(test, spec, run_dir, prefer_cuda=prefer_cuda)
+    method = get_method(test.method)
+    assert isinstance(method, Shardable), f"method {test.method!r} cannot be sharded"
+    try:
+        part = method.run_part(ctx, method.Params.model_validate(test.params), shard.start, shard.stop)
+    except Exception as exc:  # reported as the test's error result by merge_shards
+        outcome = _error_outcome(exc)
+        return ShardResult(shard, None, outcome.reason, str(outcome.details.get("traceback")),
+                           time.monotonic() - started)  # fmt: skip
+    return ShardResult(shard, part, time_s=time.monotonic() - started)
+
+
+def merge_shards(test: TestSpec, spec: AssessmentSpec, run_dir: Path, shards: list[ShardResult], *,
+                 prefer_cuda: bool = True) -> MethodResult:  # fmt: skip
+    """The test's result from its shards, equal to an unsharded run's (timing aside)."""
+    started = time.monotonic()
+    ctx = test_context(test, spec, run_dir, prefer_cuda=prefer_cuda)
+    method = get_method(test.method)
+    assert isinstance(method, Shardable), f"method {test.method!r} cannot be sharded"
+    failed = [s for s in shards if s.error is not None]
+    if failed:
+        reason = f"shard {failed[0].shard.label} failed: {failed[0].error}"
+        outcome = MethodOutcome(status=TestStatus.ERROR, reason=reason[:500],
+                                details={"traceback": failed[0].traceback or ""})  # fmt: skip
+    else:
+        try:
+            outcome = method.merge_parts(ctx, method.Params.model_validate(test.params),
+                                         [s.part for s in shards])  # fmt: skip
+        except Exception as exc:  # a merge bug is an error result, like a method bug
+            outcome = _error_outcome(exc)
+    busy = sum(s.time_s for s in shards) + time.monotonic() - started
+    return _result(test, outcome, ctx, busy)
+
+
+def _error_outcome(exc: Exception) -> MethodOutcome:
+    detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    return MethodOutcome(status=TestStatus.ERROR, reason=f"{detail[:500]}",
+                         details={"traceback": traceback.format_exc()[-4000:]})  # fmt: skip
+
+
+def _result(test: TestSpec, outcome: MethodOutcome, ctx: RunContext, time_s: float) -> MethodResult:
+    return MethodResult.from_outcome(
+        outcome, test_id=test.test_id, goal_id=test.goal_id, method=test.method,
+        family=test.family, seed=test.seed, time_s=round(time_s, 4), provider=ctx.model.provider,
+    )  # fmt: skip
+
+
+def progress_printer(test_id: str, sink: Callable[[str], None], every_s: float = 2.0) -> Progress:
+    """A progress callback that reports counts and time left for one test, at most every few seconds."""
+    started = time.monotonic()
+    last = [started]
+
+    def report(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] < every_s and done < total:
+            return
+        last[0] = now
+        elapsed = now - started
+        left = elapsed / done * (total - done) if done else float("nan")
+        sink(f"{test_id}: {done}/{total} done, {elapsed:.1f}s elapsed, ~{left:.1f}s left")
+
+    return report

@@ -1,0 +1,121 @@
+"""Step 2, planning: turn goals into a test plan. Pure: the same inputs give the same plan.
+
+Every problem of the whole spec is collected and reported at once (a PlanError listing them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from nnassay.schemas.goals import AssessmentSpec, Goal
+from nnassay.schemas.plan import AssessmentPlan, TestSpec
+from nnassay.tasks.errors import PlanError
+from nnassay.tasks.methods.registry import get_method, methods_for, metrics_for
+from nnassay.tasks.stats import sample_size
+
+
+@dataclass(frozen=True)
+class PlanFacts:
+    """What planning needs to know about the inputs besides the spec."""
+
+    spec_sha256: str
+    model_sha256: str
+    data_sha256: str
+    data_samples: int
+    data_kind: str  # 'image' or 'tabular'
+
+
+def derive_seed(master: int, test_id: str) -> int:
+    """A stable per-test seed from the master seed and the test id."""
+    digest = hashlib.sha256(f"{master}:{test_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def make_plan(spec: AssessmentSpec, facts: PlanFacts) -> AssessmentPlan:
+    """Plan one test per goal and method, with parameters, seeds, sample sizes and criteria."""
+    tests: list[TestSpec] = []
+    problems: list[str] = []
+    notes: list[str] = []
+    if spec.model.task != "classification":
+        problems.append("model.task: regression models are not supported yet; use a classifier")
+    for goal in spec.goals:
+        goal_tests, goal_problems = _plan_goal(spec, goal, facts)
+        tests += goal_tests
+        problems += goal_problems
+        notes += _sample_notes(goal, goal_tests)
+    if problems:
+        raise PlanError("the goals cannot be planned:\n  - " + "\n  - ".join(problems),
+                        field="goals", fix="correct each goal named above")  # fmt: skip
+    return AssessmentPlan(spec_id=spec.id, spec_sha256=facts.spec_sha256,
+                          model_sha256=facts.model_sha256, data_sha256=facts.data_sha256,
+                          data_samples=facts.data_samples, tests=tests, notes=notes)  # fmt: skip
+
+
+def _plan_goal(spec: AssessmentSpec, goal: Goal, facts: PlanFacts) -> tuple[list[TestSpec], list[str]]:
+    kind = goal.threat.kind
+    choices = goal.methods or []
+    names = [c.name for c in choices] or methods_for(kind, goal.metric)[:1]
+    if not names:
+        known = metrics_for(kind)
+        hint = f"metrics available for it: {known}" if known else "no registered method tests it"
+        return [], [f"goal {goal.id}: no method measures {goal.metric!r} under threat {kind!r}; {hint}"]
+    overrides = {c.name: c.params for c in choices}
+    tests, problems = [], []
+    primary_taken = False
+    for name in names:
+        test, problem = _plan_test(spec, goal, name, overrides.get(name, {}), facts, primary_taken)
+        if problem:
+            problems.append(problem)
+        elif test:
+            primary_taken = primary_taken or test.primary
+            tests.append(test)
+    if tests and not primary_taken:
+        problems.append(f"goal {goal.id}: none of the methods {names} reports metric {goal.metric!r}")
+    return tests, problems
+
+
+def _plan_test(spec: AssessmentSpec, goal: Goal, name: str, overrides: dict, facts: PlanFacts,
+               primary_taken: bool) -> tuple[TestSpec | None, str | None]:  # fmt: skip
+    try:
+        method = get_method(name)
+    except KeyError as exc:
+        return None, f"goal {goal.id}: {exc.args[0]}"
+    kind = goal.threat.kind
+    if kind not in method.threats:
+        return None, f"goal {goal.id}: method {name!r} does not test threat {kind!r} (it tests {list(method.threats)})"
+    unfit = method.check(goal.threat, facts.data_kind)
+    if unfit:
+        return None, f"goal {goal.id}: " + "; ".join(unfit)
+    try:
+        params = method.params_for(goal.threat, dict(overrides))
+    except ValidationError as exc:
+        fields = "; ".join(f"field '{'.'.join(map(str, e['loc']))}': {e['msg']}" for e in exc.errors())
+        return None, f"goal {goal.id}: method {name!r}: {fields}"
+    except (ValueError, TypeError) as exc:
+        return None, f"goal {goal.id}: method {name!r}: {exc}"
+    test_id = f"{goal.id}/{name}"
+    samples = min(goal.budget.samples or facts.data_samples, facts.data_samples)
+    return TestSpec(
+        test_id=test_id, goal_id=goal.id, method=name, family=method.family, clause=method.clause,
+        threat=goal.threat, params=params.model_dump(mode="json"), metric=goal.metric,
+        criterion=goal.criterion, primary=not primary_taken and goal.metric in method.metrics,
+        seed=derive_seed(spec.seed, test_id), samples=samples,
+        samples_needed=_samples_needed(goal), time_s=goal.budget.time_s,
+    ), None  # fmt: skip
+
+
+def _samples_needed(goal: Goal) -> int | None:
+    """Fewest samples with which the best possible outcome would pass (None: threshold not a rate)."""
+    return sample_size.samples_needed(goal.criterion)
+
+
+def _sample_notes(goal: Goal, tests: list[TestSpec]) -> list[str]:
+    """A note when the primary test's samples can never decide the goal (a pass or a fail is impossible)."""
+    primary = next((t for t in tests if t.primary), None)
+    if primary is None:
+        return []
+    ok, why = sample_size.can_ever_decide(primary.samples, goal.criterion)
+    return [] if ok else [f"goal {goal.id} ({goal.metric}, {primary.samples} samples, if it is a rate): {why}"]
