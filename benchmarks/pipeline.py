@@ -27,10 +27,15 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
-       "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING",
-       # a new Prefect home migrates its database first: give the embedded server time to come up
-       "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300"}  # fmt: skip
+ENV = {
+    **os.environ,
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    # a new Prefect home migrates its database first: give the embedded server time to come up
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
+}
 
 PREFECT_SNIPPET = """
 import time; t = time.perf_counter()
@@ -64,8 +69,9 @@ def home(cold: bool) -> dict[str, str]:
 
 
 def python_seconds(code: str, *, cold: bool = False) -> float:
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=home(cold),
-                         cwd=REPO, check=False)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=home(cold), cwd=REPO, check=False
+    )
     if out.returncode:
         raise SystemExit(f"benchmark step failed:\n{out.stderr[-3000:]}")
     return float(out.stdout.strip().splitlines()[-1])
@@ -74,8 +80,14 @@ def python_seconds(code: str, *, cold: bool = False) -> float:
 def full_run(spec: Path, *, cold: bool) -> tuple[float, Path]:
     out = Path(tempfile.mkdtemp(prefix="bench-run-"))
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "nnassay.flows.cli.app", "assess", str(spec), "--output", str(out)],
-                          capture_output=True, text=True, env=home(cold), cwd=REPO, check=False)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "nnassay.flows.cli.app", "assess", str(spec), "--output", str(out)],
+        capture_output=True,
+        text=True,
+        env=home(cold),
+        cwd=REPO,
+        check=False,
+    )
     if proc.returncode not in (0, 1):
         raise SystemExit(f"assessment failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     return time.perf_counter() - start, out
@@ -112,8 +124,11 @@ def measure(spec: Path) -> dict[str, float]:
         "prefect_startup_s": python_seconds(PREFECT_SNIPPET),
         "mlflow_setup_s": python_seconds(MLFLOW_SNIPPET.format(repo=str(REPO), db=db)),
         "method_compute_s": compute,
-        "pdf_render_s": python_seconds(RENDER_SNIPPET.format(repo=str(REPO), evidence=str(run / "evidence.json"),
-                                                             run=str(run), out=str(run / "again.pdf"))),
+        "pdf_render_s": python_seconds(
+            RENDER_SNIPPET.format(
+                repo=str(REPO), evidence=str(run / "evidence.json"), run=str(run), out=str(run / "again.pdf")
+            )
+        ),
         # the one-goal run: everything but its (tiny) compute is the pipeline's fixed overhead
         "fixed_overhead_s": one_total - compute_of(one_run),
         "tests": len(evidence["results"]),
@@ -126,16 +141,32 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
     rows = [measure(args.spec) for _ in range(args.repeat)]
-    print(f"pipeline benchmark: {args.spec.relative_to(REPO)}, {rows[0]['tests']:.0f} tests, "
-          f"median of {args.repeat} runs, {os.cpu_count()} cores, {platform.processor() or platform.machine()}")
+    print(
+        f"pipeline benchmark: {args.spec.relative_to(REPO)}, {rows[0]['tests']:.0f} tests, "
+        f"median of {args.repeat} runs, {os.cpu_count()} cores, {platform.processor() or platform.machine()}"
+    )
     print("  (cold: first run with a new Prefect home; the others: a reused Prefect home)")
     print("  (fixed overhead: the run time of the spec's first goal alone, minus that goal's compute)")
-    for key in ("total_cold_s", "total_s", "one_goal_total_s", "prefect_startup_cold_s", "prefect_startup_s",
-                "mlflow_setup_s", "method_compute_s", "pdf_render_s", "fixed_overhead_s"):  # fmt: skip
+    for key in (
+        "total_cold_s",
+        "total_s",
+        "one_goal_total_s",
+        "prefect_startup_cold_s",
+        "prefect_startup_s",
+        "mlflow_setup_s",
+        "method_compute_s",
+        "pdf_render_s",
+        "fixed_overhead_s",
+    ):
         print(f"  {key:<20} {statistics.median(r[key] for r in rows):7.2f}")
-    fixed, total = statistics.median(r["fixed_overhead_s"] for r in rows), statistics.median(r["total_s"] for r in rows)
-    print(f"  goal fixed overhead < 15 s: {'met' if fixed < 15 else 'NOT met'}; "
-          f"goal whole example < 60 s: {'met' if total < 60 else 'NOT met'}")
+    fixed, total = (
+        statistics.median(r["fixed_overhead_s"] for r in rows),
+        statistics.median(r["total_s"] for r in rows),
+    )
+    print(
+        f"  goal fixed overhead < 15 s: {'met' if fixed < 15 else 'NOT met'}; "
+        f"goal whole example < 60 s: {'met' if total < 60 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

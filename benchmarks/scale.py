@@ -27,8 +27,12 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-QUIET = {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-         "PREFECT_LOGGING_LEVEL": "WARNING"}  # fmt: skip
+QUIET = {
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+}
 
 
 def _free_port() -> int:
@@ -47,15 +51,34 @@ def loopback_cluster(workers: int, *, log_dir: Path, timeout_s: float = 90) -> I
     env = {**os.environ, **QUIET, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "NNASSAY_ORT_THREADS": "1"}
     log_dir.mkdir(parents=True, exist_ok=True)
     commands = [["dask", "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"]]
-    commands += [["dask", "worker", address, "--host", "127.0.0.1", "--nthreads", "1", "--nworkers", "1",
-                  "--no-dashboard", "--name", f"w{i}", "--local-directory", str(log_dir / f"w{i}")]
-                 for i in range(workers)]  # fmt: skip
+    commands += [
+        [
+            "dask",
+            "worker",
+            address,
+            "--host",
+            "127.0.0.1",
+            "--nthreads",
+            "1",
+            "--nworkers",
+            "1",
+            "--no-dashboard",
+            "--name",
+            f"w{i}",
+            "--local-directory",
+            str(log_dir / f"w{i}"),
+        ]
+        for i in range(workers)
+    ]
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for i, cmd in enumerate(commands):
             log = open(log_dir / f"{cmd[1]}{i}.log", "wb")  # noqa: SIM115 - closed with the process
-            procs.append(subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True))  # fmt: skip
+            procs.append(
+                subprocess.Popen(
+                    cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            )
         with Client(address, timeout=timeout_s) as client:
             client.wait_for_workers(workers, timeout=timeout_s)
         yield address
@@ -94,8 +117,9 @@ def run_once(spec: Path, out: Path, *, dask: str | None, shard: int) -> tuple[fl
     from nnassay.flows.lifecycle import assess_runner
     from nnassay.schemas.settings import AssessRequest
 
-    request = AssessRequest(spec_path=spec, output=out, track=False, prefer_cuda=False, shard_samples=shard,
-                            resume=False)  # fmt: skip
+    request = AssessRequest(
+        spec_path=spec, output=out, track=False, prefer_cuda=False, shard_samples=shard, resume=False
+    )
     cpu_before = _worker_cpu(dask)
     started = time.perf_counter()
     bundle = (assess_runner(dask) if dask else assess)(request)
@@ -131,31 +155,63 @@ def unit_costs(folder: Path, *, corruption_samples: int = 100, instances: int = 
         spec[key]["path"] = str(REPO / "examples/digits" / spec[key]["path"])
     base = {k: spec["goals"][0][k] for k in ("risk", "controls")}
     spec["goals"] = [
-        {**base, "id": "C", "statement": "corruptions", "threat": {"kind": "corruption"}, "metric": "mean_accuracy",
-         "criterion": {"comparator": ">=", "threshold": 0.5}, "budget": {"samples": corruption_samples}},
-        {**base, "id": "V", "statement": "verification", "threat": {"kind": "linf_ball", "eps": 0.01},
-         "metric": "verified_fraction", "criterion": {"comparator": ">=", "threshold": 0.5},
-         "methods": [{"name": "formal.local_robustness"}], "budget": {"samples": instances}},
-        {**base, "id": "N", "statement": "noise", "threat": {"kind": "gaussian_noise", "sigma": 0.2},
-         "metric": "accuracy", "criterion": {"comparator": ">=", "threshold": 0.5},
-         "methods": [{"name": "statistical.noise_accuracy", "params": {"draws": 50, "sweep": [0.2]}}]},
-    ]  # fmt: skip
+        {
+            **base,
+            "id": "C",
+            "statement": "corruptions",
+            "threat": {"kind": "corruption"},
+            "metric": "mean_accuracy",
+            "criterion": {"comparator": ">=", "threshold": 0.5},
+            "budget": {"samples": corruption_samples},
+        },
+        {
+            **base,
+            "id": "V",
+            "statement": "verification",
+            "threat": {"kind": "linf_ball", "eps": 0.01},
+            "metric": "verified_fraction",
+            "criterion": {"comparator": ">=", "threshold": 0.5},
+            "methods": [{"name": "formal.local_robustness"}],
+            "budget": {"samples": instances},
+        },
+        {
+            **base,
+            "id": "N",
+            "statement": "noise",
+            "threat": {"kind": "gaussian_noise", "sigma": 0.2},
+            "metric": "accuracy",
+            "criterion": {"comparator": ">=", "threshold": 0.5},
+            "methods": [{"name": "statistical.noise_accuracy", "params": {"draws": 50, "sweep": [0.2]}}],
+        },
+    ]
     path = folder / "units.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     loaded, _ = execute.state_goals(path, prefer_cuda=False)
     tests = {t.goal_id: t for t in execute.preflight(path, prefer_cuda=False).tests}
     units = {"C": corruption_samples * 19 * 5, "V": instances, "N": 540 * 50}
     costs = {}
-    for goal_id, name in (("C", "corruption_image_s"), ("V", "verification_instance_s"), ("N", "noisy_prediction_s")):
+    for goal_id, name in (
+        ("C", "corruption_image_s"),
+        ("V", "verification_instance_s"),
+        ("N", "noisy_prediction_s"),
+    ):
         result = execute.run_test(tests[goal_id], loaded, folder / "units", prefer_cuda=False)
         assert result.status.value != "error", f"{goal_id}: {result.reason}"
         costs[name] = result.time_s / units[goal_id]
     return costs
 
 
-def large_job_model(costs: dict[str, float], *, workers: int = 16, images: int = 10_000, corruptions: int = 19,
-                    severities: int = 5, instances: int = 1_000, shard: int = 2048,
-                    overhead_s: float = 0.05) -> list[str]:  # fmt: skip
+def large_job_model(
+    costs: dict[str, float],
+    *,
+    workers: int = 16,
+    images: int = 10_000,
+    corruptions: int = 19,
+    severities: int = 5,
+    instances: int = 1_000,
+    shard: int = 2048,
+    overhead_s: float = 0.05,
+) -> list[str]:
     """How 10,000 images x 19 corruptions x 5 severities and 1,000 verification instances spread."""
     corrupt_units = corruptions * severities * math.ceil(images / shard)
     corrupt_s = corruptions * severities * images * costs["corruption_image_s"]
@@ -189,19 +245,27 @@ def main() -> None:
     os.environ.setdefault("PREFECT_HOME", str(work / "prefect"))
     spec = heavy_spec(work, args.draws)
     warm = heavy_spec(work / "warm-spec", 1)
-    lines = [f"{time.strftime('%Y-%m-%d')}, {platform.node()}, nproc {os.cpu_count()}, {_cpu()}, python "
-             f"{platform.python_version()}; digits assessment, 540 samples, 3 noise goals x 4 strengths x"
-             f" {args.draws} draws; shards of {args.shard} samples; best of {args.repeat}"]  # fmt: skip
+    lines = [
+        f"{time.strftime('%Y-%m-%d')}, {platform.node()}, nproc {os.cpu_count()}, {_cpu()}, python "
+        f"{platform.python_version()}; digits assessment, 540 samples, 3 noise goals x 4 strengths x"
+        f" {args.draws} draws; shards of {args.shard} samples; best of {args.repeat}"
+    ]
     times: dict[str, float] = {}
     reference = None
     runs: list[tuple[str, int]] = [("threads (2)", 0), ("dask 1 worker", 1), ("dask 2 workers", 2)]
     for label, workers in runs:
         best, load, cpu = math.inf, os.getloadavg()[0], []
         with contextlib.ExitStack() as stack:
-            address = stack.enter_context(loopback_cluster(workers, log_dir=work / f"dask{workers}")) if workers else None
+            address = (
+                stack.enter_context(loopback_cluster(workers, log_dir=work / f"dask{workers}"))
+                if workers
+                else None
+            )
             run_once(warm, work / "warm", dask=address, shard=args.shard)  # imports and models on the workers
             for i in range(args.repeat):
-                elapsed, results, used = run_once(spec, work / f"{workers}-{i}", dask=address, shard=args.shard)
+                elapsed, results, used = run_once(
+                    spec, work / f"{workers}-{i}", dask=address, shard=args.shard
+                )
                 reference = reference or results
                 assert results == reference, f"{label}: results differ from the first run"
                 best, cpu = (elapsed, used) if elapsed < best else (best, cpu)
@@ -209,15 +273,21 @@ def main() -> None:
         busy = f"; worker CPU {' + '.join(f'{c:.1f}' for c in cpu)} s" if cpu else ""
         lines.append(f"- {label}: {best:.1f} s wall{busy} (load average {load:.1f} before)")
         if len(cpu) > 1:
-            lines.append(f"  - balance: total worker CPU / busiest worker = {sum(cpu) / max(cpu):.2f}x"
-                         " (the speed-up if each worker had a core to itself)")  # fmt: skip
-    lines.append(f"- speed-up 1 -> 2 Dask workers (wall): {times['dask 1 worker'] / times['dask 2 workers']:.2f}x;"
-                 " results identical in every run")  # fmt: skip
+            lines.append(
+                f"  - balance: total worker CPU / busiest worker = {sum(cpu) / max(cpu):.2f}x"
+                " (the speed-up if each worker had a core to itself)"
+            )
+    lines.append(
+        f"- speed-up 1 -> 2 Dask workers (wall): {times['dask 1 worker'] / times['dask 2 workers']:.2f}x;"
+        " results identical in every run"
+    )
     costs = unit_costs(work)
-    lines.append(f"- measured unit costs (digits CNN, one process, load average {os.getloadavg()[0]:.1f}):"
-                 f" {costs['noisy_prediction_s'] * 1e6:.1f} us per noisy prediction,"
-                 f" {costs['corruption_image_s'] * 1e3:.2f} ms per image and corruption,"
-                 f" {costs['verification_instance_s']:.2f} s per verification instance")  # fmt: skip
+    lines.append(
+        f"- measured unit costs (digits CNN, one process, load average {os.getloadavg()[0]:.1f}):"
+        f" {costs['noisy_prediction_s'] * 1e6:.1f} us per noisy prediction,"
+        f" {costs['corruption_image_s'] * 1e3:.2f} ms per image and corruption,"
+        f" {costs['verification_instance_s']:.2f} s per verification instance"
+    )
     lines += large_job_model(costs)
     print("\n".join(lines))
 

@@ -83,15 +83,35 @@ def load_instances(folder: str) -> list[Instance]:
         fastest = {(r["onnx"], r["vnnlib"]): r["fastest_core_tool_s"] for r in csv.DictReader(handle)}
     with (base / "instances.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    return [Instance(folder, base / r["onnx"], base / r["vnnlib"], float(r["timeout_s"]), r["expected"],
-                     float(fastest[(r["onnx"], r["vnnlib"])]) if fastest.get((r["onnx"], r["vnnlib"])) else None)
-            for r in rows]  # fmt: skip
+    return [
+        Instance(
+            folder,
+            base / r["onnx"],
+            base / r["vnnlib"],
+            float(r["timeout_s"]),
+            r["expected"],
+            float(fastest[(r["onnx"], r["vnnlib"])]) if fastest.get((r["onnx"], r["vnnlib"])) else None,
+        )
+        for r in rows
+    ]
 
 
 def verify_command(inst: Instance, timeout: float, result: Path) -> list[str]:
     """`nnassay verify ...` as the installed command runs it (`python -m flows verify`)."""
-    return [sys.executable, "-m", "flows", "verify", "--onnx", str(inst.onnx), "--vnnlib", str(inst.vnnlib),
-            "--timeout", f"{timeout:g}", "--result-file", str(result)]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "flows",
+        "verify",
+        "--onnx",
+        str(inst.onnx),
+        "--vnnlib",
+        str(inst.vnnlib),
+        "--timeout",
+        f"{timeout:g}",
+        "--result-file",
+        str(result),
+    ]
 
 
 def run_ours(inst: Instance, timeout: float, scratch: Path) -> Run:
@@ -100,8 +120,14 @@ def run_ours(inst: Instance, timeout: float, scratch: Path) -> Run:
     result.unlink(missing_ok=True)
     began = time.monotonic()
     try:
-        proc = subprocess.run(verify_command(inst, timeout, result), capture_output=True, text=True,
-                              timeout=timeout + HARD_KILL_S, cwd=REPO, env=ENV)  # fmt: skip
+        proc = subprocess.run(
+            verify_command(inst, timeout, result),
+            capture_output=True,
+            text=True,
+            timeout=timeout + HARD_KILL_S,
+            cwd=REPO,
+            env=ENV,
+        )
     except subprocess.TimeoutExpired:
         return Run("timeout", time.monotonic() - began, detail={"reason": "killed after the hard limit"})
     elapsed = time.monotonic() - began
@@ -122,9 +148,20 @@ def run_marabou(inst: Instance, timeout: float) -> Run:
     """Marabou on the same files, one process with a hard kill."""
     began = time.monotonic()
     try:
-        proc = subprocess.run([sys.executable, "-c", MARABOU_SNIPPET, str(inst.onnx), str(inst.vnnlib),
-                               str(max(1, math.ceil(timeout)))], capture_output=True, text=True,
-                              timeout=timeout + HARD_KILL_S, env=ENV)  # fmt: skip
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                MARABOU_SNIPPET,
+                str(inst.onnx),
+                str(inst.vnnlib),
+                str(max(1, math.ceil(timeout))),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout + HARD_KILL_S,
+            env=ENV,
+        )
     except subprocess.TimeoutExpired:
         return Run("timeout", time.monotonic() - began, "marabou")
     elapsed = time.monotonic() - began
@@ -149,9 +186,9 @@ def sanity_instance(inst: Instance, folder: Path) -> Instance:
 
     if str(REPO) not in sys.path:  # run as a script: the repository's packages are not on the path
         sys.path.insert(0, str(REPO))
+    from nnassay.tasks.engine.onnx_torch import ort_session, run_ort
     from nnassay.tasks.methods.formal.falsify import inside_float32
     from nnassay.tasks.methods.formal.vnnlib import parse_vnnlib
-    from nnassay.tasks.engine.onnx_torch import ort_session, run_ort
 
     prop = parse_vnnlib(inst.vnnlib)
     box = prop.regions[0].box
@@ -159,11 +196,15 @@ def sanity_instance(inst: Instance, folder: Path) -> Instance:
     y = run_ort(ort_session(str(inst.onnx)), centre)[0].reshape(-1).astype(np.float64)
     high = int(np.argmax(y))
     low = int(np.argmin(np.where(np.arange(y.size) == high, np.inf, y))) if y.size > 1 else high
-    text = [f"; holds at the centre of the first box of {inst.vnnlib.name}: Y_{high} = {float(y[high])!r} >= Y_{low} = {float(y[low])!r}"]
+    text = [
+        f"; holds at the centre of the first box of {inst.vnnlib.name}: Y_{high} = {float(y[high])!r} >= Y_{low} = {float(y[low])!r}"
+    ]
     text += [f"(declare-const X_{i} Real)" for i in range(prop.n_inputs)]
     text += [f"(declare-const Y_{j} Real)" for j in range(prop.n_outputs)]
-    text += [f"(assert (>= X_{i} {lo!r}))\n(assert (<= X_{i} {hi!r}))"
-             for i, (lo, hi) in enumerate(zip(box.lower.tolist(), box.upper.tolist(), strict=True))]  # fmt: skip
+    text += [
+        f"(assert (>= X_{i} {lo!r}))\n(assert (<= X_{i} {hi!r}))"
+        for i, (lo, hi) in enumerate(zip(box.lower.tolist(), box.upper.tolist(), strict=True))
+    ]
     text.append(f"(assert (>= Y_{high} Y_{low}))")
     path = folder / f"sanity-{inst.folder}-{inst.onnx.stem}.vnnlib"
     path.write_text("\n".join(text) + "\n")
@@ -179,10 +220,14 @@ def sanity(insts: list[Instance], scratch: Path, marabou: bool) -> list[str]:
         if marabou:
             runs["marabou"] = run_marabou(probe, probe.timeout_s)
         for tool, run in runs.items():
-            meaning = {"unsat": "UNSOUND here: its unsat answers on this network are no evidence",
-                       "sat": "sound on this check"}.get(run.got, "undecided")  # fmt: skip
-            lines.append(f"sanity {inst.folder}/{inst.onnx.stem}: {tool} {run.got} in {run.time_s:.2f}s on a property"
-                         f" that holds at the box centre: {meaning}")  # fmt: skip
+            meaning = {
+                "unsat": "UNSOUND here: its unsat answers on this network are no evidence",
+                "sat": "sound on this check",
+            }.get(run.got, "undecided")
+            lines.append(
+                f"sanity {inst.folder}/{inst.onnx.stem}: {tool} {run.got} in {run.time_s:.2f}s on a property"
+                f" that holds at the box centre: {meaning}"
+            )
         probe.vnnlib.unlink()
     return lines
 
@@ -196,8 +241,9 @@ def late(run: Run, timeout: float) -> Run:
 
 def marabou_available() -> str | None:
     """None when maraboupy imports and runs here, else why not."""
-    proc = subprocess.run([sys.executable, "-c", "import maraboupy.MarabouCore"], capture_output=True,
-                          text=True, env=ENV)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", "import maraboupy.MarabouCore"], capture_output=True, text=True, env=ENV
+    )
     return None if proc.returncode == 0 else (proc.stderr.strip().splitlines() or ["import failed"])[-1]
 
 
@@ -214,53 +260,78 @@ def summarize(label: str, insts: list[Instance], runs: list[Run]) -> list[str]:
     times = [r.time_s for r in runs]
     count = {k: scores.count(k) for k in ("correct", "WRONG", "unknown", "timeout", "error")}
     solved = count["correct"] + count["WRONG"]
-    lines = [f"{label}: {len(insts)} instances, solved {solved} (sat {sum(r.got == 'sat' for r in runs)},"
-             f" unsat {sum(r.got == 'unsat' for r in runs)}), correct {count['correct']}, wrong {count['WRONG']},"
-             f" unknown {count['unknown']}, timeouts {count['timeout']}, errors {count['error']}",
-             f"{label}: time median {statistics.median(times):.2f}s, total {sum(times):.1f}s"]  # fmt: skip
+    lines = [
+        f"{label}: {len(insts)} instances, solved {solved} (sat {sum(r.got == 'sat' for r in runs)},"
+        f" unsat {sum(r.got == 'unsat' for r in runs)}), correct {count['correct']}, wrong {count['WRONG']},"
+        f" unknown {count['unknown']}, timeouts {count['timeout']}, errors {count['error']}",
+        f"{label}: time median {statistics.median(times):.2f}s, total {sum(times):.1f}s",
+    ]
     inside = [float(r.detail["time_s"]) for r in runs if r.detail.get("time_s")]
     if inside:  # the verifier's own clock: the wall time above minus process start-up (imports, parsing)
-        lines.append(f"{label}: in-process verification time (start-up excluded) median {statistics.median(inside):.2f}s"
-                     f" over {len(inside)} runs")  # fmt: skip
-    pairs = [(r.time_s, i.fastest_core_s) for i, r, s in zip(insts, runs, scores, strict=True)
-             if s == "correct" and i.fastest_core_s]  # fmt: skip
+        lines.append(
+            f"{label}: in-process verification time (start-up excluded) median {statistics.median(inside):.2f}s"
+            f" over {len(inside)} runs"
+        )
+    pairs = [
+        (r.time_s, i.fastest_core_s)
+        for i, r, s in zip(insts, runs, scores, strict=True)
+        if s == "correct" and i.fastest_core_s
+    ]
     if pairs:
         ratios = [a / b for a, b in pairs]
-        lines.append(f"{label}: on the {len(pairs)} solved instances, time / fastest core tool (VNN-COMP,"
-                     f" AWS): median {statistics.median(ratios):.2f}x, total {sum(a for a, _ in pairs):.1f}s"
-                     f" vs {sum(b for _, b in pairs):.1f}s")  # fmt: skip
+        lines.append(
+            f"{label}: on the {len(pairs)} solved instances, time / fastest core tool (VNN-COMP,"
+            f" AWS): median {statistics.median(ratios):.2f}x, total {sum(a for a, _ in pairs):.1f}s"
+            f" vs {sum(b for _, b in pairs):.1f}s"
+        )
     return lines
 
 
 def side_by_side(insts: list[Instance], ours: list[Run], theirs: list[Run]) -> list[str]:
     """Solved counts of both tools and the time ratio on instances both solved correctly."""
-    pairs = [(a, b) for i, a, b in zip(insts, ours, theirs, strict=True)
-             if scored(i, a) == "correct" and scored(i, b) == "correct"]  # fmt: skip
+    pairs = [
+        (a, b)
+        for i, a, b in zip(insts, ours, theirs, strict=True)
+        if scored(i, a) == "correct" and scored(i, b) == "correct"
+    ]
     ok_ours = sum(scored(i, r) == "correct" for i, r in zip(insts, ours, strict=True))
     ok_theirs = sum(scored(i, r) == "correct" for i, r in zip(insts, theirs, strict=True))
     lines = [f"side by side: nnassay solved {ok_ours} correctly, Marabou {ok_theirs}; both {len(pairs)}"]
     if pairs:
-        lines.append(f"side by side: nnassay time / Marabou time on those {len(pairs)}: "
-                     + _ratios([(a.time_s, b.time_s) for a, b in pairs]))  # fmt: skip
-    inside = [(float(a.detail["time_s"]), float(b.detail["time_s"])) for a, b in pairs
-              if a.detail.get("time_s") and b.detail.get("time_s")]  # fmt: skip
-    if inside:  # both clocks start after the tool's imports, as VNN-COMP subtracts each tool's start-up overhead
-        lines.append(f"side by side, start-up excluded on both sides: nnassay / Marabou on {len(inside)}: "
-                     + _ratios(inside))  # fmt: skip
+        lines.append(
+            f"side by side: nnassay time / Marabou time on those {len(pairs)}: "
+            + _ratios([(a.time_s, b.time_s) for a, b in pairs])
+        )
+    inside = [
+        (float(a.detail["time_s"]), float(b.detail["time_s"]))
+        for a, b in pairs
+        if a.detail.get("time_s") and b.detail.get("time_s")
+    ]
+    if (
+        inside
+    ):  # both clocks start after the tool's imports, as VNN-COMP subtracts each tool's start-up overhead
+        lines.append(
+            f"side by side, start-up excluded on both sides: nnassay / Marabou on {len(inside)}: "
+            + _ratios(inside)
+        )
     return lines
 
 
 def _ratios(times: list[tuple[float, float]]) -> str:
     """Median, min and max of ours / theirs over (ours, theirs) times, and both totals."""
     ratios = [a / max(b, 1e-3) for a, b in times]
-    return (f"median {statistics.median(ratios):.2f}x (min {min(ratios):.2f}x, max {max(ratios):.2f}x),"
-            f" totals {sum(a for a, _ in times):.1f}s vs {sum(b for _, b in times):.1f}s")
+    return (
+        f"median {statistics.median(ratios):.2f}x (min {min(ratios):.2f}x, max {max(ratios):.2f}x),"
+        f" totals {sum(a for a, _ in times):.1f}s vs {sum(b for _, b in times):.1f}s"
+    )
 
 
 def shout(inst: Instance, run: Run, tool: str) -> None:
     banner = "!" * 78
-    text = (f"{banner}\n!!! WRONG ANSWER by {tool}: {inst.name} expected {inst.expected}, got {run.got}"
-            f" ({run.detail})\n{banner}")  # fmt: skip
+    text = (
+        f"{banner}\n!!! WRONG ANSWER by {tool}: {inst.name} expected {inst.expected}, got {run.got}"
+        f" ({run.detail})\n{banner}"
+    )
     print(text, flush=True)
     print(text, file=sys.stderr, flush=True)
 
@@ -289,20 +360,45 @@ def write_csv(path: Path, insts: list[Instance], ours: list[Run], theirs: list[R
         ]
         out.writerow(head + (["marabou_got", "marabou_time_s", "marabou_verify_s"] if theirs else []))
         for k, (inst, run) in enumerate(zip(insts, ours, strict=True)):
-            row = [inst.name, inst.expected, run.got, f"{run.time_s:.3f}", run.method, f"{inst.timeout_s:g}",
-                   inst.fastest_core_s or "", run.detail.get("reason", ""), run.detail.get("time_s", "")]  # fmt: skip
-            out.writerow(row + ([theirs[k].got, f"{theirs[k].time_s:.3f}", theirs[k].detail.get("time_s", "")]
-                                if theirs else []))  # fmt: skip
+            row = [
+                inst.name,
+                inst.expected,
+                run.got,
+                f"{run.time_s:.3f}",
+                run.method,
+                f"{inst.timeout_s:g}",
+                inst.fastest_core_s or "",
+                run.detail.get("reason", ""),
+                run.detail.get("time_s", ""),
+            ]
+            out.writerow(
+                row
+                + (
+                    [theirs[k].got, f"{theirs[k].time_s:.3f}", theirs[k].detail.get("time_s", "")]
+                    if theirs
+                    else []
+                )
+            )
 
 
 def read_runs(path: Path, tool: str) -> dict[str, Run]:
     """Answers by instance name from an earlier CSV of this script: ``tool`` "nnassay" or "marabou"."""
-    got, secs, inside = ("got", "time_s", "verify_s") if tool == "nnassay" else \
-        ("marabou_got", "marabou_time_s", "marabou_verify_s")  # fmt: skip
+    got, secs, inside = (
+        ("got", "time_s", "verify_s")
+        if tool == "nnassay"
+        else ("marabou_got", "marabou_time_s", "marabou_verify_s")
+    )
     with path.open(newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if r.get(got) and r[got] != "skipped"]
-    return {r["instance"]: Run(r[got], float(r[secs]), r["method"] if tool == "nnassay" else tool,
-                               {"reason": r.get("reason", ""), "time_s": r.get(inside, "")}) for r in rows}
+    return {
+        r["instance"]: Run(
+            r[got],
+            float(r[secs]),
+            r["method"] if tool == "nnassay" else tool,
+            {"reason": r.get("reason", ""), "time_s": r.get(inside, "")},
+        )
+        for r in rows
+    }
 
 
 def decided(runs: dict[str, Run]) -> dict[str, Run]:
@@ -323,19 +419,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--marabou-from", type=Path, help="Take Marabou's answers from an earlier CSV of this script."
     )
-    parser.add_argument("--ours-from", type=Path, help="Take nnassay's answers from an earlier CSV of this script.")
     parser.add_argument(
-        "--rerun-undecided", action="store_true",
+        "--ours-from", type=Path, help="Take nnassay's answers from an earlier CSV of this script."
+    )
+    parser.add_argument(
+        "--rerun-undecided",
+        action="store_true",
         help="With --ours-from: keep only its sat/unsat answers and run the rest again (e.g. the timeouts "
-             "of a run at a smaller --timeout-scale, at the full timeouts).",
-    )  # fmt: skip
+        "of a run at a smaller --timeout-scale, at the full timeouts).",
+    )
     parser.add_argument(
         "--only-marabou", action="store_true", help="Run Marabou alone (nnassay rows: 'skipped')."
     )
     parser.add_argument(
-        "--sanity", action="store_true",
+        "--sanity",
+        action="store_true",
         help="Also run each tool on one property per network that holds at the box centre (expected sat).",
-    )  # fmt: skip
+    )
     parser.add_argument("--out", type=Path, help="CSV path (default: benchmarks/results/vnncomp-<time>.csv).")
     args = parser.parse_args(argv)
     insts = pick(args.folders, args.sample, args.seed)
@@ -353,8 +453,11 @@ def main(argv: list[str] | None = None) -> int:
     theirs: list[Run] = []
     for k, inst in enumerate(insts, 1):
         timeout = inst.timeout_s * args.timeout_scale
-        ours.append(Run("skipped", 0.0) if args.only_marabou else
-                    ours_earlier.get(inst.name) or run_ours(inst, timeout, scratch))  # fmt: skip
+        ours.append(
+            Run("skipped", 0.0)
+            if args.only_marabou
+            else ours_earlier.get(inst.name) or run_ours(inst, timeout, scratch)
+        )
         line = (
             f"[{k}/{len(insts)}] {inst.name} expected {inst.expected}: {ours[-1].got} {ours[-1].time_s:.2f}s"
         )

@@ -28,20 +28,29 @@ def lifecycle_assess(request: LifecycleRequest) -> EvidenceBundle | State:
     bundle = assess_runner(settings.dask_address)(run_request)
     failed = [v.goal_id for v in bundle.verdicts if v.verdict == Verdict.FAIL]
     if failed:
-        return Failed(message=f"goal(s) {', '.join(failed)} of {bundle.spec.id!r} failed; see "
-                              f"{run_request.output / 'evidence.json'}", data=bundle)  # fmt: skip
+        return Failed(
+            message=f"goal(s) {', '.join(failed)} of {bundle.spec.id!r} failed; see "
+            f"{run_request.output / 'evidence.json'}",
+            data=bundle,
+        )
     return bundle
 
 
-def assess_request(request: LifecycleRequest, settings: Settings, scheduled: datetime,
-                   flow_run_id: str) -> AssessRequest:  # fmt: skip
+def assess_request(
+    request: LifecycleRequest, settings: Settings, scheduled: datetime, flow_run_id: str
+) -> AssessRequest:
     """The assessment of one lifecycle run: its own folder (a retry of the same flow run resumes it),
     the series' shared tracking store, and the regression check switched on."""
     folder = f"{scheduled:%Y%m%dT%H%M%SZ}-{flow_run_id[:8]}"
-    return AssessRequest(spec_path=request.spec_path, output=request.output_root / folder,
-                         mlflow_tracking_uri=request.tracking_uri(settings), prefer_cuda=request.prefer_cuda,
-                         shard_samples=settings.shard_samples, compare_history=True,
-                         command=f"lifecycle-assess {request.spec_path}")  # fmt: skip
+    return AssessRequest(
+        spec_path=request.spec_path,
+        output=request.output_root / folder,
+        mlflow_tracking_uri=request.tracking_uri(settings),
+        prefer_cuda=request.prefer_cuda,
+        shard_samples=settings.shard_samples,
+        compare_history=True,
+        command=f"lifecycle-assess {request.spec_path}",
+    )
 
 
 def assess_runner(dask_address: str | None):  # type: ignore[no-untyped-def]

@@ -18,8 +18,9 @@ from nnassay.tasks.governance.tracking import Tracker
 
 
 @task(name="link attempts", cache_policy=NO_CACHE)
-def link_attempts(tracker: Tracker | None, handle: records.TrackingHandle, spec: AssessmentSpec,
-                  request: AssessRequest) -> str | None:  # fmt: skip
+def link_attempts(
+    tracker: Tracker | None, handle: records.TrackingHandle, spec: AssessmentSpec, request: AssessRequest
+) -> str | None:
     """Mark earlier crashed attempts in this run folder FAILED and link the new run to them."""
     if tracker is None or handle.run_id is None:
         return None
@@ -27,17 +28,28 @@ def link_attempts(tracker: Tracker | None, handle: records.TrackingHandle, spec:
 
 
 @task(name="check regressions", cache_policy=NO_CACHE)
-def check_regressions(spec: AssessmentSpec, test_plan: AssessmentPlan, results: list[MethodResult],
-                      verdicts: list[GoalVerdict], tracker: Tracker | None,
-                      handle: records.TrackingHandle) -> list[GoalVerdict]:  # fmt: skip
+def check_regressions(
+    spec: AssessmentSpec,
+    test_plan: AssessmentPlan,
+    results: list[MethodResult],
+    verdicts: list[GoalVerdict],
+    tracker: Tracker | None,
+    handle: records.TrackingHandle,
+) -> list[GoalVerdict]:
     """Compare every goal with the previous finished assessment; log the trend; add findings."""
     if tracker is None or handle.run_id is None or handle.uri is None:
         return verdicts
     past = history.past_assessments(handle.uri, spec.id, limit=10_000)
     previous = history.load_past_evidence(handle.uri, past[0].run_id) if past else None
     sequence = int(past[0].tags.get("nnassay.lifecycle.sequence", len(past))) + 1 if past else 1
-    comparison = lifecycle.compare(test_plan, results, verdicts, previous, sequence=sequence,
-                                   previous_run_id=past[0].run_id if past else None)  # fmt: skip
+    comparison = lifecycle.compare(
+        test_plan,
+        results,
+        verdicts,
+        previous,
+        sequence=sequence,
+        previous_run_id=past[0].run_id if past else None,
+    )
     tracker.log_metrics(handle.run_id, comparison.metrics(), step=sequence)
     tracker.set_tags(handle.run_id, comparison.tags())
     return lifecycle.with_findings(verdicts, comparison)

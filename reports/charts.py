@@ -25,8 +25,9 @@ def _pyplot() -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"svg.fonttype": "none", "font.family": "DejaVu Sans", "font.size": 9,
-                         "svg.hashsalt": "nnassay"})  # fmt: skip
+    plt.rcParams.update(
+        {"svg.fonttype": "none", "font.family": "DejaVu Sans", "font.size": 9, "svg.hashsalt": "nnassay"}
+    )
     return plt
 
 
@@ -52,7 +53,13 @@ def chart_svg(series: list[Series], title: str) -> str:
         first = series[0]
         ax.set_xlabel(category_axis(first)[0] if first.kind == "bar" else first.x_label)
         labels = list(dict.fromkeys(s.y_label for s in series))
-        ax.set_ylabel(labels[0] if len(labels) == 1 else " / ".join(labels) if len(" / ".join(labels)) <= 45 else "value")
+        ax.set_ylabel(
+            labels[0]
+            if len(labels) == 1
+            else " / ".join(labels)
+            if len(" / ".join(labels)) <= 45
+            else "value"
+        )
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
         if bars:
@@ -112,7 +119,9 @@ def category_axis(s: Series) -> tuple[str, dict[float, str]]:
     names by code, so the bars are labelled by name; other labels are returned unchanged."""
     import re
 
-    found = re.fullmatch(r"\s*(.*?)\s*\(((?:\s*-?\d+\s*=\s*[^,()=]+,)*\s*-?\d+\s*=\s*[^,()=]+)\)\s*", s.x_label)
+    found = re.fullmatch(
+        r"\s*(.*?)\s*\(((?:\s*-?\d+\s*=\s*[^,()=]+,)*\s*-?\d+\s*=\s*[^,()=]+)\)\s*", s.x_label
+    )
     if not found:
         return s.x_label, {}
     names = {}
@@ -143,8 +152,15 @@ def heatmap_svg(rows: list[Series], title: str) -> str:
             mid = np.nanmean(grid) if np.isfinite(grid).any() else 0.0
             for (i, j), value in np.ndenumerate(grid):
                 if np.isfinite(value):
-                    ax.text(j, i, f"{value:.3g}", ha="center", va="center", fontsize=7,
-                            color="white" if value < mid else "black")  # fmt: skip
+                    ax.text(
+                        j,
+                        i,
+                        f"{value:.3g}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if value < mid else "black",
+                    )
         ax.set_xlabel(rows[0].x_label)
         ax.set_title(title, fontsize=9)
         fig.colorbar(image, ax=ax, label=rows[0].y_label)

@@ -19,22 +19,44 @@ def junit_xml(ev: EvidenceBundle) -> str:
     failures = sum(v.verdict == Verdict.FAIL for v in ev.verdicts)
     errors = sum(v.verdict == Verdict.INCONCLUSIVE for v in ev.verdicts)
     times = {g.id: sum(r.time_s for r in ev.results if r.goal_id == g.id) for g in ev.spec.goals}
-    counts = {"tests": str(len(ev.verdicts)), "failures": str(failures), "errors": str(errors),
-              "skipped": "0", "time": f"{sum(times.values()):.3f}"}  # fmt: skip
+    counts = {
+        "tests": str(len(ev.verdicts)),
+        "failures": str(failures),
+        "errors": str(errors),
+        "skipped": "0",
+        "time": f"{sum(times.values()):.3f}",
+    }
     root = ET.Element("testsuites", {"name": f"nnassay {ev.spec.id}", **counts})
-    suite = ET.SubElement(root, "testsuite", {
-        "name": ev.spec.id, **counts, "id": "0", "hostname": ev.provenance.hostname,
-        "timestamp": ev.provenance.started_at.replace(tzinfo=None).isoformat(timespec="seconds")})  # fmt: skip
+    suite = ET.SubElement(
+        root,
+        "testsuite",
+        {
+            "name": ev.spec.id,
+            **counts,
+            "id": "0",
+            "hostname": ev.provenance.hostname,
+            "timestamp": ev.provenance.started_at.replace(tzinfo=None).isoformat(timespec="seconds"),
+        },
+    )
     props = ET.SubElement(suite, "properties")
-    for name, value in (("assessment_id", ev.provenance.assessment_id), ("overall", ev.overall.value),
-                        ("model_sha256", ev.provenance.model_sha256),
-                        ("mlflow_run_id", ev.provenance.mlflow_run_id or "")):  # fmt: skip
+    for name, value in (
+        ("assessment_id", ev.provenance.assessment_id),
+        ("overall", ev.overall.value),
+        ("model_sha256", ev.provenance.model_sha256),
+        ("mlflow_run_id", ev.provenance.mlflow_run_id or ""),
+    ):
         ET.SubElement(props, "property", {"name": f"nnassay.{name}", "value": value})
     goals = {g.id: g for g in ev.spec.goals}
     for v in ev.verdicts:
-        case = ET.SubElement(suite, "testcase", {"name": f"{v.goal_id}: {goals[v.goal_id].statement}",
-                                                 "classname": f"nnassay.{ev.spec.id}",
-                                                 "time": f"{times[v.goal_id]:.3f}"})  # fmt: skip
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            {
+                "name": f"{v.goal_id}: {goals[v.goal_id].statement}",
+                "classname": f"nnassay.{ev.spec.id}",
+                "time": f"{times[v.goal_id]:.3f}",
+            },
+        )
         text = f"{v.metric} = {fmt_measure(v.measured)}; required {fmt_criterion(v)}. {v.reason}"
         if v.verdict == Verdict.FAIL:
             ET.SubElement(case, "failure", {"message": text, "type": "fail"}).text = v.recommendation

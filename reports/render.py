@@ -19,8 +19,17 @@ from nnassay.tasks.io.files import write_atomic
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 PDF_VARIANT = "pdf/a-3b"  # archival PDF that may carry the evidence JSON as an embedded file
-__all__ = ["fmt_measure", "fmt_threat", "build_view", "ReportView", "render_html", "render_markdown",
-           "write_pdf", "write_dossier", "EmbeddedFile"]
+__all__ = [
+    "fmt_measure",
+    "fmt_threat",
+    "build_view",
+    "ReportView",
+    "render_html",
+    "render_markdown",
+    "write_pdf",
+    "write_dossier",
+    "EmbeddedFile",
+]
 
 
 @dataclass(frozen=True)
@@ -38,8 +47,13 @@ def environment(*, markdown: bool = False) -> Environment:
     """Jinja environment: autoescaped (Markdown: by the template's cell macro), strict about undefined
     names, project templates only."""
     escape = select_autoescape(["html", "j2"]) if not markdown else False
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=escape,
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)  # fmt: skip
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=escape,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters["measure"] = fmt_measure
     env.filters["threat"] = fmt_threat
     env.filters["criterion"] = fmt_criterion
@@ -91,8 +105,13 @@ def _inside_templates(url: str) -> bool:
     return Path(unquote(parsed.path)).resolve().is_relative_to(TEMPLATES)
 
 
-def write_pdf(html: str, path: Path, *, attachments: list[EmbeddedFile] | None = None,
-              pdf_variant: str | None = PDF_VARIANT) -> tuple[Path, list[str]]:  # fmt: skip
+def write_pdf(
+    html: str,
+    path: Path,
+    *,
+    attachments: list[EmbeddedFile] | None = None,
+    pdf_variant: str | None = PDF_VARIANT,
+) -> tuple[Path, list[str]]:
     """Render HTML to a PDF atomically; return the path and the URLs the fetcher refused.
 
     Attachments are passed as bytes, so the fetcher never opens a file or URL for them.
@@ -105,8 +124,16 @@ def write_pdf(html: str, path: Path, *, attachments: list[EmbeddedFile] | None =
     logging.getLogger("fontTools").setLevel(logging.ERROR)
     fetcher = _fetcher_class()()
     document = HTML(string=html, base_url=TEMPLATES.as_uri() + "/", url_fetcher=fetcher)
-    extra = [Attachment(string=a.payload, name=a.name, description=a.description, url_fetcher=fetcher,
-                        relationship=a.relationship) for a in attachments or []]  # fmt: skip
+    extra = [
+        Attachment(
+            string=a.payload,
+            name=a.name,
+            description=a.description,
+            url_fetcher=fetcher,
+            relationship=a.relationship,
+        )
+        for a in attachments or []
+    ]
     options: dict[str, Any] = {"attachments": extra} if extra else {}
     if pdf_variant:
         options["pdf_variant"] = pdf_variant
@@ -136,34 +163,67 @@ class DossierFiles:
     refused: list[str]
 
 
-CONFIGURED = "configured"  # write_dossier: sign with the key the CLI configured (nnassay.tasks.governance.records)
+CONFIGURED = (
+    "configured"  # write_dossier: sign with the key the CLI configured (nnassay.tasks.governance.records)
+)
 
 
-def write_dossier(ev: EvidenceBundle, evidence_json: bytes, pdf: Path, *, run_dir: Path | None = None,
-                  html: Path | None = None, markdown: Path | None = None,
-                  signing_key: Any = CONFIGURED) -> DossierFiles:  # fmt: skip
+def write_dossier(
+    ev: EvidenceBundle,
+    evidence_json: bytes,
+    pdf: Path,
+    *,
+    run_dir: Path | None = None,
+    html: Path | None = None,
+    markdown: Path | None = None,
+    signing_key: Any = CONFIGURED,
+) -> DossierFiles:
     """PDF/A-3 with the evidence embedded, plus optional self-contained HTML and Markdown summary.
 
     When the run is signed (``signing_key``: an Ed25519 private key, None, or the configured one), the
     PDF also embeds an Ed25519 signature of the evidence bytes and the public key, so the PDF alone
     can be checked (``nnassay evidence verify dossier.pdf --public-key PUB``).
     """
-    from nnassay.tasks.governance.integrity import EVIDENCE_SIGNATURE, SIGNER_KEY, fingerprint, public_pem, sign_bytes
+    from nnassay.tasks.governance.integrity import (
+        EVIDENCE_SIGNATURE,
+        SIGNER_KEY,
+        fingerprint,
+        public_pem,
+        sign_bytes,
+    )
 
     if isinstance(signing_key, str):  # CONFIGURED
         from nnassay.tasks.governance.records import signing_key as configured
 
         signing_key = configured()
     text = render_html(ev, run_dir)
-    attachments = [EmbeddedFile("evidence.json", evidence_json,
-                                f"nnassay evidence bundle of assessment {ev.provenance.assessment_id}")]  # fmt: skip
-    if signing_key is not None and fingerprint(signing_key.public_key()) == ev.provenance.signer_public_key_sha256:
+    attachments = [
+        EmbeddedFile(
+            "evidence.json",
+            evidence_json,
+            f"nnassay evidence bundle of assessment {ev.provenance.assessment_id}",
+        )
+    ]
+    if (
+        signing_key is not None
+        and fingerprint(signing_key.public_key()) == ev.provenance.signer_public_key_sha256
+    ):
         attachments += [
-            EmbeddedFile(EVIDENCE_SIGNATURE, sign_bytes(signing_key, evidence_json),
-                         "Ed25519 signature (base64) of evidence.json", "text/plain", "Supplement"),
-            EmbeddedFile(SIGNER_KEY, public_pem(signing_key.public_key()),
-                         "Ed25519 public key (PEM) of the signer", "application/x-pem-file", "Supplement"),
-        ]  # fmt: skip
+            EmbeddedFile(
+                EVIDENCE_SIGNATURE,
+                sign_bytes(signing_key, evidence_json),
+                "Ed25519 signature (base64) of evidence.json",
+                "text/plain",
+                "Supplement",
+            ),
+            EmbeddedFile(
+                SIGNER_KEY,
+                public_pem(signing_key.public_key()),
+                "Ed25519 public key (PEM) of the signer",
+                "application/x-pem-file",
+                "Supplement",
+            ),
+        ]
     _, refused = write_pdf(text, pdf, attachments=attachments)
     if html is not None:
         write_atomic(html, text)
@@ -223,8 +283,10 @@ def compare_text(ev: EvidenceBundle, payload: bytes) -> str | None:
             slots += [(r, i) for i in range(len(r.pictures))]
     images = _pdf_images(payload)
     if len(images) != len(slots):
-        raise ValueError(f"the PDF holds {len(images)} raster images where the evidence's charts and "
-                         f"pictures make {len(slots)}")  # fmt: skip
+        raise ValueError(
+            f"the PDF holds {len(images)} raster images where the evidence's charts and "
+            f"pictures make {len(slots)}"
+        )
     for slot, uri in zip(slots, images, strict=True):
         if slot is not None:
             r, i = slot
@@ -235,4 +297,4 @@ def compare_text(ev: EvidenceBundle, payload: bytes) -> str | None:
     if a == b:
         return None
     at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
-    return f"the document shows '…{a[max(0, at - 40):at + 40]}…' where the evidence renders '…{b[max(0, at - 40):at + 40]}…'"
+    return f"the document shows '…{a[max(0, at - 40) : at + 40]}…' where the evidence renders '…{b[max(0, at - 40) : at + 40]}…'"

@@ -12,8 +12,14 @@ from typing import Literal
 
 Mark = Literal["C", "S", "U"]
 
-TR1, TR2, RM, MS, AIA, NIST = ("ISO/IEC TR 24029-1", "ISO/IEC 24029-2", "ISO/IEC 23894", "ISO/IEC 42001",
-                               "EU AI Act", "NIST AI RMF")  # fmt: skip
+TR1, TR2, RM, MS, AIA, NIST = (
+    "ISO/IEC TR 24029-1",
+    "ISO/IEC 24029-2",
+    "ISO/IEC 23894",
+    "ISO/IEC 42001",
+    "EU AI Act",
+    "NIST AI RMF",
+)
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,9 @@ _ROWS: list[Clause] = [
     Clause(RM, "6.2", "Communication and consultation", "C", "report distribution list / sign-off"),
     Clause(RM, "6.3", "Scope, context and criteria", "C", "acceptance thresholds stored with the plan"),
     Clause(RM, "6.4.2", "Risk identification", "S", "risk IDs that each robustness test addresses"),
-    Clause(RM, "6.4.3", "Risk analysis (consequences, likelihood)", "S", "measured failure rates feed likelihood"),
+    Clause(
+        RM, "6.4.3", "Risk analysis (consequences, likelihood)", "S", "measured failure rates feed likelihood"
+    ),
     Clause(RM, "6.4.4", "Risk evaluation", "S", "verdict vs criteria"),
     Clause(RM, "6.5", "Risk treatment", "C", "treatment link, re-test after treatment"),
     Clause(RM, "6.6", "Monitoring and review", "C", "re-assessments, drift of robustness metrics"),
@@ -108,7 +116,12 @@ _ROWS: list[Clause] = [
     Clause(MS, "A.9.4", "Intended use of the AI system", "S", "operating domain"),
     Clause(MS, "A.10.3", "Suppliers", "S", "third-party model provenance"),
     # EU AI Act (Regulation (EU) 2024/1689), paraphrased [C]
-    Clause(AIA, "Art. 15(1)", "appropriate accuracy, robustness, cybersecurity, consistently over the lifecycle", "C"),
+    Clause(
+        AIA,
+        "Art. 15(1)",
+        "appropriate accuracy, robustness, cybersecurity, consistently over the lifecycle",
+        "C",
+    ),
     Clause(AIA, "Art. 15(2)", "benchmarks and measurement methodologies", "C"),
     Clause(AIA, "Art. 15(3)", "accuracy levels and metrics declared in the instructions for use", "C"),
     Clause(AIA, "Art. 15(4)", "resilience to errors, faults and inconsistencies", "C"),
@@ -165,23 +178,69 @@ _S = [(RM, "6.7")]
 SECTIONS: dict[str, list[tuple[str, str]]] = {
     "summary": [(RM, "6.4.4"), (RM, "6.5"), (MS, "6.1.3"), (AIA, "Art. 9"), (NIST, "MEASURE 2.6")],
     "scope": [(RM, "6.3"), (MS, "A.9.4"), (MS, "A.6.2.2"), (NIST, "MEASURE 2.3")],
-    "goals": [(MS, "A.6.1.2"), (MS, "A.6.2.2"), (TR1, "4.1.2 step 1 (goals)"), (TR1, "4.1.1"),
-              (RM, "6.4.2"), (AIA, "Art. 15(1)")],
-    "plan": [(TR1, "4.2"), (TR1, "4.1.2 step 2 (planning)"), (MS, "A.6.2.4"), (MS, "A.7.6"),
-             (RM, "6.4.2"), (AIA, "Art. 11 + Annex IV"), (NIST, "MEASURE 2.1")],
-    "results": [(TR1, "4.1.2 step 3 (execution)"), (RM, "6.4.3"), (MS, "A.6.2.4"), (AIA, "Art. 15(3)"),
-                (AIA, "Art. 15(4)"), (AIA, "Art. 15(5)"), (NIST, "MEASURE 2.5"), (NIST, "MEASURE 2.7")],
-    "interpretation": [(TR1, "4.1.2 step 4 (interpretation)"), (RM, "6.4.4"), (RM, "6.5"),
-                       (NIST, "MEASURE 2.6")],
-    "risks": [(RM, "6.4.2"), (RM, "6.4.3"), (RM, "6.4.4"), (RM, "6.5"), (RM, "Annex B"), (MS, "6.1.2"),
-              (MS, "6.1.3"), (AIA, "Art. 9")],
+    "goals": [
+        (MS, "A.6.1.2"),
+        (MS, "A.6.2.2"),
+        (TR1, "4.1.2 step 1 (goals)"),
+        (TR1, "4.1.1"),
+        (RM, "6.4.2"),
+        (AIA, "Art. 15(1)"),
+    ],
+    "plan": [
+        (TR1, "4.2"),
+        (TR1, "4.1.2 step 2 (planning)"),
+        (MS, "A.6.2.4"),
+        (MS, "A.7.6"),
+        (RM, "6.4.2"),
+        (AIA, "Art. 11 + Annex IV"),
+        (NIST, "MEASURE 2.1"),
+    ],
+    "results": [
+        (TR1, "4.1.2 step 3 (execution)"),
+        (RM, "6.4.3"),
+        (MS, "A.6.2.4"),
+        (AIA, "Art. 15(3)"),
+        (AIA, "Art. 15(4)"),
+        (AIA, "Art. 15(5)"),
+        (NIST, "MEASURE 2.5"),
+        (NIST, "MEASURE 2.7"),
+    ],
+    "interpretation": [
+        (TR1, "4.1.2 step 4 (interpretation)"),
+        (RM, "6.4.4"),
+        (RM, "6.5"),
+        (NIST, "MEASURE 2.6"),
+    ],
+    "risks": [
+        (RM, "6.4.2"),
+        (RM, "6.4.3"),
+        (RM, "6.4.4"),
+        (RM, "6.5"),
+        (RM, "Annex B"),
+        (MS, "6.1.2"),
+        (MS, "6.1.3"),
+        (AIA, "Art. 9"),
+    ],
     "controls": [(MS, "A.6.2.4"), (MS, "A.6.2.7"), (AIA, "Art. 15(1)"), (NIST, "MEASURE 2.1")],
-    "provenance": [*_S, (MS, "A.4.3"), (MS, "A.4.4"), (MS, "A.4.5"), (MS, "A.7.5"), (AIA, "Art. 12"),
-                   (NIST, "MEASURE 2.1")],
+    "provenance": [
+        *_S,
+        (MS, "A.4.3"),
+        (MS, "A.4.4"),
+        (MS, "A.4.5"),
+        (MS, "A.7.5"),
+        (AIA, "Art. 12"),
+        (NIST, "MEASURE 2.1"),
+    ],
     "records": [(MS, "A.3.2"), (MS, "A.6.2.8"), (MS, "A.6.2.7"), (RM, "6.2"), *_S, (AIA, "Art. 12")],
-    "history": [(RM, "6.6"), (MS, "A.6.2.6"), (AIA, "Art. 15(1)"), (AIA, "Art. 72"), (NIST, "MEASURE 2.4"),
-                (NIST, "MANAGE 4.1")],
-}  # fmt: skip
+    "history": [
+        (RM, "6.6"),
+        (MS, "A.6.2.6"),
+        (AIA, "Art. 15(1)"),
+        (AIA, "Art. 72"),
+        (NIST, "MEASURE 2.4"),
+        (NIST, "MANAGE 4.1"),
+    ],
+}
 FAMILY_CLAUSES = {"statistical": ["5.2", "5.3"], "formal": ["6.2", "6.3"], "empirical": ["7.3", "7.4"]}
 
 

@@ -28,12 +28,19 @@ CLAIM_WORDING = {
     ClaimKind.PROOF: "proof",
     ClaimKind.OBSERVATION: "observation",
 }
-SECTION_TITLES = [("summary", "Summary"), ("scope", "Scope and context"), ("goals", "Robustness goals"),
-                  ("plan", "Test plan"), ("results", "Results by method family"),
-                  ("interpretation", "Interpretation"), ("risks", "Risk register"),
-                  ("controls", "Controls and regulation crosswalk"),
-                  ("provenance", "Provenance and reproducibility"), ("records", "Records"),
-                  ("history", "History")]  # fmt: skip
+SECTION_TITLES = [
+    ("summary", "Summary"),
+    ("scope", "Scope and context"),
+    ("goals", "Robustness goals"),
+    ("plan", "Test plan"),
+    ("results", "Results by method family"),
+    ("interpretation", "Interpretation"),
+    ("risks", "Risk register"),
+    ("controls", "Controls and regulation crosswalk"),
+    ("provenance", "Provenance and reproducibility"),
+    ("records", "Records"),
+    ("history", "History"),
+]
 FAMILIES = ("statistical", "formal", "empirical")
 LIKELIHOOD = [(0.2, "likely"), (0.05, "possible"), (0.01, "unlikely"), (0.0, "rare")]
 
@@ -67,17 +74,24 @@ def fmt_claim(m: Measurement | None, short: bool = False) -> str:
     if short:
         return SHORT_CLAIM[m.claim].format(conf=conf) if conf or m.claim != ClaimKind.BOUND else "bound"
     if m.claim == ClaimKind.BOUND:
-        return (f"bound at {conf} confidence: the true value lies in the interval" if conf
-                else "bound (no interval recorded)")  # fmt: skip
+        return (
+            f"bound at {conf} confidence: the true value lies in the interval"
+            if conf
+            else "bound (no interval recorded)"
+        )
     if m.claim == ClaimKind.CERTIFICATE:
-        return ("certificate per sample (randomized smoothing, holds with high probability); "
-                + (f"{conf} interval for the population rate" if conf else "no interval"))
+        return "certificate per sample (randomized smoothing, holds with high probability); " + (
+            f"{conf} interval for the population rate" if conf else "no interval"
+        )
     if m.claim == ClaimKind.PROOF:
-        return ("proof per sample (sound verifier; counterexamples re-executed); "
-                + (f"{conf} interval for the population rate" if conf else "no interval"))
+        return "proof per sample (sound verifier; counterexamples re-executed); " + (
+            f"{conf} interval for the population rate" if conf else "no interval"
+        )
     if m.claim == ClaimKind.OBSERVATION:
         return "observation on the tested samples" + (f", {conf} interval" if conf else ", no interval")
-    return "estimate" + (f" with a {conf} interval (not a guarantee)" if conf else ", no interval (not a guarantee)")
+    return "estimate" + (
+        f" with a {conf} interval (not a guarantee)" if conf else ", no interval (not a guarantee)"
+    )
 
 
 def fmt_value(v: Any) -> str:
@@ -103,7 +117,9 @@ def fmt_params(params: dict[str, Any]) -> list[str]:
 def fmt_threat(threat: Any) -> str:
     """'gaussian_noise: sigma=0.2' from a threat model."""
     fields = threat.model_dump(mode="json", exclude={"kind"}, exclude_none=True)
-    return threat.kind + (": " + "; ".join(f"{k} = {fmt_value(v)}" for k, v in fields.items()) if fields else "")
+    return threat.kind + (
+        ": " + "; ".join(f"{k} = {fmt_value(v)}" for k, v in fields.items()) if fields else ""
+    )
 
 
 def fmt_criterion(gv: GoalVerdict | Goal) -> str:
@@ -213,16 +229,22 @@ class ReportView:
 def build_view(ev: EvidenceBundle, run_dir: Path | None, pictures: PictureSource | None = None) -> ReportView:
     """Pre-format the bundle; pictures are read from the run folder and checked against digests
     (``pictures``, when given, supplies them instead: used to re-render a dossier for comparison)."""
-    view = ReportView(ev=ev, model_name=ev.spec.model.name or Path(ev.spec.model.path).name,
-                      assessed_at=f"{ev.provenance.started_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC")  # fmt: skip
-    view.sections = {sid: Section(sid, i + 1, title, [clause_ref(c) for c in st.section_clauses(sid)])
-                     for i, (sid, title) in enumerate(SECTION_TITLES)}  # fmt: skip
+    view = ReportView(
+        ev=ev,
+        model_name=ev.spec.model.name or Path(ev.spec.model.path).name,
+        assessed_at=f"{ev.provenance.started_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC",
+    )
+    view.sections = {
+        sid: Section(sid, i + 1, title, [clause_ref(c) for c in st.section_clauses(sid)])
+        for i, (sid, title) in enumerate(SECTION_TITLES)
+    }
     view.families = _families(ev, run_dir, pictures)
     view.plan_rows = _plan_rows(ev)
     view.criteria = criteria_rows(ev)
     start, end = ev.provenance.started_at.astimezone(UTC), ev.provenance.finished_at.astimezone(UTC)
-    view.started_finished = (f"{start:%Y-%m-%d %H:%M:%S} UTC / {end:%Y-%m-%d %H:%M:%S} UTC "
-                             f"({(end - start).total_seconds():.0f} s)")  # fmt: skip
+    view.started_finished = (
+        f"{start:%Y-%m-%d %H:%M:%S} UTC / {end:%Y-%m-%d %H:%M:%S} UTC ({(end - start).total_seconds():.0f} s)"
+    )
     view.reproduce = reproduce_command(ev)
     view.risks = [_risk_row(ev, gv) for gv in ev.verdicts]
     view.residual = residual_statement(ev)
@@ -239,16 +261,26 @@ def _families(ev: EvidenceBundle, run_dir: Path | None, pictures: PictureSource 
         if not results:
             continue
         clauses = [clause_ref(st.get(st.TR1, ref)) for ref in st.FAMILY_CLAUSES[family]]
-        views = [ResultView(r, _metrics(r), _charts(r), _pictures(r, run_dir, pictures),
-                            fmt_params(plan_params.get(r.test_id, {})), per_sample_table(r))
-                 for r in results]  # fmt: skip
+        views = [
+            ResultView(
+                r,
+                _metrics(r),
+                _charts(r),
+                _pictures(r, run_dir, pictures),
+                fmt_params(plan_params.get(r.test_id, {})),
+                per_sample_table(r),
+            )
+            for r in results
+        ]
         found.append(FamilyView(family, clauses, views))
     return found
 
 
 def _metrics(result: MethodResult) -> list[tuple[str, str, str, str]]:
-    return [(name, fmt_measure(m) + (f"; n = {m.n}" if m.n is not None else ""), fmt_claim(m), m.description)
-            for name, m in sorted(result.metrics.items())]  # fmt: skip
+    return [
+        (name, fmt_measure(m) + (f"; n = {m.n}" if m.n is not None else ""), fmt_claim(m), m.description)
+        for name, m in sorted(result.metrics.items())
+    ]
 
 
 PER_SAMPLE_ROWS = 25
@@ -274,7 +306,9 @@ def _charts(result: MethodResult) -> list[str]:
 PictureSource = Callable[[ArtifactRef], str]  # picture artifact -> data URI to show in its place
 
 
-def _pictures(result: MethodResult, run_dir: Path | None, source: PictureSource | None = None) -> list[tuple[str, str]]:
+def _pictures(
+    result: MethodResult, run_dir: Path | None, source: PictureSource | None = None
+) -> list[tuple[str, str]]:
     found = []
     for artifact in result.artifacts:
         if artifact.media_type != "image/png":
@@ -302,9 +336,19 @@ def _plan_rows(ev: EvidenceBundle) -> list[dict[str, Any]]:
         for t in (t for t in ev.plan.tests if t.family.value == family):
             clause = st.tr_clause(t.clause)
             threat = t.threat.model_dump(mode="json")
-            own = {k: v for k, v in t.params.items() if k not in threat or threat[k] != v}  # threat shown already
-            rows.append({"test": t, "family": family, "threat": fmt_threat(t.threat), "params": fmt_params(own),
-                         "clause": clause_ref(clause) if clause else None, "clause_text": t.clause})  # fmt: skip
+            own = {
+                k: v for k, v in t.params.items() if k not in threat or threat[k] != v
+            }  # threat shown already
+            rows.append(
+                {
+                    "test": t,
+                    "family": family,
+                    "threat": fmt_threat(t.threat),
+                    "params": fmt_params(own),
+                    "clause": clause_ref(clause) if clause else None,
+                    "clause_text": t.clause,
+                }
+            )
     return rows
 
 
@@ -316,9 +360,18 @@ def criteria_rows(ev: EvidenceBundle) -> list[dict[str, str]]:
     for g in ev.spec.goals:
         declared = g.criterion.interval
         actual = used.get(g.id)
-        text = (declared if actual is None or actual == declared
-                else f"{actual} (declared {declared}; applies to count rates only)")  # fmt: skip
-        rows.append({"goal": g.id, "criterion": fmt_criterion(g), "interval": text if actual else f"{declared} (not measured)"})
+        text = (
+            declared
+            if actual is None or actual == declared
+            else f"{actual} (declared {declared}; applies to count rates only)"
+        )
+        rows.append(
+            {
+                "goal": g.id,
+                "criterion": fmt_criterion(g),
+                "interval": text if actual else f"{declared} (not measured)",
+            }
+        )
     return rows
 
 
@@ -331,7 +384,9 @@ def reproduce_command(ev: EvidenceBundle) -> tuple[str, str]:
     import shlex
 
     p = ev.provenance
-    install = "pip install -c constraints.txt -e ." + (f"   # in a checkout of {p.code_version}" if p.code_version else "")
+    install = "pip install -c constraints.txt -e ." + (
+        f"   # in a checkout of {p.code_version}" if p.code_version else ""
+    )
     cwd = p.extra.get("cwd") if isinstance(p.extra.get("cwd"), str) else None
     if cwd is None:
         try:
@@ -342,7 +397,7 @@ def reproduce_command(ev: EvidenceBundle) -> tuple[str, str]:
         spec = Path(p.spec_path)
         if arg and spec.is_absolute() and not Path(arg).is_absolute():
             parts, tail = spec.parts, Path(arg).parts
-            if ".." not in tail and len(parts) > len(tail) and parts[-len(tail):] == tail:
+            if ".." not in tail and len(parts) > len(tail) and parts[-len(tail) :] == tail:
                 cwd = str(Path(*parts[: -len(tail)]))
     if cwd is None and not Path(p.spec_path).is_absolute():
         return install, p.command + "   # run from the folder the spec path is relative to (not recorded)"
@@ -373,9 +428,18 @@ def _risk_row(ev: EvidenceBundle, gv: GoalVerdict) -> RiskRow:
         Verdict.FAIL: (f"treat, then re-test: {gv.recommendation}", "open: exceeds tolerance"),
         Verdict.INCONCLUSIVE: (f"decide first: {gv.recommendation}", "open: undetermined"),
     }[gv.verdict]
-    return RiskRow(gv.goal_id, goal.risk.id, goal.risk.description, goal.risk.source,
-                   clause_ref(source) if source else None, failure, likelihood, goal.risk.impact,
-                   treatment, status)  # fmt: skip
+    return RiskRow(
+        gv.goal_id,
+        goal.risk.id,
+        goal.risk.description,
+        goal.risk.source,
+        clause_ref(source) if source else None,
+        failure,
+        likelihood,
+        goal.risk.impact,
+        treatment,
+        status,
+    )
 
 
 def residual_statement(ev: EvidenceBundle) -> str:
@@ -385,9 +449,11 @@ def residual_statement(ev: EvidenceBundle) -> str:
     text = f"{len(passed)} of {total} goals met their acceptance criteria. "
     open_rows = [v for v in ev.verdicts if v.verdict != Verdict.PASS]
     if not open_rows:
-        return text + ("For every goal the whole confidence interval clears the threshold: the residual "
-                       "risk of the risks addressed is within the declared tolerance, under the tested "
-                       "threats and data only.")  # fmt: skip
+        return text + (
+            "For every goal the whole confidence interval clears the threshold: the residual "
+            "risk of the risks addressed is within the declared tolerance, under the tested "
+            "threats and data only."
+        )
 
     def risks(verdict: Verdict) -> str:
         by_risk: dict[str, list[str]] = {}
@@ -397,8 +463,10 @@ def residual_statement(ev: EvidenceBundle) -> str:
                 goal = next(g for g in ev.spec.goals if g.id == v.goal_id)
                 by_risk.setdefault(goal.risk.id, []).append(v.goal_id)
                 impact[goal.risk.id] = goal.risk.impact
-        return "; ".join(f"{r} ({impact[r]} impact; goal{'s' if len(g) > 1 else ''} {', '.join(g)})"
-                         for r, g in by_risk.items())  # fmt: skip
+        return "; ".join(
+            f"{r} ({impact[r]} impact; goal{'s' if len(g) > 1 else ''} {', '.join(g)})"
+            for r, g in by_risk.items()
+        )
 
     parts = []
     if failed := risks(Verdict.FAIL):
@@ -415,13 +483,16 @@ def _crosswalk(ev: EvidenceBundle) -> tuple[list[CrosswalkRow], list[CrosswalkRo
         for c in g.controls:
             goals_for.setdefault(c, []).append(g.id)
     p, s = ev.provenance, ev.spec
-    gate = (f"registry model {p.model_registry_uri} tagged with verdict {ev.overall.value}"
-            if p.model_registry_uri else f"overall verdict {ev.overall.value} recorded as the release gate input")
+    gate = (
+        f"registry model {p.model_registry_uri} tagged with verdict {ev.overall.value}"
+        if p.model_registry_uri
+        else f"overall verdict {ev.overall.value} recorded as the release gate input"
+    )
     evidence = {
         "A.3.2": "; ".join(f"{k}: {v}" for k, v in s.roles.model_dump().items() if v) or "no roles declared",
         "A.4.3": f"data {Path(p.data_path).name} sha256 {p.data_sha256[:16]}…",
         "A.4.4": f"{p.code_version}; {len(p.packages)} package versions; constraints sha256 "
-                 f"{(p.constraints_sha256 or 'not recorded')[:16]}",
+        f"{(p.constraints_sha256 or 'not recorded')[:16]}",
         "A.4.5": f"{p.device}; {p.execution_provider}",
         "A.6.1.2": f"{len(s.goals)} robustness goals (section 3)",
         "A.6.2.2": "goals with acceptance criteria (sections 2, 3)",
@@ -430,7 +501,7 @@ def _crosswalk(ev: EvidenceBundle) -> tuple[list[CrosswalkRow], list[CrosswalkRo
         "A.6.2.6": f"{len(ev.history)} earlier assessment(s) of spec {s.id} (section 11)",
         "A.6.2.7": "this dossier with the evidence bundle embedded",
         "A.6.2.8": f"MLflow run {p.mlflow_run_id or 'not tracked'}; Prefect flow run "
-                   f"{p.prefect_flow_run_id or 'none'}; timestamps (section 10)",
+        f"{p.prefect_flow_run_id or 'none'}; timestamps (section 10)",
         "A.7.5": f"data sha256 {p.data_sha256[:16]}…; source: {s.data.source or 'not declared'}",
         "A.7.6": "perturbation parameters and seeds per test (section 4)",
         "A.9.4": f"intended use: {s.model.intended_use or 'not declared'}",
@@ -455,22 +526,45 @@ def _regulation(ev: EvidenceBundle, tests: str) -> list[CrosswalkRow]:
     by_family = {f: [r.test_id for r in ev.results if r.family.value == f] for f in FAMILIES}
     attacks = by_family["empirical"] + by_family["formal"]
     rows = [
-        (st.AIA, "Art. 15(1)", f"{len(ev.history) + 1} assessment(s) of this spec in the record series", True),
+        (
+            st.AIA,
+            "Art. 15(1)",
+            f"{len(ev.history) + 1} assessment(s) of this spec in the record series",
+            True,
+        ),
         (st.AIA, "Art. 15(3)", "metrics with intervals and conditions of measurement (sections 4, 5)", True),
-        (st.AIA, "Art. 15(4)", "perturbation tests: " + (", ".join(by_family["statistical"]) or "none"),
-         bool(by_family["statistical"])),
-        (st.AIA, "Art. 15(5)", "adversarial/formal tests: " + (", ".join(attacks) or "none in this plan"),
-         bool(attacks)),
+        (
+            st.AIA,
+            "Art. 15(4)",
+            "perturbation tests: " + (", ".join(by_family["statistical"]) or "none"),
+            bool(by_family["statistical"]),
+        ),
+        (
+            st.AIA,
+            "Art. 15(5)",
+            "adversarial/formal tests: " + (", ".join(attacks) or "none in this plan"),
+            bool(attacks),
+        ),
         (st.NIST, "MEASURE 2.1", "data, metrics and tool versions (sections 4, 9)", True),
-        (st.NIST, "MEASURE 2.3", f"operating domain: {ev.spec.model.operating_domain or 'not declared'}",
-         ev.spec.model.operating_domain is not None),
+        (
+            st.NIST,
+            "MEASURE 2.3",
+            f"operating domain: {ev.spec.model.operating_domain or 'not declared'}",
+            ev.spec.model.operating_domain is not None,
+        ),
         (st.NIST, "MEASURE 2.5", tests, True),
         (st.NIST, "MEASURE 2.6", "residual-risk statement (section 1) and risk register (section 7)", True),
-        (st.NIST, "MEASURE 2.7", "adversarial tests: " + (", ".join(by_family["empirical"]) or "none"),
-         bool(by_family["empirical"])),
-    ]  # fmt: skip
-    return [CrosswalkRow(clause_ref(st.get(std, ref)), text, "evidenced" if found else "not evidenced")
-            for std, ref, text, found in rows]  # fmt: skip
+        (
+            st.NIST,
+            "MEASURE 2.7",
+            "adversarial tests: " + (", ".join(by_family["empirical"]) or "none"),
+            bool(by_family["empirical"]),
+        ),
+    ]
+    return [
+        CrosswalkRow(clause_ref(st.get(std, ref)), text, "evidenced" if found else "not evidenced")
+        for std, ref, text, found in rows
+    ]
 
 
 def _history(ev: EvidenceBundle) -> tuple[list[dict[str, Any]], list[str], str | None]:
@@ -487,22 +581,44 @@ def _history(ev: EvidenceBundle) -> tuple[list[dict[str, Any]], list[str], str |
             value = metrics.get(f"goal.{g}.{metric[g]}") if isinstance(metrics, dict) else None
             verdict = (h.get("goals") or {}).get(g, "") if isinstance(h.get("goals"), dict) else ""
             goal_cells[g] = (f"{value:.4g} " if isinstance(value, int | float) else "") + str(verdict)
-        rows.append({"when": f"{datetime.fromtimestamp(when / 1000, UTC):%Y-%m-%d %H:%M}" if isinstance(when, int) else "",
-                     "assessment_id": h.get("assessment_id", ""), "verdict": h.get("verdict") or "",
-                     "values": {g: _num(metrics, g, metric[g]) for g in goals}, "goals": goal_cells})  # fmt: skip
+        rows.append(
+            {
+                "when": f"{datetime.fromtimestamp(when / 1000, UTC):%Y-%m-%d %H:%M}"
+                if isinstance(when, int)
+                else "",
+                "assessment_id": h.get("assessment_id", ""),
+                "verdict": h.get("verdict") or "",
+                "values": {g: _num(metrics, g, metric[g]) for g in goals},
+                "goals": goal_cells,
+            }
+        )
     current = {v.goal_id: v.measured.value if v.measured else None for v in ev.verdicts}
-    rows.append({"when": f"{ev.provenance.started_at.astimezone(UTC):%Y-%m-%d %H:%M}",
-                 "assessment_id": f"{ev.provenance.assessment_id} (this)", "verdict": ev.overall.value,
-                 "values": current,
-                 "goals": {v.goal_id: (f"{current[v.goal_id]:.4g} " if current[v.goal_id] is not None else "")
-                           + v.verdict.value for v in ev.verdicts}})  # fmt: skip
+    rows.append(
+        {
+            "when": f"{ev.provenance.started_at.astimezone(UTC):%Y-%m-%d %H:%M}",
+            "assessment_id": f"{ev.provenance.assessment_id} (this)",
+            "verdict": ev.overall.value,
+            "values": current,
+            "goals": {
+                v.goal_id: (f"{current[v.goal_id]:.4g} " if current[v.goal_id] is not None else "")
+                + v.verdict.value
+                for v in ev.verdicts
+            },
+        }
+    )
     series = []
     for g in goals:
         points = [(i + 1, r["values"][g]) for i, r in enumerate(rows) if r["values"].get(g) is not None]
         if points:
-            series.append(Series(name=f"{g} {metric[g]}", x_label="assessment (oldest first)",
-                                 y_label="measured value", x=[float(x) for x, _ in points],
-                                 y=[float(y) for _, y in points]))  # fmt: skip
+            series.append(
+                Series(
+                    name=f"{g} {metric[g]}",
+                    x_label="assessment (oldest first)",
+                    y_label="measured value",
+                    x=[float(x) for x, _ in points],
+                    y=[float(y) for _, y in points],
+                )
+            )
     chart = chart_svg(series, f"Trend of the goal metrics of {ev.spec.id}") if series else None
     return rows, goals, chart
 

@@ -73,7 +73,8 @@ class Provenance(Record):
         description="Who signed the run's manifest? SHA-256 of the raw Ed25519 public key; None: unsigned.",
     )
     model_registry_uri: str | None = Field(
-        default=None, description="Which registered model was assessed? e.g. 'models:/digits/3'; None: a file."
+        default=None,
+        description="Which registered model was assessed? e.g. 'models:/digits/3'; None: a file.",
     )
     extra: dict[str, JsonValue] = Field(default_factory=dict, description="Further facts.")
 

@@ -25,12 +25,14 @@ class Settings(BaseSettings):
     )
     max_workers: int = Field(default=2, ge=1, description="Threads of the local task runner.")
     ort_threads: int = Field(
-        default=0, ge=0,
+        default=0,
+        ge=0,
         description="ONNX Runtime intra-op threads per process (0: its default, all cores); set 1 on"
         " Dask workers started with one thread each, so that workers do not compete for cores.",
     )
     shard_samples: int = Field(
-        default=2048, ge=0,
+        default=2048,
+        ge=0,
         description="Tests of shardable methods on more samples than this run as shards of about this"
         " many samples (one task each, merged exactly); 0: never shard.",
     )
@@ -54,7 +56,8 @@ class AssessRequest(BaseModel):
     prefer_cuda: bool = Field(default=True, description="Use CUDA when it really works.")
     command: str = Field(default="", description="The command line, for provenance.")
     shard_samples: int = Field(
-        default_factory=lambda: Settings().shard_samples, ge=0,
+        default_factory=lambda: Settings().shard_samples,
+        ge=0,
         description="Shard size in samples for shardable tests; 0: never shard (default: settings).",
     )
     resume: bool = Field(
@@ -92,5 +95,8 @@ class LifecycleRequest(BaseModel):
 
     def tracking_uri(self, settings: Settings) -> str:
         """The MLflow URI every run of this series uses."""
-        return (self.mlflow_tracking_uri or settings.mlflow_tracking_uri
-                or f"sqlite:///{(self.output_root / 'mlflow.db').resolve()}")  # fmt: skip
+        return (
+            self.mlflow_tracking_uri
+            or settings.mlflow_tracking_uri
+            or f"sqlite:///{(self.output_root / 'mlflow.db').resolve()}"
+        )

@@ -15,11 +15,27 @@ from pydantic import Field, PositiveFloat
 from nnassay.schemas.common import Probability, Record
 
 CORRUPTIONS: tuple[str, ...] = (
-    "gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "uniform_noise",
-    "gaussian_blur", "defocus_blur", "motion_blur", "zoom_blur", "glass_blur",
-    "brightness", "contrast", "saturate", "jpeg_compression", "pixelate", "elastic_transform",
-    "fog", "snow", "spatter", "occlusion",
-)  # fmt: skip
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "speckle_noise",
+    "uniform_noise",
+    "gaussian_blur",
+    "defocus_blur",
+    "motion_blur",
+    "zoom_blur",
+    "glass_blur",
+    "brightness",
+    "contrast",
+    "saturate",
+    "jpeg_compression",
+    "pixelate",
+    "elastic_transform",
+    "fog",
+    "snow",
+    "spatter",
+    "occlusion",
+)
 
 Sweep = Annotated[
     list[PositiveFloat] | None,
@@ -93,9 +109,7 @@ class Geometric(Record):
     """Geometric transforms of images, with the worst case over a parameter grid per sample."""
 
     kind: Literal["geometric"] = Field(description="Threat kind.")
-    transform: Literal["rotation", "translation", "scaling", "shear"] = Field(
-        description="Which transform."
-    )
+    transform: Literal["rotation", "translation", "scaling", "shear"] = Field(description="Which transform.")
     values: list[float] = Field(
         min_length=1,
         description="Grid of parameters: degrees (rotation, shear), fraction of the image size"
@@ -107,9 +121,9 @@ class TabularPerturbation(Record):
     """Perturbations of tabular features declared in ``data.features``."""
 
     kind: Literal["tabular"] = Field(description="Threat kind.")
-    perturbation: Literal[
-        "numeric_noise", "multiplicative", "missing", "categorical_swap", "range_edge"
-    ] = Field(description="Which perturbation to apply.")
+    perturbation: Literal["numeric_noise", "multiplicative", "missing", "categorical_swap", "range_edge"] = (
+        Field(description="Which perturbation to apply.")
+    )
     strength: float = Field(
         default=0.1,
         ge=0,
@@ -126,8 +140,14 @@ class InvalidInput(Record):
         Literal["nan", "pos_inf", "neg_inf", "out_of_range", "extreme", "constant", "random_noise"]
     ] = Field(
         default_factory=lambda: [
-            "nan", "pos_inf", "neg_inf", "out_of_range", "extreme", "constant", "random_noise"
-        ],  # fmt: skip
+            "nan",
+            "pos_inf",
+            "neg_inf",
+            "out_of_range",
+            "extreme",
+            "constant",
+            "random_noise",
+        ],
         description="Kinds of invalid input to present.",
     )
     confidence_level: Probability = Field(
@@ -140,10 +160,10 @@ class OutOfDistribution(Record):
 
     kind: Literal["ood"] = Field(description="Threat kind.")
     path: Path | None = Field(default=None, description="OOD data file (npz with x), optional.")
-    generated: list[Literal["gaussian_noise", "uniform_noise", "shuffled_pixels", "blank"]] = (
-        Field(default_factory=lambda: ["uniform_noise", "shuffled_pixels", "blank"],
-              description="Generated OOD sets to use when no file is named.")
-    )  # fmt: skip
+    generated: list[Literal["gaussian_noise", "uniform_noise", "shuffled_pixels", "blank"]] = Field(
+        default_factory=lambda: ["uniform_noise", "shuffled_pixels", "blank"],
+        description="Generated OOD sets to use when no file is named.",
+    )
     score: Literal["msp", "energy"] = Field(
         default="msp", description="OOD score: maximum softmax probability or energy."
     )

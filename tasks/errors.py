@@ -6,8 +6,9 @@ from __future__ import annotations
 class AssessmentError(Exception):
     """Bad input or an impossible run; the CLI turns it into exit code 2 and one clear message."""
 
-    def __init__(self, message: str, *, file: str | None = None, field: str | None = None,
-                 fix: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, message: str, *, file: str | None = None, field: str | None = None, fix: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.file = file

@@ -50,8 +50,14 @@ def _init(name: str, array: np.ndarray) -> onnx.TensorProto:
     return numpy_helper.from_array(array.astype(np.float32), name)
 
 
-def build_mlp(path: Path, sizes: list[int], *, image_shape: tuple[int, ...] | None = None,
-              seed: int = 0, name: str = "input") -> Path:  # fmt: skip
+def build_mlp(
+    path: Path,
+    sizes: list[int],
+    *,
+    image_shape: tuple[int, ...] | None = None,
+    seed: int = 0,
+    name: str = "input",
+) -> Path:
     """An MLP (Gemm + Relu, no Relu after the last layer) as ONNX, with a free batch axis.
 
     With ``image_shape`` the input is an image (N, *image_shape) flattened first.
@@ -74,9 +80,12 @@ def build_mlp(path: Path, sizes: list[int], *, image_shape: tuple[int, ...] | No
         current = out
     in_shape = ["N", *(image_shape or (sizes[0],))]
     graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info(name, TensorProto.FLOAT, in_shape)],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", sizes[-1]])], inits,
-    )  # fmt: skip
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, in_shape)],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", sizes[-1]])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -135,21 +144,34 @@ def tabular_case(tiny_dir: Path) -> TinyCase:
     return TinyCase(model, data, "NC", "tabular", 3)
 
 
-def goal(goal_id: str, threat: dict[str, Any], metric: str, comparator: str, threshold: float,
-         **extra: Any) -> dict[str, Any]:  # fmt: skip
+def goal(
+    goal_id: str, threat: dict[str, Any], metric: str, comparator: str, threshold: float, **extra: Any
+) -> dict[str, Any]:
     """A goal dict for a spec."""
-    return {"id": goal_id, "statement": f"goal {goal_id}", "threat": threat, "metric": metric,
-            "criterion": {"comparator": comparator, "threshold": threshold},
-            "risk": {"id": "R-1", "source": "B.5 risk sources related to machine learning"},
-            "controls": ["A.6.2.4"], **extra}  # fmt: skip
+    return {
+        "id": goal_id,
+        "statement": f"goal {goal_id}",
+        "threat": threat,
+        "metric": metric,
+        "criterion": {"comparator": comparator, "threshold": threshold},
+        "risk": {"id": "R-1", "source": "B.5 risk sources related to machine learning"},
+        "controls": ["A.6.2.4"],
+        **extra,
+    }
 
 
 def write_spec(folder: Path, case: TinyCase, goals: list[dict[str, Any]], **extra: Any) -> Path:
     """Write a YAML spec for a tiny case; returns its path."""
     folder.mkdir(parents=True, exist_ok=True)
-    spec = {"id": "tiny", "title": "Tiny assessment", "seed": 3,
-            "model": {"path": str(case.model), "layout": case.layout, "value_range": [0.0, 1.0]},
-            "data": {"path": str(case.data)}, "goals": goals, **extra}  # fmt: skip
+    spec = {
+        "id": "tiny",
+        "title": "Tiny assessment",
+        "seed": 3,
+        "model": {"path": str(case.model), "layout": case.layout, "value_range": [0.0, 1.0]},
+        "data": {"path": str(case.data)},
+        "goals": goals,
+        **extra,
+    }
     path = folder / "spec.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
@@ -163,9 +185,17 @@ def spec_writer(tmp_path: Path):  # type: ignore[no-untyped-def]
     return write
 
 
-def make_context(case: TinyCase, threat: Any, out: Path, *, metric: str = "accuracy", seed: int = 0,
-                 samples: int | None = None, confidence: float = 0.95,
-                 interval: str = "clopper-pearson"):  # type: ignore[no-untyped-def]  # fmt: skip
+def make_context(
+    case: TinyCase,
+    threat: Any,
+    out: Path,
+    *,
+    metric: str = "accuracy",
+    seed: int = 0,
+    samples: int | None = None,
+    confidence: float = 0.95,
+    interval: str = "clopper-pearson",
+):  # type: ignore[no-untyped-def]
     """A RunContext for calling a method directly on a tiny case."""
     from pydantic import TypeAdapter
 
@@ -175,15 +205,27 @@ def make_context(case: TinyCase, threat: Any, out: Path, *, metric: str = "accur
     from nnassay.tasks.io.model_io import ModelRunner
     from nnassay.tasks.methods.registry import RunContext
 
-    model = ModelRunner(ModelSpec(path=case.model, layout=case.layout, value_range=(0.0, 1.0)), prefer_cuda=False)
+    model = ModelRunner(
+        ModelSpec(path=case.model, layout=case.layout, value_range=(0.0, 1.0)), prefer_cuda=False
+    )
     data = load_dataset(DataSpec(path=case.data), model)
     if samples:
         data = data.subset(samples)
     if isinstance(threat, dict):
         threat = TypeAdapter(Threat).validate_python(threat)
     out.mkdir(parents=True, exist_ok=True)
-    return RunContext(model=model, data=data, threat=threat, metric=metric, seed=seed, out_dir=out,
-                      run_dir=out, time_s=120.0, confidence=confidence, interval=interval)  # fmt: skip
+    return RunContext(
+        model=model,
+        data=data,
+        threat=threat,
+        metric=metric,
+        seed=seed,
+        out_dir=out,
+        run_dir=out,
+        time_s=120.0,
+        confidence=confidence,
+        interval=interval,
+    )
 
 
 @pytest.fixture

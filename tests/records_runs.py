@@ -15,8 +15,10 @@ from typer.testing import CliRunner
 
 from conftest import TinyCase, goal, write_spec
 
-HOSTILE = ('Accuracy holds <img src="file:///etc/passwd"> <img src="http://example.com/x.png">'
-           " <script>alert(1)</script> & more")  # fmt: skip
+HOSTILE = (
+    'Accuracy holds <img src="file:///etc/passwd"> <img src="http://example.com/x.png">'
+    " <script>alert(1)</script> & more"
+)
 
 
 @dataclass(frozen=True)
@@ -61,16 +63,44 @@ def assessed(case: TinyCase) -> Runs:
     root = Path(tempfile.mkdtemp(prefix="nnassay-records-"))
     uri = f"sqlite:///{root / 'mlflow.db'}"
     key, _ = generate_key(root / "keys" / "sign.pem")
-    goals = [goal("CLEAN", {"kind": "none"}, "accuracy", ">=", 0.5, statement=HOSTILE),
-             goal("NOISY", {"kind": "gaussian_noise", "sigma": 0.05}, "label_flip_rate", "<=", 0.0001)]
-    spec = write_spec(root / "spec", case, goals, roles={"assessor": "A. Assessor", "approver": "B. Approver"})
+    goals = [
+        goal("CLEAN", {"kind": "none"}, "accuracy", ">=", 0.5, statement=HOSTILE),
+        goal("NOISY", {"kind": "gaussian_noise", "sigma": 0.05}, "label_flip_rate", "<=", 0.0001),
+    ]
+    spec = write_spec(
+        root / "spec", case, goals, roles={"assessor": "A. Assessor", "approver": "B. Approver"}
+    )
     runner, outputs, codes = CliRunner(), [], []
     with prefect_test_harness(server_startup_timeout=120):
         model_uri = _register_model(uri, case.model, root)
-        for name, extra in (("a", ["--junit-xml", str(root / "a.junit.xml")]), ("b", ["--model-uri", model_uri])):
-            result = runner.invoke(app, ["assess", str(spec), "--output", str(root / "hist" / name),
-                                         "--mlflow-uri", uri, "--sign-key", str(key), "--cpu", *extra])
+        for name, extra in (
+            ("a", ["--junit-xml", str(root / "a.junit.xml")]),
+            ("b", ["--model-uri", model_uri]),
+        ):
+            result = runner.invoke(
+                app,
+                [
+                    "assess",
+                    str(spec),
+                    "--output",
+                    str(root / "hist" / name),
+                    "--mlflow-uri",
+                    uri,
+                    "--sign-key",
+                    str(key),
+                    "--cpu",
+                    *extra,
+                ],
+            )
             outputs.append(result.output)
             codes.append(result.exit_code)
-    return Runs(root, root / "hist" / "a", root / "hist" / "b", uri, key, root / "a.junit.xml",
-                (outputs[0], outputs[1]), (codes[0], codes[1]))  # fmt: skip
+    return Runs(
+        root,
+        root / "hist" / "a",
+        root / "hist" / "b",
+        uri,
+        key,
+        root / "a.junit.xml",
+        (outputs[0], outputs[1]),
+        (codes[0], codes[1]),
+    )

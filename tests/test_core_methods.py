@@ -70,11 +70,14 @@ def test_identity_preprocessing_is_skipped_and_others_follow_the_formula(image_c
     scaled = ModelRunner(ModelSpec(path=image_case.model, preprocessing=pre), prefer_cuda=False)
     assert not scaled.identity_preprocessing
     out = scaled.preprocess(x)
-    expected = ((x.astype(np.float32) * np.float32(2.0) - np.float32(0.5)) / np.float32(0.25)).astype(np.float32)
+    expected = ((x.astype(np.float32) * np.float32(2.0) - np.float32(0.5)) / np.float32(0.25)).astype(
+        np.float32
+    )
     np.testing.assert_array_equal(out, expected)  # bit-identical to the formula
     assert not np.shares_memory(out, x) and np.array_equal(x, x.copy())  # the input is left alone
-    only_scale = ModelRunner(ModelSpec(path=image_case.model, preprocessing=Preprocessing(scale=1 / 255)),
-                             prefer_cuda=False)  # fmt: skip
+    only_scale = ModelRunner(
+        ModelSpec(path=image_case.model, preprocessing=Preprocessing(scale=1 / 255)), prefer_cuda=False
+    )
     np.testing.assert_array_equal(only_scale.preprocess(x), (x * np.float32(1 / 255)).astype(np.float32))
     np.testing.assert_allclose(scaled.logits(x), plain.logits(expected), rtol=1e-6)
 
@@ -102,8 +105,13 @@ def test_accuracy_drop_is_paired_with_mcnemar(image_case, context_factory) -> No
     assert drop.value == pytest.approx(out.details["clean_accuracy"] - out.metrics["accuracy"].value)
     assert drop.interval is not None and drop.interval.low <= drop.value <= drop.interval.high
     assert drop.interval.confidence == 0.95 and drop.interval.method == "newcombe-paired-hybrid-score"
-    only_clean, only_noisy = test["discordant_clean_right_noisy_wrong"], test["discordant_clean_wrong_noisy_right"]
-    assert only_clean + only_noisy > 0 and drop.value == pytest.approx((only_clean - only_noisy) / len(ctx.data))
+    only_clean, only_noisy = (
+        test["discordant_clean_right_noisy_wrong"],
+        test["discordant_clean_wrong_noisy_right"],
+    )
+    assert only_clean + only_noisy > 0 and drop.value == pytest.approx(
+        (only_clean - only_noisy) / len(ctx.data)
+    )
     assert test["p_value"] == pytest.approx(binomtest(only_clean, only_clean + only_noisy, 0.5).pvalue)
     several = method.run(ctx, method.params_for(ctx.threat, {"draws": 4})).metrics["accuracy_drop"]
     assert several.interval is not None and several.interval.method.startswith("bootstrap")

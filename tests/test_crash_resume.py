@@ -33,15 +33,34 @@ def slow_case(tmp_path_factory: pytest.TempPathFactory) -> TinyCase:
 
 def _nnassay(spec: Path, out: Path, uri: str, home: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PREFECT_HOME": str(home), "NNASSAY_SHARD_SAMPLES": str(SHARD)}
-    cmd = [sys.executable, "-m", "nnassay.flows.cli.app", "assess", str(spec), "--output", str(out), "--cpu",
-           "--mlflow-uri", uri]  # fmt: skip
-    return subprocess.Popen(cmd, env=env, cwd=Path(__file__).parent.parent, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "nnassay.flows.cli.app",
+        "assess",
+        str(spec),
+        "--output",
+        str(out),
+        "--cpu",
+        "--mlflow-uri",
+        uri,
+    ]
+    return subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=Path(__file__).parent.parent,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[int, str]]:
-    return {p.name: (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
-            for p in folder.iterdir() if p.is_file()}  # fmt: skip
+    return {
+        p.name: (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in folder.iterdir()
+        if p.is_file()
+    }
 
 
 @pytest.mark.slow
@@ -50,24 +69,38 @@ def test_killed_run_resumes_without_recomputing_finished_work(tmp_path: Path, sl
     from mlflow.tracking import MlflowClient
 
     from nnassay.schemas.evidence import EvidenceBundle
-    from nnassay.tasks.pipeline import execute
     from nnassay.tasks.governance import resume
+    from nnassay.tasks.pipeline import execute
     from nnassay.tasks.pipeline.sharding import plan_shards
 
-    spec = write_spec(tmp_path / "spec", slow_case, [
-        goal("CLEAN", {"kind": "none"}, "accuracy", ">=", 0.5),
-        goal("SLOW", {"kind": "gaussian_noise", "sigma": 0.1}, "accuracy", ">=", 0.5,
-             methods=[{"name": "statistical.noise_accuracy", "params": {"draws": 600}}]),
-    ])  # fmt: skip
+    spec = write_spec(
+        tmp_path / "spec",
+        slow_case,
+        [
+            goal("CLEAN", {"kind": "none"}, "accuracy", ">=", 0.5),
+            goal(
+                "SLOW",
+                {"kind": "gaussian_noise", "sigma": 0.1},
+                "accuracy",
+                ">=",
+                0.5,
+                methods=[{"name": "statistical.noise_accuracy", "params": {"draws": 600}}],
+            ),
+        ],
+    )
     out, uri = tmp_path / "run", f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec_obj, _ = execute.state_goals(spec, prefer_cuda=False)
     clean, slow = execute.preflight(spec, prefer_cuda=False).tests
     shards = plan_shards(slow, SHARD)
     assert len(shards) == 4
-    keys = {"clean": resume.test_key(clean, spec_obj, prefer_cuda=False),
-            "merge": resume.test_key(slow, spec_obj, prefer_cuda=False, step="merge"),
-            **{f"shard{s.index}": resume.test_key(slow, spec_obj, prefer_cuda=False, step="shard", shard=s)
-               for s in shards}}  # fmt: skip
+    keys = {
+        "clean": resume.test_key(clean, spec_obj, prefer_cuda=False),
+        "merge": resume.test_key(slow, spec_obj, prefer_cuda=False, step="merge"),
+        **{
+            f"shard{s.index}": resume.test_key(slow, spec_obj, prefer_cuda=False, step="shard", shard=s)
+            for s in shards
+        },
+    }
     cache = resume.cache_dir(out)
 
     # 1. start, and kill the whole process group once the clean test and a shard are persisted
@@ -103,8 +136,9 @@ def test_killed_run_resumes_without_recomputing_finished_work(tmp_path: Path, sl
     # 3. the evidence equals an uninterrupted run's (timings aside)
     bundle = EvidenceBundle.model_validate_json((out / "evidence.json").read_text())
     fresh = [execute.run_test(t, spec_obj, tmp_path / "fresh", prefer_cuda=False) for t in (clean, slow)]
-    assert [r.model_dump(exclude={"time_s"}) for r in bundle.results] == \
-        [r.model_dump(exclude={"time_s"}) for r in fresh]  # fmt: skip
+    assert [r.model_dump(exclude={"time_s"}) for r in bundle.results] == [
+        r.model_dump(exclude={"time_s"}) for r in fresh
+    ]
 
     # 4. MLflow: the crashed attempt is FAILED, the new run FINISHED and linked to it
     crashed_now = client.get_run(crashed.info.run_id)

@@ -39,9 +39,20 @@ def test_every_section_and_goal_is_in_the_pdf(runs: Runs) -> None:
         assert f"{number} {title}" in text, title
     for gv in ev.verdicts:
         assert gv.goal_id in text
-    for needle in ("(uncertain)", "[S]", "[C]", "Residual risk", "A.6.2.4", "Art. 15(5)", "MEASURE 2.6",
-                   ev.provenance.assessment_id, ev.provenance.signer_public_key_sha256[:20],
-                   "A. Assessor", "B. Approver", "models:/tiny-model/1"):  # fmt: skip
+    for needle in (
+        "(uncertain)",
+        "[S]",
+        "[C]",
+        "Residual risk",
+        "A.6.2.4",
+        "Art. 15(5)",
+        "MEASURE 2.6",
+        ev.provenance.assessment_id,
+        ev.provenance.signer_public_key_sha256[:20],
+        "A. Assessor",
+        "B. Approver",
+        "models:/tiny-model/1",
+    ):
         assert needle in text.replace("\n", " ") or needle in "".join(text.split()), needle
 
 
@@ -68,7 +79,9 @@ def test_rerender_of_a_stored_bundle_gives_the_same_text(runs: Runs, tmp_path: P
     from nnassay.flows.cli.app import app
 
     out = tmp_path / "again.pdf"
-    result = CliRunner().invoke(app, ["report", str(runs.b / "evidence.json"), "--output", str(out), "--html"])
+    result = CliRunner().invoke(
+        app, ["report", str(runs.b / "evidence.json"), "--output", str(out), "--html"]
+    )
     assert result.exit_code == 0, result.output
     assert pdf_text(out) == pdf_text(runs.b / "dossier.pdf")
     assert out.with_suffix(".html").read_text() == (runs.b / "dossier.html").read_text()
@@ -93,12 +106,27 @@ def _svg(uri: str) -> str:
 
 
 def test_heatmap_and_histogram_series_render_with_text_labels() -> None:
-    rows = [Series(name=f"severity {s}", kind="heatmap", x_label="corruption index", y_label="accuracy",
-                   x=[0.0, 1.0, 2.0], y=[0.9, 0.8 - s / 10, 0.5]) for s in (1, 2)]
+    rows = [
+        Series(
+            name=f"severity {s}",
+            kind="heatmap",
+            x_label="corruption index",
+            y_label="accuracy",
+            x=[0.0, 1.0, 2.0],
+            y=[0.9, 0.8 - s / 10, 0.5],
+        )
+        for s in (1, 2)
+    ]
     svg = _svg(chart_svg(rows, "heat"))
     assert "severity 1" in svg and "corruption index" in svg and "0.7" in svg
-    hist = Series(name="h", kind="histogram", x_label="flip-probability bound", y_label="test samples",
-                  x=[1e-4, 1e-3, 1e-2, 1e-1, 1.0], y=[3.0, 5.0, 1.0, 0.0, 2.0])
+    hist = Series(
+        name="h",
+        kind="histogram",
+        x_label="flip-probability bound",
+        y_label="test samples",
+        x=[1e-4, 1e-3, 1e-2, 1e-1, 1.0],
+        y=[3.0, 5.0, 1.0, 0.0, 2.0],
+    )
     svg = _svg(chart_svg([hist], "hist"))
     assert "flip-probability bound" in svg and "test samples" in svg
 
@@ -114,8 +142,10 @@ def test_claims_are_worded_by_kind_with_their_confidence() -> None:
     assert words[ClaimKind.CERTIFICATE].startswith("certificate per sample")
     assert words[ClaimKind.ESTIMATE].startswith("estimate") and "not a guarantee" in words[ClaimKind.ESTIMATE]
     assert words[ClaimKind.OBSERVATION].startswith("observation")
-    assert fmt_claim(Measurement(value=0.85, interval=interval, claim=ClaimKind.BOUND), short=True) == \
-        "bound at 90% confidence"
+    assert (
+        fmt_claim(Measurement(value=0.85, interval=interval, claim=ClaimKind.BOUND), short=True)
+        == "bound at 90% confidence"
+    )
     assert "no interval" in fmt_claim(Measurement(value=0.85, claim=ClaimKind.ESTIMATE))
 
 
@@ -130,8 +160,10 @@ def test_pdf_shows_parameters_as_text_not_json_and_claims_in_the_summary(runs: R
 
 def test_bar_categories_are_named_and_grouped() -> None:
     label = "case (0=nan, 1=pos_inf, 2=out_of_range)"
-    bars = [Series(name=n, kind="bar", x_label=label, y_label="rate", x=[0.0, 1.0, 2.0], y=[1.0, 0.5, 0.2])
-            for n in ("confident answers", "crashes")]
+    bars = [
+        Series(name=n, kind="bar", x_label=label, y_label="rate", x=[0.0, 1.0, 2.0], y=[1.0, 0.5, 0.2])
+        for n in ("confident answers", "crashes")
+    ]
     svg = _svg(chart_svg(bars, "bars"))
     assert "pos_inf" in svg and "out_of_range" in svg and "0=nan" not in svg
 
@@ -140,8 +172,13 @@ def test_reproduce_command_names_the_folder_it_ran_in() -> None:
     from nnassay.reports.view import reproduce_command
 
     ev = EvidenceBundle.model_validate_json((GOLDEN / "evidence_v1_before_integrity.json").read_text())
-    p = ev.provenance.model_copy(update={"command": "nnassay assess specs/a.yaml --output run",
-                                         "spec_path": "/srv/work/specs/a.yaml", "extra": {}})  # fmt: skip
+    p = ev.provenance.model_copy(
+        update={
+            "command": "nnassay assess specs/a.yaml --output run",
+            "spec_path": "/srv/work/specs/a.yaml",
+            "extra": {},
+        }
+    )
     _, command = reproduce_command(ev.model_copy(update={"provenance": p}))
     assert command == "cd /srv/work && nnassay assess specs/a.yaml --output run"
     p = p.model_copy(update={"extra": {"cwd": "/home/x y"}})
@@ -155,8 +192,10 @@ def test_residual_statement_groups_open_risks_by_verdict() -> None:
     from nnassay.schemas.common import Verdict
 
     ev = EvidenceBundle.model_validate_json((GOLDEN / "evidence_v1_before_integrity.json").read_text())
-    verdicts = [v.model_copy(update={"verdict": Verdict.FAIL if i == 0 else Verdict.INCONCLUSIVE})
-                for i, v in enumerate(ev.verdicts)]  # fmt: skip
+    verdicts = [
+        v.model_copy(update={"verdict": Verdict.FAIL if i == 0 else Verdict.INCONCLUSIVE})
+        for i, v in enumerate(ev.verdicts)
+    ]
     text = residual_statement(ev.model_copy(update={"verdicts": verdicts}))
     assert "above the declared tolerance" in text and "Not yet determined" in text
     assert "(undetermined)" not in text and ev.verdicts[0].goal_id in text
@@ -177,13 +216,31 @@ def test_pictures_per_sample_rows_and_a_pdf_alone_compare(tmp_path: Path) -> Non
     buffer = io.BytesIO()
     Image.new("RGB", (40, 90), "white").save(buffer, format="PNG")
     (tmp_path / "pic.png").write_bytes(buffer.getvalue())
-    picture = ArtifactRef(path="pic.png", sha256=sha256_bytes(buffer.getvalue()), media_type="image/png",
-                          caption="original next to perturbed")  # fmt: skip
-    heat = [Series(name=f"c{i}", kind="heatmap", x_label="severity", y_label="accuracy", x=[1.0, 2.0],
-                   y=[0.9, 0.5 + i / 10]) for i in range(2)]  # fmt: skip
+    picture = ArtifactRef(
+        path="pic.png",
+        sha256=sha256_bytes(buffer.getvalue()),
+        media_type="image/png",
+        caption="original next to perturbed",
+    )
+    heat = [
+        Series(
+            name=f"c{i}",
+            kind="heatmap",
+            x_label="severity",
+            y_label="accuracy",
+            x=[1.0, 2.0],
+            y=[0.9, 0.5 + i / 10],
+        )
+        for i in range(2)
+    ]
     rows = [{"index": i, "verdict": "robust" if i % 2 else "falsified", "time_s": 0.5} for i in range(30)]
-    result = ev.results[0].model_copy(update={"artifacts": [picture], "series": [*ev.results[0].series, *heat],
-                                              "details": {"per_sample": rows}})  # fmt: skip
+    result = ev.results[0].model_copy(
+        update={
+            "artifacts": [picture],
+            "series": [*ev.results[0].series, *heat],
+            "details": {"per_sample": rows},
+        }
+    )
     ev = ev.model_copy(update={"results": [result, *ev.results[1:]]})
     html = render_html(ev, tmp_path)
     assert "original next to perturbed" in html and "NOT SHOWN" not in html
@@ -191,8 +248,9 @@ def test_pictures_per_sample_rows_and_a_pdf_alone_compare(tmp_path: Path) -> Non
     payload = ev.model_dump_json().encode()
     pdf, _ = write_pdf(html, tmp_path / "d.pdf", attachments=[EmbeddedFile("evidence.json", payload, "e")])
     assert compare_text(ev, pdf.read_bytes()) is None
-    forged = ev.model_copy(update={"verdicts": [ev.verdicts[0].model_copy(update={"reason": "all fine"}),
-                                                *ev.verdicts[1:]]})  # fmt: skip
+    forged = ev.model_copy(
+        update={"verdicts": [ev.verdicts[0].model_copy(update={"reason": "all fine"}), *ev.verdicts[1:]]}
+    )
     pdf, _ = write_pdf(render_html(forged, tmp_path), tmp_path / "f.pdf")
     difference = compare_text(ev, pdf.read_bytes())
     assert difference is not None and "allfine" in difference

@@ -21,15 +21,20 @@ def prefect_harness():  # type: ignore[no-untyped-def]
         yield
 
 
-def test_flow_leaves_evidence_mlflow_run_and_pdf(tmp_path: Path, image_case, spec_writer, prefect_harness) -> None:
+def test_flow_leaves_evidence_mlflow_run_and_pdf(
+    tmp_path: Path, image_case, spec_writer, prefect_harness
+) -> None:
     from mlflow.tracking import MlflowClient
 
     from nnassay.flows.assess import assess
 
-    spec = spec_writer(image_case, [
-        goal("CLEAN", {"kind": "none"}, "accuracy", ">=", 0.5),
-        goal("NOISY", {"kind": "gaussian_noise", "sigma": 0.05}, "label_flip_rate", "<=", 0.0001),
-    ])  # fmt: skip
+    spec = spec_writer(
+        image_case,
+        [
+            goal("CLEAN", {"kind": "none"}, "accuracy", ">=", 0.5),
+            goal("NOISY", {"kind": "gaussian_noise", "sigma": 0.05}, "label_flip_rate", "<=", 0.0001),
+        ],
+    )
     out = tmp_path / "run"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     bundle = assess(AssessRequest(spec_path=spec, output=out, mlflow_tracking_uri=uri, prefer_cuda=False))
@@ -52,8 +57,9 @@ def test_flow_leaves_evidence_mlflow_run_and_pdf(tmp_path: Path, image_case, spe
     assert parent.data.tags["nnassay.model_sha256"] == bundle.plan.model_sha256
     assert parent.data.tags["nnassay.verdict"] == bundle.overall.value
     assert "goal.CLEAN.accuracy" in parent.data.metrics
-    children = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
     assert sorted(r.info.run_name for r in children) == sorted(t.test_id for t in bundle.plan.tests)
     assert any("accuracy.ci_low" in r.data.metrics for r in children)
     names = {a.path for a in client.list_artifacts(parent.info.run_id)}
@@ -61,6 +67,14 @@ def test_flow_leaves_evidence_mlflow_run_and_pdf(tmp_path: Path, image_case, spe
 
     # PDF: every goal id, its verdict and the sections are there as text
     text = "\n".join(page.extract_text() for page in PdfReader(out / "dossier.pdf").pages)
-    for needle in ("CLEAN", "NOISY", "Robustness goals", "Test plan", "Results", "Interpretation",
-                   "Provenance", bundle.plan.model_sha256[:16]):
+    for needle in (
+        "CLEAN",
+        "NOISY",
+        "Robustness goals",
+        "Test plan",
+        "Results",
+        "Interpretation",
+        "Provenance",
+        bundle.plan.model_sha256[:16],
+    ):
         assert needle in text, needle

@@ -11,7 +11,6 @@ from records_runs import Runs, assessed
 from typer.testing import CliRunner
 
 from nnassay.schemas.evidence import EvidenceBundle
-from nnassay.tasks.io.files import sha256_file
 from nnassay.tasks.governance.integrity import (
     KeyPermissionWarning,
     Verification,
@@ -20,6 +19,7 @@ from nnassay.tasks.governance.integrity import (
     load_signing_key,
     verify,
 )
+from nnassay.tasks.io.files import sha256_file
 
 OFFLINE = VerifyOptions(use_tracker=False)
 
@@ -49,9 +49,18 @@ def test_runs_finish_signed_and_chained(runs: Runs) -> None:
     a = EvidenceBundle.model_validate_json((runs.a / "evidence.json").read_text())
     b = EvidenceBundle.model_validate_json((runs.b / "evidence.json").read_text())
     assert b.previous_evidence_sha256 == sha256_file(runs.a / "evidence.json")
-    assert a.provenance.signer_public_key_sha256 and a.provenance.signer_public_key_sha256 == \
-        b.provenance.signer_public_key_sha256
-    for name in ("manifest.json", "manifest.sig", "manifest.pub", "dossier.pdf", "dossier.html", "summary.md"):
+    assert (
+        a.provenance.signer_public_key_sha256
+        and a.provenance.signer_public_key_sha256 == b.provenance.signer_public_key_sha256
+    )
+    for name in (
+        "manifest.json",
+        "manifest.sig",
+        "manifest.pub",
+        "dossier.pdf",
+        "dossier.html",
+        "summary.md",
+    ):
         assert (runs.b / name).is_file(), name
 
 
@@ -75,8 +84,19 @@ def test_mlflow_tags_and_artifacts(runs: Runs) -> None:
     assert {"manifest.json", "manifest.sig", "dossier.html", "summary.md", "dossier.pdf"} <= names
 
 
-@pytest.mark.parametrize("name", ["evidence.json", "dossier.pdf", "plan.json", "spec.yaml", "summary.md",
-                                  "dossier.html", "results", "model"])  # fmt: skip
+@pytest.mark.parametrize(
+    "name",
+    [
+        "evidence.json",
+        "dossier.pdf",
+        "plan.json",
+        "spec.yaml",
+        "summary.md",
+        "dossier.html",
+        "results",
+        "model",
+    ],
+)
 def test_one_changed_byte_is_named(copy_b: Path, name: str) -> None:
     target = copy_b / name
     if target.is_dir():
@@ -127,7 +147,9 @@ def test_deleted_past_assessment_in_history_folders(runs: Runs, tmp_path: Path) 
 def test_altered_past_assessment_in_history_folders(runs: Runs, tmp_path: Path) -> None:
     hist = Path(shutil.copytree(runs.root / "hist", tmp_path / "hist"))
     evidence = hist / "a" / "evidence.json"
-    evidence.write_text(evidence.read_text().replace('"title": "Tiny assessment"', '"title": "Tiny assessment!"'))
+    evidence.write_text(
+        evidence.read_text().replace('"title": "Tiny assessment"', '"title": "Tiny assessment!"')
+    )
     v = verify(hist / "b", VerifyOptions(history=(hist,), use_tracker=False))
     assert v.exit_code == 1 and "was altered" in problems(v) and str(evidence) in problems(v), v
     assert verify(runs.b, VerifyOptions(history=(runs.root / "hist",), use_tracker=False)).exit_code == 0
@@ -204,8 +226,9 @@ def _forged_pdf(runs: Runs, target: Path) -> None:
 
     payload = (runs.b / "evidence.json").read_bytes()
     ev = EvidenceBundle.model_validate_json(payload)
-    forged = ev.model_copy(update={"verdicts": [ev.verdicts[0].model_copy(update={"reason": "forged reason"}),
-                                                *ev.verdicts[1:]]})  # fmt: skip
+    forged = ev.model_copy(
+        update={"verdicts": [ev.verdicts[0].model_copy(update={"reason": "forged reason"}), *ev.verdicts[1:]]}
+    )
     write_pdf(render_html(forged, runs.b), target, attachments=[EmbeddedFile("evidence.json", payload, "e")])
 
 
@@ -241,14 +264,24 @@ def test_signed_dossier_pdf_alone_carries_a_signature_of_its_evidence(runs: Runs
     # evidence rewritten consistently (pages and embedded bundle), the old signature kept: caught
     payload = (runs.b / "evidence.json").read_bytes()
     ev = EvidenceBundle.model_validate_json(payload)
-    forged = ev.model_copy(update={"verdicts": [ev.verdicts[0].model_copy(update={"reason": "forged"}),
-                                                *ev.verdicts[1:]]}).model_dump_json().encode()  # fmt: skip
-    keep = [EmbeddedFile(name, reader.attachments[name][0], name, relationship="Supplement")
-            for name in ("evidence.json.sig", "signer.pub")]  # fmt: skip
+    forged = (
+        ev.model_copy(
+            update={"verdicts": [ev.verdicts[0].model_copy(update={"reason": "forged"}), *ev.verdicts[1:]]}
+        )
+        .model_dump_json()
+        .encode()
+    )
+    keep = [
+        EmbeddedFile(name, reader.attachments[name][0], name, relationship="Supplement")
+        for name in ("evidence.json.sig", "signer.pub")
+    ]
     target = tmp_path / "forged" / "dossier.pdf"
     target.parent.mkdir()
-    write_pdf(render_html(EvidenceBundle.model_validate_json(forged), runs.b), target,
-              attachments=[EmbeddedFile("evidence.json", forged, "e"), *keep])  # fmt: skip
+    write_pdf(
+        render_html(EvidenceBundle.model_validate_json(forged), runs.b),
+        target,
+        attachments=[EmbeddedFile("evidence.json", forged, "e"), *keep],
+    )
     v = verify(target, trusted)
     assert v.status == "tampered" and "evidence.json.sig does not match" in problems(v), v
     # a wrong trusted key is named

@@ -11,8 +11,8 @@ from PIL import Image
 
 from conftest import build_mlp
 from nnassay.schemas.goals import DataSpec, Layout, ModelSpec, Preprocessing
-from nnassay.tasks.io.data_io import load_dataset
 from nnassay.tasks.errors import DataError
+from nnassay.tasks.io.data_io import load_dataset
 from nnassay.tasks.io.model_io import ModelRunner
 
 
@@ -37,8 +37,11 @@ def test_nhwc_data_is_transposed_for_an_nchw_model(tmp_path: Path, image_case) -
 
 def test_preprocessing_is_applied_before_the_model(tmp_path: Path, image_case) -> None:
     plain = runner(image_case.model)
-    scaled = runner(image_case.model, value_range=(0.0, 255.0),
-                    preprocessing=Preprocessing(scale=1 / 255.0, mean=[0.0], std=[1.0]))
+    scaled = runner(
+        image_case.model,
+        value_range=(0.0, 255.0),
+        preprocessing=Preprocessing(scale=1 / 255.0, mean=[0.0], std=[1.0]),
+    )
     with np.load(image_case.data) as d:
         x = d["x"][:10]
     assert np.allclose(plain.logits(x), scaled.logits(x * 255.0), atol=1e-5)
@@ -61,7 +64,9 @@ def test_fixed_batch_model_runs_any_number_of_samples(tmp_path: Path, image_case
 def test_csv_data_with_label_column(tmp_path: Path, tabular_case) -> None:
     with np.load(tabular_case.data) as d:
         x, y = d["x"], d["y"]
-    rows = ["f0,f1,label,f2,f3,f4"] + [",".join([*map(str, r[:2]), str(int(t)), *map(str, r[2:])]) for r, t in zip(x, y, strict=True)]
+    rows = ["f0,f1,label,f2,f3,f4"] + [
+        ",".join([*map(str, r[:2]), str(int(t)), *map(str, r[2:])]) for r, t in zip(x, y, strict=True)
+    ]
     (tmp_path / "t.csv").write_text("\n".join(rows))
     data = load_dataset(DataSpec(path=tmp_path / "t.csv"), runner(tabular_case.model, layout="NC"))
     assert np.allclose(data.x, x, atol=1e-6) and np.array_equal(data.y, y)

@@ -33,7 +33,9 @@ def test_shard_ranges_cover_in_whole_units() -> None:
         assert all(b1 == a2 for (_, b1), (a2, _) in zip(ranges, ranges[1:], strict=False))
 
 
-@pytest.mark.parametrize("threat", [{"kind": "gaussian_noise", "sigma": 0.3}, {"kind": "uniform_noise", "eps": 0.2}])
+@pytest.mark.parametrize(
+    "threat", [{"kind": "gaussian_noise", "sigma": 0.3}, {"kind": "uniform_noise", "eps": 0.2}]
+)
 @pytest.mark.parametrize("shard", [1, 64])
 def test_noise_accuracy_shards_merge_exactly(image_case, context_factory, threat, shard: int) -> None:
     from nnassay.tasks.pipeline.sharding import shard_ranges
@@ -42,7 +44,9 @@ def test_noise_accuracy_shards_merge_exactly(image_case, context_factory, threat
     ctx = context_factory(image_case, threat, seed=17)
     params = method.params_for(ctx.threat, {"draws": 3})
     whole = method.run(ctx, params)
-    parts = [method.run_part(ctx, params, a, b) for a, b in shard_ranges(len(ctx.data), method.shard_unit, shard)]
+    parts = [
+        method.run_part(ctx, params, a, b) for a, b in shard_ranges(len(ctx.data), method.shard_unit, shard)
+    ]
     assert len(parts) > 1
     assert method.merge_parts(ctx, params, parts[::-1]) == whole  # any order, same outcome
 
@@ -64,7 +68,9 @@ def test_sharded_test_equals_whole_test(tmp_path: Path, image_case, spec_writer)
     from nnassay.tasks.pipeline import execute
     from nnassay.tasks.pipeline.sharding import plan_shards
 
-    spec_path = spec_writer(image_case, [goal("N", {"kind": "gaussian_noise", "sigma": 0.2}, "accuracy", ">=", 0.5)])
+    spec_path = spec_writer(
+        image_case, [goal("N", {"kind": "gaussian_noise", "sigma": 0.2}, "accuracy", ">=", 0.5)]
+    )
     spec, _ = execute.state_goals(spec_path, prefer_cuda=False)
     test = execute.preflight(spec_path, prefer_cuda=False).tests[0]
     shards = plan_shards(test, 64)
@@ -103,12 +109,17 @@ def _series(tmp_path: Path, image_case, *, noisy_threshold: float) -> tuple[Path
     """A spec whose model file we can swap between runs; CLEAN passes for both models."""
     model = tmp_path / "model.onnx"
     model.write_bytes(image_case.model.read_bytes())
-    spec = {"id": "series", "title": "Lifecycle series", "seed": 5,
-            "model": {"path": str(model), "layout": "NCHW", "value_range": [0.0, 1.0]},
-            "data": {"path": str(image_case.data)},
-            "goals": [goal("CLEAN", {"kind": "none"}, "accuracy", ">=", 0.1),
-                      goal("NOISY", {"kind": "gaussian_noise", "sigma": 0.1}, "label_flip_rate", "<=",
-                           noisy_threshold)]}  # fmt: skip
+    spec = {
+        "id": "series",
+        "title": "Lifecycle series",
+        "seed": 5,
+        "model": {"path": str(model), "layout": "NCHW", "value_range": [0.0, 1.0]},
+        "data": {"path": str(image_case.data)},
+        "goals": [
+            goal("CLEAN", {"kind": "none"}, "accuracy", ">=", 0.1),
+            goal("NOISY", {"kind": "gaussian_noise", "sigma": 0.1}, "label_flip_rate", "<=", noisy_threshold),
+        ],
+    }
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path, model
@@ -122,8 +133,9 @@ def test_lifecycle_flags_a_regression_that_still_passes(tmp_path: Path, image_ca
 
     spec, model = _series(tmp_path, image_case, noisy_threshold=0.9)
     uri = f"sqlite:///{tmp_path / 'series.db'}"
-    request = LifecycleRequest(spec_path=spec, output_root=tmp_path / "runs", mlflow_tracking_uri=uri,
-                               prefer_cuda=False)  # fmt: skip
+    request = LifecycleRequest(
+        spec_path=spec, output_root=tmp_path / "runs", mlflow_tracking_uri=uri, prefer_cuda=False
+    )
     first = lifecycle_assess(request)
     same = lifecycle_assess(request)  # same model: paired test, nothing changed
     assert all(not v.findings for v in first.verdicts + same.verdicts)
@@ -141,8 +153,10 @@ def test_lifecycle_flags_a_regression_that_still_passes(tmp_path: Path, image_ca
     assert run.data.tags["nnassay.regression.CLEAN"] == "true"
     assert run.data.tags["nnassay.model_changed"] == "true"
     assert run.data.tags["nnassay.lifecycle.previous_run_id"] == same.provenance.mlflow_run_id
-    trend = [client.get_metric_history(b.provenance.mlflow_run_id, "lifecycle.goal.CLEAN.accuracy")[0]
-             for b in (first, same, worse)]  # fmt: skip
+    trend = [
+        client.get_metric_history(b.provenance.mlflow_run_id, "lifecycle.goal.CLEAN.accuracy")[0]
+        for b in (first, same, worse)
+    ]
     assert [m.step for m in trend] == [1, 2, 3]
     assert trend[2].value < trend[1].value == trend[0].value
 
@@ -153,8 +167,12 @@ def test_lifecycle_run_with_a_failed_goal_ends_failed(tmp_path: Path, image_case
     from nnassay.schemas.settings import LifecycleRequest
 
     spec, _ = _series(tmp_path, image_case, noisy_threshold=0.0001)
-    request = LifecycleRequest(spec_path=spec, output_root=tmp_path / "runs", prefer_cuda=False,
-                               mlflow_tracking_uri=f"sqlite:///{tmp_path / 'series.db'}")  # fmt: skip
+    request = LifecycleRequest(
+        spec_path=spec,
+        output_root=tmp_path / "runs",
+        prefer_cuda=False,
+        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'series.db'}",
+    )
     state = lifecycle_assess(request, return_state=True)
     assert state.is_failed() and "NOISY" in state.message and "CLEAN" not in state.message
     bundle = state.result(raise_on_failure=False)
@@ -189,8 +207,15 @@ def test_cli_lifecycle_exit_codes(tmp_path: Path, image_case, prefect_harness) -
     from nnassay.flows.cli.app import app
 
     spec, _ = _series(tmp_path, image_case, noisy_threshold=0.0001)
-    args = ["lifecycle", str(spec), "--output-root", str(tmp_path / "runs"), "--cpu",
-            "--mlflow-uri", f"sqlite:///{tmp_path / 'cli.db'}"]  # fmt: skip
+    args = [
+        "lifecycle",
+        str(spec),
+        "--output-root",
+        str(tmp_path / "runs"),
+        "--cpu",
+        "--mlflow-uri",
+        f"sqlite:///{tmp_path / 'cli.db'}",
+    ]
     failed = CliRunner().invoke(app, args)
     assert failed.exit_code == 1, failed.output
     assert "NOISY" in failed.output
@@ -230,4 +255,3 @@ def test_prefect_yaml_declares_the_lifecycle_deployment() -> None:
     request = LifecycleRequest.model_validate(deployment["parameters"]["request"])
     assert (REPO / request.spec_path).is_file()
     assert deployment["schedules"][0]["cron"] == "0 3 * * 1"
-

@@ -43,7 +43,11 @@ def example_threat(kind: str, tmp: Path, case: Any) -> dict[str, Any]:
         "uniform_noise": {"kind": "uniform_noise", "eps": 0.1},
         "linf_ball": {"kind": "linf_ball", "eps": EPS, "sweep": [0.01, 0.03, EPS]},
         "l2_ball": {"kind": "l2_ball", "eps": 0.25},
-        "corruption": {"kind": "corruption", "corruptions": ["gaussian_noise", "brightness"], "severities": [1, 3]},
+        "corruption": {
+            "kind": "corruption",
+            "corruptions": ["gaussian_noise", "brightness"],
+            "severities": [1, 3],
+        },
         "geometric": {"kind": "geometric", "transform": "rotation", "values": [5.0, 15.0]},
         "tabular": {"kind": "tabular", "perturbation": "numeric_noise", "strength": 0.1},
         "invalid_input": {"kind": "invalid_input"},
@@ -63,7 +67,10 @@ def write_vnnlib(tmp: Path, case: Any) -> Path:
     lines = [f"(declare-const X_{i} Real)" for i in range(len(x))]
     lines += [f"(declare-const Y_{j} Real)" for j in range(case.n_classes)]
     for i, v in enumerate(x):
-        lines += [f"(assert (>= X_{i} {max(v - 0.01, 0.0):.8f}))", f"(assert (<= X_{i} {min(v + 0.01, 1.0):.8f}))"]
+        lines += [
+            f"(assert (>= X_{i} {max(v - 0.01, 0.0):.8f}))",
+            f"(assert (<= X_{i} {min(v + 0.01, 1.0):.8f}))",
+        ]
     others = " ".join(f"(and (>= Y_{j} Y_{label}))" for j in range(case.n_classes) if j != label)
     lines.append(f"(assert (or {others}))")
     path = tmp / "prop.vnnlib"
@@ -90,20 +97,35 @@ def gap(name: str, check: str) -> None:
 def run(image_case, tabular_case, context_factory, tmp_path):  # type: ignore[no-untyped-def]
     """Run a method on a tiny case; returns (result, ctx)."""
 
-    def go(name: str, *, seed: int = 0, threat: dict[str, Any] | None = None, confidence: float = 0.95,
-           interval: str | None = None) -> tuple[MethodResult, Any]:  # fmt: skip
+    def go(
+        name: str,
+        *,
+        seed: int = 0,
+        threat: dict[str, Any] | None = None,
+        confidence: float = 0.95,
+        interval: str | None = None,
+    ) -> tuple[MethodResult, Any]:
         method = get_method(name)
         case = case_for(method, image_case, tabular_case)
         kind = method.threats[0]
         threat = threat or example_threat(kind, tmp_path, case)
-        ctx = context_factory(case, threat, metric=method.metrics[0], seed=seed, samples=40,
-                              confidence=confidence)  # fmt: skip
+        ctx = context_factory(
+            case, threat, metric=method.metrics[0], seed=seed, samples=40, confidence=confidence
+        )
         if interval is not None:
             ctx.interval = interval  # the goal's criterion.interval, as the runner passes it
         params = method.params_for(ctx.threat, {})
         outcome = method.run(ctx, params)
-        result = MethodResult.from_outcome(outcome, test_id=f"T/{name}", goal_id="T", method=name,
-                                           family=method.family, seed=seed, time_s=0.0, provider="cpu")
+        result = MethodResult.from_outcome(
+            outcome,
+            test_id=f"T/{name}",
+            goal_id="T",
+            method=name,
+            family=method.family,
+            seed=seed,
+            time_s=0.0,
+            provider="cpu",
+        )
         return result, ctx
 
     return go
@@ -178,8 +200,16 @@ def _perturbed(result: MethodResult, ctx: Any) -> list[tuple[np.ndarray, np.ndar
     return found
 
 
-@pytest.mark.parametrize("name", [n for n in ALL if {"linf_ball", "l2_ball"} & set(_METHODS[n].threats)
-                                  and _METHODS[n].family == MethodFamily.EMPIRICAL], ids=str)
+@pytest.mark.parametrize(
+    "name",
+    [
+        n
+        for n in ALL
+        if {"linf_ball", "l2_ball"} & set(_METHODS[n].threats)
+        and _METHODS[n].family == MethodFamily.EMPIRICAL
+    ],
+    ids=str,
+)
 def test_perturbations_stay_in_ball_and_range(name: str, run) -> None:  # type: ignore[no-untyped-def]
     gap(name, "within_eps")
     result, ctx = run(name)
@@ -204,9 +234,16 @@ def test_robust_accuracy_does_not_rise_with_strength(name: str, run) -> None:  #
             assert np.all(np.diff(y) <= 1e-12), f"{s.name} rises with {s.x_label}"
 
 
-ATTACKS = [n for n in ALL if _METHODS[n].family == MethodFamily.EMPIRICAL and "linf_ball" in _METHODS[n].threats]
-VERIFIERS = [n for n in ALL if _METHODS[n].family == MethodFamily.FORMAL and "linf_ball" in _METHODS[n].threats
-             and _METHODS[n].default]
+ATTACKS = [
+    n for n in ALL if _METHODS[n].family == MethodFamily.EMPIRICAL and "linf_ball" in _METHODS[n].threats
+]
+VERIFIERS = [
+    n
+    for n in ALL
+    if _METHODS[n].family == MethodFamily.FORMAL
+    and "linf_ball" in _METHODS[n].threats
+    and _METHODS[n].default
+]
 
 
 @pytest.mark.parametrize("attack", ATTACKS, ids=str)
@@ -230,7 +267,9 @@ def looks_like_rate(metric: str) -> bool:
     """Metric names that denote a share of samples, inputs or draws (so they need an interval)."""
     return metric not in NOT_RATES and (
         metric.endswith(("_rate", "accuracy", "_fraction", "fpr_at_95_tpr", "corruption_error"))
-        or metric.startswith("fraction_") or "_fraction_" in metric)
+        or metric.startswith("fraction_")
+        or "_fraction_" in metric
+    )
 
 
 @pytest.mark.parametrize("name", ALL, ids=str)
@@ -247,22 +286,34 @@ def test_every_rate_has_an_interval_at_the_goals_confidence_and_a_claim(name: st
         if m.is_rate:
             assert m.interval is not None, f"rate {metric} has no interval"
         if m.interval is not None:
-            assert m.interval.confidence == pytest.approx(0.8), f"{metric}: interval not at the goal's confidence"
+            assert m.interval.confidence == pytest.approx(0.8), (
+                f"{metric}: interval not at the goal's confidence"
+            )
         if m.is_rate and m.successes is not None:
             assert m.interval is not None and m.interval.method == "wilson", (
                 f"{metric}: a binomial rate must use the goal's interval method (wilson here), "
-                f"got {m.interval.method if m.interval else None}")
+                f"got {m.interval.method if m.interval else None}"
+            )
     if result.status == TestStatus.COMPLETED and method.metrics[0] in result.metrics:
         assert result.metrics[method.metrics[0]].claim == method.claim, (
-            f"the headline metric's claim must be the method's declared claim {method.claim.value}")
+            f"the headline metric's claim must be the method's declared claim {method.claim.value}"
+        )
     for series in result.series:
         if series.y_low is not None or series.y_high is not None:
             assert series.y_low is not None and series.y_high is not None
             assert len(series.y_low) == len(series.y_high) == len(series.y), series.name
 
 
-@pytest.mark.parametrize("attack", [n for n in ALL if _METHODS[n].family == MethodFamily.EMPIRICAL
-                                    and {"linf_ball", "l2_ball"} & set(_METHODS[n].threats)], ids=str)
+@pytest.mark.parametrize(
+    "attack",
+    [
+        n
+        for n in ALL
+        if _METHODS[n].family == MethodFamily.EMPIRICAL
+        and {"linf_ball", "l2_ball"} & set(_METHODS[n].threats)
+    ],
+    ids=str,
+)
 def test_attack_success_only_where_onnx_runtime_is_wrong(attack: str, run) -> None:  # type: ignore[no-untyped-def]
     """An attack never 'succeeds' where ONNX Runtime, the deployed model, still predicts the label."""
     gap(attack, "ort_agrees")
@@ -279,6 +330,8 @@ def test_attack_success_only_where_onnx_runtime_is_wrong(attack: str, run) -> No
     for x_adv, index in stored:
         assert sorted(int(i) for i in index) == successful
         if len(index):
-            assert np.all(ctx.model.predict(x_adv) != ctx.data.y[index]), "a success ONNX Runtime disagrees with"
+            assert np.all(ctx.model.predict(x_adv) != ctx.data.y[index]), (
+                "a success ONNX Runtime disagrees with"
+            )
     broken = result.metrics["attack_success_rate"]
     assert broken.successes == len(successful)

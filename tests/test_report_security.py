@@ -25,7 +25,9 @@ def test_hostile_goal_statement_is_escaped_and_nothing_is_fetched(runs: Runs, tm
     assert '<img src="file:///etc/passwd">' not in html and "<script>alert" not in html
     assert "&lt;img src=&#34;file:///etc/passwd&#34;&gt;" in html
     assert "&lt;img src=&#34;http://example.com/x.png&#34;&gt;" in html
-    pdf, refused = write_pdf(html, tmp_path / "d.pdf", attachments=[EmbeddedFile("evidence.json", payload, "e")])
+    pdf, refused = write_pdf(
+        html, tmp_path / "d.pdf", attachments=[EmbeddedFile("evidence.json", payload, "e")]
+    )
     assert refused == []
     text = "\n".join(p.extract_text() for p in PdfReader(pdf).pages).replace("\n", "")
     assert '<img src="file:///etc/passwd">' in text and '<img src="http://example.com/x.png">' in text
@@ -37,8 +39,10 @@ def test_stored_html_and_markdown_are_escaped(runs: Runs) -> None:
 
 
 def test_fetcher_refuses_files_and_remote_urls(tmp_path: Path) -> None:
-    html = ('<html><body><p>x</p><img src="file:///etc/passwd"><img src="http://example.com/x.png">'
-            '<link rel="stylesheet" href="https://example.com/a.css"></body></html>')
+    html = (
+        '<html><body><p>x</p><img src="file:///etc/passwd"><img src="http://example.com/x.png">'
+        '<link rel="stylesheet" href="https://example.com/a.css"></body></html>'
+    )
     _, refused = write_pdf(html, tmp_path / "x.pdf", pdf_variant=None)
     assert "file:///etc/passwd" in refused and "http://example.com/x.png" in refused
     assert "https://example.com/a.css" in refused

@@ -14,8 +14,8 @@ from nnassay.schemas.common import Interval, Measurement, MethodFamily
 from nnassay.schemas.goals import AssessmentSpec, Criterion
 from nnassay.schemas.results import MethodResult
 from nnassay.tasks.errors import SpecError
-from nnassay.tasks.pipeline.planning import PlanFacts, make_plan
 from nnassay.tasks.io.spec_io import read_spec
+from nnassay.tasks.pipeline.planning import PlanFacts, make_plan
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "digits" / "assessment.yaml"
 
@@ -33,8 +33,12 @@ def test_example_spec_round_trips_through_json() -> None:
 
 @given(value=st.floats(0, 1), low=st.floats(0, 0.5), width=st.floats(0, 0.5), n=st.integers(1, 10**6))
 def test_measurement_round_trips(value: float, low: float, width: float, n: int) -> None:
-    m = Measurement(value=value, interval=Interval(low=low, high=low + width, confidence=0.95, method="wilson"),
-                    n=n, is_rate=True)
+    m = Measurement(
+        value=value,
+        interval=Interval(low=low, high=low + width, confidence=0.95, method="wilson"),
+        n=n,
+        is_rate=True,
+    )
     assert Measurement.model_validate_json(m.model_dump_json()) == m
 
 

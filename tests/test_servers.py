@@ -63,31 +63,61 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 def _start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(cmd, env=env, cwd=log.parent, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)  # fmt: skip
+    return subprocess.Popen(
+        cmd, env=env, cwd=log.parent, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     home = tmp_path_factory.mktemp("servers")
     p_port, m_port = _port(), _port()
-    env = {**os.environ, "PREFECT_HOME": str(home / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
-           "PREFECT_UI_ENABLED": "false", "DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true"}  # fmt: skip
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        "PREFECT_UI_ENABLED": "false",
+        "DO_NOT_TRACK": "true",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
     env.pop("PREFECT_API_URL", None)
     procs = [
-        _start(["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(p_port)], env,
-               home / "prefect.log"),
-        _start(["mlflow", "server", "--host", "127.0.0.1", "--port", str(m_port), "--workers", "1",
-                "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
-                "--artifacts-destination", str(home / "mlflow-artifacts")], env, home / "mlflow.log"),
-    ]  # fmt: skip
+        _start(
+            ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(p_port)],
+            env,
+            home / "prefect.log",
+        ),
+        _start(
+            [
+                "mlflow",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(m_port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{home / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(home / "mlflow-artifacts"),
+            ],
+            env,
+            home / "mlflow.log",
+        ),
+    ]
     try:
         _wait_http(f"http://127.0.0.1:{p_port}/api/health", procs[0], home / "prefect.log")
         _wait_http(f"http://127.0.0.1:{m_port}/health", procs[1], home / "mlflow.log")
         api, uri = f"http://127.0.0.1:{p_port}/api", f"http://127.0.0.1:{m_port}"
-        client_env = {**env, "PREFECT_API_URL": api, "MLFLOW_TRACKING_URI": uri, "PREFECT_HOME": str(home / "client"),
-                      "PREFECT_RUNNER_POLL_FREQUENCY": "2"}  # fmt: skip
+        client_env = {
+            **env,
+            "PREFECT_API_URL": api,
+            "MLFLOW_TRACKING_URI": uri,
+            "PREFECT_HOME": str(home / "client"),
+            "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+        }
         yield Servers(api, uri, client_env)
     finally:
         _stop(procs)
@@ -105,18 +135,30 @@ def _prefect(api: str):  # type: ignore[no-untyped-def]
     return client()
 
 
-def test_assessment_against_prefect_and_mlflow_servers(tmp_path: Path, image_case, spec_writer,
-                                                       servers: Servers) -> None:  # fmt: skip
+def test_assessment_against_prefect_and_mlflow_servers(
+    tmp_path: Path, image_case, spec_writer, servers: Servers
+) -> None:
     from mlflow.tracking import MlflowClient
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     from nnassay.schemas.evidence import EvidenceBundle
 
-    spec = spec_writer(image_case, [goal("CLEAN", {"kind": "none"}, "accuracy", ">=", 0.5),
-                                    goal("NOISY", {"kind": "gaussian_noise", "sigma": 0.05}, "accuracy", ">=", 0.5)])
+    spec = spec_writer(
+        image_case,
+        [
+            goal("CLEAN", {"kind": "none"}, "accuracy", ">=", 0.5),
+            goal("NOISY", {"kind": "gaussian_noise", "sigma": 0.05}, "accuracy", ">=", 0.5),
+        ],
+    )
     out = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-m", "nnassay.flows.cli.app", "assess", str(spec), "--output", str(out), "--cpu"],
-                          env=servers.env, cwd=REPO, capture_output=True, timeout=300, check=False)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "nnassay.flows.cli.app", "assess", str(spec), "--output", str(out), "--cpu"],
+        env=servers.env,
+        cwd=REPO,
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     bundle = EvidenceBundle.model_validate_json((out / "evidence.json").read_text())
     assert bundle.provenance.mlflow_tracking_uri == servers.mlflow_uri
@@ -132,21 +174,42 @@ def test_assessment_against_prefect_and_mlflow_servers(tmp_path: Path, image_cas
     mlflow = MlflowClient(tracking_uri=servers.mlflow_uri)
     run = mlflow.get_run(bundle.provenance.mlflow_run_id)
     assert run.info.status == "FINISHED" and run.info.artifact_uri.startswith("mlflow-artifacts:")
-    assert {"evidence.json", "dossier.pdf", "plan.json"} <= {a.path for a in mlflow.list_artifacts(run.info.run_id)}
+    assert {"evidence.json", "dossier.pdf", "plan.json"} <= {
+        a.path for a in mlflow.list_artifacts(run.info.run_id)
+    }
     stored = Path(mlflow.download_artifacts(run.info.run_id, "evidence.json", str(tmp_path)))
     assert EvidenceBundle.model_validate_json(stored.read_text()) == bundle
 
 
-def test_scheduled_lifecycle_deployment_runs_on_the_server(tmp_path: Path, image_case, spec_writer,
-                                                           servers: Servers) -> None:  # fmt: skip
+def test_scheduled_lifecycle_deployment_runs_on_the_server(
+    tmp_path: Path, image_case, spec_writer, servers: Servers
+) -> None:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     spec = spec_writer(image_case, [goal("CLEAN", {"kind": "none"}, "accuracy", ">=", 0.5)])
-    cmd = [sys.executable, "-m", "nnassay.flows.cli.app", "schedule", str(spec), "--interval", "86400", "--name", "tiny-daily",
-           "--output-root", str(tmp_path / "series"), "--cpu"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "nnassay.flows.cli.app",
+        "schedule",
+        str(spec),
+        "--interval",
+        "86400",
+        "--name",
+        "tiny-daily",
+        "--output-root",
+        str(tmp_path / "series"),
+        "--cpu",
+    ]
     log = tmp_path / "serve.log"
-    served = subprocess.Popen(cmd, env=servers.env, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                              start_new_session=True)  # fmt: skip
+    served = subprocess.Popen(
+        cmd,
+        env=servers.env,
+        cwd=REPO,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         with _prefect(servers.prefect_api) as client:
             deployment = _wait_for(lambda: _deployment(client, "lifecycle-assess/tiny-daily"), served, log)
@@ -162,8 +225,10 @@ def test_scheduled_lifecycle_deployment_runs_on_the_server(tmp_path: Path, image
 
 
 def test_prefect_yaml_deploys_to_a_work_pool(servers: Servers) -> None:
-    for cmd in (["prefect", "work-pool", "create", "nnassay", "--type", "process"],
-                ["prefect", "--no-prompt", "deploy", "--all"]):  # fmt: skip
+    for cmd in (
+        ["prefect", "work-pool", "create", "nnassay", "--type", "process"],
+        ["prefect", "--no-prompt", "deploy", "--all"],
+    ):
         done = subprocess.run(cmd, env=servers.env, cwd=REPO, capture_output=True, timeout=180, check=False)
         assert done.returncode == 0, (done.stdout + done.stderr).decode()[-3000:]
     with _prefect(servers.prefect_api) as client:

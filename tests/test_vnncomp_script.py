@@ -13,8 +13,17 @@ from benchmarks.vnncomp import Instance, Run, decided, read_runs, side_by_side, 
 
 def test_rerun_undecided_keeps_only_sat_and_unsat(tmp_path: Path) -> None:
     verdicts = {"f/m/a": "sat", "f/m/b": "unsat", "f/m/c": "timeout", "f/m/d": "unknown", "f/m/e": "error"}
-    insts = [Instance(folder="f", onnx=Path("m.onnx"), vnnlib=Path(f"{name[-1]}.vnnlib"), timeout_s=10.0,
-                      expected="unsat", fastest_core_s=None) for name in verdicts]  # fmt: skip
+    insts = [
+        Instance(
+            folder="f",
+            onnx=Path("m.onnx"),
+            vnnlib=Path(f"{name[-1]}.vnnlib"),
+            timeout_s=10.0,
+            expected="unsat",
+            fastest_core_s=None,
+        )
+        for name in verdicts
+    ]
     runs = [Run(got, 1.5, "bab-input", {"reason": "r", "time_s": 0.5}) for got in verdicts.values()]
     path = tmp_path / "runs.csv"
     write_csv(path, insts, runs, None)
@@ -25,12 +34,27 @@ def test_rerun_undecided_keeps_only_sat_and_unsat(tmp_path: Path) -> None:
 
 
 def test_side_by_side_compares_wall_and_in_process_times_of_instances_both_solve(tmp_path: Path) -> None:
-    insts = [Instance(folder="f", onnx=Path("m.onnx"), vnnlib=Path(f"{k}.vnnlib"), timeout_s=10.0,
-                      expected="unsat", fastest_core_s=None) for k in "abc"]  # fmt: skip
-    ours = [Run("unsat", 2.0, "bab-input", {"time_s": "0.2"}), Run("unsat", 4.0, "bab-input", {"time_s": "0.5"}),
-            Run("unsat", 3.0, "bab-input", {"time_s": "1.0"})]  # fmt: skip
-    theirs = [Run("unsat", 1.0, "marabou", {"time_s": "0.8"}), Run("unsat", 8.0, "marabou", {"time_s": "7.5"}),
-              Run("timeout", 10.0, "marabou", {})]  # fmt: skip
+    insts = [
+        Instance(
+            folder="f",
+            onnx=Path("m.onnx"),
+            vnnlib=Path(f"{k}.vnnlib"),
+            timeout_s=10.0,
+            expected="unsat",
+            fastest_core_s=None,
+        )
+        for k in "abc"
+    ]
+    ours = [
+        Run("unsat", 2.0, "bab-input", {"time_s": "0.2"}),
+        Run("unsat", 4.0, "bab-input", {"time_s": "0.5"}),
+        Run("unsat", 3.0, "bab-input", {"time_s": "1.0"}),
+    ]
+    theirs = [
+        Run("unsat", 1.0, "marabou", {"time_s": "0.8"}),
+        Run("unsat", 8.0, "marabou", {"time_s": "7.5"}),
+        Run("timeout", 10.0, "marabou", {}),
+    ]
     path = tmp_path / "both.csv"
     write_csv(path, insts, ours, theirs)
     again = read_runs(path, "marabou")
@@ -41,23 +65,31 @@ def test_side_by_side_compares_wall_and_in_process_times_of_instances_both_solve
     assert "start-up excluded" in lines[2] and "on 2: median 0.16x" in lines[2]  # 0.25 and 0.0667
 
 
-def test_sanity_property_holds_at_the_box_centre_and_flags_an_unsat_answer(kit: type, tmp_path: Path,
-                                                                           monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_sanity_property_holds_at_the_box_centre_and_flags_an_unsat_answer(
+    kit: type, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import benchmarks.vnncomp as bench
+    from nnassay.tasks.engine.onnx_torch import ort_session, run_ort
     from nnassay.tasks.methods.formal.command import check_counterexample
     from nnassay.tasks.methods.formal.vnnlib import parse_vnnlib
-    from nnassay.tasks.engine.onnx_torch import ort_session, run_ort
 
     rng = np.random.default_rng(3)
-    model = kit.make_model([helper.make_node("Gemm", ["x", "W", "b"], ["y"], transB=1)], ["N", 3],
-                           inits=[kit.const("W", rng.normal(size=(4, 3))), kit.const("b", rng.normal(size=4))])  # fmt: skip
+    model = kit.make_model(
+        [helper.make_node("Gemm", ["x", "W", "b"], ["y"], transB=1)],
+        ["N", 3],
+        inits=[kit.const("W", rng.normal(size=(4, 3))), kit.const("b", rng.normal(size=4))],
+    )
     onnx_path = kit.save(model, tmp_path)
     spec = tmp_path / "given.vnnlib"
-    spec.write_text("".join(f"(declare-const X_{i} Real)\n" for i in range(3)) +
-                    "".join(f"(declare-const Y_{j} Real)\n" for j in range(4)) +
-                    "(assert (>= X_0 0.1))\n(assert (<= X_0 0.3))\n(assert (>= X_1 -1.0))\n(assert (<= X_1 1.0))\n"
-                    "(assert (>= X_2 2.0))\n(assert (<= X_2 2.5))\n(assert (<= Y_0 -100.0))\n")  # fmt: skip
-    inst = Instance(folder="f", onnx=onnx_path, vnnlib=spec, timeout_s=10.0, expected="unsat", fastest_core_s=None)
+    spec.write_text(
+        "".join(f"(declare-const X_{i} Real)\n" for i in range(3))
+        + "".join(f"(declare-const Y_{j} Real)\n" for j in range(4))
+        + "(assert (>= X_0 0.1))\n(assert (<= X_0 0.3))\n(assert (>= X_1 -1.0))\n(assert (<= X_1 1.0))\n"
+        "(assert (>= X_2 2.0))\n(assert (<= X_2 2.5))\n(assert (<= Y_0 -100.0))\n"
+    )
+    inst = Instance(
+        folder="f", onnx=onnx_path, vnnlib=spec, timeout_s=10.0, expected="unsat", fastest_core_s=None
+    )
     probe = bench.sanity_instance(inst, tmp_path)
     prop = parse_vnnlib(probe.vnnlib)
     given = parse_vnnlib(spec)

@@ -24,10 +24,12 @@ class DigitsCNN(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(1, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 3, padding=1),
+            nn.ReLU(),
             nn.MaxPool2d(2),
-        )  # fmt: skip
+        )
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(16 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -56,7 +58,7 @@ def train(x: np.ndarray, y: np.ndarray, epochs: int = 40) -> DigitsCNN:
     for _ in range(epochs):
         order = torch.randperm(len(xt), generator=generator)
         for start in range(0, len(xt), 64):
-            idx = order[start:start + 64]
+            idx = order[start : start + 64]
             batch = (xt[idx] + 0.05 * torch.randn(xt[idx].shape, generator=generator)).clamp(0, 1)
             loss = nn.functional.cross_entropy(model(batch), yt[idx])
             optimiser.zero_grad()
@@ -77,10 +79,15 @@ def main() -> None:
     with torch.no_grad():
         accuracy = (model(torch.from_numpy(x_test)).argmax(1).numpy() == y_test).mean()
     torch.onnx.export(
-        model, (torch.zeros(1, 1, 8, 8),), str(HERE / "model.onnx"), dynamo=False,
-        input_names=["image"], output_names=["logits"], opset_version=17,
+        model,
+        (torch.zeros(1, 1, 8, 8),),
+        str(HERE / "model.onnx"),
+        dynamo=False,
+        input_names=["image"],
+        output_names=["logits"],
+        opset_version=17,
         dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-    )  # fmt: skip
+    )
     np.savez_compressed(HERE / "test.npz", x=x_test, y=y_test)
     np.savez_compressed(HERE / "shift.npz", x=shifted(x_test, SEED), y=y_test)
     print(f"test accuracy {accuracy:.4f} on {len(y_test)} samples; wrote model.onnx, test.npz, shift.npz")

@@ -11,7 +11,8 @@ from typing import Annotated
 
 import typer
 
-from nnassay.flows.cli import lifecycle as cli_lifecycle, records as cli_records
+from nnassay.flows.cli import lifecycle as cli_lifecycle
+from nnassay.flows.cli import records as cli_records
 
 app = typer.Typer(
     name="nnassay",
@@ -43,11 +44,22 @@ def _quiet_prefect(debug: bool) -> None:
 @app.command()
 def assess(
     spec: Annotated[Path, typer.Argument(help="Assessment spec (YAML or JSON): model, data and goals.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Run folder for evidence.json, dossier.pdf, plan and artifacts.")] = Path("runs/latest"),
-    mlflow_uri: Annotated[str | None, typer.Option("--mlflow-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite in the run folder).")] = None,
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="Run folder for evidence.json, dossier.pdf, plan and artifacts."),
+    ] = Path("runs/latest"),
+    mlflow_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--mlflow-uri",
+            help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite in the run folder).",
+        ),
+    ] = None,
     no_track: Annotated[bool, typer.Option("--no-track", help="Do not log to MLflow.")] = False,
     cpu: Annotated[bool, typer.Option("--cpu", help="Use the CPU provider even when CUDA works.")] = False,
-    dask: Annotated[str | None, typer.Option("--dask", help="Run tests on the Dask scheduler at this address.")] = None,
+    dask: Annotated[
+        str | None, typer.Option("--dask", help="Run tests on the Dask scheduler at this address.")
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and Prefect debug logs.")] = False,
 ) -> None:
     """Run a robustness assessment. Exit 0: every goal passed; 1: a goal failed or was inconclusive;
@@ -55,8 +67,8 @@ def assess(
     _quiet_prefect(debug)
     from nnassay.schemas.settings import AssessRequest, Settings
     from nnassay.tasks.errors import AssessmentError
-    from nnassay.tasks.pipeline.execute import preflight
     from nnassay.tasks.io.files import ensure_writable_dir
+    from nnassay.tasks.pipeline.execute import preflight
 
     settings = Settings()
     started = time.monotonic()
@@ -65,10 +77,14 @@ def assess(
         ensure_writable_dir(output)
         preflight(spec, prefer_cuda=settings.prefer_cuda and not cpu)  # bad input fails here, fast
         warming.join()
-        request = AssessRequest(spec_path=spec, output=output, track=not no_track,
-                                mlflow_tracking_uri=mlflow_uri or settings.mlflow_tracking_uri,
-                                prefer_cuda=settings.prefer_cuda and not cpu,
-                                command=_command_line(spec, output, mlflow_uri, no_track, cpu, dask))  # fmt: skip
+        request = AssessRequest(
+            spec_path=spec,
+            output=output,
+            track=not no_track,
+            mlflow_tracking_uri=mlflow_uri or settings.mlflow_tracking_uri,
+            prefer_cuda=settings.prefer_cuda and not cpu,
+            command=_command_line(spec, output, mlflow_uri, no_track, cpu, dask),
+        )
         bundle = _run_flow(request, dask or settings.dask_address)
     except AssessmentError as exc:
         _fail(exc, debug)
@@ -77,8 +93,9 @@ def assess(
     raise typer.Exit(EXIT_PASS if bundle.overall.value == "pass" else EXIT_NOT_PASSED)
 
 
-def _command_line(spec: Path, output: Path, mlflow_uri: str | None, no_track: bool, cpu: bool,
-                  dask: str | None) -> str:  # fmt: skip
+def _command_line(
+    spec: Path, output: Path, mlflow_uri: str | None, no_track: bool, cpu: bool, dask: str | None
+) -> str:
     """The `nnassay assess` command that reproduces this run, shell-quoted (recorded in the evidence)."""
     args = ["nnassay", "assess", str(spec), "--output", str(output)]
     args += ["--mlflow-uri", mlflow_uri] if mlflow_uri else []
@@ -132,12 +149,16 @@ def _print_summary(bundle, output: Path, elapsed: float) -> None:  # type: ignor
         typer.echo(f"  {v.goal_id:<10} {v.verdict.value:<13} {v.metric} = {fmt_measure(v.measured)}")
     typer.echo(f"evidence: {output / 'evidence.json'}\ndossier:  {output / 'dossier.pdf'}")
     if bundle.provenance.mlflow_run_id:
-        typer.echo(f"mlflow:   run {bundle.provenance.mlflow_run_id} at {bundle.provenance.mlflow_tracking_uri}")
+        typer.echo(
+            f"mlflow:   run {bundle.provenance.mlflow_run_id} at {bundle.provenance.mlflow_tracking_uri}"
+        )
 
 
 @app.command()
 def schema(
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the JSON Schema files.")] = Path("schema"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the JSON Schema files.")] = Path(
+        "schema"
+    ),
 ) -> None:
     """Write the JSON Schemas of every stage: goals (the spec), plan, results, evidence."""
     import json
@@ -148,8 +169,12 @@ def schema(
     from nnassay.schemas.results import MethodResult
     from nnassay.tasks.io.files import write_atomic
 
-    for name, model in (("goals", AssessmentSpec), ("plan", AssessmentPlan),
-                        ("results", MethodResult), ("evidence", EvidenceBundle)):  # fmt: skip
+    for name, model in (
+        ("goals", AssessmentSpec),
+        ("plan", AssessmentPlan),
+        ("results", MethodResult),
+        ("evidence", EvidenceBundle),
+    ):
         path = write_atomic(output / f"{name}.schema.json", json.dumps(model.model_json_schema(), indent=2))
         typer.echo(str(path))
 
@@ -161,12 +186,17 @@ def list_registered() -> None:
 
     for name in list_methods():
         m = get_method(name)
-        typer.echo(f"{name:<40} {m.family.value:<12} TR 24029-1 {m.clause:<8} threats={','.join(m.threats)}"
-                   f" metrics={','.join(m.metrics)}")
+        typer.echo(
+            f"{name:<40} {m.family.value:<12} TR 24029-1 {m.clause:<8} threats={','.join(m.threats)}"
+            f" metrics={','.join(m.metrics)}"
+        )
 
 
-@app.command("verify", add_help_option=False,
-             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})  # fmt: skip
+@app.command(
+    "verify",
+    add_help_option=False,
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
 def verify(ctx: typer.Context) -> None:
     """Check one VNN-LIB property on an ONNX model (VNN-COMP style):
     --onnx MODEL --vnnlib PROP [--timeout S] [--result-file F]. Prints sat, unsat, unknown or timeout

@@ -15,11 +15,18 @@ import typer
 EXIT_PASS, EXIT_NOT_PASSED, EXIT_INVALID = 0, 1, 2
 
 Spec = Annotated[Path, typer.Argument(help="Assessment spec (YAML or JSON): model, data and goals.")]
-OutputRoot = Annotated[Path, typer.Option("--output-root", "-o",
-                                          help="Folder of the series; each run writes to <root>/<UTC time>.")]  # fmt: skip
-MlflowUri = Annotated[str | None, typer.Option(
-    "--mlflow-uri", help="MLflow tracking URI shared by the runs (default: $MLFLOW_TRACKING_URI, else"
-    " sqlite in the output root).")]  # fmt: skip
+OutputRoot = Annotated[
+    Path,
+    typer.Option("--output-root", "-o", help="Folder of the series; each run writes to <root>/<UTC time>."),
+]
+MlflowUri = Annotated[
+    str | None,
+    typer.Option(
+        "--mlflow-uri",
+        help="MLflow tracking URI shared by the runs (default: $MLFLOW_TRACKING_URI, else"
+        " sqlite in the output root).",
+    ),
+]
 Cpu = Annotated[bool, typer.Option("--cpu", help="Use the CPU provider even when CUDA works.")]
 
 
@@ -33,8 +40,12 @@ def _request(spec: Path, output_root: Path, mlflow_uri: str | None, cpu: bool) -
     from nnassay.schemas.settings import LifecycleRequest, Settings
 
     settings = Settings()
-    return LifecycleRequest(spec_path=spec.resolve(), output_root=output_root.resolve(),
-                            mlflow_tracking_uri=mlflow_uri, prefer_cuda=settings.prefer_cuda and not cpu)  # fmt: skip
+    return LifecycleRequest(
+        spec_path=spec.resolve(),
+        output_root=output_root.resolve(),
+        mlflow_tracking_uri=mlflow_uri,
+        prefer_cuda=settings.prefer_cuda and not cpu,
+    )
 
 
 def lifecycle(
@@ -77,9 +88,15 @@ def lifecycle(
 
 def schedule(
     spec: Spec,
-    cron: Annotated[str | None, typer.Option("--cron", help="Cron schedule, e.g. '0 3 * * 1' (Mondays 03:00).")] = None,
-    interval: Annotated[float | None, typer.Option("--interval", help="Or: run every this many seconds.")] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Deployment name (default: the spec id).")] = None,
+    cron: Annotated[
+        str | None, typer.Option("--cron", help="Cron schedule, e.g. '0 3 * * 1' (Mondays 03:00).")
+    ] = None,
+    interval: Annotated[
+        float | None, typer.Option("--interval", help="Or: run every this many seconds.")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Deployment name (default: the spec id).")
+    ] = None,
     timezone: Annotated[str, typer.Option("--timezone", help="Time zone of the cron schedule.")] = "UTC",
     output_root: OutputRoot = Path("runs/lifecycle"),
     mlflow_uri: MlflowUri = None,
@@ -105,8 +122,12 @@ def schedule(
         _fail(exc, False)
         return
     plan = deployment(request, name or spec_id, spec_id, cron=cron, interval=interval, timezone=timezone)
-    shown = {"deployment": plan["name"], "schedule": f"cron {cron!r} ({timezone})" if cron else f"every {interval:g} s",
-             "flow": "lifecycle-assess", "parameters": plan["parameters"]}  # fmt: skip
+    shown = {
+        "deployment": plan["name"],
+        "schedule": f"cron {cron!r} ({timezone})" if cron else f"every {interval:g} s",
+        "flow": "lifecycle-assess",
+        "parameters": plan["parameters"],
+    }
     typer.echo(json.dumps(shown, indent=2))
     if dry_run:
         return
@@ -115,13 +136,18 @@ def schedule(
     lifecycle_assess.serve(**plan)
 
 
-def deployment(request: Any, name: str, spec_id: str, *, cron: str | None, interval: float | None,
-               timezone: str = "UTC") -> dict[str, Any]:  # fmt: skip
+def deployment(
+    request: Any, name: str, spec_id: str, *, cron: str | None, interval: float | None, timezone: str = "UTC"
+) -> dict[str, Any]:
     """Keyword arguments of ``lifecycle_assess.serve`` for one spec and schedule."""
     from prefect.schedules import Cron, Interval
 
     assert cron or interval, "a cron or an interval schedule"
     schedule_ = Cron(cron, timezone=timezone) if cron else Interval(interval or 0, timezone=timezone)
-    return {"name": name, "schedules": [schedule_], "tags": ["nnassay", spec_id],
-            "parameters": {"request": request.model_dump(mode="json")},
-            "description": f"Lifecycle re-assessment of {spec_id!r} ({request.spec_path})"}  # fmt: skip
+    return {
+        "name": name,
+        "schedules": [schedule_],
+        "tags": ["nnassay", spec_id],
+        "parameters": {"request": request.model_dump(mode="json")},
+        "description": f"Lifecycle re-assessment of {spec_id!r} ({request.spec_path})",
+    }

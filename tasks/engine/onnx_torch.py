@@ -27,9 +27,11 @@ class UnsupportedOpsError(Exception):
     def __init__(self, nodes: list[tuple[str, str]], source: str = "") -> None:
         self.nodes = nodes
         listed = ", ".join(f"{name!r} ({op})" for name, op in nodes)
-        super().__init__(f"{source or 'the ONNX model'}: {len(nodes)} unsupported node(s): {listed}; "
-                         f"supported op types are {supported_ops()}; export the model without these ops "
-                         "or add a handler to HANDLERS in tasks/onnx_torch.py")
+        super().__init__(
+            f"{source or 'the ONNX model'}: {len(nodes)} unsupported node(s): {listed}; "
+            f"supported op types are {supported_ops()}; export the model without these ops "
+            "or add a handler to HANDLERS in tasks/onnx_torch.py"
+        )
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,6 @@ Handler = Callable[[Node, list[Any], RunContext], Any]
 # ---------------------------------------------------------------------------------------------- ops
 def _identity(node: Node, xs: list[Any], ctx: RunContext) -> Any:
     return xs[0]
-
-
 
 
 def _cast(node: Node, xs: list[Any], ctx: RunContext) -> Any:
@@ -149,8 +149,10 @@ def _pads_2d(node: Node) -> tuple[list[int], bool]:
     """ONNX pads (begin..., end...) for 2-D ops; True when begin != end (needs explicit F.pad)."""
     pads = list(node.attr("pads", [0, 0, 0, 0]))
     if node.attr("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET", "VALID", b"VALID"):
-        raise ValueError(f"node {node.name!r}: auto_pad={node.attr('auto_pad')!r} is not supported; "
-                         "export with explicit pads")
+        raise ValueError(
+            f"node {node.name!r}: auto_pad={node.attr('auto_pad')!r} is not supported; "
+            "export with explicit pads"
+        )
     return pads, pads[:2] != pads[2:]
 
 
@@ -163,8 +165,15 @@ def _conv(node: Node, xs: list[Any], ctx: RunContext) -> Tensor:
         x = F.pad(x, [p for i in reversed(range(n)) for p in (pads[i], pads[i + n])])
         pads = [0] * (2 * n)
     conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[n]
-    return conv(x, w, b, stride=node.attr("strides", [1] * n), padding=pads[:n],
-                dilation=node.attr("dilations", [1] * n), groups=node.attr("group", 1))
+    return conv(
+        x,
+        w,
+        b,
+        stride=node.attr("strides", [1] * n),
+        padding=pads[:n],
+        dilation=node.attr("dilations", [1] * n),
+        groups=node.attr("group", 1),
+    )
 
 
 def _batch_normalization(node: Node, xs: list[Any], ctx: RunContext) -> Tensor:
@@ -180,8 +189,14 @@ def _max_pool(node: Node, xs: list[Any], ctx: RunContext) -> Tensor:
     if asym:
         x = F.pad(x, [pads[1], pads[3], pads[0], pads[2]], value=-math.inf)
         pads = [0, 0, 0, 0]
-    return F.max_pool2d(x, node.attr("kernel_shape"), node.attr("strides", [1, 1]), pads[:2],
-                        node.attr("dilations", [1, 1]), bool(node.attr("ceil_mode", 0)))
+    return F.max_pool2d(
+        x,
+        node.attr("kernel_shape"),
+        node.attr("strides", [1, 1]),
+        pads[:2],
+        node.attr("dilations", [1, 1]),
+        bool(node.attr("ceil_mode", 0)),
+    )
 
 
 def _average_pool(node: Node, xs: list[Any], ctx: RunContext) -> Tensor:
@@ -193,8 +208,14 @@ def _average_pool(node: Node, xs: list[Any], ctx: RunContext) -> Tensor:
             raise ValueError(f"node {node.name!r}: asymmetric pads need count_include_pad=1")
         x = F.pad(x, [pads[1], pads[3], pads[0], pads[2]])
         pads = [0, 0, 0, 0]
-    return F.avg_pool2d(x, node.attr("kernel_shape"), node.attr("strides", [1, 1]), pads[:2],
-                        bool(node.attr("ceil_mode", 0)), include)
+    return F.avg_pool2d(
+        x,
+        node.attr("kernel_shape"),
+        node.attr("strides", [1, 1]),
+        pads[:2],
+        bool(node.attr("ceil_mode", 0)),
+        include,
+    )
 
 
 def _global_average_pool(node: Node, xs: list[Any], ctx: RunContext) -> Tensor:
@@ -211,8 +232,13 @@ def _flatten(node: Node, xs: list[Any], ctx: RunContext) -> Tensor:
 def _reshape(node: Node, xs: list[Any], ctx: RunContext) -> Tensor:
     x, target = xs[0], [int(v) for v in xs[1].tolist()]
     shape = [x.shape[i] if v == 0 and not node.attr("allowzero", 0) else v for i, v in enumerate(target)]
-    if (ctx.declared_batch is not None and shape and shape[0] == ctx.declared_batch != ctx.batch
-            and x.dim() > 0 and x.shape[0] == ctx.batch):
+    if (
+        ctx.declared_batch is not None
+        and shape
+        and shape[0] == ctx.declared_batch != ctx.batch
+        and x.dim() > 0
+        and x.shape[0] == ctx.batch
+    ):
         shape[0] = ctx.batch  # a batch size frozen into the graph at export time
     return x.reshape(shape)
 
@@ -275,7 +301,7 @@ def _gather(node: Node, xs: list[Any], ctx: RunContext) -> Tensor:
     axis = node.attr("axis", 0) % data.dim()
     idx = torch.where(idx < 0, idx + data.shape[axis], idx)
     out = torch.index_select(data, axis, idx.reshape(-1))
-    return out.reshape([*data.shape[:axis], *idx.shape, *data.shape[axis + 1:]])
+    return out.reshape([*data.shape[:axis], *idx.shape, *data.shape[axis + 1 :]])
 
 
 def _slice(node: Node, xs: list[Any], ctx: RunContext) -> Tensor:
@@ -299,9 +325,15 @@ def _slice(node: Node, xs: list[Any], ctx: RunContext) -> Tensor:
 def _pad(node: Node, xs: list[Any], ctx: RunContext) -> Tensor:
     x = xs[0]
     pads = list(node.attr("pads")) if node.opset < 11 else xs[1].tolist()
-    value = node.attr("value", 0.0) if node.opset < 11 else (float(xs[2]) if len(xs) > 2 and xs[2] is not None else 0.0)
+    value = (
+        node.attr("value", 0.0)
+        if node.opset < 11
+        else (float(xs[2]) if len(xs) > 2 and xs[2] is not None else 0.0)
+    )
     if node.attr("mode", "constant") not in ("constant", b"constant"):
-        raise ValueError(f"node {node.name!r}: Pad mode {node.attr('mode')!r} is not supported; expected 'constant'")
+        raise ValueError(
+            f"node {node.name!r}: Pad mode {node.attr('mode')!r} is not supported; expected 'constant'"
+        )
     n = x.dim()
     torch_pads = [p for i in reversed(range(n)) for p in (pads[i], pads[i + n])]
     return F.pad(x, torch_pads, value=value)
@@ -391,8 +423,14 @@ def parse_graph(model: onnx.ModelProto, source: str = "") -> ParsedGraph:
     inputs = [i for i in graph.input if i.name not in constants]
     if len(inputs) != 1:
         raise ValueError(f"{source}: expected exactly one graph input, found {[i.name for i in inputs]}")
-    return ParsedGraph(inputs[0].name, _dims(inputs[0]), tuple(o.name for o in graph.output),
-                       _dims(graph.output[0]), constants, tuple(nodes))
+    return ParsedGraph(
+        inputs[0].name,
+        _dims(inputs[0]),
+        tuple(o.name for o in graph.output),
+        _dims(graph.output[0]),
+        constants,
+        tuple(nodes),
+    )
 
 
 def _attr_value(attr: onnx.AttributeProto) -> Any:
@@ -494,17 +532,23 @@ def run_ort(session: Any, inputs: np.ndarray) -> np.ndarray:
     meta = session.get_inputs()[0]
     dtype = np.float64 if meta.type == "tensor(double)" else np.float32
     sample = [d if isinstance(d, int) and d > 0 else -1 for d in meta.shape[1:]]
-    batch = np.asarray(inputs, dtype=dtype).reshape(len(inputs), *sample) if -1 not in sample else np.asarray(inputs, dtype)
+    batch = (
+        np.asarray(inputs, dtype=dtype).reshape(len(inputs), *sample)
+        if -1 not in sample
+        else np.asarray(inputs, dtype)
+    )
     if isinstance(meta.shape[0], int) and meta.shape[0] > 0:
         step = meta.shape[0]
-        outs = [session.run(None, {meta.name: batch[i:i + step]})[0] for i in range(0, len(batch), step)]
+        outs = [session.run(None, {meta.name: batch[i : i + step]})[0] for i in range(0, len(batch), step)]
         out = np.concatenate(outs)
     else:
         out = session.run(None, {meta.name: batch})[0]
     return np.asarray(out).reshape(len(inputs), -1)
 
 
-def max_deviation_from_ort(module: torch.nn.Module, onnx_path: Path | str | bytes, inputs: np.ndarray) -> float:
+def max_deviation_from_ort(
+    module: torch.nn.Module, onnx_path: Path | str | bytes, inputs: np.ndarray
+) -> float:
     """Largest absolute difference between ``module`` and ONNX Runtime on the same model-space inputs."""
     expected = run_ort(ort_session(onnx_path), inputs).astype(np.float64)
     dtype = next((b.dtype for b in module.buffers() if b.is_floating_point()), torch.float32)

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nnassay.schemas.evidence import EvidenceBundle
-from nnassay.tasks.io.files import sha256_bytes
 from nnassay.tasks.governance.history import experiment_name
+from nnassay.tasks.io.files import sha256_bytes
 
 if TYPE_CHECKING:
     from nnassay.tasks.governance.integrity import Verification, VerifyOptions
@@ -49,8 +49,9 @@ def _client(uri: str) -> Any:
     return MlflowClient(tracking_uri=uri)
 
 
-def check_tracker(evidence: EvidenceBundle, evidence_sha: str, manifest_sha: str | None, uri: str,
-                  v: Verification) -> None:  # fmt: skip
+def check_tracker(
+    evidence: EvidenceBundle, evidence_sha: str, manifest_sha: str | None, uri: str, v: Verification
+) -> None:
     """The MLflow parent run must exist and record the same evidence (and manifest) digest."""
     run_id = evidence.provenance.mlflow_run_id
     if run_id is None:
@@ -74,8 +75,9 @@ def check_tracker(evidence: EvidenceBundle, evidence_sha: str, manifest_sha: str
             v.checked.append(f"MLflow: run {run_id} records the same {name} sha256")
 
 
-def check_chain(evidence: EvidenceBundle, evidence_sha: str, history: tuple[Path, ...], uri: str | None,
-                v: Verification) -> None:  # fmt: skip
+def check_chain(
+    evidence: EvidenceBundle, evidence_sha: str, history: tuple[Path, ...], uri: str | None, v: Verification
+) -> None:
     """Walk the previous-evidence links back to the first assessment of the spec id."""
     if evidence.previous_evidence_sha256 is None:
         v.checked.append("chain: first assessment of this spec id (no previous evidence to link)")
@@ -107,8 +109,10 @@ def _check_copies(found: EvidenceBundle, sha: str, index: dict[str, Found], v: V
     """Every other copy of a linked assessment's evidence in the history folders must be identical."""
     for other_sha, other in index.items():
         if other_sha != sha and other.evidence.provenance.assessment_id == found.provenance.assessment_id:
-            v.problems.append(f"chain: assessment {found.provenance.assessment_id} was altered: {other.where} "
-                              f"no longer has the linked sha256 {sha}")  # fmt: skip
+            v.problems.append(
+                f"chain: assessment {found.provenance.assessment_id} was altered: {other.where} "
+                f"no longer has the linked sha256 {sha}"
+            )
 
 
 def _index_folders(folders: tuple[Path, ...]) -> dict[str, Found]:
@@ -138,25 +142,34 @@ def _find_in_mlflow(uri: str, spec_id: str, wanted: str, v: Verification) -> Fou
                 v.problems.append(f"chain: MLflow run {run.info.run_id} lost its evidence.json artifact")
                 return STOP
         if sha256_bytes(payload) != wanted:
-            v.problems.append(f"chain: the evidence.json of MLflow run {run.info.run_id} was altered "
-                              f"(sha256 {sha256_bytes(payload)}, the chain expects {wanted})")  # fmt: skip
+            v.problems.append(
+                f"chain: the evidence.json of MLflow run {run.info.run_id} was altered "
+                f"(sha256 {sha256_bytes(payload)}, the chain expects {wanted})"
+            )
         return Found(EvidenceBundle.model_validate_json(payload), f"MLflow run {run.info.run_id}")
     return None
 
 
-def _missing_message(current: EvidenceBundle, wanted: str, index: dict[str, Found], history: tuple[Path, ...],
-                     uri: str | None) -> str:  # fmt: skip
+def _missing_message(
+    current: EvidenceBundle, wanted: str, index: dict[str, Found], history: tuple[Path, ...], uri: str | None
+) -> str:
     row = next((r for r in current.history if r.get("evidence_sha256") == wanted), {})
     who = f"assessment {row['assessment_id']}" if row.get("assessment_id") else "the previous assessment"
     when = row.get("started_ms")
     if isinstance(when, int):
         who += f" of {datetime.fromtimestamp(when / 1000, UTC):%Y-%m-%d %H:%M} UTC"
     places = [str(p) for p in history] + ([uri] if uri else [])
-    altered = [f.where for f in index.values()
-               if row.get("assessment_id") and f.evidence.provenance.assessment_id == row["assessment_id"]]
+    altered = [
+        f.where
+        for f in index.values()
+        if row.get("assessment_id") and f.evidence.provenance.assessment_id == row["assessment_id"]
+    ]
     if altered:
-        return (f"chain: {who} (linked from {current.provenance.assessment_id}) was altered: {altered[0]} "
-                f"no longer has the linked sha256 {wanted}")  # fmt: skip
-    return (f"chain: {who} (evidence sha256 {wanted}, linked from {current.provenance.assessment_id}) is "
-            f"missing from {', '.join(places)}: deleted or altered")  # fmt: skip
-
+        return (
+            f"chain: {who} (linked from {current.provenance.assessment_id}) was altered: {altered[0]} "
+            f"no longer has the linked sha256 {wanted}"
+        )
+    return (
+        f"chain: {who} (evidence sha256 {wanted}, linked from {current.provenance.assessment_id}) is "
+        f"missing from {', '.join(places)}: deleted or altered"
+    )

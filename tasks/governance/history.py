@@ -34,8 +34,9 @@ def experiment_name(spec_id: str) -> str:
     return f"nnassay/{spec_id}"
 
 
-def past_assessments(tracking_uri: str, spec_id: str, *, limit: int = 50,
-                     finished_only: bool = True) -> list[PastAssessment]:  # fmt: skip
+def past_assessments(
+    tracking_uri: str, spec_id: str, *, limit: int = 50, finished_only: bool = True
+) -> list[PastAssessment]:
     """Parent runs of earlier assessments of ``spec_id``, newest first."""
     from mlflow.tracking import MlflowClient
 
@@ -44,19 +45,30 @@ def past_assessments(tracking_uri: str, spec_id: str, *, limit: int = 50,
     if experiment is None:
         return []
     query = "attributes.status = 'FINISHED'" if finished_only else ""
-    runs = client.search_runs([experiment.experiment_id], filter_string=query,
-                              order_by=["attributes.start_time DESC"], max_results=limit * 4)  # fmt: skip
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=query,
+        order_by=["attributes.start_time DESC"],
+        max_results=limit * 4,
+    )
     found = []
     for run in runs:
         tags = run.data.tags
         if "mlflow.parentRunId" in tags or "nnassay.assessment_id" not in tags:
             continue
-        found.append(PastAssessment(
-            run_id=run.info.run_id, assessment_id=tags["nnassay.assessment_id"],
-            started_ms=run.info.start_time, status=run.info.status, verdict=tags.get("nnassay.verdict"),
-            evidence_sha256=tags.get("nnassay.evidence_sha256"), model_sha256=tags.get("nnassay.model_sha256"),
-            metrics=dict(run.data.metrics), tags=dict(tags),
-        ))  # fmt: skip
+        found.append(
+            PastAssessment(
+                run_id=run.info.run_id,
+                assessment_id=tags["nnassay.assessment_id"],
+                started_ms=run.info.start_time,
+                status=run.info.status,
+                verdict=tags.get("nnassay.verdict"),
+                evidence_sha256=tags.get("nnassay.evidence_sha256"),
+                model_sha256=tags.get("nnassay.model_sha256"),
+                metrics=dict(run.data.metrics),
+                tags=dict(tags),
+            )
+        )
         if len(found) >= limit:
             break
     return found
@@ -79,10 +91,20 @@ def history_rows(past: list[PastAssessment]) -> list[dict[str, Any]]:
     """Compact history rows for the evidence bundle (oldest first)."""
     rows = []
     for p in reversed(past):
-        goals = {k.removeprefix("nnassay.goal."): v for k, v in p.tags.items() if k.startswith("nnassay.goal.")}
+        goals = {
+            k.removeprefix("nnassay.goal."): v for k, v in p.tags.items() if k.startswith("nnassay.goal.")
+        }
         metrics = {k: v for k, v in p.metrics.items() if k.startswith("goal.")}
-        rows.append({"assessment_id": p.assessment_id, "run_id": p.run_id, "started_ms": p.started_ms,
-                     "verdict": p.verdict, "model_sha256": p.model_sha256,
-                     "evidence_sha256": p.evidence_sha256, "goals": goals,
-                     "metrics": json.loads(json.dumps(metrics))})  # fmt: skip
+        rows.append(
+            {
+                "assessment_id": p.assessment_id,
+                "run_id": p.run_id,
+                "started_ms": p.started_ms,
+                "verdict": p.verdict,
+                "model_sha256": p.model_sha256,
+                "evidence_sha256": p.evidence_sha256,
+                "goals": goals,
+                "metrics": json.loads(json.dumps(metrics)),
+            }
+        )
     return rows

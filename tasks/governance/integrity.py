@@ -33,8 +33,14 @@ EVIDENCE_SIGNATURE, SIGNER_KEY = "evidence.json.sig", "signer.pub"
 EVIDENCE, DOSSIER = "evidence.json", "dossier.pdf"
 NOT_COVERED = {MANIFEST, SIGNATURE, PUBLIC_KEY, "mlflow.db", "mlflow.db-journal"}
 NOT_COVERED_DIRS = {"mlartifacts", "mlruns", ".nnassay-cache"}  # tracker stores and result caches
-ROLES = {EVIDENCE: "evidence", DOSSIER: "dossier", "dossier.html": "dossier-html",
-         "summary.md": "summary", "plan.json": "plan", "junit.xml": "junit"}  # fmt: skip
+ROLES = {
+    EVIDENCE: "evidence",
+    DOSSIER: "dossier",
+    "dossier.html": "dossier-html",
+    "summary.md": "summary",
+    "plan.json": "plan",
+    "junit.xml": "junit",
+}
 
 
 class KeyPermissionWarning(UserWarning):
@@ -56,16 +62,25 @@ def load_signing_key(path: Path) -> Ed25519PrivateKey:
     payload = _read_key_file(path)
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
-        warnings.warn(f"signing key {path} is readable by group or others (mode {mode:o}); "
-                      f"run: chmod 600 {path}", KeyPermissionWarning, stacklevel=2)  # fmt: skip
+        warnings.warn(
+            f"signing key {path} is readable by group or others (mode {mode:o}); run: chmod 600 {path}",
+            KeyPermissionWarning,
+            stacklevel=2,
+        )
     try:
         key = load_pem_private_key(payload, password=None)
     except (ValueError, TypeError) as exc:
-        raise SigningKeyError(f"not an unencrypted PEM private key: {exc}", file=str(path),
-                              fix="nnassay evidence keygen PATH writes a suitable Ed25519 key") from None
+        raise SigningKeyError(
+            f"not an unencrypted PEM private key: {exc}",
+            file=str(path),
+            fix="nnassay evidence keygen PATH writes a suitable Ed25519 key",
+        ) from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise SigningKeyError(f"the key is {type(key).__name__}, not Ed25519", file=str(path),
-                              fix="nnassay evidence keygen PATH writes a suitable Ed25519 key")
+        raise SigningKeyError(
+            f"the key is {type(key).__name__}, not Ed25519",
+            file=str(path),
+            fix="nnassay evidence keygen PATH writes a suitable Ed25519 key",
+        )
     return key
 
 
@@ -82,13 +97,19 @@ def load_public_key(path: Path, payload: bytes | None = None) -> Ed25519PublicKe
         try:
             key = load_pem_private_key(payload, password=None)
         except (ValueError, TypeError) as exc:
-            raise SigningKeyError(f"not a PEM key: {exc}", file=str(path),
-                                  fix="pass the .pub file written by nnassay evidence keygen") from None
+            raise SigningKeyError(
+                f"not a PEM key: {exc}",
+                file=str(path),
+                fix="pass the .pub file written by nnassay evidence keygen",
+            ) from None
     if isinstance(key, Ed25519PrivateKey):
         key = key.public_key()
     if not isinstance(key, Ed25519PublicKey):
-        raise SigningKeyError(f"the key is {type(key).__name__}, not Ed25519", file=str(path),
-                              fix="pass the Ed25519 public key the run was signed with")
+        raise SigningKeyError(
+            f"the key is {type(key).__name__}, not Ed25519",
+            file=str(path),
+            fix="pass the Ed25519 public key the run was signed with",
+        )
     return key
 
 
@@ -96,8 +117,11 @@ def _read_key_file(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise SigningKeyError(f"cannot read key file: {exc.strerror or exc}", file=str(path),
-                              fix="name an existing PEM key file") from None
+        raise SigningKeyError(
+            f"cannot read key file: {exc.strerror or exc}",
+            file=str(path),
+            fix="name an existing PEM key file",
+        ) from None
 
 
 def fingerprint(key: Ed25519PublicKey) -> str:
@@ -158,14 +182,23 @@ def _role(rel: Path) -> str:
 
 def build_manifest(run_dir: Path, evidence: EvidenceBundle, *, signer: str | None = None) -> RunManifest:
     """The manifest of a finished run folder: its files plus the inputs recorded outside it."""
-    files = [ArtifactDigest(path=str(p.relative_to(run_dir)), sha256=sha256_file(p),
-                            role=_role(p.relative_to(run_dir))) for p in covered_files(run_dir)]  # fmt: skip
+    files = [
+        ArtifactDigest(
+            path=str(p.relative_to(run_dir)), sha256=sha256_file(p), role=_role(p.relative_to(run_dir))
+        )
+        for p in covered_files(run_dir)
+    ]
     files += [a for a in evidence.manifest if Path(a.path).is_absolute()]
-    return RunManifest(spec_id=evidence.spec.id, assessment_id=evidence.provenance.assessment_id,
-                       created_at=datetime.now(UTC), evidence_sha256=sha256_file(run_dir / EVIDENCE),
-                       previous_evidence_sha256=evidence.previous_evidence_sha256, files=files,
-                       signature_algorithm="ed25519" if signer else None,
-                       signer_public_key_sha256=signer)  # fmt: skip
+    return RunManifest(
+        spec_id=evidence.spec.id,
+        assessment_id=evidence.provenance.assessment_id,
+        created_at=datetime.now(UTC),
+        evidence_sha256=sha256_file(run_dir / EVIDENCE),
+        previous_evidence_sha256=evidence.previous_evidence_sha256,
+        files=files,
+        signature_algorithm="ed25519" if signer else None,
+        signer_public_key_sha256=signer,
+    )
 
 
 def write_manifest(run_dir: Path, evidence: EvidenceBundle, key: Ed25519PrivateKey | None = None) -> str:
@@ -236,8 +269,10 @@ def _read_evidence(payload: bytes, where: str, v: Verification) -> EvidenceBundl
     try:
         return EvidenceBundle.model_validate_json(payload)
     except ValidationError as exc:
-        v.problems.append(f"{where}: not a valid evidence bundle ({exc.error_count()} errors, first: "
-                          f"{exc.errors()[0]['loc']}: {exc.errors()[0]['msg']})")  # fmt: skip
+        v.problems.append(
+            f"{where}: not a valid evidence bundle ({exc.error_count()} errors, first: "
+            f"{exc.errors()[0]['loc']}: {exc.errors()[0]['msg']})"
+        )
         return None
 
 
@@ -299,8 +334,9 @@ def _verify_pdf(path: Path, v: Verification, options: VerifyOptions) -> None:
         _check_external(evidence, sha256_bytes(embedded), manifest_sha, v, options)
 
 
-def _check_embedded_signature(path: Path, embedded: bytes, evidence: EvidenceBundle, v: Verification,
-                              options: VerifyOptions) -> None:  # fmt: skip
+def _check_embedded_signature(
+    path: Path, embedded: bytes, evidence: EvidenceBundle, v: Verification, options: VerifyOptions
+) -> None:
     """The signature of the embedded evidence, embedded beside it by a signed run."""
     from cryptography.exceptions import InvalidSignature
 
@@ -308,31 +344,43 @@ def _check_embedded_signature(path: Path, embedded: bytes, evidence: EvidenceBun
     signature = extract_embedded(path, EVIDENCE_SIGNATURE)
     if signature is None:
         if declared:
-            v.notes.append(f"{path.name}: the run was signed by key {declared}, but the PDF embeds no "
-                           f"{EVIDENCE_SIGNATURE} (rendered again without the key?): check the run folder")  # fmt: skip
+            v.notes.append(
+                f"{path.name}: the run was signed by key {declared}, but the PDF embeds no "
+                f"{EVIDENCE_SIGNATURE} (rendered again without the key?): check the run folder"
+            )
         return
     if options.public_key is not None:
         key, source = load_public_key(options.public_key), str(options.public_key)
     else:
         pem = extract_embedded(path, SIGNER_KEY)
         if pem is None:
-            v.problems.append(f"{path.name}: embeds {EVIDENCE_SIGNATURE} but no {SIGNER_KEY}; pass --public-key")
+            v.problems.append(
+                f"{path.name}: embeds {EVIDENCE_SIGNATURE} but no {SIGNER_KEY}; pass --public-key"
+            )
             return
         key, source = load_public_key(Path(f"{path.name}:{SIGNER_KEY}"), pem), f"the PDF's own {SIGNER_KEY}"
     used = fingerprint(key)
     if used != declared:
-        v.problems.append(f"{path.name}: the key of {source} (sha256 {used}) is not the key the evidence "
-                          f"names as signer ({declared})")  # fmt: skip
+        v.problems.append(
+            f"{path.name}: the key of {source} (sha256 {used}) is not the key the evidence "
+            f"names as signer ({declared})"
+        )
         return
     try:
         key.verify(base64.b64decode(signature.strip(), validate=True), embedded)
     except (InvalidSignature, ValueError):
-        v.problems.append(f"{path.name}: {EVIDENCE_SIGNATURE} does not match the embedded {EVIDENCE} under key {used}")
+        v.problems.append(
+            f"{path.name}: {EVIDENCE_SIGNATURE} does not match the embedded {EVIDENCE} under key {used}"
+        )
         return
-    v.checked.append(f"{path.name}: embedded {EVIDENCE} signature valid (Ed25519, key sha256 {used}, from {source})")
+    v.checked.append(
+        f"{path.name}: embedded {EVIDENCE} signature valid (Ed25519, key sha256 {used}, from {source})"
+    )
     if options.public_key is None:
-        v.notes.append(f"{path.name}: signature checked with the key the PDF carries; pass --public-key to "
-                       "check it against a key you trust")  # fmt: skip
+        v.notes.append(
+            f"{path.name}: signature checked with the key the PDF carries; pass --public-key to "
+            "check it against a key you trust"
+        )
 
 
 def _check_visible_text(path: Path, evidence: EvidenceBundle, v: Verification) -> None:
@@ -366,8 +414,13 @@ def extract_embedded(pdf: Path, name: str) -> bytes | None:
     return found[0] if found else None
 
 
-def _check_manifest(run_dir: Path, evidence: EvidenceBundle | None, v: Verification, options: VerifyOptions,
-                    only: str | None = None) -> str | None:  # fmt: skip
+def _check_manifest(
+    run_dir: Path,
+    evidence: EvidenceBundle | None,
+    v: Verification,
+    options: VerifyOptions,
+    only: str | None = None,
+) -> str | None:
     path = run_dir / MANIFEST
     if not path.is_file():
         v.problems.append(f"{MANIFEST}: missing from {run_dir} (every finished run writes one)")
@@ -398,8 +451,9 @@ def _check_files(run_dir: Path, manifest: RunManifest, v: Verification) -> None:
             continue
         actual = sha256_file(path)
         if actual != item.sha256:
-            v.problems.append(f"changed: {item.path} ({item.role}) has sha256 {actual}, "
-                              f"{MANIFEST} records {item.sha256}")  # fmt: skip
+            v.problems.append(
+                f"changed: {item.path} ({item.role}) has sha256 {actual}, {MANIFEST} records {item.sha256}"
+            )
     extra = [p for p in covered_files(run_dir) if p.resolve() not in listed]
     v.notes += [f"file {p.relative_to(run_dir)} is not covered by {MANIFEST} (added later)" for p in extra]
     v.checked.append(f"{MANIFEST}: {len(manifest.files)} file digests compared")
@@ -409,21 +463,32 @@ def _check_evidence_digests(evidence: EvidenceBundle, manifest: RunManifest, v: 
     recorded = {a.path: a.sha256 for a in manifest.files}
     for item in evidence.manifest:
         if item.path in recorded and recorded[item.path] != item.sha256:
-            v.problems.append(f"{EVIDENCE} records sha256 {item.sha256} for {item.path}, "
-                              f"{MANIFEST} records {recorded[item.path]}")  # fmt: skip
+            v.problems.append(
+                f"{EVIDENCE} records sha256 {item.sha256} for {item.path}, "
+                f"{MANIFEST} records {recorded[item.path]}"
+            )
     if manifest.assessment_id != evidence.provenance.assessment_id:
-        v.problems.append(f"{MANIFEST} belongs to assessment {manifest.assessment_id}, "
-                          f"{EVIDENCE} to {evidence.provenance.assessment_id}")  # fmt: skip
+        v.problems.append(
+            f"{MANIFEST} belongs to assessment {manifest.assessment_id}, "
+            f"{EVIDENCE} to {evidence.provenance.assessment_id}"
+        )
 
 
-def _check_signature(run_dir: Path, payload: bytes, manifest: RunManifest, evidence: EvidenceBundle | None,
-                     v: Verification, options: VerifyOptions) -> None:  # fmt: skip
+def _check_signature(
+    run_dir: Path,
+    payload: bytes,
+    manifest: RunManifest,
+    evidence: EvidenceBundle | None,
+    v: Verification,
+    options: VerifyOptions,
+) -> None:
     from cryptography.exceptions import InvalidSignature
 
     declared = evidence.provenance.signer_public_key_sha256 if evidence else manifest.signer_public_key_sha256
     if declared != manifest.signer_public_key_sha256:
-        v.problems.append(f"signer: {EVIDENCE} names key {declared}, {MANIFEST} names "
-                          f"{manifest.signer_public_key_sha256}")  # fmt: skip
+        v.problems.append(
+            f"signer: {EVIDENCE} names key {declared}, {MANIFEST} names {manifest.signer_public_key_sha256}"
+        )
     sig_path = run_dir / SIGNATURE
     if declared is None and not sig_path.is_file():
         if options.public_key:
@@ -441,8 +506,10 @@ def _check_signature(run_dir: Path, payload: bytes, manifest: RunManifest, evide
     key = load_public_key(key_path)
     used = fingerprint(key)
     if declared and used != declared:
-        v.problems.append(f"signer: the key {key_path.name} (sha256 {used}) is not the key the run was "
-                          f"signed with ({declared})")  # fmt: skip
+        v.problems.append(
+            f"signer: the key {key_path.name} (sha256 {used}) is not the key the run was "
+            f"signed with ({declared})"
+        )
     try:
         key.verify(base64.b64decode(sig_path.read_bytes().strip(), validate=True), payload)
     except (InvalidSignature, ValueError):
@@ -451,8 +518,13 @@ def _check_signature(run_dir: Path, payload: bytes, manifest: RunManifest, evide
     v.checked.append(f"{SIGNATURE}: Ed25519 signature valid (key sha256 {used})")
 
 
-def _check_external(evidence: EvidenceBundle, evidence_sha: str, manifest_sha: str | None, v: Verification,
-                    options: VerifyOptions) -> None:  # fmt: skip
+def _check_external(
+    evidence: EvidenceBundle,
+    evidence_sha: str,
+    manifest_sha: str | None,
+    v: Verification,
+    options: VerifyOptions,
+) -> None:
     from nnassay.tasks.governance import chain
 
     uri = chain.tracking_uri_for(evidence, options)

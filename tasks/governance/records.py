@@ -12,8 +12,8 @@ from nnassay.schemas.evidence import ArtifactDigest, EvidenceBundle
 from nnassay.schemas.goals import AssessmentSpec
 from nnassay.schemas.plan import AssessmentPlan
 from nnassay.schemas.results import MethodResult
-from nnassay.tasks.io.files import sha256_file, write_json
 from nnassay.tasks.governance.tracking import Tracker
+from nnassay.tasks.io.files import sha256_file, write_json
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -82,23 +82,36 @@ def new_assessment_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
-def open_run(tracker: Tracker | None, spec: AssessmentSpec, plan: AssessmentPlan, assessment_id: str,
-             code_version: str) -> TrackingHandle:  # fmt: skip
+def open_run(
+    tracker: Tracker | None, spec: AssessmentSpec, plan: AssessmentPlan, assessment_id: str, code_version: str
+) -> TrackingHandle:
     """Start the parent MLflow run with the plan's identity as tags and params."""
     if tracker is None:
         return TrackingHandle(None, None, assessment_id)
-    tags = {"nnassay.spec_id": spec.id, "nnassay.assessment_id": assessment_id,
-            "nnassay.model_sha256": plan.model_sha256, "nnassay.spec_sha256": plan.spec_sha256,
-            "nnassay.data_sha256": plan.data_sha256, "nnassay.schema_version": plan.schema_version,
-            "nnassay.code_version": code_version}  # fmt: skip
-    params = {"spec_id": spec.id, "seed": spec.seed, "goals": len(spec.goals), "tests": len(plan.tests),
-              "model": spec.model.path.name, "data": spec.data.path.name}  # fmt: skip
+    tags = {
+        "nnassay.spec_id": spec.id,
+        "nnassay.assessment_id": assessment_id,
+        "nnassay.model_sha256": plan.model_sha256,
+        "nnassay.spec_sha256": plan.spec_sha256,
+        "nnassay.data_sha256": plan.data_sha256,
+        "nnassay.schema_version": plan.schema_version,
+        "nnassay.code_version": code_version,
+    }
+    params = {
+        "spec_id": spec.id,
+        "seed": spec.seed,
+        "goals": len(spec.goals),
+        "tests": len(plan.tests),
+        "model": spec.model.path.name,
+        "data": spec.data.path.name,
+    }
     run_id = tracker.start(f"nnassay/{spec.id}", f"{spec.id}-{assessment_id}", tags, params)
     return TrackingHandle(run_id, tracker.uri, assessment_id)
 
 
-def log_results(tracker: Tracker | None, handle: TrackingHandle, plan: AssessmentPlan,
-                results: list[MethodResult]) -> None:  # fmt: skip
+def log_results(
+    tracker: Tracker | None, handle: TrackingHandle, plan: AssessmentPlan, results: list[MethodResult]
+) -> None:
     """One nested run per test with its parameters and metrics."""
     if tracker is None or handle.run_id is None:
         return
@@ -112,13 +125,20 @@ def write_results(run_dir: Path, results: list[MethodResult]) -> list[ArtifactDi
     digests = []
     for result in results:
         path = write_json(run_dir / "results" / f"{result.test_id.replace('/', '__')}.json", result)
-        digests.append(ArtifactDigest(path=str(path.relative_to(run_dir)), sha256=sha256_file(path),
-                                      role="result"))  # fmt: skip
+        digests.append(
+            ArtifactDigest(path=str(path.relative_to(run_dir)), sha256=sha256_file(path), role="result")
+        )
     return digests
 
 
-def finish_run(tracker: Tracker | None, handle: TrackingHandle, evidence: EvidenceBundle, run_dir: Path,
-               files: list[str], extra_tags: dict[str, str] | None = None) -> None:  # fmt: skip
+def finish_run(
+    tracker: Tracker | None,
+    handle: TrackingHandle,
+    evidence: EvidenceBundle,
+    run_dir: Path,
+    files: list[str],
+    extra_tags: dict[str, str] | None = None,
+) -> None:
     """Log verdict metrics, tags (evidence and manifest digests) and artifacts on the parent run, then close it."""
     if tracker is None or handle.run_id is None:
         return
@@ -126,8 +146,10 @@ def finish_run(tracker: Tracker | None, handle: TrackingHandle, evidence: Eviden
     metrics = {f"goal.{v.goal_id}.verdict": verdict_code[v.verdict] for v in evidence.verdicts}
     metrics |= {f"goal.{v.goal_id}.{v.metric}": v.measured.value for v in evidence.verdicts if v.measured}
     tracker.log_metrics(handle.run_id, metrics)
-    tags = {"nnassay.verdict": evidence.overall.value,
-            "nnassay.evidence_sha256": sha256_file(run_dir / EVIDENCE)}  # fmt: skip
+    tags = {
+        "nnassay.verdict": evidence.overall.value,
+        "nnassay.evidence_sha256": sha256_file(run_dir / EVIDENCE),
+    }
     tags |= {f"nnassay.goal.{v.goal_id}": v.verdict.value for v in evidence.verdicts}
     tags |= extra_tags or {}
     tracker.set_tags(handle.run_id, tags)
@@ -150,11 +172,13 @@ def record_extras(spec: AssessmentSpec, run_dir: Path) -> tuple[dict[str, str | 
     """Provenance fields (signer fingerprint, registry URI) and the registry model copied into the run."""
     import shutil
 
-    from nnassay.tasks.io import registry_models
     from nnassay.tasks.governance.integrity import fingerprint
+    from nnassay.tasks.io import registry_models
 
     key = signing_key()
-    fields: dict[str, str | None] = {"signer_public_key_sha256": fingerprint(key.public_key()) if key else None}
+    fields: dict[str, str | None] = {
+        "signer_public_key_sha256": fingerprint(key.public_key()) if key else None
+    }
     found = registry_models.origin(Path(spec.model.path))
     if found is None:
         return fields, []
@@ -162,30 +186,60 @@ def record_extras(spec: AssessmentSpec, run_dir: Path) -> tuple[dict[str, str | 
     copy = run_dir / "model" / Path(spec.model.path).name
     copy.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(spec.model.path, copy)
-    return fields, [ArtifactDigest(path=str(copy.relative_to(run_dir)), sha256=sha256_file(copy), role="model")]
+    return fields, [
+        ArtifactDigest(path=str(copy.relative_to(run_dir)), sha256=sha256_file(copy), role="model")
+    ]
 
 
-def seal(tracker: Tracker | None, handle: TrackingHandle, evidence: EvidenceBundle, run_dir: Path,
-         spec_copy: str) -> str:  # fmt: skip
+def seal(
+    tracker: Tracker | None, handle: TrackingHandle, evidence: EvidenceBundle, run_dir: Path, spec_copy: str
+) -> str:
     """Write manifest.json (signed when a key is set), close the MLflow run with the digests as tags,
     and tag a registry model version with the verdict (deployment gate). Returns the manifest digest."""
-    from nnassay.tasks.io import registry_models
     from nnassay.tasks.governance.integrity import MANIFEST, PUBLIC_KEY, SIGNATURE, write_manifest
+    from nnassay.tasks.io import registry_models
 
     manifest_sha = write_manifest(run_dir, evidence, signing_key())
     evidence_sha = sha256_file(run_dir / EVIDENCE)
-    tags = {"nnassay.manifest_sha256": manifest_sha,
-            "nnassay.signer": evidence.provenance.signer_public_key_sha256 or "unsigned"}  # fmt: skip
-    finish_run(tracker, handle, evidence, run_dir,
-               [EVIDENCE, PLAN, DOSSIER, DOSSIER_HTML, SUMMARY, MANIFEST, SIGNATURE, PUBLIC_KEY, spec_copy,
-                "results", "tests", "model"], extra_tags=tags)  # fmt: skip
+    tags = {
+        "nnassay.manifest_sha256": manifest_sha,
+        "nnassay.signer": evidence.provenance.signer_public_key_sha256 or "unsigned",
+    }
+    finish_run(
+        tracker,
+        handle,
+        evidence,
+        run_dir,
+        [
+            EVIDENCE,
+            PLAN,
+            DOSSIER,
+            DOSSIER_HTML,
+            SUMMARY,
+            MANIFEST,
+            SIGNATURE,
+            PUBLIC_KEY,
+            spec_copy,
+            "results",
+            "tests",
+            "model",
+        ],
+        extra_tags=tags,
+    )
     found = registry_models.origin(Path(evidence.spec.model.path))
     if found is not None:
-        registry_models.tag_version(found, {
-            "nnassay.verdict": evidence.overall.value, "nnassay.gate": "passed" if evidence.overall == Verdict.PASS
-            else "blocked", "nnassay.assessment_id": evidence.provenance.assessment_id,
-            "nnassay.mlflow_run_id": handle.run_id or "", "nnassay.evidence_sha256": evidence_sha,
-            "nnassay.manifest_sha256": manifest_sha, "nnassay.spec_id": evidence.spec.id})  # fmt: skip
+        registry_models.tag_version(
+            found,
+            {
+                "nnassay.verdict": evidence.overall.value,
+                "nnassay.gate": "passed" if evidence.overall == Verdict.PASS else "blocked",
+                "nnassay.assessment_id": evidence.provenance.assessment_id,
+                "nnassay.mlflow_run_id": handle.run_id or "",
+                "nnassay.evidence_sha256": evidence_sha,
+                "nnassay.manifest_sha256": manifest_sha,
+                "nnassay.spec_id": evidence.spec.id,
+            },
+        )
     return manifest_sha
 
 
@@ -199,6 +253,8 @@ def publish_summary(evidence: EvidenceBundle, markdown: str) -> None:
     if FlowRunContext.get() is None:
         return
     key = re.sub(r"[^a-z0-9-]", "-", f"nnassay-{evidence.spec.id}".lower())
-    create_markdown_artifact(markdown=markdown, key=key,
-                             description=f"Robustness assessment {evidence.provenance.assessment_id}: "
-                                         f"{evidence.overall.value}")  # fmt: skip
+    create_markdown_artifact(
+        markdown=markdown,
+        key=key,
+        description=f"Robustness assessment {evidence.provenance.assessment_id}: {evidence.overall.value}",
+    )

@@ -17,12 +17,12 @@ from pathlib import Path
 from nnassay.schemas.goals import AssessmentSpec
 from nnassay.schemas.plan import TestSpec
 from nnassay.tasks.governance import history
-from nnassay.tasks.pipeline.evidence import code_version
-from nnassay.tasks.pipeline.execute import load_inputs
+from nnassay.tasks.governance.tracking import Tracker
 from nnassay.tasks.io.files import sha256_file
 from nnassay.tasks.methods.registry import get_method
+from nnassay.tasks.pipeline.evidence import code_version
+from nnassay.tasks.pipeline.execute import load_inputs
 from nnassay.tasks.pipeline.sharding import Shard
-from nnassay.tasks.governance.tracking import Tracker
 
 CACHE_DIR = ".nnassay-cache"  # under the run folder: persisted task results, keyed by test_key
 OUTPUT_TAG = "nnassay.output"
@@ -41,13 +41,21 @@ def method_source_sha256(name: str) -> str:
     return sha256_file(Path(source)) if source else "unknown"
 
 
-def test_key(test: TestSpec, spec: AssessmentSpec, *, prefer_cuda: bool, step: str = "test",
-             shard: Shard | None = None) -> str:  # fmt: skip
+def test_key(
+    test: TestSpec, spec: AssessmentSpec, *, prefer_cuda: bool, step: str = "test", shard: Shard | None = None
+) -> str:
     """The cache key of one test (or one shard, or the merge of a sharded test)."""
     model, data = load_inputs(spec, prefer_cuda=prefer_cuda)
-    payload = {"step": step, "model": model.sha256, "data": data.sha256, "provider": model.provider,
-               "test": test.model_dump(mode="json"), "shard": [shard.start, shard.stop] if shard else None,
-               "code": _code_version(), "method_source": method_source_sha256(test.method)}  # fmt: skip
+    payload = {
+        "step": step,
+        "model": model.sha256,
+        "data": data.sha256,
+        "provider": model.provider,
+        "test": test.model_dump(mode="json"),
+        "shard": [shard.start, shard.stop] if shard else None,
+        "code": _code_version(),
+        "method_source": method_source_sha256(test.method),
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -56,8 +64,9 @@ def cache_dir(output: Path) -> Path:
     return output.resolve() / CACHE_DIR
 
 
-def crashed_attempts(tracking_uri: str, spec_id: str, output: Path, *, exclude: str | None = None
-                     ) -> list[history.PastAssessment]:  # fmt: skip
+def crashed_attempts(
+    tracking_uri: str, spec_id: str, output: Path, *, exclude: str | None = None
+) -> list[history.PastAssessment]:
     """Earlier unfinished attempts (RUNNING or FAILED, newest first) in the same run folder, back to
     the last finished assessment there."""
     folder = str(output.resolve())
@@ -77,8 +86,13 @@ def link_attempts(tracker: Tracker, run_id: str, spec_id: str, output: Path) -> 
     earlier = crashed_attempts(tracker.uri, spec_id, output, exclude=run_id)
     for past in earlier:
         if past.status == "RUNNING":
-            tracker.set_tags(past.run_id, {"nnassay.error": "the assessment process stopped before the run"
-                                           f" finished (crash or kill); superseded by run {run_id}"})  # fmt: skip
+            tracker.set_tags(
+                past.run_id,
+                {
+                    "nnassay.error": "the assessment process stopped before the run"
+                    f" finished (crash or kill); superseded by run {run_id}"
+                },
+            )
             tracker.finish(past.run_id, "FAILED")
     if not earlier:
         return None

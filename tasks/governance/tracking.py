@@ -84,13 +84,18 @@ class MlflowTracker:
 
         items = [Param(_clean_key(k), str(v)[:MAX_PARAM]) for k, v in params.items()]
         for start in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[start:start + 100])
+            self.client.log_batch(run_id, params=items[start : start + 100])
 
     def log_test(self, parent_id: str, result: MethodResult, params: dict[str, Any]) -> str:
         assert self._experiment_id is not None, "start() first"
-        tags = {"mlflow.parentRunId": parent_id, "nnassay.goal_id": result.goal_id,
-                "nnassay.method": result.method, "nnassay.family": result.family.value,
-                "nnassay.status": result.status.value, "nnassay.provider": result.provider}  # fmt: skip
+        tags = {
+            "mlflow.parentRunId": parent_id,
+            "nnassay.goal_id": result.goal_id,
+            "nnassay.method": result.method,
+            "nnassay.family": result.family.value,
+            "nnassay.status": result.status.value,
+            "nnassay.provider": result.provider,
+        }
         run = self.client.create_run(self._experiment_id, run_name=result.test_id, tags=tags)
         run_id = run.info.run_id
         self._log_params(run_id, {**params, "seed": result.seed})
@@ -104,7 +109,7 @@ class MlflowTracker:
         now = int(time.time() * 1000)
         items = [Metric(_clean_key(k), float(v), now, step) for k, v in metrics.items()]
         for start in range(0, len(items), 500):
-            self.client.log_batch(run_id, metrics=items[start:start + 500])
+            self.client.log_batch(run_id, metrics=items[start : start + 500])
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
@@ -130,8 +135,14 @@ class InMemoryTracker:
 
     def _new(self, **fields: Any) -> str:
         run_id = f"run-{len(self.runs) + 1}"
-        self.runs[run_id] = {"metrics": {}, "tags": {}, "params": {}, "artifacts": [],
-                             "status": "RUNNING", **fields}  # fmt: skip
+        self.runs[run_id] = {
+            "metrics": {},
+            "tags": {},
+            "params": {},
+            "artifacts": [],
+            "status": "RUNNING",
+            **fields,
+        }
         return run_id
 
     def start(self, experiment: str, run_name: str, tags: dict[str, str], params: dict[str, Any]) -> str:

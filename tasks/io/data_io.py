@@ -43,21 +43,27 @@ class Dataset:
 def load_arrays(spec: DataSpec, path: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """Read x, y (and feature names for CSV) from an npz, CSV or image folder."""
     if not path.exists():
-        raise DataError(f"data file {path} does not exist", file=str(path), field="data.path",
-                        fix="point data.path at an existing file (relative to the spec)")
+        raise DataError(
+            f"data file {path} does not exist",
+            file=str(path),
+            field="data.path",
+            fix="point data.path at an existing file (relative to the spec)",
+        )
     fmt = spec.format
     if fmt == "auto":
-        fmt = "image_folder" if path.is_dir() else {".npz": "npz", ".csv": "csv"}.get(
-            path.suffix.lower(), "")
+        fmt = "image_folder" if path.is_dir() else {".npz": "npz", ".csv": "csv"}.get(path.suffix.lower(), "")
     if fmt == "npz":
         return (*_load_npz(path), ())
     if fmt == "csv":
         return _load_csv(path, spec.label_column)
     if fmt == "image_folder":
         return (*_load_image_folder(path), ())
-    raise DataError(f"cannot tell the format of {path.name}", file=str(path), field="data.format",
-                    fix="use .npz (arrays x and y), .csv, or a folder of class sub-folders of images,"
-                        " or set data.format")
+    raise DataError(
+        f"cannot tell the format of {path.name}",
+        file=str(path),
+        field="data.format",
+        fix="use .npz (arrays x and y), .csv, or a folder of class sub-folders of images, or set data.format",
+    )
 
 
 def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -65,29 +71,49 @@ def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
         with np.load(path, allow_pickle=False) as archive:
             keys = list(archive.keys())
             if "x" not in keys or "y" not in keys:
-                raise DataError(f"the npz holds arrays {keys}, expected 'x' and 'y'", file=str(path),
-                                field="data.path", fix="save the file with np.savez(path, x=..., y=...)")
+                raise DataError(
+                    f"the npz holds arrays {keys}, expected 'x' and 'y'",
+                    file=str(path),
+                    field="data.path",
+                    fix="save the file with np.savez(path, x=..., y=...)",
+                )
             return archive["x"], archive["y"]
     except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read the npz file: {exc}", file=str(path), field="data.path",
-                        fix="write it with numpy.savez and no object arrays") from exc
+        raise DataError(
+            f"cannot read the npz file: {exc}",
+            file=str(path),
+            field="data.path",
+            fix="write it with numpy.savez and no object arrays",
+        ) from exc
 
 
 def _load_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     with path.open(newline="") as handle:
         rows = list(csv.reader(handle))
     if len(rows) < 2:
-        raise DataError("the CSV has no data rows", file=str(path), field="data.path",
-                        fix="write a header row and one row per sample")
+        raise DataError(
+            "the CSV has no data rows",
+            file=str(path),
+            field="data.path",
+            fix="write a header row and one row per sample",
+        )
     header, body = rows[0], rows[1:]
     if label_column not in header:
-        raise DataError(f"no column {label_column!r}; columns are {header}", file=str(path),
-                        field="data.label_column", fix="set data.label_column to the label column")
+        raise DataError(
+            f"no column {label_column!r}; columns are {header}",
+            file=str(path),
+            field="data.label_column",
+            fix="set data.label_column to the label column",
+        )
     try:
         values = np.array([[float(v) if v != "" else np.nan for v in row] for row in body])
     except ValueError as exc:
-        raise DataError(f"a value is not numeric: {exc}", file=str(path), field="data.path",
-                        fix="encode categorical features as numbers") from exc
+        raise DataError(
+            f"a value is not numeric: {exc}",
+            file=str(path),
+            field="data.path",
+            fix="encode categorical features as numbers",
+        ) from exc
     label = header.index(label_column)
     names = tuple(h for i, h in enumerate(header) if i != label)
     return np.delete(values, label, axis=1), values[:, label], names
@@ -105,8 +131,12 @@ def _load_image_folder(path: Path) -> tuple[np.ndarray, np.ndarray]:
                     images.append(np.asarray(img.convert("RGB" if img.mode not in ("L", "I") else "L")))
                 labels.append(index)
     if not images:
-        raise DataError("no images found in class sub-folders", file=str(path), field="data.path",
-                        fix="lay out images as <folder>/<class index or name>/<image>")
+        raise DataError(
+            "no images found in class sub-folders",
+            file=str(path),
+            field="data.path",
+            fix="lay out images as <folder>/<class index or name>/<image>",
+        )
     stack = np.stack(images).astype(np.float32) / 255.0
     return (stack[..., None] if stack.ndim == 3 else stack), np.array(labels)  # NHWC
 
@@ -126,37 +156,66 @@ def load_dataset(spec: DataSpec, model: ModelRunner) -> Dataset:
     x = _to_model_layout(x.astype(np.float32), data_layout, model, path)
     kind = "tabular" if model.layout == Layout.FLAT and data_layout == Layout.FLAT else "image"
     feature_names = names or tuple(str(i) for i in range(x.shape[1])) if x.ndim == 2 else names
-    return Dataset(x=x, y=y.astype(np.int64), layout=model.layout, kind=kind, path=path,
-                   sha256=sha256_file(path), feature_names=tuple(feature_names),
-                   features=tuple(spec.features or ()))  # fmt: skip
+    return Dataset(
+        x=x,
+        y=y.astype(np.int64),
+        layout=model.layout,
+        kind=kind,
+        path=path,
+        sha256=sha256_file(path),
+        feature_names=tuple(feature_names),
+        features=tuple(spec.features or ()),
+    )
 
 
 def _check_values(x: np.ndarray, y: np.ndarray, path: Path, model: ModelRunner) -> None:
     if len(x) != len(y) or len(x) == 0:
-        raise DataError(f"x has {len(x)} samples and y has {len(y)}", file=str(path),
-                        field="data.path", fix="store one label per sample and at least one sample")
+        raise DataError(
+            f"x has {len(x)} samples and y has {len(y)}",
+            file=str(path),
+            field="data.path",
+            fix="store one label per sample and at least one sample",
+        )
     if not np.issubdtype(x.dtype, np.number):
-        raise DataError(f"x has dtype {x.dtype}, expected numbers", file=str(path), field="data.path",
-                        fix="store x as a float or integer array")
+        raise DataError(
+            f"x has dtype {x.dtype}, expected numbers",
+            file=str(path),
+            field="data.path",
+            fix="store x as a float or integer array",
+        )
     bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
     if bad.any():
-        raise DataError(f"{int(bad.sum())} samples contain NaN or infinite values (first: index "
-                        f"{int(np.argmax(bad))})", file=str(path), field="data.path",
-                        fix="remove or impute those samples; invalid input is tested by an"
-                            " 'invalid_input' goal, not by the test data")
+        raise DataError(
+            f"{int(bad.sum())} samples contain NaN or infinite values (first: index {int(np.argmax(bad))})",
+            file=str(path),
+            field="data.path",
+            fix="remove or impute those samples; invalid input is tested by an"
+            " 'invalid_input' goal, not by the test data",
+        )
     if not np.all(np.equal(np.mod(y, 1), 0)):
-        raise DataError("labels must be whole class indices", file=str(path), field="data.path",
-                        fix="store y as integer class indices")
+        raise DataError(
+            "labels must be whole class indices",
+            file=str(path),
+            field="data.path",
+            fix="store y as integer class indices",
+        )
     n_classes = model.n_classes
     if y.min() < 0 or y.max() >= n_classes:
-        raise DataError(f"labels span [{int(y.min())}, {int(y.max())}] but the model has "
-                        f"{n_classes} outputs (classes 0..{n_classes - 1})", file=str(path),
-                        field="data.path", fix="map labels to class indices 0..classes-1")
+        raise DataError(
+            f"labels span [{int(y.min())}, {int(y.max())}] but the model has "
+            f"{n_classes} outputs (classes 0..{n_classes - 1})",
+            file=str(path),
+            field="data.path",
+            fix="map labels to class indices 0..classes-1",
+        )
     low, high = model.value_range
     if x.min() < low - 1e-6 or x.max() > high + 1e-6:
-        raise DataError(f"data values span [{x.min():.4g}, {x.max():.4g}] outside model.value_range "
-                        f"[{low:g}, {high:g}]", file=str(path), field="model.value_range",
-                        fix="set model.value_range to the data's range, or rescale the data")
+        raise DataError(
+            f"data values span [{x.min():.4g}, {x.max():.4g}] outside model.value_range [{low:g}, {high:g}]",
+            file=str(path),
+            field="model.value_range",
+            fix="set model.value_range to the data's range, or rescale the data",
+        )
 
 
 def _to_model_layout(x: np.ndarray, data_layout: Layout, model: ModelRunner, path: Path) -> np.ndarray:
@@ -170,8 +229,11 @@ def _to_model_layout(x: np.ndarray, data_layout: Layout, model: ModelRunner, pat
     if expected is not None and tuple(x.shape[1:]) != expected:
         if int(np.prod(x.shape[1:])) == int(np.prod(expected)) and model.layout == Layout.FLAT:
             return np.ascontiguousarray(x.reshape(len(x), *expected))
-        raise ModelError(f"the model expects samples of shape {list(expected)} but the data has "
-                         f"{list(x.shape[1:])} (layout {model.layout.value})", file=str(path),
-                         field="model.layout",
-                         fix="set model.layout / data.layout to the arrays' axis order, or reshape the data")
+        raise ModelError(
+            f"the model expects samples of shape {list(expected)} but the data has "
+            f"{list(x.shape[1:])} (layout {model.layout.value})",
+            file=str(path),
+            field="model.layout",
+            fix="set model.layout / data.layout to the arrays' axis order, or reshape the data",
+        )
     return np.ascontiguousarray(x)

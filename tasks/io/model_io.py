@@ -39,15 +39,20 @@ def cuda_available() -> bool:
     return True
 
 
-def open_session(path: Path, *, prefer_cuda: bool = True, providers: list[str] | None = None,
-                 threads: int = 0) -> ort.InferenceSession:  # fmt: skip
+def open_session(
+    path: Path, *, prefer_cuda: bool = True, providers: list[str] | None = None, threads: int = 0
+) -> ort.InferenceSession:
     """An ONNX Runtime session; CUDA is tried only when it can really work. ``threads``: intra-op
     threads (0: ONNX Runtime's default; 1 for one-thread Dask workers, so they do not contend)."""
     import onnxruntime as ort
 
     if not path.is_file():
-        raise ModelError(f"model file {path} does not exist", file=str(path), field="model.path",
-                         fix="point model.path at an existing .onnx file (relative to the spec)")
+        raise ModelError(
+            f"model file {path} does not exist",
+            file=str(path),
+            field="model.path",
+            fix="point model.path at an existing .onnx file (relative to the spec)",
+        )
     chosen = providers or ([CUDA, CPU] if prefer_cuda and cuda_available() else [CPU])
     options = ort.SessionOptions()
     options.log_severity_level = 3
@@ -66,8 +71,14 @@ def open_session(path: Path, *, prefer_cuda: bool = True, providers: list[str] |
 class ModelRunner:
     """A loaded ONNX classifier that takes data-space inputs. Thread-safe for ``logits``."""
 
-    def __init__(self, spec: ModelSpec, *, prefer_cuda: bool = True, providers: list[str] | None = None,
-                 threads: int = 0):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        *,
+        prefer_cuda: bool = True,
+        providers: list[str] | None = None,
+        threads: int = 0,
+    ):
         self.spec = spec
         self.path = Path(spec.path)
         self.session = open_session(self.path, prefer_cuda=prefer_cuda, providers=providers, threads=threads)
@@ -76,13 +87,19 @@ class ModelRunner:
         names = [i.name for i in inputs]
         self.input_name = spec.input_name or names[0]
         if self.input_name not in names:
-            raise ModelError(f"the model has no input {self.input_name!r}; its inputs are {names}",
-                             file=str(self.path), field="model.input_name",
-                             fix=f"set model.input_name to one of {names}")
+            raise ModelError(
+                f"the model has no input {self.input_name!r}; its inputs are {names}",
+                file=str(self.path),
+                field="model.input_name",
+                fix=f"set model.input_name to one of {names}",
+            )
         if len(inputs) > 1:
-            raise ModelError(f"the model has {len(inputs)} inputs {names}; nnassay supports one",
-                             file=str(self.path), field="model.path",
-                             fix="export a model with a single input tensor")
+            raise ModelError(
+                f"the model has {len(inputs)} inputs {names}; nnassay supports one",
+                file=str(self.path),
+                field="model.path",
+                fix="export a model with a single input tensor",
+            )
         declared = inputs[0].shape
         self.input_shape: list[int | str | None] = list(declared)
         self.output_name = self.session.get_outputs()[0].name
@@ -163,7 +180,7 @@ class ModelRunner:
         step = fixed or batch_size
         outs = []
         for start in range(0, len(model_x), step):
-            chunk = model_x[start:start + step]
+            chunk = model_x[start : start + step]
             if fixed and len(chunk) < fixed:
                 pad = np.repeat(chunk[-1:], fixed - len(chunk), axis=0)
                 outs.append(self._run(np.concatenate([chunk, pad]))[: len(chunk)])
@@ -190,8 +207,11 @@ class ModelRunner:
             return last
         sample = self.sample_shape()
         if sample is None:
-            raise ModelError("cannot tell the number of classes from a symbolic output shape",
-                             file=str(self.path), fix="export the model with a fixed output size")
+            raise ModelError(
+                "cannot tell the number of classes from a symbolic output shape",
+                file=str(self.path),
+                fix="export the model with a fixed output size",
+            )
         return int(self._run(np.zeros((self.fixed_batch or 1, *sample), np.float32)).shape[1])
 
     def torch_module(self) -> torch.nn.Module:
@@ -202,14 +222,19 @@ class ModelRunner:
 
         graph = load_onnx_module(self.path)
         pre = self.spec.preprocessing
-        return _Preprocessed(graph, pre.scale, *(torch.from_numpy(a) for a in self._stats(
-            len(self.input_shape) or 2)))  # fmt: skip
+        return _Preprocessed(
+            graph, pre.scale, *(torch.from_numpy(a) for a in self._stats(len(self.input_shape) or 2))
+        )
 
     def describe(self) -> dict[str, Any]:
         """Facts about the loaded model for the evidence."""
-        return {"provider": self.provider, "input_name": self.input_name,
-                "input_shape": [d if isinstance(d, int) else str(d) for d in self.input_shape],
-                "n_classes": self.n_classes, "layout": self.layout.value}  # fmt: skip
+        return {
+            "provider": self.provider,
+            "input_name": self.input_name,
+            "input_shape": [d if isinstance(d, int) else str(d) for d in self.input_shape],
+            "n_classes": self.n_classes,
+            "layout": self.layout.value,
+        }
 
 
 def to_probabilities(out: np.ndarray, kind: str) -> np.ndarray:

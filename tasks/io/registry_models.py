@@ -61,25 +61,40 @@ def download_onnx(uri: str, registry_uri: str | None = None) -> Path:
     """Download the single ONNX file of a registered model version; return its local path."""
     match = _URI.match(uri)
     if match is None:
-        raise ModelError(f"not a registry model reference: {uri!r}", field="model.path",
-                         fix="write models:/NAME/VERSION or models:/NAME@ALIAS")
+        raise ModelError(
+            f"not a registry model reference: {uri!r}",
+            field="model.path",
+            fix="write models:/NAME/VERSION or models:/NAME@ALIAS",
+        )
     client = _client(registry_uri)
     try:
-        version = (client.get_model_version_by_alias(match["name"], match["alias"]) if match["alias"]
-                   else client.get_model_version(match["name"], match["version"]))  # fmt: skip
+        version = (
+            client.get_model_version_by_alias(match["name"], match["alias"])
+            if match["alias"]
+            else client.get_model_version(match["name"], match["version"])
+        )
         root = client.get_model_version_download_uri(version.name, version.version)
     except Exception as exc:  # MlflowException for unknown names, versions, aliases
-        raise ModelError(f"the registry at {client._registry_uri} has no {uri}: {str(exc)[:200]}",
-                         field="model.path", fix="check the name and version (mlflow models list)") from None
+        raise ModelError(
+            f"the registry at {client._registry_uri} has no {uri}: {str(exc)[:200]}",
+            field="model.path",
+            fix="check the name and version (mlflow models list)",
+        ) from None
     try:
         onnx_files = _onnx_files(root)
         if len(onnx_files) == 1:
             return _fetch(root, onnx_files[0], uri, client._registry_uri, version)
     except Exception as exc:  # artifact stores raise many types (missing files, permissions, network)
-        raise ModelError(f"cannot download the ONNX file of {uri} from {root}: {str(exc)[:300]}",
-                         field="model.path", fix="check that the registry's artifact store is reachable") from None
-    raise ModelError(f"{uri} must hold exactly one .onnx file, found {onnx_files or 'none'}", field="model.path",
-                     fix="register the ONNX file of the model (other formats are never loaded)")
+        raise ModelError(
+            f"cannot download the ONNX file of {uri} from {root}: {str(exc)[:300]}",
+            field="model.path",
+            fix="check that the registry's artifact store is reachable",
+        ) from None
+    raise ModelError(
+        f"{uri} must hold exactly one .onnx file, found {onnx_files or 'none'}",
+        field="model.path",
+        fix="register the ONNX file of the model (other formats are never loaded)",
+    )
 
 
 def _onnx_files(root: str) -> list[str]:
@@ -103,9 +118,20 @@ def _fetch(root: str, rel: str, uri: str, registry_uri: str, version: Any) -> Pa
     folder = Path(tempfile.gettempdir()) / "nnassay-registry" / key
     folder.mkdir(parents=True, exist_ok=True)
     path = Path(get_artifact_repository(root).download_artifacts(rel, str(folder)))  # this one file only
-    write_atomic(path.parent / SIDECAR, json.dumps({
-        "model_uri": uri, "registry_uri": registry_uri, "name": version.name,
-        "version": str(version.version), "source": str(version.source), "file": rel}, indent=2))  # fmt: skip
+    write_atomic(
+        path.parent / SIDECAR,
+        json.dumps(
+            {
+                "model_uri": uri,
+                "registry_uri": registry_uri,
+                "name": version.name,
+                "version": str(version.version),
+                "source": str(version.source),
+                "file": rel,
+            },
+            indent=2,
+        ),
+    )
     return path.resolve()
 
 

@@ -30,17 +30,26 @@ def read_spec(path: Path) -> AssessmentSpec:
 
 def _read_mapping(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise SpecError(f"spec file {path} does not exist", file=str(path),
-                        fix="pass the path of an assessment YAML or JSON file")
+        raise SpecError(
+            f"spec file {path} does not exist",
+            file=str(path),
+            fix="pass the path of an assessment YAML or JSON file",
+        )
     text = path.read_text(encoding="utf-8", errors="replace")
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise SpecError(f"not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}",
-                        file=str(path), fix="fix the syntax at the position shown") from None
+        raise SpecError(
+            f"not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}",
+            file=str(path),
+            fix="fix the syntax at the position shown",
+        ) from None
     if not isinstance(data, dict):
-        raise SpecError("the spec must be a mapping with keys id, title, model, data, goals",
-                        file=str(path), fix="see examples/digits/assessment.yaml")
+        raise SpecError(
+            "the spec must be a mapping with keys id, title, model, data, goals",
+            file=str(path),
+            fix="see examples/digits/assessment.yaml",
+        )
     return data
 
 
@@ -48,8 +57,12 @@ def spec_error(path: Path, exc: ValidationError, raw: dict[str, Any] | None = No
     """Turn pydantic's errors into one message naming every field at fault (goals by their id)."""
     lines = [f"{_field(err['loc'], raw)}: {_explain(err)}" for err in exc.errors()]
     first = _field(exc.errors()[0]["loc"], raw)
-    return SpecError("; ".join(lines), file=str(path), field=first,
-                     fix="correct the field(s) named; `nnassay schema` writes the JSON Schema of the spec")
+    return SpecError(
+        "; ".join(lines),
+        file=str(path),
+        field=first,
+        fix="correct the field(s) named; `nnassay schema` writes the JSON Schema of the spec",
+    )
 
 
 def _field(loc: tuple[Any, ...], raw: dict[str, Any] | None) -> str:

@@ -158,9 +158,10 @@ def methods_for(threat_kind: str, metric: str | None = None) -> list[str]:
     """Default methods that test a threat kind (and report the metric), by priority."""
     _load_catalog()
     found = [
-        c for c in _METHODS.values()
+        c
+        for c in _METHODS.values()
         if c.default and threat_kind in c.threats and (metric is None or metric in c.metrics)
-    ]  # fmt: skip
+    ]
     return [c.name for c in sorted(found, key=lambda c: (c.priority, c.name))]
 
 

@@ -18,8 +18,19 @@ from nnassay.schemas.results import MethodResult
 from nnassay.tasks.io.files import sha256_file
 from nnassay.tasks.pipeline.interpret import interpret_goal, overall
 
-PACKAGES = ("nnassay", "onnxruntime-gpu", "onnxruntime", "onnx", "torch", "numpy", "scipy",
-            "prefect", "mlflow", "pydantic", "weasyprint")  # fmt: skip
+PACKAGES = (
+    "nnassay",
+    "onnxruntime-gpu",
+    "onnxruntime",
+    "onnx",
+    "torch",
+    "numpy",
+    "scipy",
+    "prefect",
+    "mlflow",
+    "pydantic",
+    "weasyprint",
+)
 REPO_ROOT = Path(__file__).resolve().parents[2]  # tasks/pipeline/ -> the checkout
 
 
@@ -28,8 +39,14 @@ def interpret_all(spec: AssessmentSpec, results: list[MethodResult]) -> list[Goa
     return [interpret_goal(g, [r for r in results if r.goal_id == g.id]) for g in spec.goals]
 
 
-def manifest(spec_path: Path, spec: AssessmentSpec, spec_sha: str, plan: AssessmentPlan,
-             results: list[MethodResult], extra: list[ArtifactDigest]) -> list[ArtifactDigest]:  # fmt: skip
+def manifest(
+    spec_path: Path,
+    spec: AssessmentSpec,
+    spec_sha: str,
+    plan: AssessmentPlan,
+    results: list[MethodResult],
+    extra: list[ArtifactDigest],
+) -> list[ArtifactDigest]:
     """Digests of the inputs and every artefact the tests wrote."""
     items = [
         ArtifactDigest(path=str(spec_path), sha256=spec_sha, role="spec"),
@@ -37,19 +54,35 @@ def manifest(spec_path: Path, spec: AssessmentSpec, spec_sha: str, plan: Assessm
         ArtifactDigest(path=str(spec.data.path), sha256=plan.data_sha256, role="data"),
         *extra,
     ]
-    items += [ArtifactDigest(path=a.path, sha256=a.sha256, role="artifact")
-              for r in results for a in r.artifacts]  # fmt: skip
+    items += [
+        ArtifactDigest(path=a.path, sha256=a.sha256, role="artifact") for r in results for a in r.artifacts
+    ]
     return items
 
 
-def assemble_evidence(spec: AssessmentSpec, plan: AssessmentPlan, results: list[MethodResult],
-                      verdicts: list[GoalVerdict], provenance: Provenance, files: list[ArtifactDigest],
-                      *, previous_sha256: str | None = None,
-                      history: list[dict[str, Any]] | None = None) -> EvidenceBundle:  # fmt: skip
+def assemble_evidence(
+    spec: AssessmentSpec,
+    plan: AssessmentPlan,
+    results: list[MethodResult],
+    verdicts: list[GoalVerdict],
+    provenance: Provenance,
+    files: list[ArtifactDigest],
+    *,
+    previous_sha256: str | None = None,
+    history: list[dict[str, Any]] | None = None,
+) -> EvidenceBundle:
     """Goals + plan + results + verdicts + provenance (+ link to the previous evidence), in one bundle."""
-    return EvidenceBundle(spec=spec, plan=plan, results=results, verdicts=verdicts,
-                          overall=overall(verdicts), provenance=provenance, manifest=files,
-                          previous_evidence_sha256=previous_sha256, history=history or [])  # fmt: skip
+    return EvidenceBundle(
+        spec=spec,
+        plan=plan,
+        results=results,
+        verdicts=verdicts,
+        overall=overall(verdicts),
+        provenance=provenance,
+        manifest=files,
+        previous_evidence_sha256=previous_sha256,
+        history=history or [],
+    )
 
 
 def package_versions() -> dict[str, str]:
@@ -66,8 +99,13 @@ def package_versions() -> dict[str, str]:
 def git_commit() -> str | None:
     """The git commit of the nnassay checkout, when it is one."""
     try:
-        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5, check=False)  # fmt: skip
+        out = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
@@ -93,8 +131,12 @@ def cpu_name() -> str:
 
 def host_facts() -> dict[str, str]:
     """Machine facts for provenance."""
-    return {"hostname": socket.gethostname(), "platform": platform.platform(),
-            "python": sys.version.split()[0], "device": cpu_name()}  # fmt: skip
+    return {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "device": cpu_name(),
+    }
 
 
 def now() -> datetime:
@@ -110,17 +152,37 @@ def constraints_digest() -> str | None:
     return sha256_file(path) if path.is_file() else None
 
 
-def provenance_fields(spec: AssessmentSpec, spec_path: Path, plan: AssessmentPlan, *, assessment_id: str,
-                      started: datetime, provider: str, command: str,
-                      flow_run_id: str | None) -> dict[str, Any]:  # fmt: skip
+def provenance_fields(
+    spec: AssessmentSpec,
+    spec_path: Path,
+    plan: AssessmentPlan,
+    *,
+    assessment_id: str,
+    started: datetime,
+    provider: str,
+    command: str,
+    flow_run_id: str | None,
+) -> dict[str, Any]:
     """Provenance fields known at the end of execution (MLflow ids are added when recording)."""
     import onnxruntime
 
-    return dict(assessment_id=assessment_id, started_at=started, finished_at=now(),
-                spec_path=str(spec_path.resolve()), spec_sha256=plan.spec_sha256,
-                model_path=str(spec.model.path), model_sha256=plan.model_sha256,
-                data_path=str(spec.data.path), data_sha256=plan.data_sha256,
-                execution_provider=provider, available_providers=onnxruntime.get_available_providers(),
-                packages=package_versions(), code_version=code_version(), command=command,
-                constraints_sha256=constraints_digest(), seed=spec.seed,
-                prefect_flow_run_id=flow_run_id, **host_facts())  # fmt: skip
+    return dict(
+        assessment_id=assessment_id,
+        started_at=started,
+        finished_at=now(),
+        spec_path=str(spec_path.resolve()),
+        spec_sha256=plan.spec_sha256,
+        model_path=str(spec.model.path),
+        model_sha256=plan.model_sha256,
+        data_path=str(spec.data.path),
+        data_sha256=plan.data_sha256,
+        execution_provider=provider,
+        available_providers=onnxruntime.get_available_providers(),
+        packages=package_versions(),
+        code_version=code_version(),
+        command=command,
+        constraints_sha256=constraints_digest(),
+        seed=spec.seed,
+        prefect_flow_run_id=flow_run_id,
+        **host_facts(),
+    )

@@ -19,10 +19,10 @@ from nnassay.schemas.settings import Settings
 from nnassay.tasks.io.data_io import Dataset, load_dataset
 from nnassay.tasks.io.files import sha256_file
 from nnassay.tasks.io.model_io import ModelRunner
-from nnassay.tasks.pipeline.planning import PlanFacts, make_plan
-from nnassay.tasks.methods.registry import Progress, RunContext, get_method
-from nnassay.tasks.pipeline.sharding import Shard, Shardable, ShardResult
 from nnassay.tasks.io.spec_io import read_spec
+from nnassay.tasks.methods.registry import Progress, RunContext, get_method
+from nnassay.tasks.pipeline.planning import PlanFacts, make_plan
+from nnassay.tasks.pipeline.sharding import Shard, Shardable, ShardResult
 
 _CACHE: dict[str, tuple[str, tuple[ModelRunner, Dataset]]] = {}  # key -> (file stamp, inputs)
 _LOCK = threading.Lock()
@@ -58,8 +58,13 @@ def state_goals(spec_path: Path, *, prefer_cuda: bool = True) -> tuple[Assessmen
     """Step 1: read the spec, load the model on ONNX Runtime, check the data; facts for planning."""
     spec = read_spec(spec_path)
     model, data = load_inputs(spec, prefer_cuda=prefer_cuda)
-    facts = PlanFacts(spec_sha256=sha256_file(spec_path), model_sha256=model.sha256,
-                      data_sha256=data.sha256, data_samples=len(data), data_kind=data.kind)  # fmt: skip
+    facts = PlanFacts(
+        spec_sha256=sha256_file(spec_path),
+        model_sha256=model.sha256,
+        data_sha256=data.sha256,
+        data_samples=len(data),
+        data_kind=data.kind,
+    )
     return spec, facts
 
 
@@ -69,21 +74,42 @@ def preflight(spec_path: Path, *, prefer_cuda: bool = True) -> AssessmentPlan:
     return make_plan(spec, facts)
 
 
-def test_context(test: TestSpec, spec: AssessmentSpec, run_dir: Path, *, prefer_cuda: bool = True,
-                 progress: Progress | None = None) -> RunContext:  # fmt: skip
+def test_context(
+    test: TestSpec,
+    spec: AssessmentSpec,
+    run_dir: Path,
+    *,
+    prefer_cuda: bool = True,
+    progress: Progress | None = None,
+) -> RunContext:
     """The context a method receives for one planned test (model and data loaded once per process)."""
     model, data = load_inputs(spec, prefer_cuda=prefer_cuda)
     goal = next(g for g in spec.goals if g.id == test.goal_id)
     out_dir = run_dir / "tests" / test.test_id.replace("/", "__")
     out_dir.mkdir(parents=True, exist_ok=True)
-    return RunContext(model=model, data=data.subset(test.samples), threat=test.threat,
-                      metric=test.metric, seed=test.seed, out_dir=out_dir, run_dir=run_dir,
-                      time_s=test.time_s, confidence=goal.criterion.confidence,
-                      interval=goal.criterion.interval, progress=progress or (lambda done, total: None))  # fmt: skip
+    return RunContext(
+        model=model,
+        data=data.subset(test.samples),
+        threat=test.threat,
+        metric=test.metric,
+        seed=test.seed,
+        out_dir=out_dir,
+        run_dir=run_dir,
+        time_s=test.time_s,
+        confidence=goal.criterion.confidence,
+        interval=goal.criterion.interval,
+        progress=progress or (lambda done, total: None),
+    )
 
 
-def run_test(test: TestSpec, spec: AssessmentSpec, run_dir: Path, *, prefer_cuda: bool = True,
-             progress: Progress | None = None) -> MethodResult:  # fmt: skip
+def run_test(
+    test: TestSpec,
+    spec: AssessmentSpec,
+    run_dir: Path,
+    *,
+    prefer_cuda: bool = True,
+    progress: Progress | None = None,
+) -> MethodResult:
     """Run one test; any failure inside the method becomes an 'error' result, never a crash."""
     started = time.monotonic()
     ctx = test_context(test, spec, run_dir, prefer_cuda=prefer_cuda, progress=progress)
@@ -95,8 +121,9 @@ def run_test(test: TestSpec, spec: AssessmentSpec, run_dir: Path, *, prefer_cuda
     return _result(test, outcome, ctx, time.monotonic() - started)
 
 
-def run_shard(test: TestSpec, spec: AssessmentSpec, run_dir: Path, shard: Shard, *,
-              prefer_cuda: bool = True) -> ShardResult:  # fmt: skip
+def run_shard(
+    test: TestSpec, spec: AssessmentSpec, run_dir: Path, shard: Shard, *, prefer_cuda: bool = True
+) -> ShardResult:
     """Run one shard of a shardable test; a failure is returned (and reported by the merge)."""
     started = time.monotonic()
     ctx = test_context(test, spec, run_dir, prefer_cuda=prefer_cuda)
@@ -106,13 +133,20 @@ def run_shard(test: TestSpec, spec: AssessmentSpec, run_dir: Path, shard: Shard,
         part = method.run_part(ctx, method.Params.model_validate(test.params), shard.start, shard.stop)
     except Exception as exc:  # reported as the test's error result by merge_shards
         outcome = _error_outcome(exc)
-        return ShardResult(shard, None, outcome.reason, str(outcome.details.get("traceback")),
-                           time.monotonic() - started)  # fmt: skip
+        return ShardResult(
+            shard, None, outcome.reason, str(outcome.details.get("traceback")), time.monotonic() - started
+        )
     return ShardResult(shard, part, time_s=time.monotonic() - started)
 
 
-def merge_shards(test: TestSpec, spec: AssessmentSpec, run_dir: Path, shards: list[ShardResult], *,
-                 prefer_cuda: bool = True) -> MethodResult:  # fmt: skip
+def merge_shards(
+    test: TestSpec,
+    spec: AssessmentSpec,
+    run_dir: Path,
+    shards: list[ShardResult],
+    *,
+    prefer_cuda: bool = True,
+) -> MethodResult:
     """The test's result from its shards, equal to an unsharded run's (timing aside)."""
     started = time.monotonic()
     ctx = test_context(test, spec, run_dir, prefer_cuda=prefer_cuda)
@@ -121,12 +155,14 @@ def merge_shards(test: TestSpec, spec: AssessmentSpec, run_dir: Path, shards: li
     failed = [s for s in shards if s.error is not None]
     if failed:
         reason = f"shard {failed[0].shard.label} failed: {failed[0].error}"
-        outcome = MethodOutcome(status=TestStatus.ERROR, reason=reason[:500],
-                                details={"traceback": failed[0].traceback or ""})  # fmt: skip
+        outcome = MethodOutcome(
+            status=TestStatus.ERROR, reason=reason[:500], details={"traceback": failed[0].traceback or ""}
+        )
     else:
         try:
-            outcome = method.merge_parts(ctx, method.Params.model_validate(test.params),
-                                         [s.part for s in shards])  # fmt: skip
+            outcome = method.merge_parts(
+                ctx, method.Params.model_validate(test.params), [s.part for s in shards]
+            )
         except Exception as exc:  # a merge bug is an error result, like a method bug
             outcome = _error_outcome(exc)
     busy = sum(s.time_s for s in shards) + time.monotonic() - started
@@ -135,15 +171,24 @@ def merge_shards(test: TestSpec, spec: AssessmentSpec, run_dir: Path, shards: li
 
 def _error_outcome(exc: Exception) -> MethodOutcome:
     detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    return MethodOutcome(status=TestStatus.ERROR, reason=f"{detail[:500]}",
-                         details={"traceback": traceback.format_exc()[-4000:]})  # fmt: skip
+    return MethodOutcome(
+        status=TestStatus.ERROR,
+        reason=f"{detail[:500]}",
+        details={"traceback": traceback.format_exc()[-4000:]},
+    )
 
 
 def _result(test: TestSpec, outcome: MethodOutcome, ctx: RunContext, time_s: float) -> MethodResult:
     return MethodResult.from_outcome(
-        outcome, test_id=test.test_id, goal_id=test.goal_id, method=test.method,
-        family=test.family, seed=test.seed, time_s=round(time_s, 4), provider=ctx.model.provider,
-    )  # fmt: skip
+        outcome,
+        test_id=test.test_id,
+        goal_id=test.goal_id,
+        method=test.method,
+        family=test.family,
+        seed=test.seed,
+        time_s=round(time_s, 4),
+        provider=ctx.model.provider,
+    )
 
 
 def progress_printer(test_id: str, sink: Callable[[str], None], every_s: float = 2.0) -> Progress:

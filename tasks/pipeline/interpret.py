@@ -33,8 +33,12 @@ REMEDIES = {
 def compare(value: float, criterion: Criterion) -> bool:
     """True when a value meets the criterion."""
     t = criterion.threshold
-    return {Comparator.GE: value >= t, Comparator.GT: value > t,
-            Comparator.LE: value <= t, Comparator.LT: value < t}[criterion.comparator]  # fmt: skip
+    return {
+        Comparator.GE: value >= t,
+        Comparator.GT: value > t,
+        Comparator.LE: value <= t,
+        Comparator.LT: value < t,
+    }[criterion.comparator]
 
 
 def decide(measured: Measurement, criterion: Criterion) -> tuple[Verdict, str, int | None]:
@@ -44,9 +48,12 @@ def decide(measured: Measurement, criterion: Criterion) -> tuple[Verdict, str, i
     if measured.interval is None:
         ok = compare(measured.value, c)
         kind = measured.claim.value
-        return (Verdict.PASS if ok else Verdict.FAIL,
-                f"the {kind} {measured.value:.4g} {'meets' if ok else 'misses'} {rule} "
-                "(no interval: the value is compared as it is)", None)  # fmt: skip
+        return (
+            Verdict.PASS if ok else Verdict.FAIL,
+            f"the {kind} {measured.value:.4g} {'meets' if ok else 'misses'} {rule} "
+            "(no interval: the value is compared as it is)",
+            None,
+        )
     ci = measured.interval
     span = f"{ci.confidence:.0%} interval [{ci.low:.4g}, {ci.high:.4g}]"
     if compare(ci.low, c) and compare(ci.high, c):
@@ -57,8 +64,9 @@ def decide(measured: Measurement, criterion: Criterion) -> tuple[Verdict, str, i
     if measured.is_rate and measured.n:
         # the verdict rule at the interval actually used (a bootstrap interval: plan with the exact one)
         method = ci.method if ci.method in INTERVAL_METHODS else "clopper-pearson"
-        total = samples_needed(c.model_copy(update={"confidence": ci.confidence, "interval": method}),
-                               measured.value)  # fmt: skip
+        total = samples_needed(
+            c.model_copy(update={"confidence": ci.confidence, "interval": method}), measured.value
+        )
         needed = max(total - measured.n, 1) if total else None
     more = f"; about {needed} more samples would likely decide" if needed else ""
     return Verdict.INCONCLUSIVE, f"the {span} straddles the threshold {rule}{more}", needed
@@ -72,12 +80,23 @@ def interpret_goal(goal: Goal, results: list[MethodResult]) -> GoalVerdict:
     primary = ordered[0] if ordered else None
     if primary is None or primary.status != TestStatus.COMPLETED or goal.metric not in primary.metrics:
         why = _undecided_reason(goal, primary)
-        return GoalVerdict(verdict=Verdict.INCONCLUSIVE, measured=None, reason=why,
-                           recommendation="resolve the cause named, then assess again", **base)
+        return GoalVerdict(
+            verdict=Verdict.INCONCLUSIVE,
+            measured=None,
+            reason=why,
+            recommendation="resolve the cause named, then assess again",
+            **base,
+        )
     measured = primary.metrics[goal.metric]
     verdict, reason, needed = decide(measured, goal.criterion)
-    return GoalVerdict(verdict=verdict, measured=measured, reason=reason, samples_needed=needed,
-                       recommendation=_recommend(goal, verdict, needed), **base)  # fmt: skip
+    return GoalVerdict(
+        verdict=verdict,
+        measured=measured,
+        reason=reason,
+        samples_needed=needed,
+        recommendation=_recommend(goal, verdict, needed),
+        **base,
+    )
 
 
 def _undecided_reason(goal: Goal, primary: MethodResult | None) -> str:
@@ -92,8 +111,11 @@ def _recommend(goal: Goal, verdict: Verdict, needed: int | None) -> str:
     if verdict == Verdict.PASS:
         return "no action needed; keep re-assessing on schedule"
     if verdict == Verdict.INCONCLUSIVE:
-        return (f"add about {needed} test samples (or draws) and assess again" if needed
-                else "add test samples or tighten the method, then assess again")
+        return (
+            f"add about {needed} test samples (or draws) and assess again"
+            if needed
+            else "add test samples or tighten the method, then assess again"
+        )
     return REMEDIES.get(goal.threat.kind, "treat the risk and assess again")
 
 

@@ -47,11 +47,20 @@ def make_plan(spec: AssessmentSpec, facts: PlanFacts) -> AssessmentPlan:
         problems += goal_problems
         notes += _sample_notes(goal, goal_tests)
     if problems:
-        raise PlanError("the goals cannot be planned:\n  - " + "\n  - ".join(problems),
-                        field="goals", fix="correct each goal named above")  # fmt: skip
-    return AssessmentPlan(spec_id=spec.id, spec_sha256=facts.spec_sha256,
-                          model_sha256=facts.model_sha256, data_sha256=facts.data_sha256,
-                          data_samples=facts.data_samples, tests=tests, notes=notes)  # fmt: skip
+        raise PlanError(
+            "the goals cannot be planned:\n  - " + "\n  - ".join(problems),
+            field="goals",
+            fix="correct each goal named above",
+        )
+    return AssessmentPlan(
+        spec_id=spec.id,
+        spec_sha256=facts.spec_sha256,
+        model_sha256=facts.model_sha256,
+        data_sha256=facts.data_sha256,
+        data_samples=facts.data_samples,
+        tests=tests,
+        notes=notes,
+    )
 
 
 def _plan_goal(spec: AssessmentSpec, goal: Goal, facts: PlanFacts) -> tuple[list[TestSpec], list[str]]:
@@ -77,15 +86,19 @@ def _plan_goal(spec: AssessmentSpec, goal: Goal, facts: PlanFacts) -> tuple[list
     return tests, problems
 
 
-def _plan_test(spec: AssessmentSpec, goal: Goal, name: str, overrides: dict, facts: PlanFacts,
-               primary_taken: bool) -> tuple[TestSpec | None, str | None]:  # fmt: skip
+def _plan_test(
+    spec: AssessmentSpec, goal: Goal, name: str, overrides: dict, facts: PlanFacts, primary_taken: bool
+) -> tuple[TestSpec | None, str | None]:
     try:
         method = get_method(name)
     except KeyError as exc:
         return None, f"goal {goal.id}: {exc.args[0]}"
     kind = goal.threat.kind
     if kind not in method.threats:
-        return None, f"goal {goal.id}: method {name!r} does not test threat {kind!r} (it tests {list(method.threats)})"
+        return (
+            None,
+            f"goal {goal.id}: method {name!r} does not test threat {kind!r} (it tests {list(method.threats)})",
+        )
     unfit = method.check(goal.threat, facts.data_kind)
     if unfit:
         return None, f"goal {goal.id}: " + "; ".join(unfit)
@@ -99,12 +112,21 @@ def _plan_test(spec: AssessmentSpec, goal: Goal, name: str, overrides: dict, fac
     test_id = f"{goal.id}/{name}"
     samples = min(goal.budget.samples or facts.data_samples, facts.data_samples)
     return TestSpec(
-        test_id=test_id, goal_id=goal.id, method=name, family=method.family, clause=method.clause,
-        threat=goal.threat, params=params.model_dump(mode="json"), metric=goal.metric,
-        criterion=goal.criterion, primary=not primary_taken and goal.metric in method.metrics,
-        seed=derive_seed(spec.seed, test_id), samples=samples,
-        samples_needed=_samples_needed(goal), time_s=goal.budget.time_s,
-    ), None  # fmt: skip
+        test_id=test_id,
+        goal_id=goal.id,
+        method=name,
+        family=method.family,
+        clause=method.clause,
+        threat=goal.threat,
+        params=params.model_dump(mode="json"),
+        metric=goal.metric,
+        criterion=goal.criterion,
+        primary=not primary_taken and goal.metric in method.metrics,
+        seed=derive_seed(spec.seed, test_id),
+        samples=samples,
+        samples_needed=_samples_needed(goal),
+        time_s=goal.budget.time_s,
+    ), None
 
 
 def _samples_needed(goal: Goal) -> int | None:
@@ -118,4 +140,6 @@ def _sample_notes(goal: Goal, tests: list[TestSpec]) -> list[str]:
     if primary is None:
         return []
     ok, why = sample_size.can_ever_decide(primary.samples, goal.criterion)
-    return [] if ok else [f"goal {goal.id} ({goal.metric}, {primary.samples} samples, if it is a rate): {why}"]
+    return (
+        [] if ok else [f"goal {goal.id} ({goal.metric}, {primary.samples} samples, if it is a rate): {why}"]
+    )

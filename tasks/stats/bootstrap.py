@@ -16,9 +16,14 @@ from nnassay.schemas.common import Interval
 from nnassay.tasks.stats.intervals import check_confidence
 
 
-def bootstrap_interval(values: np.ndarray, statistic: Callable[[np.ndarray], float], confidence: float,
-                       rng: np.random.Generator, n_resamples: int = 2000,
-                       method: str = "BCa") -> Interval:  # fmt: skip
+def bootstrap_interval(
+    values: np.ndarray,
+    statistic: Callable[[np.ndarray], float],
+    confidence: float,
+    rng: np.random.Generator,
+    n_resamples: int = 2000,
+    method: str = "BCa",
+) -> Interval:
     """Two-sided bootstrap interval of ``statistic(values)``, resampling the values (axis 0).
 
     Uses ``scipy.stats.bootstrap`` with BCa (bias-corrected and accelerated) by default and falls
@@ -50,15 +55,26 @@ def bootstrap_interval(values: np.ndarray, statistic: Callable[[np.ndarray], flo
     point = float(statistic(data))
     if len(data) == 1 or np.ptp(data.reshape(len(data), -1), axis=0).max() == 0.0:
         why = "single value" if len(data) == 1 else "constant values"
-        return Interval(low=point, high=point, confidence=confidence,
-                        method=f"bootstrap ({why}: no spread to resample)")  # fmt: skip
+        return Interval(
+            low=point, high=point, confidence=confidence, method=f"bootstrap ({why}: no spread to resample)"
+        )
     low, high, used = _resample(data, statistic, confidence, rng, n_resamples, method)
-    return Interval(low=min(low, point), high=max(high, point), confidence=confidence,
-                    method=f"bootstrap {used} ({n_resamples} resamples)")  # fmt: skip
+    return Interval(
+        low=min(low, point),
+        high=max(high, point),
+        confidence=confidence,
+        method=f"bootstrap {used} ({n_resamples} resamples)",
+    )
 
 
-def _resample(data: np.ndarray, statistic: Callable[[np.ndarray], float], confidence: float,
-              rng: np.random.Generator, n_resamples: int, method: str) -> tuple[float, float, str]:  # fmt: skip
+def _resample(
+    data: np.ndarray,
+    statistic: Callable[[np.ndarray], float],
+    confidence: float,
+    rng: np.random.Generator,
+    n_resamples: int,
+    method: str,
+) -> tuple[float, float, str]:
     """Resample whole rows: scipy's bootstrap resamples 1-D row indices, the statistic sees rows.
 
     ``scipy.stats.bootstrap`` with ``vectorized=False`` treats an N-D array as a batch of independent
@@ -75,8 +91,15 @@ def _resample(data: np.ndarray, statistic: Callable[[np.ndarray], float], confid
     for attempt in dict.fromkeys((method, "percentile")):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # DegenerateDataWarning: handled by the fallback
-            result = bootstrap((rows,), on_rows, n_resamples=n_resamples, vectorized=False,
-                               confidence_level=confidence, method=attempt, rng=rng)  # fmt: skip
+            result = bootstrap(
+                (rows,),
+                on_rows,
+                n_resamples=n_resamples,
+                vectorized=False,
+                confidence_level=confidence,
+                method=attempt,
+                rng=rng,
+            )
         low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
         if np.isfinite(low) and np.isfinite(high):
             return low, high, attempt

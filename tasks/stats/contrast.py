@@ -59,7 +59,9 @@ def compare_paired(a_correct: np.ndarray, b_correct: np.ndarray, confidence: flo
     check_confidence(confidence)
     a, b = np.asarray(a_correct, dtype=bool).ravel(), np.asarray(b_correct, dtype=bool).ravel()
     if a.shape != b.shape or a.size == 0:
-        raise ValueError(f"paired outcomes need two non-empty arrays of one length, got {a.size} and {b.size}")
+        raise ValueError(
+            f"paired outcomes need two non-empty arrays of one length, got {a.size} and {b.size}"
+        )
     n = a.size
     both, only_a = int(np.sum(a & b)), int(np.sum(a & ~b))
     only_b, neither = int(np.sum(~a & b)), int(np.sum(~a & ~b))
@@ -71,11 +73,25 @@ def compare_paired(a_correct: np.ndarray, b_correct: np.ndarray, confidence: flo
     diff = pb - pa
     down = math.sqrt(max((pb - lb) ** 2 - 2 * phi * (pb - lb) * (ua - pa) + (ua - pa) ** 2, 0.0))
     up = math.sqrt(max((ub - pb) ** 2 - 2 * phi * (ub - pb) * (pa - la) + (pa - la) ** 2, 0.0))
-    interval = Interval(low=max(diff - down, -1.0), high=min(diff + up, 1.0), confidence=confidence,
-                        method="newcombe-paired-hybrid-score")  # fmt: skip
-    return Contrast(difference=diff, interval=interval, p_value=min(p_value, 1.0), test="mcnemar-exact",
-                    significant=p_value < 1 - confidence, confidence=confidence, rate_a=pa, rate_b=pb,
-                    n_a=n, n_b=n, discordant=(only_a, only_b))  # fmt: skip
+    interval = Interval(
+        low=max(diff - down, -1.0),
+        high=min(diff + up, 1.0),
+        confidence=confidence,
+        method="newcombe-paired-hybrid-score",
+    )
+    return Contrast(
+        difference=diff,
+        interval=interval,
+        p_value=min(p_value, 1.0),
+        test="mcnemar-exact",
+        significant=p_value < 1 - confidence,
+        confidence=confidence,
+        rate_a=pa,
+        rate_b=pb,
+        n_a=n,
+        n_b=n,
+        discordant=(only_a, only_b),
+    )
 
 
 def _phi(both: int, only_b: int, only_a: int, neither: int) -> float:
@@ -102,8 +118,18 @@ def compare_rates(k1: int, n1: int, k2: int, n2: int, confidence: float = 0.95) 
     low = diff - math.sqrt((p2 - l2) ** 2 + (u1 - p1) ** 2)
     high = diff + math.sqrt((u2 - p2) ** 2 + (p1 - l1) ** 2)
     p_value = float(fisher_exact([[k1, n1 - k1], [k2, n2 - k2]]).pvalue)
-    interval = Interval(low=max(low, -1.0), high=min(high, 1.0), confidence=confidence,
-                        method="newcombe-hybrid-score")  # fmt: skip
-    return Contrast(difference=diff, interval=interval, p_value=min(p_value, 1.0), test="fisher-exact",
-                    significant=p_value < 1 - confidence, confidence=confidence, rate_a=p1, rate_b=p2,
-                    n_a=n1, n_b=n2)  # fmt: skip
+    interval = Interval(
+        low=max(low, -1.0), high=min(high, 1.0), confidence=confidence, method="newcombe-hybrid-score"
+    )
+    return Contrast(
+        difference=diff,
+        interval=interval,
+        p_value=min(p_value, 1.0),
+        test="fisher-exact",
+        significant=p_value < 1 - confidence,
+        confidence=confidence,
+        rate_a=p1,
+        rate_b=p2,
+        n_a=n1,
+        n_b=n2,
+    )

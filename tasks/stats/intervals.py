@@ -23,8 +23,9 @@ def check_confidence(confidence: float, name: str = "confidence") -> None:
         raise ValueError(f"{name} must lie strictly between 0 and 1 (e.g. 0.95), got {confidence!r}")
 
 
-def proportion_interval(successes: int, n: int, confidence: float = 0.95,
-                        method: str = "clopper-pearson") -> Interval:  # fmt: skip
+def proportion_interval(
+    successes: int, n: int, confidence: float = 0.95, method: str = "clopper-pearson"
+) -> Interval:
     """Two-sided interval for a binomial proportion: exact Clopper-Pearson or Wilson (scipy).
 
     Clopper-Pearson covers the true rate with probability at least ``confidence`` for every rate and
@@ -38,8 +39,9 @@ def proportion_interval(successes: int, n: int, confidence: float = 0.95,
         return Interval(low=0.0, high=1.0, confidence=confidence, method=method)
     if not 0 <= successes <= n:
         raise ValueError(f"successes must lie in [0, n={n}], got {successes}")
-    ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence,
-                                                         method=INTERVAL_METHODS[method])  # fmt: skip
+    ci = binomtest(int(successes), int(n)).proportion_ci(
+        confidence_level=confidence, method=INTERVAL_METHODS[method]
+    )
     return Interval(low=float(ci.low), high=float(ci.high), confidence=confidence, method=method)
 
 

@@ -20,8 +20,12 @@ LIMIT = 100_000_000
 
 def _meets(value: float, criterion: Criterion) -> bool:
     t = criterion.threshold
-    return {Comparator.GE: value >= t, Comparator.GT: value > t,
-            Comparator.LE: value <= t, Comparator.LT: value < t}[criterion.comparator]  # fmt: skip
+    return {
+        Comparator.GE: value >= t,
+        Comparator.GT: value > t,
+        Comparator.LE: value <= t,
+        Comparator.LT: value < t,
+    }[criterion.comparator]
 
 
 def _outcome(successes: int, n: int, criterion: Criterion) -> str:
@@ -54,8 +58,9 @@ def _smallest(ok: Callable[[int], bool], limit: int) -> int | None:
     return high
 
 
-def samples_needed(criterion: Criterion, expected_rate: float | None = None,
-                   *, limit: int = LIMIT) -> int | None:  # fmt: skip
+def samples_needed(
+    criterion: Criterion, expected_rate: float | None = None, *, limit: int = LIMIT
+) -> int | None:
     """How many samples or draws a rate goal needs before its verdict can be decided.
 
     Args:
@@ -124,11 +129,15 @@ def can_ever_decide(n_available: int, criterion: Criterion) -> tuple[bool, str]:
         perfect = "all successes" if c.comparator.higher_is_better else "0 failures"
         needed = samples_needed(c)
         more = f"; at least {needed} samples are needed" if needed else "; no sample size suffices"
-        return False, (f"a pass is impossible: even with {perfect} in all {n_available} samples the "
-                       f"{side} bound {bound:.4g} does not meet {rule}{more}")  # fmt: skip
+        return False, (
+            f"a pass is impossible: even with {perfect} in all {n_available} samples the "
+            f"{side} bound {bound:.4g} does not meet {rule}{more}"
+        )
     if _outcome(worst, n_available, c) != "fail":
         ci = proportion_interval(worst, n_available, c.confidence, c.interval)
         bound = ci.high if c.comparator.higher_is_better else ci.low
-        return False, (f"a fail is impossible: even the worst outcome ({worst} of {n_available}) "
-                       f"leaves the interval bound {bound:.4g} on the passing side of {rule}")  # fmt: skip
+        return False, (
+            f"a fail is impossible: even the worst outcome ({worst} of {n_available}) "
+            f"leaves the interval bound {bound:.4g} on the passing side of {rule}"
+        )
     return True, f"{n_available} samples can show either a pass or a fail of {rule}"

@@ -21,11 +21,17 @@ def linear_image_model(path: Path) -> Path:
     """Two-class linear model on 1x2x2 images: logits = W flatten(x) + b."""
     w = np.stack([W_DIFF, np.zeros(4)]).astype(np.float32)
     b = np.array([B_DIFF, 0.0], np.float32)
-    nodes = [helper.make_node("Flatten", ["input"], ["flat"], axis=1),
-             helper.make_node("Gemm", ["flat", "W", "B"], ["logits"], transB=1)]  # fmt: skip
-    graph = helper.make_graph(nodes, "linear", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 2, 2])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])],
-                              [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")])  # fmt: skip
+    nodes = [
+        helper.make_node("Flatten", ["input"], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "W", "B"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "linear",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 2, 2])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])],
+        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, path)
@@ -38,5 +44,3 @@ def make_linear_case(folder: Path) -> TinyCase:
     x = np.full((6, 1, 2, 2), X0, np.float32)
     np.savez(folder / "linear.npz", x=x, y=np.zeros(6, np.int64))
     return TinyCase(model, folder / "linear.npz", "NCHW", "image", 2)
-
-

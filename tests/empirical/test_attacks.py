@@ -25,16 +25,28 @@ def run(case: TinyCase, name: str, kind: str, eps: float, tmp: Path, **overrides
 
 
 @pytest.mark.parametrize("kind,true_eps", [("linf_ball", TRUE_LINF), ("l2_ball", TRUE_L2)])
-def test_min_eps_finds_the_closed_form_radius(linear_case: TinyCase, tmp_path: Path, kind: str, true_eps: float) -> None:
+def test_min_eps_finds_the_closed_form_radius(
+    linear_case: TinyCase, tmp_path: Path, kind: str, true_eps: float
+) -> None:
     outcome, _ = run(linear_case, "empirical.min_eps", kind, true_eps, tmp_path, bisections=12)
     found = outcome.metrics["median_min_eps"].value
     assert true_eps * (1 - 1e-4) <= found <= true_eps * 1.01, (found, true_eps)
     assert outcome.details["torch_vs_ort_max_abs_deviation"] < 1e-5
 
 
-@pytest.mark.parametrize("name", ["empirical.pgd_linf", "empirical.fgsm", "empirical.apgd",
-                                  "empirical.autoattack_lite", "empirical.square_linf"])
-def test_linf_attacks_break_just_above_and_never_below(linear_case: TinyCase, tmp_path: Path, name: str) -> None:
+@pytest.mark.parametrize(
+    "name",
+    [
+        "empirical.pgd_linf",
+        "empirical.fgsm",
+        "empirical.apgd",
+        "empirical.autoattack_lite",
+        "empirical.square_linf",
+    ],
+)
+def test_linf_attacks_break_just_above_and_never_below(
+    linear_case: TinyCase, tmp_path: Path, name: str
+) -> None:
     above, _ = run(linear_case, name, "linf_ball", TRUE_LINF * 1.05, tmp_path / "a")
     below, _ = run(linear_case, name, "linf_ball", TRUE_LINF * 0.95, tmp_path / "b")
     assert above.metrics["robust_accuracy"].value == 0.0
@@ -42,10 +54,18 @@ def test_linf_attacks_break_just_above_and_never_below(linear_case: TinyCase, tm
 
 
 @pytest.mark.parametrize("name", ["empirical.pgd_l2", "empirical.apgd", "empirical.square_l2"])
-def test_l2_attacks_break_just_above_and_never_below(linear_case: TinyCase, tmp_path: Path, name: str) -> None:
+def test_l2_attacks_break_just_above_and_never_below(
+    linear_case: TinyCase, tmp_path: Path, name: str
+) -> None:
     slack = 1.25 if "square" in name else 1.05  # random search is not tight in L2 on 4 pixels
-    above, _ = run(linear_case, name, "l2_ball", TRUE_L2 * slack, tmp_path / "a", **(
-        {"queries": 3000} if "square" in name else {}))
+    above, _ = run(
+        linear_case,
+        name,
+        "l2_ball",
+        TRUE_L2 * slack,
+        tmp_path / "a",
+        **({"queries": 3000} if "square" in name else {}),
+    )
     below, _ = run(linear_case, name, "l2_ball", TRUE_L2 * 0.95, tmp_path / "b")
     assert above.metrics["robust_accuracy"].value == 0.0
     assert below.metrics["robust_accuracy"].value == 1.0
@@ -58,7 +78,9 @@ def test_hop_skip_jump_approaches_the_boundary(linear_case: TinyCase, tmp_path: 
 
 
 def test_curve_counts_smaller_eps_successes_and_is_monotone(image_case: TinyCase, tmp_path: Path) -> None:
-    ctx = make_context(image_case, {"kind": "linf_ball", "eps": 0.1, "sweep": [0.02, 0.05]}, tmp_path, samples=40)
+    ctx = make_context(
+        image_case, {"kind": "linf_ball", "eps": 0.1, "sweep": [0.02, 0.05]}, tmp_path, samples=40
+    )
     method = get_method("empirical.pgd_linf")
     outcome = method.run(ctx, method.params_for(ctx.threat, {"steps": 10, "restarts": 1}))
     curve = outcome.series[0]
@@ -70,8 +92,9 @@ def test_curve_counts_smaller_eps_successes_and_is_monotone(image_case: TinyCase
     assert rows and all(isinstance(r, int) for r in rows)
 
 
-def test_unsupported_model_is_inconclusive_and_points_to_square(tmp_path: Path, image_case: TinyCase,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_unsupported_model_is_inconclusive_and_points_to_square(
+    tmp_path: Path, image_case: TinyCase, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from nnassay.tasks.io.model_io import ModelRunner
 
     def refuse(self: ModelRunner) -> None:
@@ -119,8 +142,17 @@ def test_targeted_apgd_dlr_reaches_the_chosen_class() -> None:
     y = torch.zeros(3, dtype=torch.long)
     targets = torch.tensor([1, 2, 3])
     box = wb.Box(0.0, 1.0, "linf")
-    found = wb.apgd(module, x, y, torch.full((3,), 0.3), box, steps=40, loss="dlr", target=targets,
-                    generator=torch.Generator().manual_seed(0))
+    found = wb.apgd(
+        module,
+        x,
+        y,
+        torch.full((3,), 0.3),
+        box,
+        steps=40,
+        loss="dlr",
+        target=targets,
+        generator=torch.Generator().manual_seed(0),
+    )
     with torch.no_grad():
         assert module(found).argmax(1).tolist() == [1, 2, 3]
     assert float((found - x).abs().max()) <= 0.3 + 1e-6
@@ -157,8 +189,9 @@ def test_unknown_apgd_loss_is_rejected_naming_the_field() -> None:
         get_method("empirical.apgd").Params(losses=["hinge"])
 
 
-def test_executor_far_from_onnx_runtime_is_reported(linear_case: TinyCase, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_executor_far_from_onnx_runtime_is_reported(
+    linear_case: TinyCase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import torch
 
     from nnassay.tasks.io.model_io import ModelRunner

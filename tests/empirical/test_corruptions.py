@@ -18,7 +18,9 @@ RANGES = [(0.0, 1.0), (0.0, 255.0), (-1.0, 1.0)]
 def smooth_images(n: int, side: int, channels: int, seed: int = 0) -> np.ndarray:
     """Smooth random scenes in [0.1, 0.9] (NHWC), so blur and noise both show."""
     rng = np.random.default_rng(seed)
-    base = ndimage.gaussian_filter(rng.random((n, side, side, channels)), (0, side / 16 + 0.5, side / 16 + 0.5, 0))
+    base = ndimage.gaussian_filter(
+        rng.random((n, side, side, channels)), (0, side / 16 + 0.5, side / 16 + 0.5, 0)
+    )
     low, high = base.min(), base.max()
     return ((base - low) / (high - low) * 0.8 + 0.1).astype(np.float32)
 
@@ -55,8 +57,14 @@ def test_severity_increases_distortion(name: str, side: int, channels: int, n: i
 def test_layouts_agree_and_rng_decides(name: str) -> None:
     x = smooth_images(2, 32, 3)
     nhwc = corrupt(x, name, 3, rng=np.random.default_rng(4), layout="NHWC", value_range=(0.0, 1.0))
-    nchw = corrupt(np.transpose(x, (0, 3, 1, 2)), name, 3, rng=np.random.default_rng(4), layout="NCHW",
-                   value_range=(0.0, 1.0))  # fmt: skip
+    nchw = corrupt(
+        np.transpose(x, (0, 3, 1, 2)),
+        name,
+        3,
+        rng=np.random.default_rng(4),
+        layout="NCHW",
+        value_range=(0.0, 1.0),
+    )
     np.testing.assert_allclose(np.transpose(nchw, (0, 2, 3, 1)), nhwc, atol=1e-6)
     again = corrupt(x, name, 3, rng=np.random.default_rng(4), layout="NHWC", value_range=(0.0, 1.0))
     np.testing.assert_array_equal(again, nhwc)
@@ -72,12 +80,21 @@ def test_severity_means_the_same_across_sizes() -> None:
         assert 0.3 < d_small / d_big < 3.0, (name, d_big, d_small)
 
 
-@pytest.mark.parametrize("transform,values", [("rotation", [0.0, 10.0, 30.0]), ("translation", [0.0, 0.1, 0.3]),
-                                              ("scaling", [1.0, 0.9, 0.6]), ("shear", [0.0, 10.0, 30.0])])
+@pytest.mark.parametrize(
+    "transform,values",
+    [
+        ("rotation", [0.0, 10.0, 30.0]),
+        ("translation", [0.0, 0.1, 0.3]),
+        ("scaling", [1.0, 0.9, 0.6]),
+        ("shear", [0.0, 10.0, 30.0]),
+    ],
+)
 def test_geometric_identity_and_growth(transform: str, values: list[float]) -> None:
     x = np.transpose(smooth_images(2, 28, 1), (0, 3, 1, 2))
-    d = [float(np.abs(geometric(x, transform, v, layout="NCHW", value_range=(0.0, 1.0)) - x).mean())
-         for v in values]  # fmt: skip
+    d = [
+        float(np.abs(geometric(x, transform, v, layout="NCHW", value_range=(0.0, 1.0)) - x).mean())
+        for v in values
+    ]
     assert d[0] < 1e-6 and d[0] < d[1] < d[2]
 
 

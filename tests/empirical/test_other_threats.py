@@ -10,11 +10,11 @@ import pytest
 from conftest import TinyCase, goal, make_context
 from nnassay.schemas.goals import AssessmentSpec
 from nnassay.schemas.results import TestStatus
-from nnassay.tasks.methods.empirical.ood import auroc, fpr_at_tpr
 from nnassay.tasks.errors import PlanError
 from nnassay.tasks.io.model_io import ModelRunner
-from nnassay.tasks.pipeline.planning import PlanFacts, make_plan
+from nnassay.tasks.methods.empirical.ood import auroc, fpr_at_tpr
 from nnassay.tasks.methods.registry import get_method
+from nnassay.tasks.pipeline.planning import PlanFacts, make_plan
 from tests.empirical.linear import make_linear_case
 
 
@@ -30,16 +30,21 @@ def run(case: TinyCase, name: str, threat: dict, tmp: Path, **overrides: object)
 
 
 def test_invalid_input_counts_non_finite_outputs(linear_case: TinyCase, tmp_path: Path) -> None:
-    outcome, _ = run(linear_case, "empirical.invalid_input", {"kind": "invalid_input", "cases": ["nan", "constant"]},
-                     tmp_path)  # fmt: skip
+    outcome, _ = run(
+        linear_case,
+        "empirical.invalid_input",
+        {"kind": "invalid_input", "cases": ["nan", "constant"]},
+        tmp_path,
+    )
     per_case = outcome.details["per_case"]
     assert per_case["nan"]["non_finite"]["value"] == 1.0  # a linear model propagates NaN
     assert per_case["constant"]["non_finite"]["value"] == 0.0
     assert outcome.metrics["non_finite_rate"].value == 0.5 and outcome.metrics["crash_rate"].value == 0.0
 
 
-def test_invalid_input_counts_each_crash_without_hiding_others(linear_case: TinyCase, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_invalid_input_counts_each_crash_without_hiding_others(
+    linear_case: TinyCase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = ModelRunner.logits
 
     def fragile(self: ModelRunner, x: np.ndarray, **kw: object) -> np.ndarray:
@@ -67,7 +72,9 @@ def test_auroc_and_fpr_on_separable_scores() -> None:
 def test_ood_file_far_from_the_data_is_detected(linear_case: TinyCase, tmp_path: Path) -> None:
     ood = tmp_path / "ood.npz"
     np.savez(ood, x=np.zeros((20, 1, 2, 2), np.float32))
-    outcome, _ = run(linear_case, "empirical.ood_detection", {"kind": "ood", "path": str(ood)}, tmp_path / "o")
+    outcome, _ = run(
+        linear_case, "empirical.ood_detection", {"kind": "ood", "path": str(ood)}, tmp_path / "o"
+    )
     # test data: margin 0.45 (msp 0.61); OOD zeros: margin 0.2 (msp 0.55) -> perfectly separated
     assert outcome.metrics["auroc"].value == 1.0 and outcome.metrics["fpr_at_95_tpr"].value == 0.0
     assert {s.kind for s in outcome.series} == {"histogram"} and len(outcome.series) == 2
@@ -82,8 +89,12 @@ def test_generated_ood_sets_run_on_images(image_case: TinyCase, tmp_path: Path) 
 def test_domain_shift_reports_the_difference(image_case: TinyCase, tmp_path: Path) -> None:
     with np.load(image_case.data) as d:
         np.savez(tmp_path / "shift.npz", x=np.clip(d["x"] * 0.3, 0, 1), y=d["y"])
-    outcome, _ = run(image_case, "empirical.domain_shift", {"kind": "domain_shift", "path": str(tmp_path / "shift.npz")},
-                     tmp_path / "o")  # fmt: skip
+    outcome, _ = run(
+        image_case,
+        "empirical.domain_shift",
+        {"kind": "domain_shift", "path": str(tmp_path / "shift.npz")},
+        tmp_path / "o",
+    )
     diff = outcome.metrics["accuracy_difference"]
     clean = outcome.details["clean_accuracy"]
     assert diff.value == pytest.approx(outcome.metrics["accuracy"].value - clean)
@@ -92,8 +103,12 @@ def test_domain_shift_reports_the_difference(image_case: TinyCase, tmp_path: Pat
 
 @pytest.mark.parametrize("perturbation", ["numeric_noise", "multiplicative", "missing", "range_edge"])
 def test_tabular_perturbations(tabular_case: TinyCase, tmp_path: Path, perturbation: str) -> None:
-    outcome, _ = run(tabular_case, "empirical.tabular_perturbation",
-                     {"kind": "tabular", "perturbation": perturbation, "strength": 0.3}, tmp_path)  # fmt: skip
+    outcome, _ = run(
+        tabular_case,
+        "empirical.tabular_perturbation",
+        {"kind": "tabular", "perturbation": perturbation, "strength": 0.3},
+        tmp_path,
+    )
     assert outcome.status == TestStatus.COMPLETED
     assert 0.0 <= outcome.metrics["label_flip_rate"].value <= 1.0
     if perturbation == "missing":
@@ -103,13 +118,18 @@ def test_tabular_perturbations(tabular_case: TinyCase, tmp_path: Path, perturbat
 
 
 def test_categorical_swap_without_categories_is_inconclusive(tabular_case: TinyCase, tmp_path: Path) -> None:
-    outcome, _ = run(tabular_case, "empirical.tabular_perturbation",
-                     {"kind": "tabular", "perturbation": "categorical_swap"}, tmp_path)  # fmt: skip
+    outcome, _ = run(
+        tabular_case,
+        "empirical.tabular_perturbation",
+        {"kind": "tabular", "perturbation": "categorical_swap"},
+        tmp_path,
+    )
     assert outcome.status == TestStatus.INCONCLUSIVE and "categorical" in outcome.reason
 
 
-def test_deployment_compares_reduced_precision_and_is_honest_about_providers(image_case: TinyCase,
-                                                                           tmp_path: Path) -> None:  # fmt: skip
+def test_deployment_compares_reduced_precision_and_is_honest_about_providers(
+    image_case: TinyCase, tmp_path: Path
+) -> None:
     outcome, _ = run(image_case, "empirical.deployment_consistency", {"kind": "deployment"}, tmp_path)
     assert set(outcome.details["variants"]) >= {"float16", "int8_dynamic"}
     assert outcome.metrics["max_output_deviation"].value < 1.0
@@ -117,16 +137,27 @@ def test_deployment_compares_reduced_precision_and_is_honest_about_providers(ima
         assert "one execution provider" in outcome.reason
 
 
-@pytest.mark.parametrize("name,threat", [
-    ("empirical.corruption_accuracy", {"kind": "corruption"}),
-    ("empirical.geometric_worst_case", {"kind": "geometric", "transform": "rotation", "values": [5.0]}),
-    ("empirical.square_linf", {"kind": "linf_ball", "eps": 0.1}),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "name,threat",
+    [
+        ("empirical.corruption_accuracy", {"kind": "corruption"}),
+        ("empirical.geometric_worst_case", {"kind": "geometric", "transform": "rotation", "values": [5.0]}),
+        ("empirical.square_linf", {"kind": "linf_ball", "eps": 0.1}),
+    ],
+)
 def test_image_threat_on_tabular_data_is_refused_naming_the_goal(name: str, threat: dict) -> None:
-    spec = AssessmentSpec.model_validate({"id": "x", "title": "t", "model": {"path": "m.onnx", "layout": "NC"},
-                                          "data": {"path": "d.npz"}, "goals": [
-        goal("G7", threat, get_method(name).metrics[0], ">=", 0.5, methods=[{"name": name}])]})  # fmt: skip
-    facts = PlanFacts(spec_sha256="s", model_sha256="m", data_sha256="d", data_samples=100, data_kind="tabular")
+    spec = AssessmentSpec.model_validate(
+        {
+            "id": "x",
+            "title": "t",
+            "model": {"path": "m.onnx", "layout": "NC"},
+            "data": {"path": "d.npz"},
+            "goals": [goal("G7", threat, get_method(name).metrics[0], ">=", 0.5, methods=[{"name": name}])],
+        }
+    )
+    facts = PlanFacts(
+        spec_sha256="s", model_sha256="m", data_sha256="d", data_samples=100, data_kind="tabular"
+    )
     with pytest.raises(PlanError) as err:
         make_plan(spec, facts)
     assert "goal G7" in str(err.value) and "needs image data" in str(err.value)
@@ -147,9 +178,11 @@ def test_tabular_perturbations_follow_the_declared_features() -> None:
 
     rng = np.random.default_rng(0)
     x = np.stack([rng.uniform(10, 20, 200), rng.choice([0.0, 1.0, 2.0], 200), rng.uniform(0, 1, 200)], 1)
-    specs = (FeatureSpec(name="age", range=(0.0, 100.0), noise_scale=5.0),
-             FeatureSpec(name="colour", kind="categorical", values=[0.0, 1.0, 2.0]),
-             FeatureSpec(name="2", range=(0.0, 1.0)))  # fmt: skip
+    specs = (
+        FeatureSpec(name="age", range=(0.0, 100.0), noise_scale=5.0),
+        FeatureSpec(name="colour", kind="categorical", values=[0.0, 1.0, 2.0]),
+        FeatureSpec(name="2", range=(0.0, 1.0)),
+    )
     cols = columns(x, ("age", "colour", "w"), specs)
     assert (cols[0].low, cols[0].high, cols[0].spread) == (0.0, 100.0, 5.0)
     assert cols[1].kind == "categorical" and cols[1].values == (0.0, 1.0, 2.0)

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import helper
 
+from nnassay.tasks.engine.onnx_torch import UnsupportedOpsError, load_onnx_module
 from nnassay.tasks.methods.formal.bounds import (
     Relaxation,
     alpha_crown,
@@ -21,12 +22,15 @@ from nnassay.tasks.methods.formal.bounds import (
 )
 from nnassay.tasks.methods.formal.layers import splittable
 from nnassay.tasks.methods.formal.ops import build_network, supported_bound_ops
-from nnassay.tasks.engine.onnx_torch import UnsupportedOpsError, load_onnx_module
 
-SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
-def _check_contains(model: object, low: torch.Tensor, high: torch.Tensor, n_samples: int = 400, seed: int = 0) -> None:
+def _check_contains(
+    model: object, low: torch.Tensor, high: torch.Tensor, n_samples: int = 400, seed: int = 0
+) -> None:
     """Sampled outputs lie inside IBP and CROWN bounds; CROWN is at least as tight as IBP."""
     net = build_network(model)
     module = load_onnx_module(model).double()
@@ -67,30 +71,86 @@ def op_models(kit: type) -> dict[str, tuple[object, int]]:
         "LeakyRelu": after_conv(node("LeakyRelu", ["h"], ["y"], alpha=0.2)),
         "Sigmoid": after_conv(node("Sigmoid", ["h"], ["y"])),
         "Tanh": after_conv(node("Tanh", ["h"], ["y"])),
-        "Clip": after_conv(node("Clip", ["h", "lo", "hi"], ["y"]), inits=(c("lo", np.array(-0.3)), c("hi", np.array(0.4)))),
+        "Clip": after_conv(
+            node("Clip", ["h", "lo", "hi"], ["y"]), inits=(c("lo", np.array(-0.3)), c("hi", np.array(0.4)))
+        ),
         "MaxPool": after_conv(node("MaxPool", ["h"], ["y"], kernel_shape=[2, 2], strides=[2, 2])),
-        "MaxPool-pad": after_conv(node("MaxPool", ["h"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),
-        "AveragePool": after_conv(node("Relu", ["h"], ["r"]), node("AveragePool", ["r"], ["y"], kernel_shape=[2, 2], strides=[2, 2])),
+        "MaxPool-pad": after_conv(
+            node("MaxPool", ["h"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+        ),
+        "AveragePool": after_conv(
+            node("Relu", ["h"], ["r"]), node("AveragePool", ["r"], ["y"], kernel_shape=[2, 2], strides=[2, 2])
+        ),
         "GlobalAveragePool": after_conv(node("Relu", ["h"], ["r"]), node("GlobalAveragePool", ["r"], ["y"])),
-        "BatchNormalization": after_conv(node("BatchNormalization", ["h", "s", "bb", "m", "v"], ["z"]), node("Relu", ["z"], ["y"]),
-                                         inits=(c("s", rng.normal(0, 1, 2)), c("bb", rng.normal(0, 1, 2)),
-                                                c("m", rng.normal(0, 1, 2)), c("v", 1 + rng.random(2)))),
-        "Transpose+Flatten+Gemm": after_conv(node("Relu", ["h"], ["r"]), node("Transpose", ["r"], ["t"], perm=[0, 2, 3, 1]),
-                                             node("Flatten", ["t"], ["f"]), node("Gemm", ["f", "W2", "b2"], ["y"], transB=1),
-                                             inits=(c("W2", rng.normal(0, 0.3, (3, 32))), c("b2", rng.normal(0, 1, 3)))),
-        "Pad+Slice+Reshape": after_conv(node("Relu", ["h"], ["r"]), node("Pad", ["r", "p"], ["q"]),
-                                        node("Reshape", ["q", "s"], ["f"]), node("Slice", ["f", "st", "en", "ax"], ["y"]),
-                                        inits=(c("p", np.array([0, 0, 1, 0, 0, 0, 0, 1])), c("s", np.array([0, -1])),
-                                               c("st", np.array([5])), c("en", np.array([30])), c("ax", np.array([1])))),
-        "Sub+Mul+Div+Add+MatMul": (mm([node("Sub", ["x", "m"], ["a"]), node("Div", ["a", "d"], ["b"]), node("Mul", ["b", "k"], ["e"]),
-                                       node("MatMul", ["e", "W"], ["f"]), node("Add", ["f", "bb"], ["g"]), node("Relu", ["g"], ["y"])],
-                                      ["N", 4], inits=[c("m", rng.normal(0, 1, 4)), c("d", 1 + rng.random(4)), c("k", rng.normal(0, 1, 4)),
-                                                       c("W", rng.normal(0, 1, (4, 5))), c("bb", rng.normal(0, 1, 5))]), 4),
-    }  # fmt: skip
+        "BatchNormalization": after_conv(
+            node("BatchNormalization", ["h", "s", "bb", "m", "v"], ["z"]),
+            node("Relu", ["z"], ["y"]),
+            inits=(
+                c("s", rng.normal(0, 1, 2)),
+                c("bb", rng.normal(0, 1, 2)),
+                c("m", rng.normal(0, 1, 2)),
+                c("v", 1 + rng.random(2)),
+            ),
+        ),
+        "Transpose+Flatten+Gemm": after_conv(
+            node("Relu", ["h"], ["r"]),
+            node("Transpose", ["r"], ["t"], perm=[0, 2, 3, 1]),
+            node("Flatten", ["t"], ["f"]),
+            node("Gemm", ["f", "W2", "b2"], ["y"], transB=1),
+            inits=(c("W2", rng.normal(0, 0.3, (3, 32))), c("b2", rng.normal(0, 1, 3))),
+        ),
+        "Pad+Slice+Reshape": after_conv(
+            node("Relu", ["h"], ["r"]),
+            node("Pad", ["r", "p"], ["q"]),
+            node("Reshape", ["q", "s"], ["f"]),
+            node("Slice", ["f", "st", "en", "ax"], ["y"]),
+            inits=(
+                c("p", np.array([0, 0, 1, 0, 0, 0, 0, 1])),
+                c("s", np.array([0, -1])),
+                c("st", np.array([5])),
+                c("en", np.array([30])),
+                c("ax", np.array([1])),
+            ),
+        ),
+        "Sub+Mul+Div+Add+MatMul": (
+            mm(
+                [
+                    node("Sub", ["x", "m"], ["a"]),
+                    node("Div", ["a", "d"], ["b"]),
+                    node("Mul", ["b", "k"], ["e"]),
+                    node("MatMul", ["e", "W"], ["f"]),
+                    node("Add", ["f", "bb"], ["g"]),
+                    node("Relu", ["g"], ["y"]),
+                ],
+                ["N", 4],
+                inits=[
+                    c("m", rng.normal(0, 1, 4)),
+                    c("d", 1 + rng.random(4)),
+                    c("k", rng.normal(0, 1, 4)),
+                    c("W", rng.normal(0, 1, (4, 5))),
+                    c("bb", rng.normal(0, 1, 5)),
+                ],
+            ),
+            4,
+        ),
+    }
 
 
-OP_CASES = ["Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "MaxPool", "MaxPool-pad", "AveragePool", "GlobalAveragePool",
-            "BatchNormalization", "Transpose+Flatten+Gemm", "Pad+Slice+Reshape", "Sub+Mul+Div+Add+MatMul"]  # fmt: skip
+OP_CASES = [
+    "Relu",
+    "LeakyRelu",
+    "Sigmoid",
+    "Tanh",
+    "Clip",
+    "MaxPool",
+    "MaxPool-pad",
+    "AveragePool",
+    "GlobalAveragePool",
+    "BatchNormalization",
+    "Transpose+Flatten+Gemm",
+    "Pad+Slice+Reshape",
+    "Sub+Mul+Div+Add+MatMul",
+]
 
 
 @pytest.mark.parametrize("name", OP_CASES, ids=str)
@@ -103,14 +163,32 @@ def test_bound_op_is_sound(name: str, kit: type) -> None:
 
 def test_bound_registry_lists_the_ops() -> None:
     ops = supported_bound_ops()
-    for op in ("Gemm", "MatMul", "Conv", "Relu", "Sigmoid", "Tanh", "LeakyRelu", "MaxPool", "BatchNormalization", "Softmax"):
+    for op in (
+        "Gemm",
+        "MatMul",
+        "Conv",
+        "Relu",
+        "Sigmoid",
+        "Tanh",
+        "LeakyRelu",
+        "MaxPool",
+        "BatchNormalization",
+        "Softmax",
+    ):
         assert op in ops
 
 
 @SETTINGS
-@given(seed=st.integers(0, 10_000), act=st.sampled_from(["Relu", "LeakyRelu", "Sigmoid", "Tanh"]),
-       width=st.integers(2, 12), depth=st.integers(1, 3), eps=st.floats(0.01, 1.0))
-def test_random_networks_are_sound(kit: type, seed: int, act: str, width: int, depth: int, eps: float) -> None:
+@given(
+    seed=st.integers(0, 10_000),
+    act=st.sampled_from(["Relu", "LeakyRelu", "Sigmoid", "Tanh"]),
+    width=st.integers(2, 12),
+    depth=st.integers(1, 3),
+    eps=st.floats(0.01, 1.0),
+)
+def test_random_networks_are_sound(
+    kit: type, seed: int, act: str, width: int, depth: int, eps: float
+) -> None:
     sizes = [3] + [width] * depth + [2]
     attrs = {"alpha": 0.1} if act == "LeakyRelu" else None
     model = kit.mlp(sizes, act=act, seed=seed, scale=2.0, act_attrs=attrs)
@@ -133,8 +211,9 @@ def test_forward_mode_bounds_are_sound(kit: type, seed: int, eps: float) -> None
 
 @SETTINGS
 @given(seed=st.integers(0, 10_000), method=st.sampled_from(["crown", "hybrid"]))
-def test_flat_rows_give_the_padded_rows_bounds(kit: type, seed: int, method: str, monkeypatch: pytest.MonkeyPatch
-                                               ) -> None:  # fmt: skip
+def test_flat_rows_give_the_padded_rows_bounds(
+    kit: type, seed: int, method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Bounding the needed rows one (box, neuron) pair per batch entry is only a different layout."""
     import nnassay.tasks.methods.formal.bounds as bounds
 
@@ -154,11 +233,15 @@ def test_flat_rows_give_the_padded_rows_bounds(kit: type, seed: int, method: str
     assert any(bool(splittable(net.layers[k], *pre_padded[k]).any()) for k in later)  # rows were bounded
     assert torch.allclose(lb_padded, lb_flat, rtol=0, atol=1e-12)
     for k, (lo, hi) in pre_padded.items():
-        assert torch.allclose(lo, pre_flat[k][0], rtol=0, atol=1e-12) and torch.allclose(hi, pre_flat[k][1], rtol=0, atol=1e-12)
+        assert torch.allclose(lo, pre_flat[k][0], rtol=0, atol=1e-12) and torch.allclose(
+            hi, pre_flat[k][1], rtol=0, atol=1e-12
+        )
 
 
 @SETTINGS
-@given(seed=st.integers(0, 10_000), eps=st.floats(0.05, 1.0), act=st.sampled_from(["Relu", "LeakyRelu", "Tanh"]))
+@given(
+    seed=st.integers(0, 10_000), eps=st.floats(0.05, 1.0), act=st.sampled_from(["Relu", "LeakyRelu", "Tanh"])
+)
 def test_bounds_inherited_from_a_containing_box_are_sound(kit: type, seed: int, eps: float, act: str) -> None:
     """A box's pre-activation bounds handed to a sub-box ("inherit") still contain every output of
     the sub-box, and are never looser than the outer box's."""
@@ -174,7 +257,9 @@ def test_bounds_inherited_from_a_containing_box_are_sound(kit: type, seed: int, 
     hi = lo + eps * torch.rand(1, 3, generator=gen, dtype=torch.float64)
     c = torch.tensor([[[1.0, -1.0], [-1.0, 1.0], [1.0, 0.0], [0.0, 1.0]]], dtype=torch.float64)
     outer, _, outer_rel, _ = crown_linear(net, c, outer_lo, outer_hi)
-    inner, _, inner_rel, _ = crown_linear(net, c, lo, hi, Relaxation(pre=dict(outer_rel.pre)), method="inherit")
+    inner, _, inner_rel, _ = crown_linear(
+        net, c, lo, hi, Relaxation(pre=dict(outer_rel.pre)), method="inherit"
+    )
     x = lo + (hi - lo) * torch.rand(400, 3, generator=gen, dtype=torch.float64)
     y = module(x).detach()
     assert (y @ c[0].T >= inner - 1e-9).all()
@@ -186,8 +271,15 @@ def test_bounds_inherited_from_a_containing_box_are_sound(kit: type, seed: int, 
 
 def test_unsupported_bound_ops_are_collected(kit: type) -> None:
     node = helper.make_node
-    model = kit.make_model([node("Relu", ["x"], ["a"], name="r"), node("Mul", ["a", "a"], ["b"], name="square"),
-                            node("Softmax", ["b"], ["c"], name="mid_softmax"), node("Relu", ["c"], ["y"], name="r2")], ["N", 3])
+    model = kit.make_model(
+        [
+            node("Relu", ["x"], ["a"], name="r"),
+            node("Mul", ["a", "a"], ["b"], name="square"),
+            node("Softmax", ["b"], ["c"], name="mid_softmax"),
+            node("Relu", ["c"], ["y"], name="r2"),
+        ],
+        ["N", 3],
+    )
     with pytest.raises(UnsupportedOpsError) as info:
         build_network(model)
     names = [n for n, _ in info.value.nodes]
@@ -198,41 +290,104 @@ def dag_models(kit: type) -> dict[str, tuple[object, int]]:
     """Branching graphs: residual Add/Sub and Concat of two computed tensors, fan-out, MaxPool in a branch."""
     c, mm, node = kit.const, kit.make_model, helper.make_node
     rng = np.random.default_rng(3)
-    dense = [node("Gemm", ["x", "W1", "b1"], ["h1"], transB=1), node("Relu", ["h1"], ["a1"]),
-             node("Gemm", ["a1", "W2", "b2"], ["h2"], transB=1)]
-    dense_w = [c("W1", rng.normal(0, 1, (6, 4))), c("b1", rng.normal(0, 0.5, 6)), c("W2", rng.normal(0, 0.7, (6, 6))),
-               c("b2", rng.normal(0, 0.5, 6)), c("W3", rng.normal(0, 0.5, (3, 12))), c("b3", rng.normal(0, 0.5, 3)),
-               c("W4", rng.normal(0, 0.5, (3, 6))), c("b4", rng.normal(0, 0.5, 3))]
-    conv = [node("Conv", ["x", "K1", "k1"], ["c1"], pads=[1, 1, 1, 1]), node("Relu", ["c1"], ["r1"]),
-            node("Conv", ["r1", "K2", "k2"], ["c2"], pads=[1, 1, 1, 1]), node("Add", ["c2", "c1"], ["s"]),
-            node("Relu", ["s"], ["r2"])]
-    conv_w = [c("K1", rng.normal(0, 0.5, (2, 2, 3, 3))), c("k1", rng.normal(0, 0.3, 2)),
-              c("K2", rng.normal(0, 0.5, (2, 2, 3, 3))), c("k2", rng.normal(0, 0.3, 2)),
-              c("W5", rng.normal(0, 0.3, (3, 32))), c("W6", rng.normal(0, 0.3, (3, 40))), c("b5", rng.normal(0, 0.3, 3))]
+    dense = [
+        node("Gemm", ["x", "W1", "b1"], ["h1"], transB=1),
+        node("Relu", ["h1"], ["a1"]),
+        node("Gemm", ["a1", "W2", "b2"], ["h2"], transB=1),
+    ]
+    dense_w = [
+        c("W1", rng.normal(0, 1, (6, 4))),
+        c("b1", rng.normal(0, 0.5, 6)),
+        c("W2", rng.normal(0, 0.7, (6, 6))),
+        c("b2", rng.normal(0, 0.5, 6)),
+        c("W3", rng.normal(0, 0.5, (3, 12))),
+        c("b3", rng.normal(0, 0.5, 3)),
+        c("W4", rng.normal(0, 0.5, (3, 6))),
+        c("b4", rng.normal(0, 0.5, 3)),
+    ]
+    conv = [
+        node("Conv", ["x", "K1", "k1"], ["c1"], pads=[1, 1, 1, 1]),
+        node("Relu", ["c1"], ["r1"]),
+        node("Conv", ["r1", "K2", "k2"], ["c2"], pads=[1, 1, 1, 1]),
+        node("Add", ["c2", "c1"], ["s"]),
+        node("Relu", ["s"], ["r2"]),
+    ]
+    conv_w = [
+        c("K1", rng.normal(0, 0.5, (2, 2, 3, 3))),
+        c("k1", rng.normal(0, 0.3, 2)),
+        c("K2", rng.normal(0, 0.5, (2, 2, 3, 3))),
+        c("k2", rng.normal(0, 0.3, 2)),
+        c("W5", rng.normal(0, 0.3, (3, 32))),
+        c("W6", rng.normal(0, 0.3, (3, 40))),
+        c("b5", rng.normal(0, 0.3, 3)),
+    ]
     return {
-        "residual-Add+Concat": (mm(dense + [node("Add", ["h2", "h1"], ["r"]), node("Relu", ["r"], ["a2"]),
-                                            node("Concat", ["a2", "h1"], ["cat"], axis=1),
-                                            node("Gemm", ["cat", "W3", "b3"], ["y"], transB=1)], ["N", 4], inits=dense_w), 4),
-        "residual-Sub-input": (mm(dense + [node("Sub", ["h2", "a1"], ["r"]), node("Tanh", ["r"], ["t"]),
-                                           node("Gemm", ["t", "W4", "b4"], ["y"], transB=1)], ["N", 4], inits=dense_w), 4),
-        "conv-residual": (mm(conv + [node("Flatten", ["r2"], ["f"]), node("Gemm", ["f", "W5", "b5"], ["y"], transB=1)],
-                             ["N", 2, 4, 4], inits=conv_w), 32),
-        "conv-residual-maxpool-branch": (mm(conv + [node("MaxPool", ["c1"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
-                                                    node("Flatten", ["p"], ["fp"]), node("Flatten", ["r2"], ["fr"]),
-                                                    node("Concat", ["fp", "fr"], ["f"], axis=1),
-                                                    node("Gemm", ["f", "W6", "b5"], ["y"], transB=1)],
-                                                   ["N", 2, 4, 4], inits=conv_w), 32),
-    }  # fmt: skip
+        "residual-Add+Concat": (
+            mm(
+                dense
+                + [
+                    node("Add", ["h2", "h1"], ["r"]),
+                    node("Relu", ["r"], ["a2"]),
+                    node("Concat", ["a2", "h1"], ["cat"], axis=1),
+                    node("Gemm", ["cat", "W3", "b3"], ["y"], transB=1),
+                ],
+                ["N", 4],
+                inits=dense_w,
+            ),
+            4,
+        ),
+        "residual-Sub-input": (
+            mm(
+                dense
+                + [
+                    node("Sub", ["h2", "a1"], ["r"]),
+                    node("Tanh", ["r"], ["t"]),
+                    node("Gemm", ["t", "W4", "b4"], ["y"], transB=1),
+                ],
+                ["N", 4],
+                inits=dense_w,
+            ),
+            4,
+        ),
+        "conv-residual": (
+            mm(
+                conv + [node("Flatten", ["r2"], ["f"]), node("Gemm", ["f", "W5", "b5"], ["y"], transB=1)],
+                ["N", 2, 4, 4],
+                inits=conv_w,
+            ),
+            32,
+        ),
+        "conv-residual-maxpool-branch": (
+            mm(
+                conv
+                + [
+                    node("MaxPool", ["c1"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+                    node("Flatten", ["p"], ["fp"]),
+                    node("Flatten", ["r2"], ["fr"]),
+                    node("Concat", ["fp", "fr"], ["f"], axis=1),
+                    node("Gemm", ["f", "W6", "b5"], ["y"], transB=1),
+                ],
+                ["N", 2, 4, 4],
+                inits=conv_w,
+            ),
+            32,
+        ),
+    }
 
 
-@pytest.mark.parametrize("name", ["residual-Add+Concat", "residual-Sub-input", "conv-residual",
-                                  "conv-residual-maxpool-branch"], ids=str)  # fmt: skip
+@pytest.mark.parametrize(
+    "name",
+    ["residual-Add+Concat", "residual-Sub-input", "conv-residual", "conv-residual-maxpool-branch"],
+    ids=str,
+)
 def test_branching_graph_is_sound(name: str, kit: type) -> None:
     model, n = dag_models(kit)[name]
     net, module = build_network(model), load_onnx_module(model).double()
     x = torch.rand(5, n, dtype=torch.float64) * 2 - 1
     with torch.no_grad():
-        assert torch.allclose(net.forward(x), module(x).reshape(5, -1), atol=1e-9)  # the IR computes the graph
+        assert torch.allclose(
+            net.forward(x), module(x).reshape(5, -1), atol=1e-9
+        )  # the IR computes the graph
     gen = torch.Generator().manual_seed(2)
     centre = torch.rand(n, generator=gen, dtype=torch.float64) * 2 - 1
     for eps in (0.05, 0.4):
@@ -244,17 +399,33 @@ def test_branching_graph_is_sound(name: str, kit: type) -> None:
 def test_random_residual_networks_are_sound(kit: type, seed: int, eps: float) -> None:
     c, node = kit.const, helper.make_node
     rng = np.random.default_rng(seed)
-    w = [c("W1", rng.normal(0, 1.5, (5, 3))), c("b1", rng.normal(0, 0.5, 5)), c("W2", rng.normal(0, 1.5, (5, 5))),
-         c("b2", rng.normal(0, 0.5, 5)), c("W3", rng.normal(0, 1, (2, 10))), c("b3", rng.normal(0, 0.5, 2))]
-    model = kit.make_model([node("Gemm", ["x", "W1", "b1"], ["h1"], transB=1), node("Relu", ["h1"], ["a1"]),
-                            node("Gemm", ["a1", "W2", "b2"], ["h2"], transB=1), node("Add", ["h2", "a1"], ["s"]),
-                            node("Relu", ["s"], ["a2"]), node("Concat", ["a2", "a1"], ["cat"], axis=1),
-                            node("Gemm", ["cat", "W3", "b3"], ["y"], transB=1)], ["N", 3], inits=w)  # fmt: skip
+    w = [
+        c("W1", rng.normal(0, 1.5, (5, 3))),
+        c("b1", rng.normal(0, 0.5, 5)),
+        c("W2", rng.normal(0, 1.5, (5, 5))),
+        c("b2", rng.normal(0, 0.5, 5)),
+        c("W3", rng.normal(0, 1, (2, 10))),
+        c("b3", rng.normal(0, 0.5, 2)),
+    ]
+    model = kit.make_model(
+        [
+            node("Gemm", ["x", "W1", "b1"], ["h1"], transB=1),
+            node("Relu", ["h1"], ["a1"]),
+            node("Gemm", ["a1", "W2", "b2"], ["h2"], transB=1),
+            node("Add", ["h2", "a1"], ["s"]),
+            node("Relu", ["s"], ["a2"]),
+            node("Concat", ["a2", "a1"], ["cat"], axis=1),
+            node("Gemm", ["cat", "W3", "b3"], ["y"], transB=1),
+        ],
+        ["N", 3],
+        inits=w,
+    )
     centre = torch.tensor(rng.normal(0, 1, 3))
     _check_contains(model, centre - eps, centre + eps, n_samples=300, seed=seed)
     rel = Relaxation()
-    out_lo, out_hi = forward_bounds(build_network(model), (centre - eps).unsqueeze(0), (centre + eps).unsqueeze(0), rel,
-                                    refine=True)  # fmt: skip
+    out_lo, out_hi = forward_bounds(
+        build_network(model), (centre - eps).unsqueeze(0), (centre + eps).unsqueeze(0), rel, refine=True
+    )
     x = centre - eps + 2 * eps * torch.rand(300, 3, dtype=torch.float64)
     y = load_onnx_module(model).double()(x).detach()
     assert (y >= out_lo - 1e-9).all() and (y <= out_hi + 1e-9).all()
@@ -262,8 +433,14 @@ def test_random_residual_networks_are_sound(kit: type, seed: int, eps: float) ->
 
 def test_product_of_branches_is_unsupported(kit: type) -> None:
     node = helper.make_node
-    model = kit.make_model([node("Relu", ["x"], ["a"], name="r"), node("Neg", ["x"], ["n"], name="neg"),
-                            node("Mul", ["a", "n"], ["y"], name="prod")], ["N", 3])
+    model = kit.make_model(
+        [
+            node("Relu", ["x"], ["a"], name="r"),
+            node("Neg", ["x"], ["n"], name="neg"),
+            node("Mul", ["a", "n"], ["y"], name="prod"),
+        ],
+        ["N", 3],
+    )
     with pytest.raises(UnsupportedOpsError) as info:
         build_network(model)
     assert [n for n, _ in info.value.nodes] == ["prod"]
@@ -274,20 +451,46 @@ def test_vnncomp_style_prefixes_are_fused_and_exact(kit: type) -> None:
     collapse into fewer layers that still compute the graph exactly."""
     c, node = kit.const, helper.make_node
     rng = np.random.default_rng(11)
-    model = kit.make_model([node("Sub", ["x", "mu"], ["a"]), node("Div", ["a", "sd"], ["b"]),
-                            node("Conv", ["b", "K", "k"], ["cv"], pads=[1, 1, 1, 1]),
-                            node("BatchNormalization", ["cv", "s", "bb", "m", "v"], ["bn"]), node("Relu", ["bn"], ["r"]),
-                            node("Flatten", ["r"], ["f"]), node("MatMul", ["f", "W"], ["g"]), node("Add", ["g", "bw"], ["h"]),
-                            node("Relu", ["h"], ["q"]), node("MatMul", ["q", "V"], ["o"]), node("Add", ["o", "bv"], ["z"]),
-                            node("Softmax", ["z"], ["y"], axis=1)], [1, 3, 4, 4],
-                           inits=[c("mu", np.array([0.4, 0.5, 0.6]).reshape(1, 3, 1, 1)),
-                                  c("sd", np.array([0.2, 0.25, 0.3]).reshape(1, 3, 1, 1)),
-                                  c("K", rng.normal(0, 0.4, (2, 3, 3, 3))), c("k", rng.normal(0, 0.3, 2)),
-                                  c("s", rng.normal(0, 1, 2)), c("bb", rng.normal(0, 1, 2)), c("m", rng.normal(0, 1, 2)),
-                                  c("v", 1 + rng.random(2)), c("W", rng.normal(0, 0.3, (32, 6))), c("bw", rng.normal(0, 0.3, 6)),
-                                  c("V", rng.normal(0, 0.5, (6, 3))), c("bv", rng.normal(0, 0.3, 3))])  # fmt: skip
+    model = kit.make_model(
+        [
+            node("Sub", ["x", "mu"], ["a"]),
+            node("Div", ["a", "sd"], ["b"]),
+            node("Conv", ["b", "K", "k"], ["cv"], pads=[1, 1, 1, 1]),
+            node("BatchNormalization", ["cv", "s", "bb", "m", "v"], ["bn"]),
+            node("Relu", ["bn"], ["r"]),
+            node("Flatten", ["r"], ["f"]),
+            node("MatMul", ["f", "W"], ["g"]),
+            node("Add", ["g", "bw"], ["h"]),
+            node("Relu", ["h"], ["q"]),
+            node("MatMul", ["q", "V"], ["o"]),
+            node("Add", ["o", "bv"], ["z"]),
+            node("Softmax", ["z"], ["y"], axis=1),
+        ],
+        [1, 3, 4, 4],
+        inits=[
+            c("mu", np.array([0.4, 0.5, 0.6]).reshape(1, 3, 1, 1)),
+            c("sd", np.array([0.2, 0.25, 0.3]).reshape(1, 3, 1, 1)),
+            c("K", rng.normal(0, 0.4, (2, 3, 3, 3))),
+            c("k", rng.normal(0, 0.3, 2)),
+            c("s", rng.normal(0, 1, 2)),
+            c("bb", rng.normal(0, 1, 2)),
+            c("m", rng.normal(0, 1, 2)),
+            c("v", 1 + rng.random(2)),
+            c("W", rng.normal(0, 0.3, (32, 6))),
+            c("bw", rng.normal(0, 0.3, 6)),
+            c("V", rng.normal(0, 0.5, (6, 3))),
+            c("bv", rng.normal(0, 0.3, 3)),
+        ],
+    )
     net = build_network(model)
-    assert [type(layer).__name__ for layer in net.layers] == ["Diag", "Conv", "Relu", "Dense", "Relu", "Dense"]
+    assert [type(layer).__name__ for layer in net.layers] == [
+        "Diag",
+        "Conv",
+        "Relu",
+        "Dense",
+        "Relu",
+        "Dense",
+    ]
     assert net.output_softmax and net.n_inputs == 48
     module = load_onnx_module(model).double()
     x = torch.rand(4, 48, dtype=torch.float64)
@@ -318,7 +521,9 @@ def test_conjunction_bound_is_sound_and_at_least_the_rowwise_bound(seed: int, ro
     lb = concretize(a, b, low, high)
     got = conjunction_lower(a, lb, (tuple(range(rows)),), low, high)[:, 0]
     assert (got >= lb.amax(1) - 1e-12).all()
-    x = low.unsqueeze(1) + (high - low).unsqueeze(1) * torch.rand(3, 4000, n, generator=gen, dtype=torch.float64)
+    x = low.unsqueeze(1) + (high - low).unsqueeze(1) * torch.rand(
+        3, 4000, n, generator=gen, dtype=torch.float64
+    )
     values = (torch.einsum("bkn,bpn->bpk", a, x) + b.unsqueeze(1)).amax(2)  # max over rows, per point
     assert (values.amin(1) >= got).all()
 

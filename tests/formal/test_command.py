@@ -18,7 +18,13 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from nnassay.tasks.methods.formal.command import Answer, check_counterexample, format_result, model_sizes, process_age_s
+from nnassay.tasks.methods.formal.command import (
+    Answer,
+    check_counterexample,
+    format_result,
+    model_sizes,
+    process_age_s,
+)
 from nnassay.tasks.methods.formal.property import local_robustness
 from nnassay.tasks.methods.formal.vnnlib import parse_vnnlib
 
@@ -64,10 +70,17 @@ main()
 def identity(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Y = X for two values: a Gemm with the identity matrix, input (1, 2)."""
     nodes = [helper.make_node("Gemm", ["x", "W", "B"], ["y"], transB=1)]
-    inits = [numpy_helper.from_array(np.eye(2, dtype=np.float32), "W"),
-             numpy_helper.from_array(np.zeros(2, np.float32), "B")]  # fmt: skip
-    graph = helper.make_graph(nodes, "identity", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], inits)  # fmt: skip
+    inits = [
+        numpy_helper.from_array(np.eye(2, dtype=np.float32), "W"),
+        numpy_helper.from_array(np.zeros(2, np.float32), "B"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "identity",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     path = tmp_path_factory.mktemp("cmd") / "identity.onnx"
@@ -81,12 +94,19 @@ def prop_file(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def cli(*args: str | Path, fake: str | None = None, x: list[float] | None = None,
-        timeout: float = 120) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def cli(
+    *args: str | Path, fake: str | None = None, x: list[float] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "FAKE_MODE": fake or "", "FAKE_X": json.dumps(x or [])}
     prefix = [sys.executable, "-c", FAKE] if fake else [sys.executable, "-m", "flows"]
-    return subprocess.run([*prefix, "verify", *map(str, args)], capture_output=True, text=True, cwd=REPO,
-                          env=env, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [*prefix, "verify", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=timeout,
+    )
 
 
 def test_unparsable_property_exits_2_naming_file_and_line(identity: Path, tmp_path: Path) -> None:
@@ -114,8 +134,16 @@ def test_missing_or_corrupt_model_exits_2_naming_it(tmp_path: Path) -> None:
 
 def test_sat_prints_verdict_first_and_writes_the_assignment(identity: Path, tmp_path: Path) -> None:
     result = tmp_path / "out" / "result.txt"
-    proc = cli("--onnx", identity, "--vnnlib", prop_file(tmp_path, SAT), "--result-file", result,
-               fake="sat", x=[1.0, 1.25])  # fmt: skip
+    proc = cli(
+        "--onnx",
+        identity,
+        "--vnnlib",
+        prop_file(tmp_path, SAT),
+        "--result-file",
+        result,
+        fake="sat",
+        x=[1.0, 1.25],
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == "sat" and "method: fake" in proc.stdout
     assert result.read_text() == "sat\n((X_0 1.0)\n (X_1 1.25)\n (Y_0 1.0)\n (Y_1 1.25))\n"
@@ -123,8 +151,16 @@ def test_sat_prints_verdict_first_and_writes_the_assignment(identity: Path, tmp_
 
 def test_a_wrong_counterexample_becomes_unknown(identity: Path, tmp_path: Path) -> None:
     result = tmp_path / "result.txt"
-    proc = cli("--onnx", identity, "--vnnlib", prop_file(tmp_path, SAT), "--result-file", result,
-               fake="sat", x=[1.0, 0.5])  # Y_0 = 1 > Y_1 = 0.5: not a violation  # fmt: skip
+    proc = cli(
+        "--onnx",
+        identity,
+        "--vnnlib",
+        prop_file(tmp_path, SAT),
+        "--result-file",
+        result,
+        fake="sat",
+        x=[1.0, 0.5],
+    )  # Y_0 = 1 > Y_1 = 0.5: not a violation
     assert proc.returncode == 0 and proc.stdout.splitlines()[0] == "unknown"
     assert "counterexample rejected on re-execution" in proc.stdout and result.read_text() == "unknown\n"
 
@@ -141,8 +177,18 @@ def test_other_verdicts_are_one_line_results(identity: Path, tmp_path: Path, ver
 
 def test_watchdog_answers_timeout_when_the_verifier_hangs(identity: Path, tmp_path: Path) -> None:
     result = tmp_path / "result.txt"
-    proc = cli("--onnx", identity, "--vnnlib", prop_file(tmp_path, UNSAT), "--timeout", "2", "--result-file",
-               result, fake="hang", timeout=60)  # fmt: skip
+    proc = cli(
+        "--onnx",
+        identity,
+        "--vnnlib",
+        prop_file(tmp_path, UNSAT),
+        "--timeout",
+        "2",
+        "--result-file",
+        result,
+        fake="hang",
+        timeout=60,
+    )
     assert proc.returncode == 0 and proc.stdout.splitlines()[0] == "timeout"
     assert result.read_text() == "timeout\n"
 
@@ -186,23 +232,52 @@ def test_both_entry_points_parse_verify_alike(identity: Path, tmp_path: Path, en
     run = [sys.executable, "-m", entry, "verify"]
     usage = subprocess.run([*run, "--onnx", str(identity)], capture_output=True, text=True, cwd=REPO, env=env)
     assert usage.returncode == 2 and "required: --vnnlib" in usage.stderr
-    bad = subprocess.run([*run, "--onnx", str(identity), "--vnnlib", str(tmp_path / "p"), "--timeout", "nan"],
-                         capture_output=True, text=True, cwd=REPO, env=env)  # fmt: skip
+    bad = subprocess.run(
+        [*run, "--onnx", str(identity), "--vnnlib", str(tmp_path / "p"), "--timeout", "nan"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+    )
     assert bad.returncode == 2 and "'nan' is not a number of seconds" in bad.stderr
-    done = subprocess.run([*run, "--onnx", str(identity), "--vnnlib", str(prop_file(tmp_path, UNSAT)), "--timeout", "60"],
-                          capture_output=True, text=True, cwd=REPO, env=env)  # fmt: skip
+    done = subprocess.run(
+        [*run, "--onnx", str(identity), "--vnnlib", str(prop_file(tmp_path, UNSAT)), "--timeout", "60"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+    )
     assert done.returncode == 0 and done.stdout.splitlines()[0] == "unsat", done.stderr
 
 
-def test_a_closed_stdout_still_writes_the_result_file_without_a_traceback(identity: Path, tmp_path: Path) -> None:
+def test_a_closed_stdout_still_writes_the_result_file_without_a_traceback(
+    identity: Path, tmp_path: Path
+) -> None:
     result = tmp_path / "result.txt"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     read, write = os.pipe()
     os.close(read)  # nobody reads: the verdict line meets a broken pipe
     try:
-        proc = subprocess.run([sys.executable, "-m", "flows", "verify", "--onnx", str(identity), "--vnnlib",
-                               str(prop_file(tmp_path, UNSAT)), "--result-file", str(result)],
-                              stdout=write, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env, timeout=120)  # fmt: skip
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "flows",
+                "verify",
+                "--onnx",
+                str(identity),
+                "--vnnlib",
+                str(prop_file(tmp_path, UNSAT)),
+                "--result-file",
+                str(result),
+            ],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            env=env,
+            timeout=120,
+        )
     finally:
         os.close(write)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr

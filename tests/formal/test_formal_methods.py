@@ -19,11 +19,11 @@ from nnassay.schemas.goals import DataSpec, ModelSpec, Preprocessing
 from nnassay.schemas.results import TestStatus
 from nnassay.schemas.threats import LinfBall, VnnlibProperty
 from nnassay.tasks.io.data_io import load_dataset
+from nnassay.tasks.io.model_io import ModelRunner
 from nnassay.tasks.methods.formal import methods, verifier
 from nnassay.tasks.methods.formal.command import check_counterexample, run_model
 from nnassay.tasks.methods.formal.methods import affine_of
 from nnassay.tasks.methods.formal.property import Property
-from nnassay.tasks.io.model_io import ModelRunner
 from nnassay.tasks.methods.registry import RunContext, get_method
 
 PRE = Preprocessing(scale=2.0, mean=[0.5], std=[0.25])  # model input = (2x - 0.5) / 0.25
@@ -137,8 +137,9 @@ def test_affine_box_covers_float32_preprocessing(image_case: Any, tmp_path: Path
     assert np.allclose(affine.to_data(ctx.model.preprocess(x[None])[0]), x, atol=1e-6)
 
 
-def test_local_robustness_is_sound_and_saves_checked_counterexamples(stand_in: StandIn, image_case: Any,
-                                                                     tmp_path: Path) -> None:  # fmt: skip
+def test_local_robustness_is_sound_and_saves_checked_counterexamples(
+    stand_in: StandIn, image_case: Any, tmp_path: Path
+) -> None:
     eps = 0.02
     ctx = context(image_case, ball(eps), tmp_path)
     outcome = run("formal.local_robustness", ctx)
@@ -201,21 +202,24 @@ def vnnlib_text(n_in: int, n_out: int, center: np.ndarray, condition: str) -> st
 
 
 @pytest.mark.parametrize(("condition", "holds"), [("(<= Y_0 -1000)", 1.0), ("(<= Y_0 1000)", 0.0)])
-def test_vnnlib_property_holds_or_not(stand_in: StandIn, tabular_case: Any, tmp_path: Path, condition: str,
-                                      holds: float) -> None:  # fmt: skip
+def test_vnnlib_property_holds_or_not(
+    stand_in: StandIn, tabular_case: Any, tmp_path: Path, condition: str, holds: float
+) -> None:
     with np.load(tabular_case.data) as data:
         center = data["x"][0].astype(np.float64)
     path = tmp_path / "p.vnnlib"
     path.write_text(vnnlib_text(5, 3, center, condition))
-    ctx = context(tabular_case, VnnlibProperty(kind="vnnlib", path=path), tmp_path / "run",
-                  pre=Preprocessing())  # fmt: skip
+    ctx = context(
+        tabular_case, VnnlibProperty(kind="vnnlib", path=path), tmp_path / "run", pre=Preprocessing()
+    )
     outcome = run("formal.vnnlib_property", ctx)
     assert outcome.status == TestStatus.COMPLETED and outcome.metrics["property_holds"].value == holds
     assert bool(outcome.artifacts) == (holds == 0.0)
 
 
-def test_vnnlib_property_size_mismatch_and_undecided(stand_in: StandIn, tabular_case: Any, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_vnnlib_property_size_mismatch_and_undecided(
+    stand_in: StandIn, tabular_case: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "p.vnnlib"
     path.write_text(vnnlib_text(4, 3, np.zeros(4), "(<= Y_0 0)"))
     ctx = context(

@@ -28,10 +28,20 @@ def _prop(low: list[float], high: list[float], coeffs: list[float], rhs: float) 
 def abs_net(kit: type, tmp_path: Path) -> Path:
     """y = relu(x) + relu(-x) = |x| (1 input, 1 output): min over [-1, 1] is 0, at x = 0 only."""
     c, node = kit.const, helper.make_node
-    model = kit.make_model([node("Gemm", ["x", "W", "b"], ["h"], transB=1), node("Relu", ["h"], ["r"]),
-                            node("Gemm", ["r", "V", "z"], ["y"], transB=1)], ["N", 1],
-                           inits=[c("W", np.array([[1.0], [-1.0]])), c("b", np.zeros(2)), c("V", np.array([[1.0, 1.0]])),
-                                  c("z", np.zeros(1))])  # fmt: skip
+    model = kit.make_model(
+        [
+            node("Gemm", ["x", "W", "b"], ["h"], transB=1),
+            node("Relu", ["h"], ["r"]),
+            node("Gemm", ["r", "V", "z"], ["y"], transB=1),
+        ],
+        ["N", 1],
+        inits=[
+            c("W", np.array([[1.0], [-1.0]])),
+            c("b", np.zeros(2)),
+            c("V", np.array([[1.0, 1.0]])),
+            c("z", np.zeros(1)),
+        ],
+    )
     return kit.save(model, tmp_path)
 
 
@@ -70,14 +80,18 @@ def _lipschitz_bound(path: Path) -> float:
     import onnx
     from onnx import numpy_helper
 
-    mats = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer if t.name.startswith("W")]
+    mats = [
+        numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer if t.name.startswith("W")
+    ]
     norm = 1.0
     for w in mats:
         norm *= np.abs(w).sum(1).max()  # l_inf -> l_inf operator norm; ReLU is 1-Lipschitz
     return 2 * norm * 2  # |c| = 2, steps in both coordinates
 
 
-def test_relu_splitting_agrees_with_input_splitting(kit: type, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_relu_splitting_agrees_with_input_splitting(
+    kit: type, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = kit.save(kit.mlp([4, 16, 16, 2], seed=5, scale=2.0), tmp_path)
     rng = np.random.default_rng(5)
     answers = {}
@@ -95,8 +109,9 @@ def test_relu_splitting_agrees_with_input_splitting(kit: type, tmp_path: Path, m
                 assert check_counterexample(prop, *out.counterexample, box_tol=0.0) is None
 
 
-def test_relu_splitting_with_many_clauses_agrees_with_input_splitting(kit: type, tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_relu_splitting_with_many_clauses_agrees_with_input_splitting(
+    kit: type, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Local robustness (one clause per other class) and a conjunction of two rows: ReLU splitting
     bounds only the rows of clauses not yet proved in each sub-domain and must agree with input
     splitting; the radii and thresholds straddle the answer, so both verdicts and branching occur."""
@@ -113,7 +128,11 @@ def test_relu_splitting_with_many_clauses_agrees_with_input_splitting(kit: type,
         monkeypatch.setattr(verifier, "INPUT_SPLIT_MAX_DIMS", 0)
         by_relu.append(verify(path, prop, timeout_s=30))
         monkeypatch.setattr(verifier, "INPUT_SPLIT_MAX_DIMS", 10)
-        assert {by_input.verdict, by_relu[-1].verdict} in ({"sat"}, {"unsat"}), (prop.source, by_input, by_relu[-1])
+        assert {by_input.verdict, by_relu[-1].verdict} in ({"sat"}, {"unsat"}), (
+            prop.source,
+            by_input,
+            by_relu[-1],
+        )
         if by_input.verdict == "sat":
             for out in (by_input, by_relu[-1]):
                 assert check_counterexample(prop, *out.counterexample, box_tol=0.0) is None
@@ -121,8 +140,9 @@ def test_relu_splitting_with_many_clauses_agrees_with_input_splitting(kit: type,
     assert sum(out.method == "bab-relu" for out in by_relu) >= 3
 
 
-def test_relu_splitting_within_a_tiny_memory_budget_stays_sound(kit: type, tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_relu_splitting_within_a_tiny_memory_budget_stays_sound(
+    kit: type, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With room for 16 open sub-domains, ReLU splitting takes the ones closest to proved near the
     limit and answers "unknown" (naming the budget) when they would overflow, never a wrong verdict."""
     import functools
@@ -135,7 +155,9 @@ def test_relu_splitting_within_a_tiny_memory_budget_stays_sound(kit: type, tmp_p
     props = [local_robustness(x, label, eps, 4, -1.0, 1.0) for eps in (0.2, 0.23, 0.26, 0.4)]
     modes: list[bool] = []
     take = bab._Store.take
-    monkeypatch.setattr(bab._Store, "take", lambda self, n, lowest=True: modes.append(lowest) or take(self, n, lowest))
+    monkeypatch.setattr(
+        bab._Store, "take", lambda self, n, lowest=True: modes.append(lowest) or take(self, n, lowest)
+    )
     monkeypatch.setattr(verifier, "INPUT_SPLIT_MAX_DIMS", 0)
     free = [verify(path, prop, timeout_s=30) for prop in props]
     assert all(modes) and [out.verdict for out in free] == ["unsat", "unsat", "sat", "sat"]
@@ -151,9 +173,15 @@ def test_relu_splitting_within_a_tiny_memory_budget_stays_sound(kit: type, tmp_p
 
 def test_unsupported_nodes_give_unknown(kit: type, tmp_path: Path) -> None:
     node = helper.make_node
-    model = kit.make_model([node("Erf", ["x"], ["a"], name="erf"), node("Relu", ["a"], ["b"], name="relu"),
-                            node("LSTM", ["b", "W", "R"], ["y"], name="lstm", hidden_size=2)], ["N", 3],
-                           inits=[kit.const("W", np.zeros((1, 8, 3))), kit.const("R", np.zeros((1, 8, 2)))])  # fmt: skip
+    model = kit.make_model(
+        [
+            node("Erf", ["x"], ["a"], name="erf"),
+            node("Relu", ["a"], ["b"], name="relu"),
+            node("LSTM", ["b", "W", "R"], ["y"], name="lstm", hidden_size=2),
+        ],
+        ["N", 3],
+        inits=[kit.const("W", np.zeros((1, 8, 3))), kit.const("R", np.zeros((1, 8, 2)))],
+    )
     path = kit.save(model, tmp_path)
     out = verify(path, _prop([0] * 3, [1] * 3, [1.0], 0.0), timeout_s=10)
     assert out.verdict == "unknown"
@@ -183,21 +211,34 @@ def test_certified_radius_brackets(mlp_path: Path) -> None:
     lo, hi = certified_radius(mlp_path, x, label, lower=-5.0, upper=5.0, eps_max=3.0, timeout_s=20, tol=0.05)
     assert 0 < lo <= 3.0
     assert hi is None or hi >= lo
-    assert verify(mlp_path, local_robustness(x, label, lo, 2, -5.0, 5.0), timeout_s=10, incomplete=True).verdict == "unsat"
+    assert (
+        verify(mlp_path, local_robustness(x, label, lo, 2, -5.0, 5.0), timeout_s=10, incomplete=True).verdict
+        == "unsat"
+    )
 
 
 def _instances(folder: str, names: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
     path = BENCH / folder / "instances.csv"
     rows = list(csv.DictReader(path.read_text().splitlines())) if path.is_file() else []
     wanted = {(Path(r["onnx"]).name, Path(r["vnnlib"]).name): r["expected"] for r in rows}
-    return [(f"{folder}/onnx/{o}", f"{folder}/vnnlib/{v}", wanted[(o, v)]) for o, v in names if (o, v) in wanted]
+    return [
+        (f"{folder}/onnx/{o}", f"{folder}/vnnlib/{v}", wanted[(o, v)]) for o, v in names if (o, v) in wanted
+    ]
 
 
-FAST = _instances("acasxu", [("ACASXU_run2a_1_9_batch_2000.onnx", "prop_1.vnnlib"),
-                             ("ACASXU_run2a_2_1_batch_2000.onnx", "prop_1.vnnlib")]) + _instances(
-    "mnistfc_2022", [("mnist-net_256x2.onnx", "prop_11_0.03.vnnlib"), ("mnist-net_256x2.onnx", "prop_12_0.05.vnnlib")])
+FAST = _instances(
+    "acasxu",
+    [
+        ("ACASXU_run2a_1_9_batch_2000.onnx", "prop_1.vnnlib"),
+        ("ACASXU_run2a_2_1_batch_2000.onnx", "prop_1.vnnlib"),
+    ],
+) + _instances(
+    "mnistfc_2022",
+    [("mnist-net_256x2.onnx", "prop_11_0.03.vnnlib"), ("mnist-net_256x2.onnx", "prop_12_0.05.vnnlib")],
+)
 SLOW = _instances("acasxu", [("ACASXU_run2a_1_2_batch_2000.onnx", "prop_1.vnnlib")]) + _instances(
-    "mnistfc_2022", [("mnist-net_256x2.onnx", "prop_0_0.05.vnnlib")])
+    "mnistfc_2022", [("mnist-net_256x2.onnx", "prop_0_0.05.vnnlib")]
+)
 
 
 def _check_instance(onnx_rel: str, vnnlib_rel: str, expected: str) -> None:
@@ -205,7 +246,9 @@ def _check_instance(onnx_rel: str, vnnlib_rel: str, expected: str) -> None:
 
     prop = parse_vnnlib(BENCH / vnnlib_rel)
     out = verify(BENCH / onnx_rel, prop, timeout_s=60)
-    assert out.verdict in (expected, "unknown", "timeout"), f"WRONG answer {out.verdict} (expected {expected})"
+    assert out.verdict in (expected, "unknown", "timeout"), (
+        f"WRONG answer {out.verdict} (expected {expected})"
+    )
     assert out.verdict == expected, f"not solved: {out.verdict} {out.reason}"
     if out.verdict == "sat":
         assert check_counterexample(prop, *out.counterexample, box_tol=0.0) is None
@@ -227,11 +270,25 @@ def _residual_model(kit: type, seed: int, n_in: int = 2) -> tuple[object, float]
     c, node = kit.const, helper.make_node
     rng = np.random.default_rng(seed)
     w1, w2, w3 = rng.normal(0, 1.5, (8, n_in)), rng.normal(0, 0.8, (8, 8)), rng.normal(0, 1, (2, 8))
-    model = kit.make_model([node("Gemm", ["x", "W1", "b1"], ["h1"], transB=1), node("Relu", ["h1"], ["a1"]),
-                            node("Gemm", ["a1", "W2", "b2"], ["h2"], transB=1), node("Add", ["h2", "h1"], ["s"]),
-                            node("Relu", ["s"], ["a2"]), node("Gemm", ["a2", "W3", "b3"], ["y"], transB=1)], ["N", n_in],
-                           inits=[c("W1", w1), c("b1", rng.normal(0, 0.5, 8)), c("W2", w2), c("b2", rng.normal(0, 0.5, 8)),
-                                  c("W3", w3), c("b3", rng.normal(0, 0.5, 2))])  # fmt: skip
+    model = kit.make_model(
+        [
+            node("Gemm", ["x", "W1", "b1"], ["h1"], transB=1),
+            node("Relu", ["h1"], ["a1"]),
+            node("Gemm", ["a1", "W2", "b2"], ["h2"], transB=1),
+            node("Add", ["h2", "h1"], ["s"]),
+            node("Relu", ["s"], ["a2"]),
+            node("Gemm", ["a2", "W3", "b3"], ["y"], transB=1),
+        ],
+        ["N", n_in],
+        inits=[
+            c("W1", w1),
+            c("b1", rng.normal(0, 0.5, 8)),
+            c("W2", w2),
+            c("b2", rng.normal(0, 0.5, 8)),
+            c("W3", w3),
+            c("b3", rng.normal(0, 0.5, 2)),
+        ],
+    )
 
     def norm(w: np.ndarray) -> float:
         return float(np.abs(w).sum(1).max())
@@ -254,8 +311,9 @@ def test_residual_graph_known_answers(kit: type, tmp_path: Path, seed: int) -> N
     assert out.verdict == "unsat" and out.margin is not None and out.margin > 0
 
 
-def test_residual_relu_splitting_agrees_with_input_splitting(kit: type, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_residual_relu_splitting_agrees_with_input_splitting(
+    kit: type, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     model, _ = _residual_model(kit, 7, n_in=4)
     path = kit.save(model, tmp_path)
     for rhs in (-1.0, 0.0, 1.0):
@@ -271,15 +329,30 @@ def test_residual_relu_splitting_agrees_with_input_splitting(kit: type, tmp_path
 
 def test_branch_product_gives_unknown_listing_the_node(kit: type, tmp_path: Path) -> None:
     node = helper.make_node
-    model = kit.make_model([node("Relu", ["x"], ["a"], name="r"), node("Neg", ["x"], ["n"], name="neg"),
-                            node("Mul", ["a", "n"], ["y"], name="prod")], ["N", 3])
+    model = kit.make_model(
+        [
+            node("Relu", ["x"], ["a"], name="r"),
+            node("Neg", ["x"], ["n"], name="neg"),
+            node("Mul", ["a", "n"], ["y"], name="prod"),
+        ],
+        ["N", 3],
+    )
     out = verify(kit.save(model, tmp_path), _prop([0] * 3, [1] * 3, [1.0, 0.0, 0.0], -1.0), timeout_s=10)
-    assert out.verdict == "unknown" and out.unsupported == [("prod", "Mul (only Add, Sub and Concat may combine two "
-                                                            "computed tensors (branching graph))")]  # fmt: skip
+    assert out.verdict == "unknown" and out.unsupported == [
+        ("prod", "Mul (only Add, Sub and Concat may combine two computed tensors (branching graph))")
+    ]
 
 
-@pytest.mark.parametrize(("method", "guard"), [("crown", float("inf")), ("hybrid", float("inf")), ("crown", 1.0),
-                                               ("inherit", float("inf")), ("inherit", 1.0)])
+@pytest.mark.parametrize(
+    ("method", "guard"),
+    [
+        ("crown", float("inf")),
+        ("hybrid", float("inf")),
+        ("crown", 1.0),
+        ("inherit", float("inf")),
+        ("inherit", 1.0),
+    ],
+)
 def test_input_splitting_bound_methods_decide(kit: type, tmp_path: Path, method: str, guard: float) -> None:
     """Input splitting with backward CROWN, hybrid (forward + backward on unstable neurons) or inherited
     (a box's bounds handed to its halves) bounds, and with the width guard (1: always the relatively widest input) that the portfolio falls back to."""
@@ -297,8 +370,16 @@ def test_input_splitting_bound_methods_decide(kit: type, tmp_path: Path, method:
     low, high = torch.full((2,), -1.0, dtype=torch.float64), torch.ones(2, dtype=torch.float64)
     for rhs, expected in ((grid + 0.05, "sat"), (grid - _lipschitz_bound(path) * (2 / 160) - 0.05, "unsat")):
         prop = _prop([-1, -1], [1, 1], list(coeffs), rhs)
-        res = bab_input(net, Spec.of(prop.regions[0], prop.n_outputs), low, high, OrtChecker(str(path), prop),
-                        deadline=time.monotonic() + 30, method=method, guard=guard)  # fmt: skip
+        res = bab_input(
+            net,
+            Spec.of(prop.regions[0], prop.n_outputs),
+            low,
+            high,
+            OrtChecker(str(path), prop),
+            deadline=time.monotonic() + 30,
+            method=method,
+            guard=guard,
+        )
         assert res.verdict == expected
         if expected == "sat":
             assert check_counterexample(prop, *res.counterexample, box_tol=0.0) is None
@@ -306,24 +387,37 @@ def test_input_splitting_bound_methods_decide(kit: type, tmp_path: Path, method:
             assert res.margin > 0
 
 
-def test_input_splitting_falls_back_to_crown_where_forward_bounds_cannot_go(kit: type, tmp_path: Path) -> None:
+def test_input_splitting_falls_back_to_crown_where_forward_bounds_cannot_go(
+    kit: type, tmp_path: Path
+) -> None:
     """8 inputs through Conv, Relu and MaxPool: the default "hybrid" bounds cannot pass MaxPool, so
     input splitting continues with backward CROWN and still decides both ways."""
     import time
 
     import torch
 
+    from nnassay.tasks.engine.onnx_torch import ort_session, run_ort
     from nnassay.tasks.methods.formal.bab import bab_input
     from nnassay.tasks.methods.formal.falsify import OrtChecker, Spec
     from nnassay.tasks.methods.formal.ops import build_network
-    from nnassay.tasks.engine.onnx_torch import ort_session, run_ort
 
     c, node, rng = kit.const, helper.make_node, np.random.default_rng(2)
-    model = kit.make_model([node("Conv", ["x", "W", "b"], ["h"], pads=[1, 1, 1, 1]), node("Relu", ["h"], ["r"]),
-                            node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
-                            node("Flatten", ["p"], ["f"]), node("Gemm", ["f", "V", "z"], ["y"], transB=1)],
-                           ["N", 1, 2, 4], inits=[c("W", rng.normal(0, 1, (2, 1, 3, 3))), c("b", rng.normal(0, 0.3, 2)),
-                                                  c("V", rng.normal(0, 1, (2, 4))), c("z", np.zeros(2))])  # fmt: skip
+    model = kit.make_model(
+        [
+            node("Conv", ["x", "W", "b"], ["h"], pads=[1, 1, 1, 1]),
+            node("Relu", ["h"], ["r"]),
+            node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+            node("Flatten", ["p"], ["f"]),
+            node("Gemm", ["f", "V", "z"], ["y"], transB=1),
+        ],
+        ["N", 1, 2, 4],
+        inits=[
+            c("W", rng.normal(0, 1, (2, 1, 3, 3))),
+            c("b", rng.normal(0, 0.3, 2)),
+            c("V", rng.normal(0, 1, (2, 4))),
+            c("z", np.zeros(2)),
+        ],
+    )
     path = kit.save(model, tmp_path)
     net = build_network(path)
     xs = rng.uniform(-1, 1, (20000, 8)).astype(np.float32)
@@ -332,8 +426,15 @@ def test_input_splitting_falls_back_to_crown_where_forward_bounds_cannot_go(kit:
     assert sampled_min > -5  # the unsat threshold below is far under it; the root bound (-11.8) is not enough
     for rhs, expected in ((sampled_min + 0.05, "sat"), (-10.0, "unsat")):
         prop = _prop([-1] * 8, [1] * 8, [1.0, -1.0], rhs)
-        res = bab_input(net, Spec.of(prop.regions[0], prop.n_outputs), low, high, OrtChecker(str(path), prop),
-                        deadline=time.monotonic() + 30, method="hybrid")  # fmt: skip
+        res = bab_input(
+            net,
+            Spec.of(prop.regions[0], prop.n_outputs),
+            low,
+            high,
+            OrtChecker(str(path), prop),
+            deadline=time.monotonic() + 30,
+            method="hybrid",
+        )
         assert res.verdict == expected
         if expected == "sat":
             assert check_counterexample(prop, *res.counterexample, box_tol=0.0) is None
@@ -359,7 +460,9 @@ def test_open_boxes_stack_keeps_bounds_with_their_boxes() -> None:
     assert low[:, 0].tolist() == [0.0, 0.0, 0.0] and pre == {} and len(stack) == 0
 
 
-def test_open_subdomain_store_takes_the_lowest_margins_and_keeps_each_domain_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_open_subdomain_store_takes_the_lowest_margins_and_keeps_each_domain_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import torch
 
     from nnassay.tasks.methods.formal.bab import _Pool, _Store
@@ -370,13 +473,23 @@ def test_open_subdomain_store_takes_the_lowest_margins_and_keeps_each_domain_who
         n, v = len(margins), torch.tensor(margins, dtype=torch.float64)
         pre = {2: (v.reshape(n, 1).expand(n, 3).clone(), v.reshape(n, 1).expand(n, 3) + 1)}
         per_row = v.float().reshape(n, 1, 1).expand(n, 2, 3).clone()
-        return _Pool(pre, {2: torch.zeros(n, 3, dtype=torch.int8)}, {2: per_row}, {2: -per_row},
-                     v.clone(), torch.ones(n, 2, dtype=torch.bool))  # fmt: skip
+        return _Pool(
+            pre,
+            {2: torch.zeros(n, 3, dtype=torch.int8)},
+            {2: per_row},
+            {2: -per_row},
+            v.clone(),
+            torch.ones(n, 2, dtype=torch.bool),
+        )
 
     def whole(p: _Pool) -> bool:
         m = p.margin
-        return bool((p.pre[2][0][:, 0] == m).all() and (p.pre[2][1][:, 2] == m + 1).all()
-                    and (p.alphas[2][:, 1, 0].double() == m).all() and (p.betas[2][:, 0, 2].double() == -m).all())  # fmt: skip
+        return bool(
+            (p.pre[2][0][:, 0] == m).all()
+            and (p.pre[2][1][:, 2] == m + 1).all()
+            and (p.alphas[2][:, 1, 0].double() == m).all()
+            and (p.betas[2][:, 0, 2].double() == -m).all()
+        )
 
     store = _Store(pool([-1.0]), limit=6)
     taken = store.take(4)
@@ -407,7 +520,9 @@ def test_split_dims_take_the_widest_input_only_past_the_guard() -> None:
 
     low, high = torch.zeros(3, dtype=torch.float64), torch.tensor([1.0, 2.0, 0.0], dtype=torch.float64)
     lo = torch.zeros(2, 3, dtype=torch.float64)
-    hi = torch.tensor([[0.01, 2.0, 0.0], [0.5, 2.0, 0.0]], dtype=torch.float64)  # relative widths .01/1 and .5/1
+    hi = torch.tensor(
+        [[0.01, 2.0, 0.0], [0.5, 2.0, 0.0]], dtype=torch.float64
+    )  # relative widths .01/1 and .5/1
     score = torch.tensor([[5.0, 1.0, 9.0], [5.0, 1.0, 9.0]], dtype=torch.float64)
     assert _split_dims(score, lo, hi, low, high, float("inf")).tolist() == [2, 2]  # plain rule: best score
     score[:, 2] = 0.0  # a zero-width input has no score and is never the widest
@@ -415,8 +530,9 @@ def test_split_dims_take_the_widest_input_only_past_the_guard() -> None:
     assert _split_dims(score, lo, hi, low, high, 32.0).tolist() == [1, 0]  # 100x wider: guard; 2x: not
 
 
-def test_input_splitting_portfolio_restarts_with_the_guard(kit: type, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_input_splitting_portfolio_restarts_with_the_guard(
+    kit: type, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import time
 
     import torch
@@ -438,8 +554,14 @@ def test_input_splitting_portfolio_restarts_with_the_guard(kit: type, tmp_path: 
     monkeypatch.setattr(bab, "bab_input", spy)
     monkeypatch.setattr(bab, "PLAIN_RULE_MAX_S", 0.0)  # the plain rule gets no time: the guarded run decides
     low, high = torch.full((2,), -1.0, dtype=torch.float64), torch.ones(2, dtype=torch.float64)
-    res = bab.bab_input_portfolio(build_network(path), Spec.of(prop.regions[0], prop.n_outputs), low, high,
-                                  OrtChecker(str(path), prop), deadline=time.monotonic() + 30)  # fmt: skip
+    res = bab.bab_input_portfolio(
+        build_network(path),
+        Spec.of(prop.regions[0], prop.n_outputs),
+        low,
+        high,
+        OrtChecker(str(path), prop),
+        deadline=time.monotonic() + 30,
+    )
     assert res.verdict == "unsat" and res.margin > 0
     assert calls == [float("inf"), bab.SPLIT_WIDTH_GUARD]
 
@@ -453,7 +575,9 @@ def test_pick_device_follows_the_setting_else_what_torch_sees(monkeypatch: pytes
     assert verifier.pick_device() == torch.device("cuda", 1)
 
 
-def test_a_failing_device_reruns_the_ladder_on_the_cpu(abs_net: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_device_reruns_the_ladder_on_the_cpu(
+    abs_net: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The 'meta' device holds no data, so every bound computation on it fails: the verdict must survive."""
     monkeypatch.setenv("NNASSAY_VERIFIER_DEVICE", "meta")
     out = verify(abs_net, _prop([-1], [1], [1.0], -0.01), timeout_s=20)
@@ -467,23 +591,40 @@ def test_network_and_module_move_every_tensor(kit: type, tmp_path: Path) -> None
     """Layers (wrapped ones too) and the torch graph, integer constants included, follow ``.to``."""
     import torch
 
+    from nnassay.tasks.engine.onnx_torch import load_onnx_module
     from nnassay.tasks.methods.formal.layers import Layer
     from nnassay.tasks.methods.formal.ops import build_network
-    from nnassay.tasks.engine.onnx_torch import load_onnx_module
 
     node = helper.make_node
-    model = kit.make_model([node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]), node("Relu", ["c"], ["r"]),
-                            node("MaxPool", ["r"], ["m"], kernel_shape=[2, 2], strides=[2, 2]),
-                            node("Reshape", ["m", "shape"], ["f"]), node("Gemm", ["f", "V", "z"], ["y"], transB=1)],
-                           ["N", 1, 4, 4], inits=[kit.const("W", np.ones((2, 1, 3, 3))), kit.const("shape", np.array([-1, 8])),
-                                                  kit.const("V", np.ones((3, 8))), kit.const("z", np.zeros(3))])  # fmt: skip
+    model = kit.make_model(
+        [
+            node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]),
+            node("Relu", ["c"], ["r"]),
+            node("MaxPool", ["r"], ["m"], kernel_shape=[2, 2], strides=[2, 2]),
+            node("Reshape", ["m", "shape"], ["f"]),
+            node("Gemm", ["f", "V", "z"], ["y"], transB=1),
+        ],
+        ["N", 1, 4, 4],
+        inits=[
+            kit.const("W", np.ones((2, 1, 3, 3))),
+            kit.const("shape", np.array([-1, 8])),
+            kit.const("V", np.ones((3, 8))),
+            kit.const("z", np.zeros(3)),
+        ],
+    )
     path = kit.save(model, tmp_path)
     meta = torch.device("meta")
 
     def tensors(obj: object) -> list[torch.Tensor]:
         found = []
         for value in vars(obj).values():
-            found += [value] if isinstance(value, torch.Tensor) else tensors(value) if isinstance(value, Layer) else []
+            found += (
+                [value]
+                if isinstance(value, torch.Tensor)
+                else tensors(value)
+                if isinstance(value, Layer)
+                else []
+            )
         return found
 
     net = build_network(path).to(meta)
@@ -495,17 +636,25 @@ def test_network_and_module_move_every_tensor(kit: type, tmp_path: Path) -> None
     assert all(t.device == meta for t in [*module.buffers(), *module._int_consts.values()])
 
 
-@pytest.mark.parametrize(("outputs", "expected"), [
-    ("(assert (or (and (<= Y_0 -5.0)) (and (<= Y_0 Y_0))))", "sat"),  # the second clause holds everywhere
-    ("(assert (<= Y_0 Y_0))", "sat"),  # no condition on the outputs at all
-    ("(assert (or (and (<= Y_0 -5.0)) (and (>= Y_0 (+ Y_0 1.0)))))", "unsat"),  # |x| <= -5 never; 0 >= 1 never
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("outputs", "expected"),
+    [
+        ("(assert (or (and (<= Y_0 -5.0)) (and (<= Y_0 Y_0))))", "sat"),  # the second clause holds everywhere
+        ("(assert (<= Y_0 Y_0))", "sat"),  # no condition on the outputs at all
+        (
+            "(assert (or (and (<= Y_0 -5.0)) (and (>= Y_0 (+ Y_0 1.0)))))",
+            "unsat",
+        ),  # |x| <= -5 never; 0 >= 1 never
+    ],
+)
 def test_constant_output_comparisons(abs_net: Path, tmp_path: Path, outputs: str, expected: str) -> None:
     from nnassay.tasks.methods.formal.vnnlib import parse_vnnlib
 
     path = tmp_path / "p.vnnlib"
-    path.write_text("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n"
-                    f"(assert (>= X_0 -1.0))\n(assert (<= X_0 1.0))\n{outputs}\n")  # fmt: skip
+    path.write_text(
+        "(declare-const X_0 Real)\n(declare-const Y_0 Real)\n"
+        f"(assert (>= X_0 -1.0))\n(assert (<= X_0 1.0))\n{outputs}\n"
+    )
     prop = parse_vnnlib(path)
     out = verify(abs_net, prop, timeout_s=20)
     assert out.verdict == expected, out.reason

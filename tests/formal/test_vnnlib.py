@@ -99,24 +99,46 @@ def test_size_mismatch_names_both_sizes(tmp_path: Path) -> None:
         parse_vnnlib(path, 2, 10)
 
 
-@pytest.mark.parametrize(("text", "line", "pattern"), [
-    (HEADER + BOUNDS + "(assert (<= Y_0 Y_1)))\n", 9, r"unexpected token '\)'"),
-    (HEADER + BOUNDS + "(assert (or (<= Y_0 Y_1)\n", 9, r"unbalanced parentheses"),
-    (HEADER + BOUNDS + "\n(assert (<= Y_0 Y_7))\n", 10, r"unknown variable 'Y_7'"),
-    (HEADER + "(assert (>= X_0 0.0))\n(assert (<= X_0 1.0))\n(assert (<= X_1 2.0))\n(assert (<= Y_0 Y_1))\n",
-     5, r"X_1 has no lower bound"),
-    (HEADER + BOUNDS + "(assert (=> (<= Y_0 Y_1) (<= Y_1 Y_0)))\n", 9, r"unknown operator '=>'"),
-    (HEADER + BOUNDS + "(assert (<= Y_0 abc))\n", 9, r"unexpected token 'abc'"),
-    (HEADER + BOUNDS + "(assert (<= (* Y_0 Y_1) 0))\n", 9, r"not linear"),
-    (HEADER + BOUNDS + "(assert (<= X_0 Y_1))\n", 9, r"mixes inputs X and outputs Y"),
-    (HEADER + BOUNDS + "(assert (<= (+ X_0 X_1) 1))\n", 9, r"several inputs \(X_0, X_1\)"),
-    ("(declare-const X_0 Real)\n(declare-const X_2 Real)\n(declare-const Y_0 Real)\n", 2, r"X_1 is not"),
-    (HEADER + "(declare-const X_0 Real)\n", 5, r"declared twice \(first at line 1\)"),
-    (HEADER + "(declare-const Z_0 Real)\n", 5, r"unexpected token 'Z_0'"),
-    (HEADER + "(declare-const X_2 Int)\n", 5, r"unexpected token 'Int'"),
-    (HEADER + "(push 1)\n", 5, r"unknown command 'push'"),
-], ids=["extra-paren", "unclosed", "unknown-var", "missing-bound", "unknown-op", "bad-number",
-        "nonlinear", "mixed", "multi-input", "gap", "twice", "bad-name", "bad-sort", "bad-command"])  # fmt: skip
+@pytest.mark.parametrize(
+    ("text", "line", "pattern"),
+    [
+        (HEADER + BOUNDS + "(assert (<= Y_0 Y_1)))\n", 9, r"unexpected token '\)'"),
+        (HEADER + BOUNDS + "(assert (or (<= Y_0 Y_1)\n", 9, r"unbalanced parentheses"),
+        (HEADER + BOUNDS + "\n(assert (<= Y_0 Y_7))\n", 10, r"unknown variable 'Y_7'"),
+        (
+            HEADER
+            + "(assert (>= X_0 0.0))\n(assert (<= X_0 1.0))\n(assert (<= X_1 2.0))\n(assert (<= Y_0 Y_1))\n",
+            5,
+            r"X_1 has no lower bound",
+        ),
+        (HEADER + BOUNDS + "(assert (=> (<= Y_0 Y_1) (<= Y_1 Y_0)))\n", 9, r"unknown operator '=>'"),
+        (HEADER + BOUNDS + "(assert (<= Y_0 abc))\n", 9, r"unexpected token 'abc'"),
+        (HEADER + BOUNDS + "(assert (<= (* Y_0 Y_1) 0))\n", 9, r"not linear"),
+        (HEADER + BOUNDS + "(assert (<= X_0 Y_1))\n", 9, r"mixes inputs X and outputs Y"),
+        (HEADER + BOUNDS + "(assert (<= (+ X_0 X_1) 1))\n", 9, r"several inputs \(X_0, X_1\)"),
+        ("(declare-const X_0 Real)\n(declare-const X_2 Real)\n(declare-const Y_0 Real)\n", 2, r"X_1 is not"),
+        (HEADER + "(declare-const X_0 Real)\n", 5, r"declared twice \(first at line 1\)"),
+        (HEADER + "(declare-const Z_0 Real)\n", 5, r"unexpected token 'Z_0'"),
+        (HEADER + "(declare-const X_2 Int)\n", 5, r"unexpected token 'Int'"),
+        (HEADER + "(push 1)\n", 5, r"unknown command 'push'"),
+    ],
+    ids=[
+        "extra-paren",
+        "unclosed",
+        "unknown-var",
+        "missing-bound",
+        "unknown-op",
+        "bad-number",
+        "nonlinear",
+        "mixed",
+        "multi-input",
+        "gap",
+        "twice",
+        "bad-name",
+        "bad-sort",
+        "bad-command",
+    ],
+)
 def test_malformed_files_name_file_line_and_token(tmp_path: Path, text: str, line: int, pattern: str) -> None:
     path = write(tmp_path, text)
     with pytest.raises(VnnlibError, match=pattern) as info:

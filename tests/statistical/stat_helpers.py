@@ -21,33 +21,62 @@ def linear_onnx(path: Path, weights: np.ndarray, bias: np.ndarray) -> Path:
     """logits = x @ weights.T + bias as a one-Gemm ONNX model with a free batch axis."""
     classes, features = weights.shape
     graph = helper.make_graph(
-        [helper.make_node("Gemm", ["x", "W", "B"], ["logits"], transB=1)], "linear",
+        [helper.make_node("Gemm", ["x", "W", "B"], ["logits"], transB=1)],
+        "linear",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", features])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])],
-        [numpy_helper.from_array(weights.astype(np.float32), "W"),
-         numpy_helper.from_array(bias.astype(np.float32), "B")],
-    )  # fmt: skip
+        [
+            numpy_helper.from_array(weights.astype(np.float32), "W"),
+            numpy_helper.from_array(bias.astype(np.float32), "B"),
+        ],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, path)
     return path
 
 
-def context(model_path: Path, x: np.ndarray, y: np.ndarray, threat: dict[str, Any], out: Path, *,
-            value_range: tuple[float, float] = (-100.0, 100.0), seed: int = 0,
-            confidence: float = 0.95, time_s: float = 300.0) -> RunContext:  # fmt: skip
+def context(
+    model_path: Path,
+    x: np.ndarray,
+    y: np.ndarray,
+    threat: dict[str, Any],
+    out: Path,
+    *,
+    value_range: tuple[float, float] = (-100.0, 100.0),
+    seed: int = 0,
+    confidence: float = 0.95,
+    time_s: float = 300.0,
+) -> RunContext:
     """A RunContext over in-memory tabular data (value range wide: no clipping unless asked)."""
-    model = ModelRunner(ModelSpec(path=model_path, layout=Layout.FLAT, value_range=value_range),
-                        prefer_cuda=False)  # fmt: skip
-    data = Dataset(x=x.astype(np.float32), y=y.astype(np.int64), layout=Layout.FLAT, kind="tabular",
-                   path=model_path, sha256="0" * 64)  # fmt: skip
+    model = ModelRunner(
+        ModelSpec(path=model_path, layout=Layout.FLAT, value_range=value_range), prefer_cuda=False
+    )
+    data = Dataset(
+        x=x.astype(np.float32),
+        y=y.astype(np.int64),
+        layout=Layout.FLAT,
+        kind="tabular",
+        path=model_path,
+        sha256="0" * 64,
+    )
     out.mkdir(parents=True, exist_ok=True)
-    return RunContext(model=model, data=data, threat=TypeAdapter(Threat).validate_python(threat),
-                      metric="", seed=seed, out_dir=out, run_dir=out, time_s=time_s,
-                      confidence=confidence)  # fmt: skip
+    return RunContext(
+        model=model,
+        data=data,
+        threat=TypeAdapter(Threat).validate_python(threat),
+        metric="",
+        seed=seed,
+        out_dir=out,
+        run_dir=out,
+        time_s=time_s,
+        confidence=confidence,
+    )
 
 
-def binary_case(tmp: Path, margins: list[float], dim: int = 4, seed: int = 0) -> tuple[Path, np.ndarray, np.ndarray, np.ndarray]:
+def binary_case(
+    tmp: Path, margins: list[float], dim: int = 4, seed: int = 0
+) -> tuple[Path, np.ndarray, np.ndarray, np.ndarray]:
     """A 2-class linear model and samples at given signed distances (logit margin of class 1 over 0).
 
     Returns (model path, x, labels = predicted class, w = w1 - w0).

@@ -29,7 +29,9 @@ def test_ams_method_agrees_with_monte_carlo(tmp_path: Path) -> None:
     estimated = outcome.details["log10_violation_probability"]
     assert isinstance(estimated, list)
     assert estimated == pytest.approx(reference, abs=0.25)  # about -3 and -2
-    assert outcome.metrics["worst_log10_violation_probability"].value == pytest.approx(max(float(v) for v in estimated))  # type: ignore[arg-type]
+    assert outcome.metrics["worst_log10_violation_probability"].value == pytest.approx(
+        max(float(v) for v in estimated)
+    )  # type: ignore[arg-type]
     assert outcome.metrics["rare_event_robust_fraction"].successes == 0  # both far above 1e-6
 
 

@@ -58,7 +58,9 @@ def test_bootstrap_resamples_whole_rows_of_2d_values() -> None:
     # A 1-D column gives the same interval whether passed alone or as the only column of a 2-D array.
     column = pairs[:, :1]
     one_d = bootstrap_interval(column[:, 0], np.mean, 0.9, np.random.default_rng(4), n_resamples=400)
-    two_d = bootstrap_interval(column, lambda r: float(r.mean()), 0.9, np.random.default_rng(4), n_resamples=400)
+    two_d = bootstrap_interval(
+        column, lambda r: float(r.mean()), 0.9, np.random.default_rng(4), n_resamples=400
+    )
     assert one_d.low == pytest.approx(two_d.low) and one_d.high == pytest.approx(two_d.high)
 
 

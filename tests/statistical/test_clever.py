@@ -30,8 +30,10 @@ def test_linear_model_gives_exact_minimal_distortion(kind: str, order: int, tmp_
     assert outcome.details["scores"] == pytest.approx(expected, rel=1e-4)
     assert outcome.metrics["fraction_clever_above_eps"].value == pytest.approx(np.mean(expected >= 0.05))
     assert all(m.claim == ClaimKind.ESTIMATE for m in outcome.metrics.values())
-    assert "not guarantees" in (outcome.reason or "") and "not a bound" in outcome.metrics[
-        "mean_clever_score"].description
+    assert (
+        "not guarantees" in (outcome.reason or "")
+        and "not a bound" in outcome.metrics["mean_clever_score"].description
+    )
 
 
 def test_executor_failure_is_inconclusive(tmp_path: Path) -> None:
@@ -49,8 +51,10 @@ def test_executor_failure_is_inconclusive(tmp_path: Path) -> None:
 
 def test_reverse_weibull_recovers_the_maximum() -> None:
     rng = np.random.default_rng(0)
-    estimates = [estimate_lipschitz(weibull_max.rvs(3.0, loc=5.0, scale=2.0, size=60, random_state=rng))
-                 for _ in range(10)]  # fmt: skip
+    estimates = [
+        estimate_lipschitz(weibull_max.rvs(3.0, loc=5.0, scale=2.0, size=60, random_state=rng))
+        for _ in range(10)
+    ]
     assert all(e.value >= e.observed_max for e in estimates)
     assert np.median([e.value for e in estimates]) == pytest.approx(5.0, rel=0.1)
     constant = estimate_lipschitz(np.full(20, 2.5))

@@ -15,8 +15,10 @@ def paired(both: int, only_a: int, only_b: int, neither: int) -> tuple[np.ndarra
     return a, b
 
 
-@pytest.mark.parametrize("table, p", [((50, 10, 3, 37), 0.09228515625), ((20, 0, 6, 4), 0.03125),
-                                      ((30, 5, 5, 10), 1.0), ((10, 0, 0, 5), 1.0)])
+@pytest.mark.parametrize(
+    "table, p",
+    [((50, 10, 3, 37), 0.09228515625), ((20, 0, 6, 4), 0.03125), ((30, 5, 5, 10), 1.0), ((10, 0, 0, 5), 1.0)],
+)
 def test_mcnemar_exact_known_p_values(table: tuple[int, int, int, int], p: float) -> None:
     result = compare_paired(*paired(*table))
     assert result.p_value == pytest.approx(p)

@@ -76,8 +76,9 @@ def test_samples_needed_follows_the_interval_method() -> None:
     assert proportion_interval(round(0.6 * wilson), wilson, 0.95, "clopper-pearson").low <= 0.5
     # an inconclusive verdict on a bootstrap interval plans its extra samples with the exact interval
     boot = Interval(low=0.45, high=0.72, confidence=0.95, method="bootstrap BCa (1000 resamples)")
-    verdict, _, more = decide(Measurement(value=0.6, interval=boot, n=50, is_rate=True),
-                              Criterion(comparator=">=", threshold=0.5))  # fmt: skip
+    verdict, _, more = decide(
+        Measurement(value=0.6, interval=boot, n=50, is_rate=True), Criterion(comparator=">=", threshold=0.5)
+    )
     assert verdict == Verdict.INCONCLUSIVE and more == exact - 50
 
 

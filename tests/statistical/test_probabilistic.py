@@ -76,12 +76,16 @@ def test_out_of_time_is_inconclusive(tmp_path: Path) -> None:
     assert outcome.status == TestStatus.INCONCLUSIVE and "time budget" in (outcome.reason or "")
 
 
-@pytest.mark.parametrize("fields, where", [({"bound_confidence": 1.0}, "bound_confidence"),
-                                           ({"bound_confidence": 0.0}, "bound_confidence"),
-                                           ({"draws": 100, "tolerated_flip_probability": 0.01},
-                                            "tolerated_flip_probability"),
-                                           ({"draws": 100}, "tolerated_flip_probability"),
-                                           ({"strength": 0.0}, "strength")])
+@pytest.mark.parametrize(
+    "fields, where",
+    [
+        ({"bound_confidence": 1.0}, "bound_confidence"),
+        ({"bound_confidence": 0.0}, "bound_confidence"),
+        ({"draws": 100, "tolerated_flip_probability": 0.01}, "tolerated_flip_probability"),
+        ({"draws": 100}, "tolerated_flip_probability"),
+        ({"strength": 0.0}, "strength"),
+    ],
+)
 def test_bad_params_name_the_field(fields: dict, where: str) -> None:
     with pytest.raises(ValidationError) as info:
         ProbabilisticParams(**fields)

@@ -12,8 +12,8 @@ from stat_helpers import binary_case, context
 
 from nnassay.schemas.common import ClaimKind
 from nnassay.tasks.methods.registry import get_method
-from nnassay.tasks.stats.intervals import lower_bounds
 from nnassay.tasks.methods.statistical.smoothing import ABSTAIN, SmoothingParams, certify, max_radius, predict
+from nnassay.tasks.stats.intervals import lower_bounds
 
 SIGMA = 0.5
 
@@ -29,8 +29,11 @@ def test_certified_radius_matches_distance_to_hyperplane(tmp_path: Path) -> None
     assert np.all(certs.p_lower <= p_true + 1e-9)  # lower bounds (alpha = 0.001)
     assert np.all(certs.radius <= distance + 1e-6)
     spread = 4.5 * np.sqrt(100_000 * p_true * (1 - p_true))  # count noise around the expected count
-    expected = [SIGMA * norm.ppf(lower_bounds(np.clip(np.round(p_true * 100_000 + d * spread), 0, 100_000),
-                                              100_000, 0.999)) for d in (-1, 1)]  # fmt: skip
+    expected = [
+        SIGMA
+        * norm.ppf(lower_bounds(np.clip(np.round(p_true * 100_000 + d * spread), 0, 100_000), 100_000, 0.999))
+        for d in (-1, 1)
+    ]
     assert np.all((expected[0] - 1e-9 <= certs.radius) & (certs.radius <= expected[1] + 1e-9))
 
 
@@ -63,9 +66,16 @@ def test_method_reports_the_smoothed_classifier(tmp_path: Path) -> None:
     assert method.merge_parts(ctx, params, sharded).metrics == outcome.metrics  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("fields, where", [({"n": 50, "n0": 100}, "n0"), ({"sigma": 0.0}, "sigma"),
-                                           ({"alpha": 1.0}, "alpha"), ({"n": 2, "n0": 1, "alpha": 0.2}, "alpha"),
-                                           ({"n": 50}, "n0")])
+@pytest.mark.parametrize(
+    "fields, where",
+    [
+        ({"n": 50, "n0": 100}, "n0"),
+        ({"sigma": 0.0}, "sigma"),
+        ({"alpha": 1.0}, "alpha"),
+        ({"n": 2, "n0": 1, "alpha": 0.2}, "alpha"),
+        ({"n": 50}, "n0"),
+    ],
+)
 def test_bad_params_name_the_field(fields: dict, where: str) -> None:
     with pytest.raises(ValidationError) as info:
         SmoothingParams(**fields)
@@ -77,4 +87,6 @@ def test_eps_beyond_reach_is_rejected() -> None:
 
     assert max_radius(0.25, 1000, 0.001) == pytest.approx(0.25 * norm.ppf(0.001 ** (1 / 1000)))
     with pytest.raises(ValueError, match="field 'sigma'.*largest certifiable"):
-        get_method("statistical.randomized_smoothing").params_for(L2Ball(kind="l2_ball", eps=1.0, sweep=None), {})
+        get_method("statistical.randomized_smoothing").params_for(
+            L2Ball(kind="l2_ball", eps=1.0, sweep=None), {}
+        )

@@ -17,7 +17,14 @@ from pydantic import Field, JsonValue
 from nnassay.schemas.common import ClaimKind, MethodFamily
 from nnassay.schemas.results import ArtifactRef, MethodOutcome, Series, TestStatus
 from nnassay.schemas.threats import L2Ball, LinfBall, Threat
-from nnassay.tasks.methods.empirical.common import mean_with_interval, ort_wrong, rate, rate_series, save_npz, strength_grid
+from nnassay.tasks.methods.empirical.common import (
+    mean_with_interval,
+    ort_wrong,
+    rate,
+    rate_series,
+    save_npz,
+    strength_grid,
+)
 from nnassay.tasks.methods.empirical.pictures import save_examples
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext
 
@@ -74,19 +81,29 @@ class AttackMethod(RobustnessMethod):
 
     def params_for(self, threat: Threat, overrides: dict[str, Any]) -> MethodParams:
         assert isinstance(threat, LinfBall | L2Ball)
-        return self.Params(**{"eps": threat.eps, "sweep": strength_grid(threat.eps, threat.sweep), **overrides})
+        return self.Params(
+            **{"eps": threat.eps, "sweep": strength_grid(threat.eps, threat.sweep), **overrides}
+        )
 
     def prepare(self, ctx: RunContext, params: AttackParams) -> tuple[Any, MethodOutcome | None]:
         """Build what the attack needs (e.g. the torch module); an outcome instead means 'cannot run'."""
         return None, None
 
-    def attack(self, setup: Any, ctx: RunContext, params: AttackParams, x: np.ndarray, y: np.ndarray,
-               eps: float) -> AttackRun:  # fmt: skip
+    def attack(
+        self, setup: Any, ctx: RunContext, params: AttackParams, x: np.ndarray, y: np.ndarray, eps: float
+    ) -> AttackRun:
         """Candidate adversarial inputs for (x, y) at radius eps."""
         raise NotImplementedError(f"{type(self).__name__} must implement attack or search")
 
-    def search(self, setup: Any, ctx: RunContext, params: AttackParams, x: np.ndarray, y: np.ndarray,
-               grid: list[float]) -> Search:  # fmt: skip
+    def search(
+        self,
+        setup: Any,
+        ctx: RunContext,
+        params: AttackParams,
+        x: np.ndarray,
+        y: np.ndarray,
+        grid: list[float],
+    ) -> Search:
         """Attack at every radius of the grid, ascending, each time only samples not broken yet."""
         norm = norm_of(ctx.threat)
         broken_at, x_adv = np.full(len(x), np.inf), x.copy()
@@ -97,10 +114,11 @@ class AttackMethod(RobustnessMethod):
                 info["stopped_before_eps"] = eps
                 break
             for start in range(0, len(todo), params.batch_size):
-                chunk = todo[start:start + params.batch_size]
+                chunk = todo[start : start + params.batch_size]
                 run = self.attack(setup, ctx, params, x[chunk], y[chunk], eps)
                 ok = (distances(run.candidates, x[chunk], norm) <= eps * (1 + 1e-6)) & ort_wrong(
-                    ctx, run.candidates, y[chunk])
+                    ctx, run.candidates, y[chunk]
+                )
                 broken_at[chunk[ok]], x_adv[chunk[ok]] = eps, run.candidates[ok]
                 for key, value in run.info.items():
                     info[f"{key}@{eps:g}"] = info.get(f"{key}@{eps:g}", 0) + int(value)
@@ -128,8 +146,17 @@ class AttackMethod(RobustnessMethod):
         """A caveat about the setup for the result's reason (e.g. executor far from ONNX Runtime)."""
         return None
 
-    def summarise(self, ctx: RunContext, params: AttackParams, eps: float, grid: list[float],
-                  correct: np.ndarray, idx: np.ndarray, found: Search, setup: Any) -> MethodOutcome:  # fmt: skip
+    def summarise(
+        self,
+        ctx: RunContext,
+        params: AttackParams,
+        eps: float,
+        grid: list[float],
+        correct: np.ndarray,
+        idx: np.ndarray,
+        found: Search,
+        setup: Any,
+    ) -> MethodOutcome:
         """Metrics, curves, artifacts and details from the per-sample search results."""
         n, n_correct = len(correct), int(correct.sum())
         norm = norm_of(ctx.threat)
@@ -137,69 +164,132 @@ class AttackMethod(RobustnessMethod):
         robust = n_correct - int(broken.sum())
         unit = f"eps ({'L-inf' if norm == 'linf' else 'L2'}, data units)"
         metrics = {
-            "robust_accuracy": rate(robust, n, ctx, f"Share of test samples classified correctly and not "
-                                    f"broken by {self.name} within {unit.split(',')[0]} {eps:g}, checked on "
-                                    "ONNX Runtime (an upper bound of the true robust accuracy).",
-                                    ClaimKind.OBSERVATION),
-            "attack_success_rate": rate(int(broken.sum()), n_correct, ctx, "Share of correctly classified "
-                                        f"samples for which the attack found an adversarial input within "
-                                        f"eps {eps:g} (checked on ONNX Runtime).", ClaimKind.OBSERVATION),
-        }  # fmt: skip
+            "robust_accuracy": rate(
+                robust,
+                n,
+                ctx,
+                f"Share of test samples classified correctly and not "
+                f"broken by {self.name} within {unit.split(',')[0]} {eps:g}, checked on "
+                "ONNX Runtime (an upper bound of the true robust accuracy).",
+                ClaimKind.OBSERVATION,
+            ),
+            "attack_success_rate": rate(
+                int(broken.sum()),
+                n_correct,
+                ctx,
+                "Share of correctly classified "
+                f"samples for which the attack found an adversarial input within "
+                f"eps {eps:g} (checked on ONNX Runtime).",
+                ClaimKind.OBSERVATION,
+            ),
+        }
         counts = [(n_correct - int((found.broken_at <= e).sum()), n) for e in grid]
-        series = [rate_series(f"{self.name} robust accuracy", [0.0, *grid], [(n_correct, n), *counts],
-                              ctx, unit, "robust accuracy")]  # fmt: skip
+        series = [
+            rate_series(
+                f"{self.name} robust accuracy",
+                [0.0, *grid],
+                [(n_correct, n), *counts],
+                ctx,
+                unit,
+                "robust accuracy",
+            )
+        ]
         if found.min_eps is not None:
             metrics.update(self._min_eps_metrics(ctx, found.min_eps, found.cap or eps, unit))
             series.append(self._histogram(found.min_eps, unit))
         rows = idx[broken]
         artifacts = self._artifacts(ctx, params, rows, found.x_adv[broken], eps)
         details: dict[str, JsonValue] = {
-            "eps": eps, "norm": norm, "grid": grid, "clean_correct": n_correct,
+            "eps": eps,
+            "norm": norm,
+            "grid": grid,
+            "clean_correct": n_correct,
             "successful_indices": [int(i) for i in rows],
             "broken_per_eps": {f"{e:g}": int((found.broken_at <= e).sum()) for e in grid},
-            **{k: v for k, v in found.info.items()}, **self.extra_details(setup),
-        }  # fmt: skip
+            **{k: v for k, v in found.info.items()},
+            **self.extra_details(setup),
+        }
         notes = [self.caveat(setup)]
         if "stopped_before_eps" in found.info:
-            notes.append(f"the time budget ran out before eps {found.info['stopped_before_eps']:g}; robust "
-                         "accuracy at that eps and above counts only the attacks that ran (an upper bound)")
+            notes.append(
+                f"the time budget ran out before eps {found.info['stopped_before_eps']:g}; robust "
+                "accuracy at that eps and above counts only the attacks that ran (an upper bound)"
+            )
         reason = "; ".join(n for n in notes if n) or None
-        return MethodOutcome(status=TestStatus.COMPLETED, metrics=metrics, series=series,
-                             artifacts=artifacts, details=details, reason=reason)  # fmt: skip
+        return MethodOutcome(
+            status=TestStatus.COMPLETED,
+            metrics=metrics,
+            series=series,
+            artifacts=artifacts,
+            details=details,
+            reason=reason,
+        )
 
     def _min_eps_metrics(self, ctx: RunContext, min_eps: np.ndarray, cap: float, unit: str) -> dict[str, Any]:
         capped = np.minimum(min_eps, cap)
-        note = (f" Samples not broken up to {cap:g} count as {cap:g}, so the value is a lower bound of the "
-                "true mean of the attack's minimal eps" if np.isinf(min_eps).any() else "")
+        note = (
+            f" Samples not broken up to {cap:g} count as {cap:g}, so the value is a lower bound of the "
+            "true mean of the attack's minimal eps"
+            if np.isinf(min_eps).any()
+            else ""
+        )
         return {
-            "median_min_eps": mean_with_interval(capped, ctx, f"Median over correctly classified samples of "
-                                                 f"the smallest {unit} at which an adversarial input was "
-                                                 f"found.{note}", np.median),
-            "mean_min_eps": mean_with_interval(capped, ctx, f"Mean over correctly classified samples of the "
-                                               f"smallest {unit} at which an adversarial input was found."
-                                               f"{note}"),
-        }  # fmt: skip
+            "median_min_eps": mean_with_interval(
+                capped,
+                ctx,
+                f"Median over correctly classified samples of "
+                f"the smallest {unit} at which an adversarial input was "
+                f"found.{note}",
+                np.median,
+            ),
+            "mean_min_eps": mean_with_interval(
+                capped,
+                ctx,
+                f"Mean over correctly classified samples of the "
+                f"smallest {unit} at which an adversarial input was found."
+                f"{note}",
+            ),
+        }
 
     def _histogram(self, min_eps: np.ndarray, unit: str) -> Series:
         finite = min_eps[np.isfinite(min_eps)]
         edges = np.histogram_bin_edges(finite if len(finite) else np.zeros(1), bins=20)
         counts, _ = np.histogram(finite, bins=edges)
-        return Series(name=f"{self.name} minimal eps distribution", x_label=f"minimal {unit}",
-                      y_label="samples", x=[float(v) for v in edges[1:]],
-                      y=[float(c) for c in counts], kind="histogram")  # fmt: skip
+        return Series(
+            name=f"{self.name} minimal eps distribution",
+            x_label=f"minimal {unit}",
+            y_label="samples",
+            x=[float(v) for v in edges[1:]],
+            y=[float(c) for c in counts],
+            kind="histogram",
+        )
 
-    def _artifacts(self, ctx: RunContext, params: AttackParams, rows: np.ndarray, x_adv: np.ndarray,
-                   eps: float) -> list[ArtifactRef]:  # fmt: skip
+    def _artifacts(
+        self, ctx: RunContext, params: AttackParams, rows: np.ndarray, x_adv: np.ndarray, eps: float
+    ) -> list[ArtifactRef]:
         short = self.name.split(".")[1]
-        refs = [save_npz(ctx, f"{short}_adversarial.npz", f"Adversarial inputs found by {self.name} within "
-                         f"eps {eps:g} (x_adv) and their rows in the test data (index).",
-                         x_adv=x_adv.astype(np.float32), index=rows.astype(np.int64),
-                         label=ctx.data.y[rows], adv_label=ctx.model.predict(x_adv) if len(rows) else
-                         np.zeros(0, np.int64))]  # fmt: skip
+        refs = [
+            save_npz(
+                ctx,
+                f"{short}_adversarial.npz",
+                f"Adversarial inputs found by {self.name} within "
+                f"eps {eps:g} (x_adv) and their rows in the test data (index).",
+                x_adv=x_adv.astype(np.float32),
+                index=rows.astype(np.int64),
+                label=ctx.data.y[rows],
+                adv_label=ctx.model.predict(x_adv) if len(rows) else np.zeros(0, np.int64),
+            )
+        ]
         if len(rows) and params.examples:
             pred = ctx.model.predict(x_adv[: params.examples])
             labels = [f"adv: {int(ctx.data.y[r])} -> {int(p)}" for r, p in zip(rows, pred, strict=False)]
-            refs += save_examples(ctx, f"{short}_examples.png", f"Inputs broken by {self.name} at eps "
-                                  f"{eps:g}: original, adversarial, difference.", ctx.data.x[rows],
-                                  x_adv, labels, params.examples)  # fmt: skip
+            refs += save_examples(
+                ctx,
+                f"{short}_examples.png",
+                f"Inputs broken by {self.name} at eps {eps:g}: original, adversarial, difference.",
+                ctx.data.x[rows],
+                x_adv,
+                labels,
+                params.examples,
+            )
         return refs

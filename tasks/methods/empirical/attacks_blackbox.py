@@ -23,8 +23,9 @@ def margin(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
     return true - other.max(axis=1)
 
 
-def project(x_adv: np.ndarray, x: np.ndarray, eps: np.ndarray | float, norm: str,
-            value_range: tuple[float, float]) -> np.ndarray:  # fmt: skip
+def project(
+    x_adv: np.ndarray, x: np.ndarray, eps: np.ndarray | float, norm: str, value_range: tuple[float, float]
+) -> np.ndarray:
     """Project into the eps ball (L-inf or L2) around x and then into the value range.
 
     For a box range and a ball centred inside the box, clipping after the ball projection keeps the
@@ -43,8 +44,18 @@ def project(x_adv: np.ndarray, x: np.ndarray, eps: np.ndarray | float, norm: str
 def _p_selection(p_init: float, it: int, n_iters: int) -> float:
     """Square Attack's schedule of the square size (fraction of pixels), rescaled to 10,000 queries."""
     it = int(it / n_iters * 10000)
-    for limit, div in ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (4000, 64),
-                       (6000, 128), (8000, 256), (10000, 512)):  # fmt: skip
+    for limit, div in (
+        (10, 1),
+        (50, 2),
+        (200, 4),
+        (500, 8),
+        (1000, 16),
+        (2000, 32),
+        (4000, 64),
+        (6000, 128),
+        (8000, 256),
+        (10000, 512),
+    ):
         if it <= limit:
             return p_init / div
     return p_init / 512
@@ -59,9 +70,17 @@ class SquareState:
     queries: np.ndarray
 
 
-def square_linf(logits: Logits, x: np.ndarray, y: np.ndarray, eps: float, *, n_queries: int,
-                value_range: tuple[float, float], rng: np.random.Generator,
-                p_init: float = 0.05) -> SquareState:  # fmt: skip
+def square_linf(
+    logits: Logits,
+    x: np.ndarray,
+    y: np.ndarray,
+    eps: float,
+    *,
+    n_queries: int,
+    value_range: tuple[float, float],
+    rng: np.random.Generator,
+    p_init: float = 0.05,
+) -> SquareState:
     """Square Attack, L-inf (Andriushchenko et al., ECCV 2020), on (N, C, H, W) inputs."""
     lo, hi = value_range
     n, c, h, w = x.shape
@@ -95,7 +114,9 @@ def _rectangle(rows: int, cols: int) -> np.ndarray:
     r_c, c_c = rows // 2 + 1, cols // 2 + 1
     r0, c0 = r_c - 1, c_c - 1
     for k in range(max(r_c, c_c)):
-        delta[max(r0, 0):min(r0 + 2 * k + 1, rows), max(c0, 0):min(c0 + 2 * k + 1, cols)] += 1.0 / (k + 1) ** 2
+        delta[max(r0, 0) : min(r0 + 2 * k + 1, rows), max(c0, 0) : min(c0 + 2 * k + 1, cols)] += (
+            1.0 / (k + 1) ** 2
+        )
         r0, c0 = r0 - 1, c0 - 1
     return delta / max(np.sqrt((delta**2).sum()), 1e-12)
 
@@ -105,7 +126,7 @@ def _meta_gaussian(side: int, rng: np.random.Generator) -> np.ndarray:
     delta = np.zeros((side, side))
     if side // 2:
         delta[: side // 2] = _rectangle(side // 2, side)
-    delta[side // 2:] = -_rectangle(side - side // 2, side)
+    delta[side // 2 :] = -_rectangle(side - side // 2, side)
     delta /= max(np.sqrt((delta**2).sum()), 1e-12)
     return delta.T if rng.random() > 0.5 else delta
 
@@ -117,15 +138,24 @@ def _l2_init(x: np.ndarray, eps: float, rng: np.random.Generator) -> np.ndarray:
     delta = np.zeros(x.shape)
     for r in range(start, h - side + 1, side):
         for col in range(start, w - side + 1, side):
-            delta[:, :, r:r + side, col:col + side] += (
-                _meta_gaussian(side, rng)[None, None] * rng.choice([-1.0, 1.0], size=(n, c, 1, 1)))
+            delta[:, :, r : r + side, col : col + side] += _meta_gaussian(side, rng)[None, None] * rng.choice(
+                [-1.0, 1.0], size=(n, c, 1, 1)
+            )
     norms = np.sqrt((delta**2).sum(axis=(1, 2, 3), keepdims=True))
     return delta / np.maximum(norms, 1e-12) * eps
 
 
-def square_l2(logits: Logits, x: np.ndarray, y: np.ndarray, eps: float, *, n_queries: int,
-              value_range: tuple[float, float], rng: np.random.Generator,
-              p_init: float = 0.1) -> SquareState:  # fmt: skip
+def square_l2(
+    logits: Logits,
+    x: np.ndarray,
+    y: np.ndarray,
+    eps: float,
+    *,
+    n_queries: int,
+    value_range: tuple[float, float],
+    rng: np.random.Generator,
+    p_init: float = 0.1,
+) -> SquareState:
     """Square Attack, L2 (Andriushchenko et al., ECCV 2020), on (N, C, H, W) inputs."""
     n, c, h, w = x.shape
     x_best = project(x + _l2_init(x, eps, rng), x, eps, "l2", value_range)
@@ -149,8 +179,11 @@ def square_l2(logits: Logits, x: np.ndarray, y: np.ndarray, eps: float, *, n_que
         norm_both = np.sqrt(((delta * mask) ** 2).sum(axis=(2, 3), keepdims=True))
         new = _meta_gaussian(side, rng)[None, None] * rng.choice([-1.0, 1.0], size=(len(active), c, 1, 1))
         new = new + delta[win1] / (1e-10 + norm_win)
-        new = new / np.maximum(np.sqrt((new**2).sum(axis=(2, 3), keepdims=True)), 1e-12) * np.sqrt(
-            np.maximum(eps**2 - norm_img**2, 0) / c + norm_both**2)
+        new = (
+            new
+            / np.maximum(np.sqrt((new**2).sum(axis=(2, 3), keepdims=True)), 1e-12)
+            * np.sqrt(np.maximum(eps**2 - norm_img**2, 0) / c + norm_both**2)
+        )
         delta[win2] = 0.0
         delta[win1] = new
         scaled = delta / np.maximum(np.sqrt((delta**2).sum(axis=(1, 2, 3), keepdims=True)), 1e-12) * eps

@@ -50,7 +50,9 @@ def _step(grad: torch.Tensor, box: Box) -> torch.Tensor:
 def _random_start(x: torch.Tensor, eps: torch.Tensor, box: Box, generator: torch.Generator) -> torch.Tensor:
     noise = torch.rand(x.shape, generator=generator, dtype=x.dtype) * 2 - 1
     if box.norm == "l2":
-        noise = noise / _col(_norm(noise), x) * _col(torch.rand(len(x), generator=generator, dtype=x.dtype), x)
+        noise = (
+            noise / _col(_norm(noise), x) * _col(torch.rand(len(x), generator=generator, dtype=x.dtype), x)
+        )
     return project(x + noise * _col(eps, x), x, eps, box)
 
 
@@ -69,8 +71,9 @@ def dlr_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None 
     return -(true - chosen) / (ordered[:, 0] - 0.5 * (ordered[:, 2] + ordered[:, 3]) + 1e-12)
 
 
-def _loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, kind: str,
-          target: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+def _loss(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, kind: str, target: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-sample loss, its gradient and the logits."""
     x = x.detach().requires_grad_(True)
     logits = model(x)
@@ -79,14 +82,26 @@ def _loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, kind: str,
     return loss.detach(), grad.detach(), logits.detach()
 
 
-def fgsm(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, box: Box) -> torch.Tensor:
+def fgsm(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, box: Box
+) -> torch.Tensor:
     """Fast Gradient Sign Method (Goodfellow et al., ICLR 2015); L2: normalised gradient step."""
     _, grad, _ = _loss(model, x, y, "ce", None)
     return project(x + _col(eps, x) * _step(grad, box), x, eps, box)
 
 
-def pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, box: Box, *,
-        steps: int, restarts: int, rel_step: float, generator: torch.Generator) -> torch.Tensor:  # fmt: skip
+def pgd(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: torch.Tensor,
+    box: Box,
+    *,
+    steps: int,
+    restarts: int,
+    rel_step: float,
+    generator: torch.Generator,
+) -> torch.Tensor:
     """Projected gradient descent on the cross-entropy (Madry et al., ICLR 2018) with random restarts.
 
     Returns per sample the first misclassifying iterate, else the highest-loss one over all restarts.
@@ -114,17 +129,33 @@ def pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Ten
     return best
 
 
-def _keep_rows(best: torch.Tensor, best_loss: torch.Tensor, fooled: torch.Tensor, rows: torch.Tensor,
-               x_adv: torch.Tensor, loss: torch.Tensor, wrong: torch.Tensor) -> None:  # fmt: skip
+def _keep_rows(
+    best: torch.Tensor,
+    best_loss: torch.Tensor,
+    fooled: torch.Tensor,
+    rows: torch.Tensor,
+    x_adv: torch.Tensor,
+    loss: torch.Tensor,
+    wrong: torch.Tensor,
+) -> None:
     """``_keep`` for the samples ``rows`` of the full tensors (x_adv, loss, wrong hold those rows)."""
     take = (~fooled[rows]) & (wrong | (loss > best_loss[rows]))
     best[rows[take]], best_loss[rows[take]] = x_adv[take], loss[take]
     fooled[rows[wrong]] = True
 
 
-def apgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, box: Box, *,
-         steps: int, loss: str, generator: torch.Generator, target: torch.Tensor | None = None,
-         ) -> torch.Tensor:  # fmt: skip
+def apgd(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: torch.Tensor,
+    box: Box,
+    *,
+    steps: int,
+    loss: str,
+    generator: torch.Generator,
+    target: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Auto-PGD (Croce & Hein, ICML 2020): momentum 0.75, step size halved at checkpoints when the
     loss oscillates or stalls. ``loss`` is 'ce' or 'dlr' (with ``target``: targeted DLR)."""
     k = max(int(0.22 * steps), 1)
@@ -145,7 +176,11 @@ def apgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Te
         wrong = (logits.argmax(1) != y) & ~fooled
         fooled_x[wrong], fooled = x_adv[wrong], fooled | wrong
         improved = loss_val > best_loss
-        best[improved], best_loss[improved], best_grad[improved] = x_adv[improved], loss_val[improved], grad[improved]
+        best[improved], best_loss[improved], best_grad[improved] = (
+            x_adv[improved],
+            loss_val[improved],
+            grad[improved],
+        )
         history.append(loss_val)
         since_check += 1
         if since_check == k:

@@ -24,10 +24,18 @@ from nnassay.tasks.methods.empirical.images import (
     from_unit,
     grey,
     motion_kernel,
-    size_scale,  # fmt: skip
+    size_scale,
     to_unit,
 )
-from nnassay.tasks.methods.empirical.weather import elastic_transform, fog, glass_blur, occlusion, snow, spatter, zoom_blur
+from nnassay.tasks.methods.empirical.weather import (
+    elastic_transform,
+    fog,
+    glass_blur,
+    occlusion,
+    snow,
+    spatter,
+    zoom_blur,
+)
 
 Corruption = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
 
@@ -93,8 +101,12 @@ def motion_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.nd
     radius, sigma = ((10, 3), (15, 5), (15, 8), (15, 12), (20, 15))[severity - 1]
     scale = size_scale(x)
     angles = rng.uniform(-45, 45, len(x))
-    return np.stack([convolve(img[None], motion_kernel(radius * scale, sigma * scale, a))[0]
-                     for img, a in zip(x, angles, strict=True)])  # fmt: skip
+    return np.stack(
+        [
+            convolve(img[None], motion_kernel(radius * scale, sigma * scale, a))[0]
+            for img, a in zip(x, angles, strict=True)
+        ]
+    )
 
 
 def _hsv(x: np.ndarray, change: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
@@ -152,7 +164,7 @@ def _per_image(x: np.ndarray, op: Callable[[Image.Image], Image.Image], mode: st
                 out[i, ..., c] = np.asarray(op(Image.fromarray(img[..., c], mode="F")), np.float32)
         return out
     for i, img in enumerate(x):
-        channels = [img] if x.shape[-1] == 3 else [img[..., c:c + 1] for c in range(x.shape[-1])]
+        channels = [img] if x.shape[-1] == 3 else [img[..., c : c + 1] for c in range(x.shape[-1])]
         done = []
         for part in channels:
             as_u8 = np.round(np.clip(part, 0, 1) * 255).astype(np.uint8)
@@ -195,13 +207,27 @@ def pixelate(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarr
 
 
 CORRUPTION_FUNCTIONS: dict[str, Corruption] = {
-    "gaussian_noise": gaussian_noise, "shot_noise": shot_noise, "impulse_noise": impulse_noise,
-    "speckle_noise": speckle_noise, "uniform_noise": uniform_noise, "gaussian_blur": gaussian_blur,
-    "defocus_blur": defocus_blur, "motion_blur": motion_blur, "zoom_blur": zoom_blur,
-    "glass_blur": glass_blur, "brightness": brightness, "contrast": contrast, "saturate": saturate,
-    "jpeg_compression": jpeg_compression, "pixelate": pixelate, "elastic_transform": elastic_transform,
-    "fog": fog, "snow": snow, "spatter": spatter, "occlusion": occlusion,
-}  # fmt: skip
+    "gaussian_noise": gaussian_noise,
+    "shot_noise": shot_noise,
+    "impulse_noise": impulse_noise,
+    "speckle_noise": speckle_noise,
+    "uniform_noise": uniform_noise,
+    "gaussian_blur": gaussian_blur,
+    "defocus_blur": defocus_blur,
+    "motion_blur": motion_blur,
+    "zoom_blur": zoom_blur,
+    "glass_blur": glass_blur,
+    "brightness": brightness,
+    "contrast": contrast,
+    "saturate": saturate,
+    "jpeg_compression": jpeg_compression,
+    "pixelate": pixelate,
+    "elastic_transform": elastic_transform,
+    "fog": fog,
+    "snow": snow,
+    "spatter": spatter,
+    "occlusion": occlusion,
+}
 
 
 def corrupt_unit(x: np.ndarray, name: str, severity: int, rng: np.random.Generator) -> np.ndarray:
@@ -213,8 +239,15 @@ def corrupt_unit(x: np.ndarray, name: str, severity: int, rng: np.random.Generat
     return np.clip(CORRUPTION_FUNCTIONS[name](x.astype(np.float32), severity, rng), 0, 1).astype(np.float32)
 
 
-def corrupt(x: np.ndarray, name: str, severity: int, *, rng: np.random.Generator,
-            layout: Layout | str, value_range: tuple[float, float]) -> np.ndarray:  # fmt: skip
+def corrupt(
+    x: np.ndarray,
+    name: str,
+    severity: int,
+    *,
+    rng: np.random.Generator,
+    layout: Layout | str,
+    value_range: tuple[float, float],
+) -> np.ndarray:
     """Corrupt images given in the model's layout and value range; same layout and range out."""
     unit = to_unit(x, layout, value_range)
     return from_unit(corrupt_unit(unit, name, severity, rng), layout, value_range)

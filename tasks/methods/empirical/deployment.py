@@ -15,8 +15,8 @@ from pydantic import Field, JsonValue
 from nnassay.schemas.common import ClaimKind, Measurement, MethodFamily
 from nnassay.schemas.results import MethodOutcome, TestStatus
 from nnassay.schemas.threats import Deployment, Threat
-from nnassay.tasks.methods.empirical.common import rate
 from nnassay.tasks.io.model_io import CPU, CUDA, ModelRunner, cuda_available
+from nnassay.tasks.methods.empirical.common import rate
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
 
 
@@ -43,8 +43,10 @@ def _variant_runner(ctx: RunContext, variant: str) -> tuple[ModelRunner | None, 
     spec = ctx.model.spec
     if variant == "providers":
         if not cuda_available():
-            return None, ("only one execution provider is available on this machine (CPU); the CPU / CUDA "
-                          "comparison needs a machine with a working CUDA provider")
+            return None, (
+                "only one execution provider is available on this machine (CPU); the CPU / CUDA "
+                "comparison needs a machine with a working CUDA provider"
+            )
         other = CPU if ctx.model.provider == CUDA else CUDA
         return ModelRunner(spec, providers=[other]), f"{other} against {ctx.model.provider}"
     maker, suffix = {"float16": (float16_model, "float16"), "int8_dynamic": (int8_model, "int8")}[variant]
@@ -61,8 +63,10 @@ def _ends(m: Measurement) -> list[float] | None:
 class DeploymentParams(MethodParams):
     """Parameters of the deployment-conditions test."""
 
-    variants: list[str] = Field(default_factory=lambda: ["float16", "int8_dynamic", "providers"],
-                                description="float16, int8_dynamic, providers.")  # fmt: skip
+    variants: list[str] = Field(
+        default_factory=lambda: ["float16", "int8_dynamic", "providers"],
+        description="float16, int8_dynamic, providers.",
+    )
 
 
 @register
@@ -113,29 +117,54 @@ class DeploymentConsistency(RobustnessMethod):
             deviation = float(np.nanmax(np.abs(out - base))) if np.isfinite(out).all() else float("inf")
             disagree = rate(differ, len(y), ctx, "")
             correct = rate(int((out.argmax(1) == y).sum()), len(y), ctx, "")
-            found[variant] = {"note": note, "disagreements": differ,
-                              "max_abs_logit_deviation": deviation if np.isfinite(deviation) else None,
-                              "non_finite_outputs": not np.isfinite(deviation),
-                              "disagreement_rate": disagree.value, "accuracy": correct.value,
-                              "disagreement_rate_interval": _ends(disagree), "accuracy_interval": _ends(correct),
-                              "provider": runner.provider}  # fmt: skip
+            found[variant] = {
+                "note": note,
+                "disagreements": differ,
+                "max_abs_logit_deviation": deviation if np.isfinite(deviation) else None,
+                "non_finite_outputs": not np.isfinite(deviation),
+                "disagreement_rate": disagree.value,
+                "accuracy": correct.value,
+                "disagreement_rate_interval": _ends(disagree),
+                "accuracy_interval": _ends(correct),
+                "provider": runner.provider,
+            }
             worst = max(worst, (differ, deviation, variant))
             worst_deviation = max(worst_deviation, deviation)
             ctx.progress(i + 1, len(params.variants))
-        details = {"variants": found, "unavailable": unavailable, "baseline_provider": ctx.model.provider,
-                   "baseline_accuracy": float((base_pred == y).mean())}  # fmt: skip
+        details = {
+            "variants": found,
+            "unavailable": unavailable,
+            "baseline_provider": ctx.model.provider,
+            "baseline_accuracy": float((base_pred == y).mean()),
+        }
         if not found:
-            return MethodOutcome(status=TestStatus.INCONCLUSIVE, details=details,
-                                 reason="no deployment variant could run: " + "; ".join(unavailable.values()))
+            return MethodOutcome(
+                status=TestStatus.INCONCLUSIVE,
+                details=details,
+                reason="no deployment variant could run: " + "; ".join(unavailable.values()),
+            )
         deviation = worst_deviation
         return MethodOutcome(
-            metrics={"disagreement_rate": rate(worst[0], len(y), ctx, f"Share of test samples whose predicted "
-                                               f"class differs from the float32 model ({worst[2]}, the worst "
-                                               "variant).", ClaimKind.OBSERVATION),
-                     "max_output_deviation": Measurement(value=min(deviation, 1e30), n=len(y),
-                                                         claim=ClaimKind.OBSERVATION,
-                                                         description="Largest absolute difference of any "
-                                                         "output value between a variant and the float32 model.")},
+            metrics={
+                "disagreement_rate": rate(
+                    worst[0],
+                    len(y),
+                    ctx,
+                    f"Share of test samples whose predicted "
+                    f"class differs from the float32 model ({worst[2]}, the worst "
+                    "variant).",
+                    ClaimKind.OBSERVATION,
+                ),
+                "max_output_deviation": Measurement(
+                    value=min(deviation, 1e30),
+                    n=len(y),
+                    claim=ClaimKind.OBSERVATION,
+                    description="Largest absolute difference of any "
+                    "output value between a variant and the float32 model.",
+                ),
+            },
             details=details,
-            reason=("not compared: " + "; ".join(f"{k}: {v}" for k, v in unavailable.items())) if unavailable else None,
-        )  # fmt: skip
+            reason=("not compared: " + "; ".join(f"{k}: {v}" for k, v in unavailable.items()))
+            if unavailable
+            else None,
+        )

@@ -59,8 +59,13 @@ def _boundary(oracle: _Oracle, x: np.ndarray, x_adv: np.ndarray, norm: str, thet
     return best
 
 
-def _initial(oracle: _Oracle, x: np.ndarray, value_range: tuple[float, float],
-             rng: np.random.Generator, tries: int = 100) -> np.ndarray | None:  # fmt: skip
+def _initial(
+    oracle: _Oracle,
+    x: np.ndarray,
+    value_range: tuple[float, float],
+    rng: np.random.Generator,
+    tries: int = 100,
+) -> np.ndarray | None:
     for _ in range(max(1, tries // 20)):
         noise = rng.uniform(*value_range, size=(20, *x.shape))
         hits = np.flatnonzero(oracle(noise))
@@ -69,8 +74,15 @@ def _initial(oracle: _Oracle, x: np.ndarray, value_range: tuple[float, float],
     return None
 
 
-def _gradient(oracle: _Oracle, x_b: np.ndarray, delta: float, evals: int, norm: str,
-              value_range: tuple[float, float], rng: np.random.Generator) -> np.ndarray:  # fmt: skip
+def _gradient(
+    oracle: _Oracle,
+    x_b: np.ndarray,
+    delta: float,
+    evals: int,
+    norm: str,
+    value_range: tuple[float, float],
+    rng: np.random.Generator,
+) -> np.ndarray:
     shape = (evals, *x_b.shape)
     u = rng.standard_normal(shape) if norm == "l2" else rng.uniform(-1, 1, shape)
     u /= np.sqrt((u**2).reshape(evals, -1).sum(axis=1)).reshape(-1, *([1] * x_b.ndim))
@@ -85,9 +97,18 @@ def _gradient(oracle: _Oracle, x_b: np.ndarray, delta: float, evals: int, norm: 
     return grad if norm == "l2" else np.sign(grad)
 
 
-def hop_skip_jump(is_adv: IsAdversarial, x: np.ndarray, *, norm: str, max_queries: int,
-                  value_range: tuple[float, float], rng: np.random.Generator,
-                  init_evals: int = 100, max_evals: int = 1000, gamma: float = 1.0) -> HsjResult:  # fmt: skip
+def hop_skip_jump(
+    is_adv: IsAdversarial,
+    x: np.ndarray,
+    *,
+    norm: str,
+    max_queries: int,
+    value_range: tuple[float, float],
+    rng: np.random.Generator,
+    init_evals: int = 100,
+    max_evals: int = 1000,
+    gamma: float = 1.0,
+) -> HsjResult:
     """Smallest adversarial perturbation of one input ``x`` found within ``max_queries`` queries."""
     oracle = _Oracle(is_adv, max_queries)
     x = x.astype(np.float64)
@@ -101,8 +122,11 @@ def hop_skip_jump(is_adv: IsAdversarial, x: np.ndarray, *, norm: str, max_querie
     it = 0
     while not oracle.spent:
         it += 1
-        delta = 0.1 * (value_range[1] - value_range[0]) if it == 1 else (
-            np.sqrt(d) * theta * dist if norm == "l2" else d * theta * dist)  # fmt: skip
+        delta = (
+            0.1 * (value_range[1] - value_range[0])
+            if it == 1
+            else (np.sqrt(d) * theta * dist if norm == "l2" else d * theta * dist)
+        )
         evals = int(min(init_evals * np.sqrt(it), max_evals, max(oracle.budget - oracle.used, 1)))
         update = _gradient(oracle, x_b, max(delta, 1e-8), evals, norm, value_range, rng)
         step = dist / np.sqrt(it)

@@ -81,24 +81,43 @@ def motion_kernel(length: float, sigma: float, angle_deg: float, supersample: in
     rows, cols = half - t * np.sin(rad), half + t * np.cos(rad)
     r0, c0 = np.floor(rows).astype(int), np.floor(cols).astype(int)
     fr, fc = rows - r0, cols - c0
-    for dr, dc, share in ((0, 0, (1 - fr) * (1 - fc)), (0, 1, (1 - fr) * fc),
-                          (1, 0, fr * (1 - fc)), (1, 1, fr * fc)):  # fmt: skip
+    for dr, dc, share in (
+        (0, 0, (1 - fr) * (1 - fc)),
+        (0, 1, (1 - fr) * fc),
+        (1, 0, fr * (1 - fc)),
+        (1, 1, fr * fc),
+    ):
         np.add.at(kernel, (np.clip(r0 + dr, 0, 2 * half), np.clip(c0 + dc, 0, 2 * half)), weights * share)
     return (kernel / kernel.sum()).astype(np.float32)
 
 
-def warp(x: np.ndarray, rows: np.ndarray, cols: np.ndarray, *, order: int = 1,
-         mode: str = "reflect", cval: float = 0.0) -> np.ndarray:  # fmt: skip
+def warp(
+    x: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    *,
+    order: int = 1,
+    mode: str = "reflect",
+    cval: float = 0.0,
+) -> np.ndarray:
     """Sample every channel of image batch ``x`` at per-image source coordinates (N, H, W)."""
     n, h, w, c = x.shape
     idx_n = np.broadcast_to(np.arange(n)[:, None, None, None], (n, h, w, c))
     idx_c = np.broadcast_to(np.arange(c)[None, None, None, :], (n, h, w, c))
-    coords = np.stack([idx_n, np.broadcast_to(rows[..., None], (n, h, w, c)),
-                       np.broadcast_to(cols[..., None], (n, h, w, c)), idx_c])  # fmt: skip
+    coords = np.stack(
+        [
+            idx_n,
+            np.broadcast_to(rows[..., None], (n, h, w, c)),
+            np.broadcast_to(cols[..., None], (n, h, w, c)),
+            idx_c,
+        ]
+    )
     return ndimage.map_coordinates(x, coords, order=order, mode=mode, cval=cval).astype(np.float32)
 
 
-def affine_warp(x: np.ndarray, matrix: np.ndarray, *, mode: str = "constant", cval: float = 0.0) -> np.ndarray:
+def affine_warp(
+    x: np.ndarray, matrix: np.ndarray, *, mode: str = "constant", cval: float = 0.0
+) -> np.ndarray:
     """Apply a 2x3 affine map (output pixel -> source pixel, about the image centre) to a batch."""
     _, h, w, _ = x.shape
     centre = np.array([(h - 1) / 2.0, (w - 1) / 2.0])

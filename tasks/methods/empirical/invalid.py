@@ -11,15 +11,16 @@ from pydantic import Field, JsonValue
 from nnassay.schemas.common import MethodFamily
 from nnassay.schemas.results import MethodOutcome
 from nnassay.schemas.threats import InvalidInput, Threat
-from nnassay.tasks.methods.empirical.common import rate, rate_series
 from nnassay.tasks.io.model_io import to_probabilities
+from nnassay.tasks.methods.empirical.common import rate, rate_series
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
 
 CASES = ("nan", "pos_inf", "neg_inf", "out_of_range", "extreme", "constant", "random_noise")
 
 
-def invalid_inputs(x: np.ndarray, case: str, value_range: tuple[float, float], rng: np.random.Generator,
-                   share: float = 0.1) -> np.ndarray:  # fmt: skip
+def invalid_inputs(
+    x: np.ndarray, case: str, value_range: tuple[float, float], rng: np.random.Generator, share: float = 0.1
+) -> np.ndarray:
     """Invalid versions of x for one case (same shape, float32).
 
     nan / pos_inf / neg_inf: a share of the values of each sample (at least one) replaced;
@@ -36,7 +37,9 @@ def invalid_inputs(x: np.ndarray, case: str, value_range: tuple[float, float], r
         flat[hit] = {"nan": np.nan, "pos_inf": np.inf, "neg_inf": -np.inf}[case]
     elif case == "out_of_range":
         up = rng.random(flat.shape) < 0.5
-        flat = np.where(up, high + span * (1 + rng.random(flat.shape)), low - span * (1 + rng.random(flat.shape)))
+        flat = np.where(
+            up, high + span * (1 + rng.random(flat.shape)), low - span * (1 + rng.random(flat.shape))
+        )
     elif case == "extreme":
         flat = rng.choice([-1.0, 1.0], size=flat.shape) * 1e20 * span
     elif case == "constant":
@@ -58,7 +61,7 @@ def react(ctx: RunContext, x: np.ndarray, confidence_level: float) -> dict[str, 
     messages: list[str] = []
     for i in range(len(x)):
         try:
-            out = ctx.model.logits(x[i:i + 1])
+            out = ctx.model.logits(x[i : i + 1])
         except Exception as exc:  # onnxruntime raises several unrelated types
             crashed[i] = True
             messages.append(str(exc).splitlines()[0][:200])
@@ -67,16 +70,21 @@ def react(ctx: RunContext, x: np.ndarray, confidence_level: float) -> dict[str, 
             non_finite[i] = True
             continue
         confident[i] = to_probabilities(out, ctx.model.spec.output).max() > confidence_level
-    return {"crashed": crashed, "non_finite": non_finite, "confident": confident,
-            "messages": np.array(sorted(set(messages))[:5], dtype=object)}  # fmt: skip
+    return {
+        "crashed": crashed,
+        "non_finite": non_finite,
+        "confident": confident,
+        "messages": np.array(sorted(set(messages))[:5], dtype=object),
+    }
 
 
 class InvalidParams(MethodParams):
     """Parameters of the invalid-input test."""
 
     cases: list[str] = Field(default_factory=lambda: list(CASES), description="Kinds of invalid input.")
-    confidence_level: float = Field(default=0.9, ge=0, le=1, description="Top-class probability counted "
-                                    "as a confident answer.")  # fmt: skip
+    confidence_level: float = Field(
+        default=0.9, ge=0, le=1, description="Top-class probability counted as a confident answer."
+    )
     per_case: int = Field(default=50, ge=1, description="Inputs per case (from the first test samples).")
 
 
@@ -103,8 +111,9 @@ class InvalidInputReaction(RobustnessMethod):
 
     def params_for(self, threat: Threat, overrides: dict[str, Any]) -> MethodParams:
         assert isinstance(threat, InvalidInput)
-        return InvalidParams(**{"cases": list(threat.cases), "confidence_level": threat.confidence_level,
-                                **overrides})  # fmt: skip
+        return InvalidParams(
+            **{"cases": list(threat.cases), "confidence_level": threat.confidence_level, **overrides}
+        )
 
     def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
         assert isinstance(params, InvalidParams)
@@ -115,8 +124,9 @@ class InvalidInputReaction(RobustnessMethod):
         for i, case in enumerate(params.cases):
             inputs = invalid_inputs(x, case, ctx.model.value_range, np.random.default_rng([ctx.seed, i]))
             seen = react(ctx, inputs, params.confidence_level)
-            per_case[case] = {k: rate(int(seen[k].sum()), len(x), ctx, "").model_dump(mode="json")
-                              for k in totals} | {"errors": [str(m) for m in seen["messages"]]}  # fmt: skip
+            per_case[case] = {
+                k: rate(int(seen[k].sum()), len(x), ctx, "").model_dump(mode="json") for k in totals
+            } | {"errors": [str(m) for m in seen["messages"]]}
             for k in totals:
                 totals[k] += int(seen[k].sum())
                 counts[k].append((int(seen[k].sum()), len(x)))
@@ -125,14 +135,33 @@ class InvalidInputReaction(RobustnessMethod):
         label = "case (" + ", ".join(f"{i}={c}" for i, c in enumerate(params.cases)) + ")"
         return MethodOutcome(
             metrics={
-                "confident_garbage_rate": rate(totals["confident"], n, ctx, "Share of invalid inputs answered "
-                                               f"with a top-class probability above {params.confidence_level:g}."),
-                "crash_rate": rate(totals["crashed"], n, ctx, "Share of invalid inputs on which ONNX Runtime "
-                                   "raised an error."),
-                "non_finite_rate": rate(totals["non_finite"], n, ctx, "Share of invalid inputs whose output "
-                                        "holds NaN or infinite values.")},
-            series=[rate_series(name, list(range(len(params.cases))), counts[key], ctx, label, "rate", kind="bar")
-                    for key, name in (("confident", "confident answers"), ("crashed", "crashes"),
-                                      ("non_finite", "non-finite outputs"))],
+                "confident_garbage_rate": rate(
+                    totals["confident"],
+                    n,
+                    ctx,
+                    "Share of invalid inputs answered "
+                    f"with a top-class probability above {params.confidence_level:g}.",
+                ),
+                "crash_rate": rate(
+                    totals["crashed"],
+                    n,
+                    ctx,
+                    "Share of invalid inputs on which ONNX Runtime raised an error.",
+                ),
+                "non_finite_rate": rate(
+                    totals["non_finite"],
+                    n,
+                    ctx,
+                    "Share of invalid inputs whose output holds NaN or infinite values.",
+                ),
+            },
+            series=[
+                rate_series(name, list(range(len(params.cases))), counts[key], ctx, label, "rate", kind="bar")
+                for key, name in (
+                    ("confident", "confident answers"),
+                    ("crashed", "crashes"),
+                    ("non_finite", "non-finite outputs"),
+                )
+            ],
             details={"per_case": per_case, "inputs_per_case": len(x)},
-        )  # fmt: skip
+        )

@@ -8,7 +8,14 @@ import numpy as np
 from pydantic import Field
 
 from nnassay.schemas.goals import Layout
-from nnassay.tasks.methods.empirical.attack_base import AttackMethod, AttackParams, AttackRun, Search, distances, norm_of
+from nnassay.tasks.methods.empirical.attack_base import (
+    AttackMethod,
+    AttackParams,
+    AttackRun,
+    Search,
+    distances,
+    norm_of,
+)
 from nnassay.tasks.methods.empirical.attacks_blackbox import square_l2, square_linf
 from nnassay.tasks.methods.empirical.common import check_kind, ort_wrong
 from nnassay.tasks.methods.empirical.hopskipjump import hop_skip_jump
@@ -23,15 +30,30 @@ def _model_layout(ctx: RunContext, x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(x, (0, 2, 3, 1)) if ctx.model.layout == Layout.NHWC else x)
 
 
-def square_candidates(ctx: RunContext, x: np.ndarray, y: np.ndarray, eps: float, queries: int,
-                      stream: int, p_init: float | None = None) -> np.ndarray:  # fmt: skip
+def square_candidates(
+    ctx: RunContext,
+    x: np.ndarray,
+    y: np.ndarray,
+    eps: float,
+    queries: int,
+    stream: int,
+    p_init: float | None = None,
+) -> np.ndarray:
     """Square Attack (L-inf or L2 by the threat) on ONNX Runtime logits; model-layout images in and out."""
     rng = np.random.default_rng([ctx.seed, stream, int(round(eps * 1e9)) % 2**32, len(x)])
     logits = lambda b: ctx.model.logits(_model_layout(ctx, b))  # noqa: E731
     attack = square_linf if norm_of(ctx.threat) == "linf" else square_l2
     extra = {"p_init": p_init} if p_init else {}
-    state = attack(logits, np.ascontiguousarray(_nchw(ctx, x)), y, eps, n_queries=queries,
-                   value_range=ctx.model.value_range, rng=rng, **extra)  # fmt: skip
+    state = attack(
+        logits,
+        np.ascontiguousarray(_nchw(ctx, x)),
+        y,
+        eps,
+        n_queries=queries,
+        value_range=ctx.model.value_range,
+        rng=rng,
+        **extra,
+    )
     return _model_layout(ctx, state.x_best)
 
 
@@ -39,8 +61,9 @@ class SquareParams(AttackParams):
     """Parameters of Square Attack."""
 
     queries: int = Field(default=1000, ge=2, description="Query budget per sample (ONNX Runtime calls).")
-    p_init: float | None = Field(default=None, gt=0, le=1,
-                                 description="Initial square size (share of pixels); 0.05 L-inf, 0.1 L2.")  # fmt: skip
+    p_init: float | None = Field(
+        default=None, gt=0, le=1, description="Initial square size (share of pixels); 0.05 L-inf, 0.1 L2."
+    )
 
 
 class _Square(AttackMethod):
@@ -52,8 +75,9 @@ class _Square(AttackMethod):
     def check(self, ctx_threat: Any, data_kind: str) -> list[str]:
         return check_kind(self.name, self.data_kinds, ctx_threat, data_kind)
 
-    def attack(self, setup: Any, ctx: RunContext, params: AttackParams, x: np.ndarray, y: np.ndarray,
-               eps: float) -> AttackRun:  # fmt: skip
+    def attack(
+        self, setup: Any, ctx: RunContext, params: AttackParams, x: np.ndarray, y: np.ndarray, eps: float
+    ) -> AttackRun:
         assert isinstance(params, SquareParams)
         cand = square_candidates(ctx, x, y, eps, params.queries, 1, params.p_init)
         return AttackRun(cand, {"queries": params.queries * len(x)})
@@ -116,8 +140,15 @@ class HopSkipJump(AttackMethod):
     Params = HsjParams
     priority = 95
 
-    def search(self, setup: Any, ctx: RunContext, params: AttackParams, x: np.ndarray, y: np.ndarray,
-               grid: list[float]) -> Search:  # fmt: skip
+    def search(
+        self,
+        setup: Any,
+        ctx: RunContext,
+        params: AttackParams,
+        x: np.ndarray,
+        y: np.ndarray,
+        grid: list[float],
+    ) -> Search:
         assert isinstance(params, HsjParams)
         norm = norm_of(ctx.threat)
         found, x_adv = np.full(len(x), np.inf), x.copy()
@@ -126,10 +157,16 @@ class HopSkipJump(AttackMethod):
             if ctx.time_left() <= 0:
                 break
             label = int(y[i])
-            result = hop_skip_jump(lambda b, label=label: ctx.model.predict(b) != label, x[i], norm=norm,
-                                   max_queries=params.queries, value_range=ctx.model.value_range,
-                                   rng=np.random.default_rng([ctx.seed, i]), init_evals=params.init_evals,
-                                   max_evals=params.max_evals)  # fmt: skip
+            result = hop_skip_jump(
+                lambda b, label=label: ctx.model.predict(b) != label,
+                x[i],
+                norm=norm,
+                max_queries=params.queries,
+                value_range=ctx.model.value_range,
+                rng=np.random.default_rng([ctx.seed, i]),
+                init_evals=params.init_evals,
+                max_evals=params.max_evals,
+            )
             queries += result.queries
             if result.x_adv is not None:
                 x_adv[i] = result.x_adv

@@ -30,10 +30,21 @@ def mean_rate(per_sample: np.ndarray, ctx: RunContext, description: str) -> Meas
     from nnassay.tasks.stats.bootstrap import bootstrap_interval
 
     values = np.asarray(per_sample, dtype=float)
-    interval = bootstrap_interval(values, np.mean, ctx.confidence, np.random.default_rng([ctx.seed, 7]),
-                                  n_resamples=1000) if len(values) > 1 else None  # fmt: skip
-    return Measurement(value=float(values.mean()) if len(values) else 0.0, interval=interval,
-                       claim=ClaimKind.ESTIMATE, n=len(values), is_rate=True, description=description)  # fmt: skip
+    interval = (
+        bootstrap_interval(
+            values, np.mean, ctx.confidence, np.random.default_rng([ctx.seed, 7]), n_resamples=1000
+        )
+        if len(values) > 1
+        else None
+    )
+    return Measurement(
+        value=float(values.mean()) if len(values) else 0.0,
+        interval=interval,
+        claim=ClaimKind.ESTIMATE,
+        n=len(values),
+        is_rate=True,
+        description=description,
+    )
 
 
 class CorruptionParams(MethodParams):
@@ -78,7 +89,9 @@ class CorruptionAccuracy(_ImageMethod):
 
     def params_for(self, threat: Threat, overrides: dict[str, Any]) -> MethodParams:
         assert isinstance(threat, Corruption)
-        return CorruptionParams(**{"corruptions": threat.corruptions, "severities": threat.severities, **overrides})
+        return CorruptionParams(
+            **{"corruptions": threat.corruptions, "severities": threat.severities, **overrides}
+        )
 
     def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
         assert isinstance(params, CorruptionParams)
@@ -91,52 +104,104 @@ class CorruptionAccuracy(_ImageMethod):
         for i, name in enumerate(names):
             for j, severity in enumerate(severities):
                 rng = np.random.default_rng([ctx.seed, CORRUPTIONS.index(name)])
-                xc = corrupt(x, name, severity, rng=rng, layout=ctx.model.layout, value_range=ctx.model.value_range)
+                xc = corrupt(
+                    x, name, severity, rng=rng, layout=ctx.model.layout, value_range=ctx.model.value_range
+                )
                 correct[i, j] = ctx.model.predict(xc) == y
                 if j == len(severities) - 1 and len(shown) < params.examples:
                     shown.append(xc[:1])
             ctx.progress(i + 1, len(names))
         return self._outcome(ctx, params, names, severities, correct, clean, shown)
 
-    def _outcome(self, ctx: RunContext, params: CorruptionParams, names: list[str], severities: list[int],
-                 correct: np.ndarray, clean: np.ndarray, shown: list[np.ndarray]) -> MethodOutcome:  # fmt: skip
+    def _outcome(
+        self,
+        ctx: RunContext,
+        params: CorruptionParams,
+        names: list[str],
+        severities: list[int],
+        correct: np.ndarray,
+        clean: np.ndarray,
+        shown: list[np.ndarray],
+    ) -> MethodOutcome:
         n = len(clean)
         per_sample = correct.reshape(-1, n).mean(axis=0) if correct.size else np.zeros(n)
         pairs = np.stack([per_sample, clean.astype(float)], axis=1)
         relative = _ratio_measurement(pairs, ctx)
         cells: dict[str, JsonValue] = {
             name: {str(s): _cell(int(correct[i, j].sum()), n, ctx) for j, s in enumerate(severities)}
-            for i, name in enumerate(names)}  # fmt: skip
-        series = [rate_series(name, severities, [(int(c.sum()), n) for c in correct[i]], ctx, "severity",
-                              "accuracy", kind="heatmap") for i, name in enumerate(names)]  # fmt: skip
-        series.append(rate_series("mean accuracy over corruptions", severities,
-                                  [(int(correct[:, j].sum()), n * len(names)) for j in range(len(severities))],
-                                  ctx, "severity", "accuracy"))  # fmt: skip
-        artifacts = save_examples(ctx, "corruption_examples.png", f"Sample 0 under each corruption at "
-                                  f"severity {severities[-1]}: original, corrupted, difference.",
-                                  np.repeat(ctx.data.x[:1], len(shown), axis=0),
-                                  np.concatenate(shown) if shown else ctx.data.x[:0], names, params.examples)
+            for i, name in enumerate(names)
+        }
+        series = [
+            rate_series(
+                name,
+                severities,
+                [(int(c.sum()), n) for c in correct[i]],
+                ctx,
+                "severity",
+                "accuracy",
+                kind="heatmap",
+            )
+            for i, name in enumerate(names)
+        ]
+        series.append(
+            rate_series(
+                "mean accuracy over corruptions",
+                severities,
+                [(int(correct[:, j].sum()), n * len(names)) for j in range(len(severities))],
+                ctx,
+                "severity",
+                "accuracy",
+            )
+        )
+        artifacts = save_examples(
+            ctx,
+            "corruption_examples.png",
+            f"Sample 0 under each corruption at severity {severities[-1]}: original, corrupted, difference.",
+            np.repeat(ctx.data.x[:1], len(shown), axis=0),
+            np.concatenate(shown) if shown else ctx.data.x[:0],
+            names,
+            params.examples,
+        )
         skipped = [c for c in params.corruptions if c not in names]
         return MethodOutcome(
             metrics={
-                "mean_accuracy": mean_rate(per_sample, ctx, "Accuracy averaged over the corruptions and "
-                                           "severities tested (bootstrap interval over samples)."),
-                "corruption_error": mean_rate(1 - per_sample, ctx, "Error rate averaged over corruptions and "
-                                              "severities (ImageNet-C style, not normalised by a baseline)."),
-                "relative_robustness": relative},
-            series=series, artifacts=artifacts,
-            details={"clean_accuracy": float(clean.mean()), "accuracy": cells, "skipped": skipped,
-                     "corruption_error_minus_clean_error": float(clean.mean() - per_sample.mean()),
-                     "definitions": "ImageNet-C (Hendrycks & Dietterich 2019), spatial parameters x side/224"},
+                "mean_accuracy": mean_rate(
+                    per_sample,
+                    ctx,
+                    "Accuracy averaged over the corruptions and "
+                    "severities tested (bootstrap interval over samples).",
+                ),
+                "corruption_error": mean_rate(
+                    1 - per_sample,
+                    ctx,
+                    "Error rate averaged over corruptions and "
+                    "severities (ImageNet-C style, not normalised by a baseline).",
+                ),
+                "relative_robustness": relative,
+            },
+            series=series,
+            artifacts=artifacts,
+            details={
+                "clean_accuracy": float(clean.mean()),
+                "accuracy": cells,
+                "skipped": skipped,
+                "corruption_error_minus_clean_error": float(clean.mean() - per_sample.mean()),
+                "definitions": "ImageNet-C (Hendrycks & Dietterich 2019), spatial parameters x side/224",
+            },
             reason=f"skipped, no effect on these images (grey, or scaled size under half a pixel): {', '.join(skipped)}"
-            if skipped else None,
-        )  # fmt: skip
+            if skipped
+            else None,
+        )
 
 
 def _cell(k: int, n: int, ctx: RunContext) -> dict[str, JsonValue]:
     m = rate(k, n, ctx, "")
-    return {"accuracy": m.value, "low": m.interval.low if m.interval else m.value,
-            "high": m.interval.high if m.interval else m.value, "n": n}  # fmt: skip
+    return {
+        "accuracy": m.value,
+        "low": m.interval.low if m.interval else m.value,
+        "high": m.interval.high if m.interval else m.value,
+        "n": n,
+    }
 
 
 def _ratio_measurement(pairs: np.ndarray, ctx: RunContext) -> Measurement:
@@ -144,15 +209,23 @@ def _ratio_measurement(pairs: np.ndarray, ctx: RunContext) -> Measurement:
         return float(v[:, 0].mean() / v[:, 1].mean()) if v[:, 1].mean() > 0 else 0.0
 
     interval = rows_interval(pairs, ratio, ctx, 8) if pairs[:, 1].mean() > 0 else None
-    return Measurement(value=ratio(pairs), interval=interval, n=len(pairs), description=(
-        "Mean accuracy under corruption divided by clean accuracy (1 = no loss; bootstrap interval)."))
+    return Measurement(
+        value=ratio(pairs),
+        interval=interval,
+        n=len(pairs),
+        description=(
+            "Mean accuracy under corruption divided by clean accuracy (1 = no loss; bootstrap interval)."
+        ),
+    )
 
 
 class GeometricParams(MethodParams):
     """Parameters of the geometric robustness test."""
 
     transform: str = Field(default="rotation", description="rotation, translation, scaling or shear.")
-    values: list[float] = Field(default_factory=lambda: [-15.0, -5.0, 5.0, 15.0], description="Parameter grid.")
+    values: list[float] = Field(
+        default_factory=lambda: [-15.0, -5.0, 5.0, 15.0], description="Parameter grid."
+    )
     examples: int = Field(default=4, ge=0, le=16, description="Example pictures to save.")
 
 
@@ -170,8 +243,9 @@ def transform_matrix(transform: str, value: float, h: int, w: int) -> np.ndarray
     raise ValueError(f"unknown transform {transform!r}; expected rotation, translation, scaling or shear")
 
 
-def geometric(x: np.ndarray, transform: str, value: float, *, layout: Any,
-              value_range: tuple[float, float]) -> np.ndarray:  # fmt: skip
+def geometric(
+    x: np.ndarray, transform: str, value: float, *, layout: Any, value_range: tuple[float, float]
+) -> np.ndarray:
     """Transform model-layout images; uncovered pixels get the low end of the value range."""
     unit = to_unit(x, layout, value_range)
     moved = affine_warp(unit, transform_matrix(transform, value, *unit.shape[1:3]), mode="constant", cval=0.0)
@@ -208,26 +282,56 @@ class GeometricWorstCase(_ImageMethod):
         correct = np.zeros((len(grid), len(y)), dtype=bool)
         moved = []
         for i, value in enumerate(grid):
-            xt = geometric(x, params.transform, value, layout=ctx.model.layout, value_range=ctx.model.value_range)
+            xt = geometric(
+                x, params.transform, value, layout=ctx.model.layout, value_range=ctx.model.value_range
+            )
             correct[i] = ctx.model.predict(xt) == y
             moved.append(xt[:1])
             ctx.progress(i + 1, len(grid))
         worst = correct.all(axis=0)
-        unit = {"rotation": "degrees", "shear": "degrees", "translation": "fraction of side",
-                "scaling": "factor"}[params.transform]  # fmt: skip
+        unit = {
+            "rotation": "degrees",
+            "shear": "degrees",
+            "translation": "fraction of side",
+            "scaling": "factor",
+        }[params.transform]
         return MethodOutcome(
-            metrics={"worst_case_accuracy": rate(int(worst.sum()), len(y), ctx, f"Share of samples classified "
-                                                 f"correctly under every {params.transform} of the grid."),
-                     "mean_accuracy": mean_rate(correct.mean(axis=0), ctx, f"Accuracy averaged over the "
-                                                f"{params.transform} grid (bootstrap interval over samples).")},
-            series=[rate_series(f"accuracy under {params.transform}", grid,
-                                [(int(c.sum()), len(y)) for c in correct], ctx, f"{params.transform} ({unit})",
-                                "accuracy")],
-            artifacts=save_examples(ctx, "geometric_examples.png", f"Sample 0 under each {params.transform} "
-                                    "of the grid.", np.repeat(x[:1], len(grid), axis=0), np.concatenate(moved),
-                                    [f"{params.transform} {v:g}" for v in grid], params.examples),
-            details={"clean_accuracy": float((ctx.model.predict(x) == y).mean()), "grid": grid,
-                     "accuracy_per_value": {f"{v:g}": float(c.mean()) for v, c in zip(grid, correct, strict=True)},
-                     "non_robust_indices": [int(i) for i in np.flatnonzero(~worst)]},
-        )  # fmt: skip
-
+            metrics={
+                "worst_case_accuracy": rate(
+                    int(worst.sum()),
+                    len(y),
+                    ctx,
+                    f"Share of samples classified correctly under every {params.transform} of the grid.",
+                ),
+                "mean_accuracy": mean_rate(
+                    correct.mean(axis=0),
+                    ctx,
+                    f"Accuracy averaged over the {params.transform} grid (bootstrap interval over samples).",
+                ),
+            },
+            series=[
+                rate_series(
+                    f"accuracy under {params.transform}",
+                    grid,
+                    [(int(c.sum()), len(y)) for c in correct],
+                    ctx,
+                    f"{params.transform} ({unit})",
+                    "accuracy",
+                )
+            ],
+            artifacts=save_examples(
+                ctx,
+                "geometric_examples.png",
+                f"Sample 0 under each {params.transform} of the grid.",
+                np.repeat(x[:1], len(grid), axis=0),
+                np.concatenate(moved),
+                [f"{params.transform} {v:g}" for v in grid],
+                params.examples,
+            ),
+            details={
+                "clean_accuracy": float((ctx.model.predict(x) == y).mean()),
+                "grid": grid,
+                "accuracy_per_value": {f"{v:g}": float(c.mean()) for v, c in zip(grid, correct, strict=True)},
+                "non_robust_indices": [int(i) for i in np.flatnonzero(~worst)],
+            },
+        )

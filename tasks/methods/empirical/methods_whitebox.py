@@ -16,7 +16,14 @@ from pydantic import Field, JsonValue, field_validator
 
 from nnassay.schemas.results import MethodOutcome, TestStatus
 from nnassay.tasks.methods.empirical import attacks_whitebox as wb
-from nnassay.tasks.methods.empirical.attack_base import AttackMethod, AttackParams, AttackRun, Search, distances, norm_of
+from nnassay.tasks.methods.empirical.attack_base import (
+    AttackMethod,
+    AttackParams,
+    AttackRun,
+    Search,
+    distances,
+    norm_of,
+)
 from nnassay.tasks.methods.empirical.common import ort_wrong
 from nnassay.tasks.methods.empirical.methods_blackbox import square_candidates
 from nnassay.tasks.methods.registry import MethodParams, RunContext, register
@@ -62,11 +69,14 @@ class WhiteBoxAttack(AttackMethod):
             module = ctx.model.torch_module().eval()
         except Exception as exc:  # the executor lists unsupported ops in its message
             nodes = [list(n) for n in getattr(exc, "nodes", [])]
-            return None, MethodOutcome(status=TestStatus.INCONCLUSIVE, details={"unsupported_nodes": nodes},
-                                       reason=f"gradient attacks need the torch executor, which cannot run "
-                                              f"this model: {exc}. Use the black-box attacks on ONNX Runtime "
-                                              "instead: empirical.square_linf, empirical.square_l2 or "
-                                              "empirical.hop_skip_jump.")  # fmt: skip
+            return None, MethodOutcome(
+                status=TestStatus.INCONCLUSIVE,
+                details={"unsupported_nodes": nodes},
+                reason=f"gradient attacks need the torch executor, which cannot run "
+                f"this model: {exc}. Use the black-box attacks on ONNX Runtime "
+                "instead: empirical.square_linf, empirical.square_l2 or "
+                "empirical.hop_skip_jump.",
+            )
         for p in module.parameters():
             p.requires_grad_(False)
         sample = ctx.data.x[:64]
@@ -83,25 +93,32 @@ class WhiteBoxAttack(AttackMethod):
         def finite(v: float) -> float | None:
             return v if np.isfinite(v) else None
 
-        return {"torch_vs_ort_max_abs_deviation": finite(setup.deviation), "executor": "nnassay.tasks.engine.onnx_torch",
-                "torch_vs_ort_relative_deviation": finite(setup.relative_deviation)}  # fmt: skip
+        return {
+            "torch_vs_ort_max_abs_deviation": finite(setup.deviation),
+            "executor": "nnassay.tasks.engine.onnx_torch",
+            "torch_vs_ort_relative_deviation": finite(setup.relative_deviation),
+        }
 
     def caveat(self, setup: Any) -> str | None:
         if np.isfinite(setup.relative_deviation) and setup.relative_deviation <= DEVIATION_WARN:
             return None
-        return (f"the torch executor's logits differ from ONNX Runtime's by up to {setup.deviation:.3g} "
-                f"({setup.relative_deviation:.2g} of the logit scale), so its gradients describe the deployed "
-                "model only roughly: the attack may be weaker than it should be (every success is still "
-                "checked on ONNX Runtime); confirm with the black-box attacks")  # fmt: skip
+        return (
+            f"the torch executor's logits differ from ONNX Runtime's by up to {setup.deviation:.3g} "
+            f"({setup.relative_deviation:.2g} of the logit scale), so its gradients describe the deployed "
+            "model only roughly: the attack may be weaker than it should be (every success is still "
+            "checked on ONNX Runtime); confirm with the black-box attacks"
+        )
 
-    def attack(self, setup: Any, ctx: RunContext, params: AttackParams, x: np.ndarray, y: np.ndarray,
-               eps: float) -> AttackRun:  # fmt: skip
+    def attack(
+        self, setup: Any, ctx: RunContext, params: AttackParams, x: np.ndarray, y: np.ndarray, eps: float
+    ) -> AttackRun:
         xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
         et = torch.full((len(x),), float(eps), dtype=xt.dtype)
         return AttackRun(self.gradient_attack(setup, params, xt, yt, et).numpy())
 
-    def gradient_attack(self, setup: WhiteBox, params: Any, x: torch.Tensor, y: torch.Tensor,
-                        eps: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    def gradient_attack(
+        self, setup: WhiteBox, params: Any, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor
+    ) -> torch.Tensor:
         """Candidates from the gradient attack at per-sample radii ``eps``."""
         raise NotImplementedError
 
@@ -128,14 +145,26 @@ class Fgsm(WhiteBoxAttack):
     name = "empirical.fgsm"
     priority = 90
 
-    def gradient_attack(self, setup: WhiteBox, params: Any, x: torch.Tensor, y: torch.Tensor,
-                        eps: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    def gradient_attack(
+        self, setup: WhiteBox, params: Any, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor
+    ) -> torch.Tensor:
         return wb.fgsm(setup.module, x, y, eps, setup.box)
 
 
-def _pgd(setup: WhiteBox, params: PgdParams, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    return wb.pgd(setup.module, x, y, eps, setup.box, steps=params.steps, restarts=params.restarts,
-                  rel_step=params.rel_step or 2.5 / params.steps, generator=setup.generator)  # fmt: skip
+def _pgd(
+    setup: WhiteBox, params: PgdParams, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor
+) -> torch.Tensor:
+    return wb.pgd(
+        setup.module,
+        x,
+        y,
+        eps,
+        setup.box,
+        steps=params.steps,
+        restarts=params.restarts,
+        rel_step=params.rel_step or 2.5 / params.steps,
+        generator=setup.generator,
+    )
 
 
 @register
@@ -154,8 +183,9 @@ class PgdLinf(WhiteBoxAttack):
     Params = PgdParams
     priority = 80
 
-    def gradient_attack(self, setup: WhiteBox, params: Any, x: torch.Tensor, y: torch.Tensor,
-                        eps: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    def gradient_attack(
+        self, setup: WhiteBox, params: Any, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor
+    ) -> torch.Tensor:
         return _pgd(setup, params, x, y, eps)
 
 
@@ -177,8 +207,9 @@ class ApgdParams(AttackParams):
     """Parameters of Auto-PGD."""
 
     steps: int = Field(default=100, ge=2, description="Iterations per run.")
-    losses: list[str] = Field(default_factory=lambda: ["ce", "dlr_targeted"],
-                              description="Runs: 'ce', 'dlr' or 'dlr_targeted'.")  # fmt: skip
+    losses: list[str] = Field(
+        default_factory=lambda: ["ce", "dlr_targeted"], description="Runs: 'ce', 'dlr' or 'dlr_targeted'."
+    )
     targets: int = Field(default=3, ge=1, description="Target classes of the targeted DLR runs.")
 
     @field_validator("losses")
@@ -199,24 +230,35 @@ def effective_loss(loss: str, classes: int) -> str:
     return loss
 
 
-def _apgd(setup: WhiteBox, params: ApgdParams, loss: str, x: torch.Tensor, y: torch.Tensor,
-          eps: torch.Tensor) -> tuple[torch.Tensor, str]:  # fmt: skip
+def _apgd(
+    setup: WhiteBox, params: ApgdParams, loss: str, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor
+) -> tuple[torch.Tensor, str]:
     """Run APGD with one loss on the samples not yet broken; DLR falls back when classes are few."""
     classes = int(setup.module(x[:1]).shape[1]) if len(x) else 0
     loss = effective_loss(loss, classes)
     out = x.clone()
     if loss != "dlr_targeted":
         kind = "ce" if loss == "ce" else "dlr"
-        return wb.apgd(setup.module, x, y, eps, setup.box, steps=params.steps, loss=kind,
-                       generator=setup.generator), loss  # fmt: skip
+        return wb.apgd(
+            setup.module, x, y, eps, setup.box, steps=params.steps, loss=kind, generator=setup.generator
+        ), loss
     with torch.no_grad():
         logits = setup.module(x)
     for target in wb.top_targets(logits, y, params.targets):
         todo = ~wb.predicts_wrong(setup.module, out, y)
         if not todo.any():
             break
-        found = wb.apgd(setup.module, x[todo], y[todo], eps[todo], setup.box, steps=params.steps,
-                        loss="dlr", target=target[todo], generator=setup.generator)  # fmt: skip
+        found = wb.apgd(
+            setup.module,
+            x[todo],
+            y[todo],
+            eps[todo],
+            setup.box,
+            steps=params.steps,
+            loss="dlr",
+            target=target[todo],
+            generator=setup.generator,
+        )
         better = wb.predicts_wrong(setup.module, found, y[todo])
         rows = torch.nonzero(todo)[:, 0][better]
         out[rows] = found[better]
@@ -239,20 +281,38 @@ class Apgd(WhiteBoxAttack):
     Params = ApgdParams
     priority = 70
 
-    def attack(self, setup: Any, ctx: RunContext, params: AttackParams, x: np.ndarray, y: np.ndarray,
-               eps: float) -> AttackRun:  # fmt: skip
+    def attack(
+        self, setup: Any, ctx: RunContext, params: AttackParams, x: np.ndarray, y: np.ndarray, eps: float
+    ) -> AttackRun:
         assert isinstance(params, ApgdParams)
         classes = ctx.model.n_classes
-        return _worst_case(ctx, x, y, eps, [(f"apgd_{effective_loss(loss, classes)}", lambda xs, ys, e, loss=loss:
-                                             _apgd(setup, params, loss, xs, ys, e)[0])
-                                            for loss in dict.fromkeys(params.losses)], setup)  # fmt: skip
+        return _worst_case(
+            ctx,
+            x,
+            y,
+            eps,
+            [
+                (
+                    f"apgd_{effective_loss(loss, classes)}",
+                    lambda xs, ys, e, loss=loss: _apgd(setup, params, loss, xs, ys, e)[0],
+                )
+                for loss in dict.fromkeys(params.losses)
+            ],
+            setup,
+        )
 
 
 AttackFn = Any  # (x: Tensor, y: Tensor, eps: Tensor) -> Tensor, or a numpy black-box attack
 
 
-def _worst_case(ctx: RunContext, x: np.ndarray, y: np.ndarray, eps: float,
-                attacks: list[tuple[str, AttackFn]], setup: WhiteBox) -> AttackRun:  # fmt: skip
+def _worst_case(
+    ctx: RunContext,
+    x: np.ndarray,
+    y: np.ndarray,
+    eps: float,
+    attacks: list[tuple[str, AttackFn]],
+    setup: WhiteBox,
+) -> AttackRun:
     """Run attacks in turn, each on the samples the previous ones did not break (checked on ORT)."""
     norm = norm_of(ctx.threat)
     best, info = x.copy(), {}
@@ -295,20 +355,29 @@ class AutoAttackLite(WhiteBoxAttack):
     Params = EnsembleParams
     priority = 60  # after formal.local_robustness (50), before the single attacks
 
-    def attack(self, setup: Any, ctx: RunContext, params: AttackParams, x: np.ndarray, y: np.ndarray,
-               eps: float) -> AttackRun:  # fmt: skip
+    def attack(
+        self, setup: Any, ctx: RunContext, params: AttackParams, x: np.ndarray, y: np.ndarray, eps: float
+    ) -> AttackRun:
         assert isinstance(params, EnsembleParams)
         apgd = ApgdParams(steps=params.apgd_steps, targets=params.targets)
         attacks: list[tuple[str, AttackFn]] = [
             ("fgsm", lambda xs, ys, e: wb.fgsm(setup.module, xs, ys, e, setup.box)),
             ("pgd", lambda xs, ys, e: _pgd(setup, params, xs, ys, e)),
             ("apgd_ce", lambda xs, ys, e: _apgd(setup, apgd, "ce", xs, ys, e)[0]),
-            (f"apgd_{effective_loss('dlr_targeted', ctx.model.n_classes)}",
-             lambda xs, ys, e: _apgd(setup, apgd, "dlr_targeted", xs, ys, e)[0]),
-        ]  # fmt: skip
+            (
+                f"apgd_{effective_loss('dlr_targeted', ctx.model.n_classes)}",
+                lambda xs, ys, e: _apgd(setup, apgd, "dlr_targeted", xs, ys, e)[0],
+            ),
+        ]
         if ctx.data.kind == "image" and x.ndim == 4:
-            attacks.append(("square", lambda xs, ys, e: square_candidates(
-                ctx, xs.numpy(), ys.numpy(), float(e[0]), params.square_queries, 0)))  # fmt: skip
+            attacks.append(
+                (
+                    "square",
+                    lambda xs, ys, e: square_candidates(
+                        ctx, xs.numpy(), ys.numpy(), float(e[0]), params.square_queries, 0
+                    ),
+                )
+            )
         return _worst_case(ctx, x, y, eps, attacks, setup)
 
 
@@ -340,8 +409,15 @@ class MinEps(WhiteBoxAttack):
     Params = MinEpsParams
     priority = 75
 
-    def search(self, setup: Any, ctx: RunContext, params: AttackParams, x: np.ndarray, y: np.ndarray,
-               grid: list[float]) -> Search:  # fmt: skip
+    def search(
+        self,
+        setup: Any,
+        ctx: RunContext,
+        params: AttackParams,
+        x: np.ndarray,
+        y: np.ndarray,
+        grid: list[float],
+    ) -> Search:
         assert isinstance(params, MinEpsParams)
         cap = max((params.eps or max(grid)) * params.cap_factor, max(grid))
         pgd = PgdParams(steps=params.steps, restarts=params.restarts, rel_step=params.rel_step)
@@ -360,8 +436,15 @@ class MinEps(WhiteBoxAttack):
             ctx.progress(step + 1, params.bisections + 1)
         return Search(broken_at=best, x_adv=x_adv, min_eps=best, cap=cap, info={"cap": cap})
 
-    def _probe(self, setup: WhiteBox, ctx: RunContext, pgd: PgdParams, x: np.ndarray, y: np.ndarray,
-               radii: np.ndarray) -> _Probe:  # fmt: skip
+    def _probe(
+        self,
+        setup: WhiteBox,
+        ctx: RunContext,
+        pgd: PgdParams,
+        x: np.ndarray,
+        y: np.ndarray,
+        radii: np.ndarray,
+    ) -> _Probe:
         xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
         cand = _pgd(setup, pgd, xt, yt, torch.from_numpy(radii.astype(np.float32))).numpy()
         hit = (distances(cand, x, norm_of(ctx.threat)) <= radii * (1 + 1e-6)) & ort_wrong(ctx, cand, y)
@@ -373,4 +456,3 @@ class _Probe:
     hit: np.ndarray
     rows: np.ndarray
     x_adv: np.ndarray
-

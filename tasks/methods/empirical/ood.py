@@ -14,9 +14,9 @@ from nnassay.schemas.common import ClaimKind, Measurement, MethodFamily
 from nnassay.schemas.goals import DataSpec
 from nnassay.schemas.results import MethodOutcome, Series, TestStatus
 from nnassay.schemas.threats import DomainShift, OutOfDistribution, Threat
-from nnassay.tasks.methods.empirical.common import rate, rows_interval
 from nnassay.tasks.errors import AssessmentError
 from nnassay.tasks.io.model_io import to_probabilities
+from nnassay.tasks.methods.empirical.common import rate, rows_interval
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
 from nnassay.tasks.stats.contrast import compare_rates
 
@@ -49,8 +49,14 @@ def fpr_at_tpr(in_scores: np.ndarray, out_scores: np.ndarray, tpr: float = 0.95)
     return int((out_scores >= threshold).sum()), threshold
 
 
-def generated_sets(x: np.ndarray, names: list[str], value_range: tuple[float, float],
-                   rng: np.random.Generator, *, nhwc: bool = False) -> dict[str, np.ndarray]:  # fmt: skip
+def generated_sets(
+    x: np.ndarray,
+    names: list[str],
+    value_range: tuple[float, float],
+    rng: np.random.Generator,
+    *,
+    nhwc: bool = False,
+) -> dict[str, np.ndarray]:
     """Synthetic OOD inputs shaped like x: noise, pixels (or features) shuffled per sample, blank."""
     low, high = value_range
     out = {}
@@ -85,17 +91,25 @@ def _set_facts(ctx: RunContext, inside: np.ndarray, outside: np.ndarray) -> dict
     """AUROC and FPR at 95% TPR of one OOD set and score; the FPR with its interval (a rate)."""
     accepted, _ = fpr_at_tpr(inside, outside)
     fpr = rate(accepted, len(outside), ctx, "")
-    return {"auroc": auroc(inside, outside), "fpr_at_95_tpr": fpr.value,
-            "fpr_at_95_tpr_interval": [fpr.interval.low, fpr.interval.high] if fpr.interval else None,
-            "interval_method": fpr.interval.method if fpr.interval else None, "ood_inputs": len(outside)}
+    return {
+        "auroc": auroc(inside, outside),
+        "fpr_at_95_tpr": fpr.value,
+        "fpr_at_95_tpr_interval": [fpr.interval.low, fpr.interval.high] if fpr.interval else None,
+        "interval_method": fpr.interval.method if fpr.interval else None,
+        "ood_inputs": len(outside),
+    }
 
 
 class OodParams(MethodParams):
     """Parameters of the OOD detection test."""
 
-    path: str | None = Field(default=None, description="OOD npz file with array x (data space, model layout).")
-    generated: list[str] = Field(default_factory=lambda: ["uniform_noise", "shuffled_pixels", "blank"],
-                                 description="Synthetic OOD sets used when no file is named.")  # fmt: skip
+    path: str | None = Field(
+        default=None, description="OOD npz file with array x (data space, model layout)."
+    )
+    generated: list[str] = Field(
+        default_factory=lambda: ["uniform_noise", "shuffled_pixels", "blank"],
+        description="Synthetic OOD sets used when no file is named.",
+    )
     score: str = Field(default="msp", description="Headline score: 'msp' or 'energy'.")
 
 
@@ -123,8 +137,14 @@ class OodDetection(RobustnessMethod):
 
     def params_for(self, threat: Threat, overrides: dict[str, Any]) -> MethodParams:
         assert isinstance(threat, OutOfDistribution)
-        return OodParams(**{"path": str(threat.path) if threat.path else None, "generated": threat.generated,
-                            "score": threat.score, **overrides})  # fmt: skip
+        return OodParams(
+            **{
+                "path": str(threat.path) if threat.path else None,
+                "generated": threat.generated,
+                "score": threat.score,
+                **overrides,
+            }
+        )
 
     def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
         assert isinstance(params, OodParams)
@@ -132,22 +152,38 @@ class OodDetection(RobustnessMethod):
         try:
             sets = self._ood_sets(ctx, params)
         except (OSError, ValueError, KeyError) as exc:
-            return MethodOutcome(status=TestStatus.ERROR, reason=f"cannot use the OOD file {params.path}: {exc}")
+            return MethodOutcome(
+                status=TestStatus.ERROR, reason=f"cannot use the OOD file {params.path}: {exc}"
+            )
         inside = scores(ctx, x)
         outside = {name: scores(ctx, xo) for name, xo in sets.items()}
         pooled = np.concatenate([o[params.score] for o in outside.values()])
         head_in = inside[params.score]
         fp, threshold = fpr_at_tpr(head_in, pooled)
-        details: dict[str, JsonValue] = {"threshold_at_95_tpr": threshold, "score": params.score, "sets": {
-            name: {s: _set_facts(ctx, inside[s], o[s]) for s in ("msp", "energy")}
-            for name, o in outside.items()}}  # fmt: skip
+        details: dict[str, JsonValue] = {
+            "threshold_at_95_tpr": threshold,
+            "score": params.score,
+            "sets": {
+                name: {s: _set_facts(ctx, inside[s], o[s]) for s in ("msp", "energy")}
+                for name, o in outside.items()
+            },
+        }
         return MethodOutcome(
-            metrics={"auroc": self._auroc_measurement(ctx, head_in, pooled, params.score),
-                     "fpr_at_95_tpr": rate(fp, len(pooled), ctx, f"Share of OOD inputs scored ({params.score}) "
-                                           "at least as in-distribution as the threshold that keeps 95% of "
-                                           "the test data.", ClaimKind.ESTIMATE)},
+            metrics={
+                "auroc": self._auroc_measurement(ctx, head_in, pooled, params.score),
+                "fpr_at_95_tpr": rate(
+                    fp,
+                    len(pooled),
+                    ctx,
+                    f"Share of OOD inputs scored ({params.score}) "
+                    "at least as in-distribution as the threshold that keeps 95% of "
+                    "the test data.",
+                    ClaimKind.ESTIMATE,
+                ),
+            },
             series=self._histograms(head_in, {k: v[params.score] for k, v in outside.items()}, params.score),
-            details=details)  # fmt: skip
+            details=details,
+        )
 
     def _ood_sets(self, ctx: RunContext, params: OodParams) -> dict[str, np.ndarray]:
         if params.path:
@@ -157,15 +193,26 @@ class OodDetection(RobustnessMethod):
             if xo.shape[1:] != ctx.data.x.shape[1:] and xo.ndim == 4:
                 xo = np.transpose(xo, (0, 3, 1, 2) if ctx.data.x.shape[1] == xo.shape[3] else (0, 2, 3, 1))
             if xo.shape[1:] != ctx.data.x.shape[1:]:
-                raise ValueError(f"OOD samples have shape {list(xo.shape[1:])}, the model takes "
-                                 f"{list(ctx.data.x.shape[1:])}")
+                raise ValueError(
+                    f"OOD samples have shape {list(xo.shape[1:])}, the model takes "
+                    f"{list(ctx.data.x.shape[1:])}"
+                )
             return {path.stem: np.ascontiguousarray(xo)}
-        return generated_sets(ctx.data.x, params.generated, ctx.model.value_range, ctx.rng,
-                              nhwc=ctx.model.layout.value == "NHWC")
+        return generated_sets(
+            ctx.data.x,
+            params.generated,
+            ctx.model.value_range,
+            ctx.rng,
+            nhwc=ctx.model.layout.value == "NHWC",
+        )
 
     @staticmethod
-    def _auroc_measurement(ctx: RunContext, head_in: np.ndarray, pooled: np.ndarray, score: str) -> Measurement:
-        values = np.concatenate([np.stack([head_in, np.ones_like(head_in)], 1), np.stack([pooled, np.zeros_like(pooled)], 1)])
+    def _auroc_measurement(
+        ctx: RunContext, head_in: np.ndarray, pooled: np.ndarray, score: str
+    ) -> Measurement:
+        values = np.concatenate(
+            [np.stack([head_in, np.ones_like(head_in)], 1), np.stack([pooled, np.zeros_like(pooled)], 1)]
+        )
 
         def stat(v: np.ndarray) -> float:
             pos, neg = v[v[:, 1] == 1, 0], v[v[:, 1] == 0, 0]
@@ -173,18 +220,31 @@ class OodDetection(RobustnessMethod):
 
         value = auroc(head_in, pooled)
         interval = rows_interval(values, stat, ctx, 5, n_resamples=500)
-        return Measurement(value=value, interval=interval, n=len(values), claim=ClaimKind.ESTIMATE,
-                           description=f"Probability that a test sample scores ({score}) higher than an OOD "
-                                       "input (AUROC; 1 = perfectly separated, 0.5 = chance).")  # fmt: skip
+        return Measurement(
+            value=value,
+            interval=interval,
+            n=len(values),
+            claim=ClaimKind.ESTIMATE,
+            description=f"Probability that a test sample scores ({score}) higher than an OOD "
+            "input (AUROC; 1 = perfectly separated, 0.5 = chance).",
+        )
 
     @staticmethod
     def _histograms(inside: np.ndarray, outside: dict[str, np.ndarray], score: str) -> list[Series]:
         everything = np.concatenate([inside, *outside.values()])
         edges = np.histogram_bin_edges(everything, bins=20)
         label = "max softmax probability" if score == "msp" else "negative energy (logsumexp of logits)"
-        return [Series(name=name, x_label=label, y_label="inputs", x=[float(e) for e in edges[1:]],
-                       y=[float(c) for c in np.histogram(values, bins=edges)[0]], kind="histogram")
-                for name, values in {"test data (in-distribution)": inside, **outside}.items()]  # fmt: skip
+        return [
+            Series(
+                name=name,
+                x_label=label,
+                y_label="inputs",
+                x=[float(e) for e in edges[1:]],
+                y=[float(c) for c in np.histogram(values, bins=edges)[0]],
+                kind="histogram",
+            )
+            for name, values in {"test data (in-distribution)": inside, **outside}.items()
+        ]
 
 
 class ShiftParams(MethodParams):
@@ -230,10 +290,21 @@ class DomainShiftAccuracy(RobustnessMethod):
         n_clean, n_shift = len(ctx.data), len(shifted)
         contrast = compare_rates(k_clean, n_clean, k_shift, n_shift, ctx.confidence)
         return MethodOutcome(
-            metrics={"accuracy": rate(k_shift, n_shift, ctx, "Accuracy on the shifted data set."),
-                     "accuracy_difference": Measurement(value=contrast.difference, interval=contrast.interval,
-                                                        n=n_shift, description="Shifted accuracy minus clean "
-                                                        "accuracy (negative: the shift costs accuracy).")},
-            details={"clean_accuracy": k_clean / n_clean, "shifted_samples": n_shift,
-                     "shifted_sha256": shifted.sha256, "p_value": contrast.p_value, "test": contrast.test,
-                     "significant": contrast.significant})  # fmt: skip
+            metrics={
+                "accuracy": rate(k_shift, n_shift, ctx, "Accuracy on the shifted data set."),
+                "accuracy_difference": Measurement(
+                    value=contrast.difference,
+                    interval=contrast.interval,
+                    n=n_shift,
+                    description="Shifted accuracy minus clean accuracy (negative: the shift costs accuracy).",
+                ),
+            },
+            details={
+                "clean_accuracy": k_clean / n_clean,
+                "shifted_samples": n_shift,
+                "shifted_sha256": shifted.sha256,
+                "p_value": contrast.p_value,
+                "test": contrast.test,
+                "significant": contrast.significant,
+            },
+        )

@@ -28,8 +28,13 @@ def _tile(img: np.ndarray) -> Image.Image:
     return Image.fromarray(pixels, mode="RGB").resize(size, Image.Resampling.NEAREST)
 
 
-def side_by_side(original: np.ndarray, perturbed: np.ndarray, layout: Layout | str,
-                 value_range: tuple[float, float], labels: Sequence[str]) -> bytes:  # fmt: skip
+def side_by_side(
+    original: np.ndarray,
+    perturbed: np.ndarray,
+    layout: Layout | str,
+    value_range: tuple[float, float],
+    labels: Sequence[str],
+) -> bytes:
     """PNG with one row per sample: original, perturbed, amplified absolute difference.
 
     Drawn with Pillow (a few milliseconds; a matplotlib figure cost more than the attack itself on
@@ -45,8 +50,13 @@ def side_by_side(original: np.ndarray, perturbed: np.ndarray, layout: Layout | s
         diff = np.abs(after[i] - before[i])
         peak = float(diff.max()) or 1.0
         top = PAD + i * (CELL + TITLE + PAD)
-        for k, (img, title) in enumerate(((before[i], "original"), (after[i], str(labels[i])),
-                                          (diff / peak, f"|difference| x{1 / peak:.1f}"))):  # fmt: skip
+        for k, (img, title) in enumerate(
+            (
+                (before[i], "original"),
+                (after[i], str(labels[i])),
+                (diff / peak, f"|difference| x{1 / peak:.1f}"),
+            )
+        ):
             left = PAD + k * (CELL + PAD)
             draw.text((left, top), title[:24], fill="black", font=font)
             sheet.paste(_tile(img), (left, top + TITLE))
@@ -55,11 +65,19 @@ def side_by_side(original: np.ndarray, perturbed: np.ndarray, layout: Layout | s
     return buffer.getvalue()
 
 
-def save_examples(ctx: RunContext, name: str, caption: str, original: np.ndarray,
-                  perturbed: np.ndarray, labels: Sequence[str], limit: int = 4) -> list[ArtifactRef]:  # fmt: skip
+def save_examples(
+    ctx: RunContext,
+    name: str,
+    caption: str,
+    original: np.ndarray,
+    perturbed: np.ndarray,
+    labels: Sequence[str],
+    limit: int = 4,
+) -> list[ArtifactRef]:
     """Save up to ``limit`` image examples as a PNG artifact (nothing for tabular data)."""
     if ctx.data.kind != "image" or not len(original) or original.ndim != 4:
         return []
-    png = side_by_side(original[:limit], perturbed[:limit], ctx.model.layout, ctx.model.value_range,
-                       list(labels)[:limit])  # fmt: skip
+    png = side_by_side(
+        original[:limit], perturbed[:limit], ctx.model.layout, ctx.model.value_range, list(labels)[:limit]
+    )
     return [ctx.save_artifact(name, png, "image/png", caption)]

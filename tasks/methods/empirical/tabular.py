@@ -38,8 +38,10 @@ def columns(x: np.ndarray, names: tuple[str, ...], specs: tuple[FeatureSpec, ...
     out = []
     for i in range(x.shape[1]):
         spec = by_name.get(names[i] if i < len(names) else str(i)) or (specs[i] if i < len(specs) else None)
-        low, high = (spec.range if spec and spec.range else (float(x[:, i].min()), float(x[:, i].max())))
-        spread = (spec.noise_scale if spec and spec.noise_scale else float(x[:, i].std())) or (high - low) or 1.0
+        low, high = spec.range if spec and spec.range else (float(x[:, i].min()), float(x[:, i].max()))
+        spread = (
+            (spec.noise_scale if spec and spec.noise_scale else float(x[:, i].std())) or (high - low) or 1.0
+        )
         kind = spec.kind if spec else "numeric"
         values = tuple(spec.values or ()) if spec else ()
         out.append(Column(i, kind, float(low), float(high), float(spread), values))
@@ -58,8 +60,9 @@ def _pick(rng: np.random.Generator, n: int, cols: list[Column], share: float) ->
     return mask
 
 
-def perturb_tabular(x: np.ndarray, cols: list[Column], kind: str, strength: float,
-                    rng: np.random.Generator) -> dict[str, np.ndarray]:  # fmt: skip
+def perturb_tabular(
+    x: np.ndarray, cols: list[Column], kind: str, strength: float, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """Perturbed copies of x by variant name; the first variant is the headline one."""
     numeric = [c for c in cols if c.kind == "numeric"]
     num_idx = np.array([c.index for c in numeric], dtype=int)
@@ -94,8 +97,10 @@ def perturb_tabular(x: np.ndarray, cols: list[Column], kind: str, strength: floa
         high = np.array([next((c.high for c in numeric if c.index == i), 0.0) for i in range(x.shape[1])])
         at = np.where(side, low, high)
         beyond = np.where(side, low - 0.5 * (high - low), high + 0.5 * (high - low))
-        return {"beyond_range": np.where(mask, beyond, x).astype(np.float32),
-                "at_range_edge": np.where(mask, at, x).astype(np.float32)}  # fmt: skip
+        return {
+            "beyond_range": np.where(mask, beyond, x).astype(np.float32),
+            "at_range_edge": np.where(mask, at, x).astype(np.float32),
+        }
     raise ValueError(f"unknown tabular perturbation {kind!r}")
 
 
@@ -134,19 +139,27 @@ class TabularRobustness(RobustnessMethod):
 
     def params_for(self, threat: Threat, overrides: dict[str, Any]) -> MethodParams:
         assert isinstance(threat, TabularPerturbation)
-        return TabularParams(**{"perturbation": threat.perturbation, "strength": threat.strength, **overrides})
+        return TabularParams(
+            **{"perturbation": threat.perturbation, "strength": threat.strength, **overrides}
+        )
 
     def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
         assert isinstance(params, TabularParams)
         x, y = ctx.data.x, ctx.data.y
         if x.ndim != 2:
-            return MethodOutcome(status=TestStatus.INCONCLUSIVE, reason=f"tabular perturbations need (samples, "
-                                 f"features) data, got shape {list(x.shape)}")  # fmt: skip
+            return MethodOutcome(
+                status=TestStatus.INCONCLUSIVE,
+                reason=f"tabular perturbations need (samples, features) data, got shape {list(x.shape)}",
+            )
         cols = columns(x, ctx.data.feature_names, ctx.data.features)
-        if params.perturbation == "categorical_swap" and not any(c.kind == "categorical" and len(c.values) > 1
-                                                                  for c in cols):  # fmt: skip
-            return MethodOutcome(status=TestStatus.INCONCLUSIVE, reason="no categorical feature with two or more "
-                                 "values is declared; declare them in data.features (kind: categorical, values)")
+        if params.perturbation == "categorical_swap" and not any(
+            c.kind == "categorical" and len(c.values) > 1 for c in cols
+        ):
+            return MethodOutcome(
+                status=TestStatus.INCONCLUSIVE,
+                reason="no categorical feature with two or more "
+                "values is declared; declare them in data.features (kind: categorical, values)",
+            )
         clean = ctx.model.predict(x)
         variants = perturb_tabular(x, cols, params.perturbation, params.strength, ctx.rng)
         results: dict[str, JsonValue] = {}
@@ -154,20 +167,48 @@ class TabularRobustness(RobustnessMethod):
         metrics = {}
         for label, xv in variants.items():
             pred, finite = self._predict(ctx, xv)
-            acc = rate(int(((pred == y) & finite).sum()), len(y), ctx, f"Accuracy under {params.perturbation} "
-                       f"({label}, strength {params.strength:g}).")
-            flip = rate(int(((pred != clean) | ~finite).sum()), len(y), ctx, "Share of samples whose "
-                        f"prediction changes under {params.perturbation} ({label}); non-finite outputs count.")
-            results[label] = {"accuracy": acc.model_dump(mode="json"), "label_flip_rate": flip.model_dump(mode="json"),
-                              "non_finite_outputs": int((~finite).sum())}  # fmt: skip
+            acc = rate(
+                int(((pred == y) & finite).sum()),
+                len(y),
+                ctx,
+                f"Accuracy under {params.perturbation} ({label}, strength {params.strength:g}).",
+            )
+            flip = rate(
+                int(((pred != clean) | ~finite).sum()),
+                len(y),
+                ctx,
+                "Share of samples whose "
+                f"prediction changes under {params.perturbation} ({label}); non-finite outputs count.",
+            )
+            results[label] = {
+                "accuracy": acc.model_dump(mode="json"),
+                "label_flip_rate": flip.model_dump(mode="json"),
+                "non_finite_outputs": int((~finite).sum()),
+            }
             if label == head:
                 metrics = {"accuracy": acc, "label_flip_rate": flip}
-        artifacts = [save_npz(ctx, "tabular_perturbed.npz", f"Inputs under {params.perturbation} ({head}) and "
-                              "their rows in the test data.", x_pert=variants[head], index=np.arange(len(y)))]
-        return MethodOutcome(metrics=metrics, artifacts=artifacts, details={
-            "headline_variant": head, "variants": results, "clean_accuracy": float((clean == y).mean()),
-            "features": [{"index": c.index, "kind": c.kind, "range": [c.low, c.high], "spread": c.spread}
-                         for c in cols]})  # fmt: skip
+        artifacts = [
+            save_npz(
+                ctx,
+                "tabular_perturbed.npz",
+                f"Inputs under {params.perturbation} ({head}) and their rows in the test data.",
+                x_pert=variants[head],
+                index=np.arange(len(y)),
+            )
+        ]
+        return MethodOutcome(
+            metrics=metrics,
+            artifacts=artifacts,
+            details={
+                "headline_variant": head,
+                "variants": results,
+                "clean_accuracy": float((clean == y).mean()),
+                "features": [
+                    {"index": c.index, "kind": c.kind, "range": [c.low, c.high], "spread": c.spread}
+                    for c in cols
+                ],
+            },
+        )
 
     @staticmethod
     def _predict(ctx: RunContext, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

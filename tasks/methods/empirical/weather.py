@@ -19,7 +19,7 @@ from nnassay.tasks.methods.empirical.images import (
     fractal_field,
     grey,
     motion_kernel,
-    size_scale,  # fmt: skip
+    size_scale,
     smooth_field,
     warp,
 )
@@ -104,16 +104,24 @@ def snow(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     small images get proportionally small (faint, partial-pixel) flakes.
     """
     mean, std, zoom, threshold, radius, sigma, keep = (
-        (0.1, 0.3, 3, 0.5, 10, 4, 0.8), (0.2, 0.3, 2, 0.5, 12, 4, 0.7), (0.55, 0.3, 4, 0.9, 12, 8, 0.7),
-        (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65), (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55))[severity - 1]  # fmt: skip
+        (0.1, 0.3, 3, 0.5, 10, 4, 0.8),
+        (0.2, 0.3, 2, 0.5, 12, 4, 0.7),
+        (0.55, 0.3, 4, 0.9, 12, 8, 0.7),
+        (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65),
+        (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55),
+    )[severity - 1]
     n, h, w, _ = x.shape
     scale = size_scale(x)
     cells = max(2, round(224 / zoom))
     layer = rng.normal(mean, std, (n, cells, cells))
     layer = _resize(np.where(layer < threshold, 0.0, layer), h, w)[..., None]
     angles = rng.uniform(-135, -45, n)
-    layer = np.stack([convolve(f[None], motion_kernel(radius * scale, sigma * scale, a))[0]
-                      for f, a in zip(layer, angles, strict=True)])  # fmt: skip
+    layer = np.stack(
+        [
+            convolve(f[None], motion_kernel(radius * scale, sigma * scale, a))[0]
+            for f, a in zip(layer, angles, strict=True)
+        ]
+    )
     scene = keep * x + (1 - keep) * np.maximum(x, grey(x) * 1.5 + 0.5)
     return scene + layer + np.rot90(layer, 2, axes=(1, 2))
 

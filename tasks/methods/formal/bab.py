@@ -74,8 +74,9 @@ def _row_mask(spec: Spec, gap: Tensor) -> Tensor:
     return mask
 
 
-def _try_points(net: Network, spec: Spec, xs: Tensor, checker: OrtChecker, box: tuple[Tensor, Tensor]
-                ) -> tuple[np.ndarray, np.ndarray] | None:  # fmt: skip
+def _try_points(
+    net: Network, spec: Spec, xs: Tensor, checker: OrtChecker, box: tuple[Tensor, Tensor]
+) -> tuple[np.ndarray, np.ndarray] | None:
     """ORT-check the points (N, n) whose float64 objective is (nearly) violating."""
     with torch.no_grad():
         obj = spec.of_outputs(net.forward(xs))
@@ -93,8 +94,9 @@ def _corners(a: Tensor, gap: Tensor, low: Tensor, high: Tensor) -> Tensor:
     return torch.where(coef > 0, low, high)
 
 
-def bab_input_portfolio(net: Network, spec: Spec, low: Tensor, high: Tensor, checker: OrtChecker, *,
-                        deadline: float) -> BabResult:  # fmt: skip
+def bab_input_portfolio(
+    net: Network, spec: Spec, low: Tensor, high: Tensor, checker: OrtChecker, *, deadline: float
+) -> BabResult:
     """``bab_input`` with the plain split rule for ``PLAIN_RULE_SHARE`` of the time (at most
     ``PLAIN_RULE_MAX_S``), then, if undecided, from scratch with the width guard until ``deadline``."""
     switch = time.monotonic() + min(PLAIN_RULE_SHARE * (deadline - time.monotonic()), PLAIN_RULE_MAX_S)
@@ -106,8 +108,18 @@ def bab_input_portfolio(net: Network, spec: Spec, low: Tensor, high: Tensor, che
     return second
 
 
-def bab_input(net: Network, spec: Spec, low: Tensor, high: Tensor, checker: OrtChecker, *, deadline: float,
-              batch: int = 512, method: str = "inherit", guard: float = float("inf")) -> BabResult:  # fmt: skip
+def bab_input(
+    net: Network,
+    spec: Spec,
+    low: Tensor,
+    high: Tensor,
+    checker: OrtChecker,
+    *,
+    deadline: float,
+    batch: int = 512,
+    method: str = "inherit",
+    guard: float = float("inf"),
+) -> BabResult:
     """Split the input box on the dimension with the largest ``|coefficient| * width`` of the open rows
     (or the relatively widest one when it is more than ``guard`` times wider, see ``_split_dims``).
 
@@ -125,7 +137,12 @@ def bab_input(net: Network, spec: Spec, low: Tensor, high: Tensor, checker: OrtC
     branches, worst_closed, step = 0, float("inf"), 0
     while len(pend):
         if time.monotonic() > deadline:
-            return BabResult("timeout", _margin_min(worst_closed, None), branches, reason="deadline reached in input splitting")
+            return BabResult(
+                "timeout",
+                _margin_min(worst_closed, None),
+                branches,
+                reason="deadline reached in input splitting",
+            )
         lo, hi, pre = pend.pop(batch)
         try:
             lb, margin, a, pre = _box_bounds(net, spec, lo, hi, method, pre)
@@ -156,8 +173,11 @@ def bab_input(net: Network, spec: Spec, low: Tensor, high: Tensor, checker: OrtC
         left_hi, right_lo = hi.clone(), lo.clone()
         left_hi[idx, dim], right_lo[idx, dim] = mid, mid
         kept = {k: (v[0][open_], v[1][open_]) for k, v in pre.items()} if method == "inherit" else {}
-        pend.push(torch.cat([lo, right_lo]), torch.cat([left_hi, hi]), {k: (torch.cat([v[0], v[0]]), torch.cat([v[1], v[1]]))
-                                                                          for k, v in kept.items()})  # fmt: skip
+        pend.push(
+            torch.cat([lo, right_lo]),
+            torch.cat([left_hi, hi]),
+            {k: (torch.cat([v[0], v[0]]), torch.cat([v[1], v[1]])) for k, v in kept.items()},
+        )
         branches += len(dim)
     return BabResult("unsat", worst_closed, branches)
 
@@ -189,18 +209,28 @@ class _Boxes:
             low, high, pre = self.chunks.pop()
             cut = max(len(low) - n, 0)
             if cut:
-                self.chunks.append((low[:cut], high[:cut], {k: (v[0][:cut], v[1][:cut]) for k, v in pre.items()}))
+                self.chunks.append(
+                    (low[:cut], high[:cut], {k: (v[0][:cut], v[1][:cut]) for k, v in pre.items()})
+                )
             parts.insert(0, (low[cut:], high[cut:], {k: (v[0][cut:], v[1][cut:]) for k, v in pre.items()}))
             n -= len(low) - cut
         self.size -= sum(len(p[0]) for p in parts)
         keys = parts[0][2].keys() if parts else {}
         same = all(p[2].keys() == keys for p in parts)
-        pre = {k: (torch.cat([p[2][k][0] for p in parts]), torch.cat([p[2][k][1] for p in parts])) for k in keys} if same else {}
+        pre = (
+            {
+                k: (torch.cat([p[2][k][0] for p in parts]), torch.cat([p[2][k][1] for p in parts]))
+                for k in keys
+            }
+            if same
+            else {}
+        )
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), pre
 
 
-def _box_bounds(net: Network, spec: Spec, lo: Tensor, hi: Tensor, method: str, pre: dict[int, tuple[Tensor, Tensor]]
-                ) -> tuple[Tensor, Tensor, Tensor, dict[int, tuple[Tensor, Tensor]]]:  # fmt: skip
+def _box_bounds(
+    net: Network, spec: Spec, lo: Tensor, hi: Tensor, method: str, pre: dict[int, tuple[Tensor, Tensor]]
+) -> tuple[Tensor, Tensor, Tensor, dict[int, tuple[Tensor, Tensor]]]:
     """Sound row bounds (B, m), the margin per box (``conjunction_lower`` on AND-clauses), the
     linear coefficients (B, m, n) and the pre-activation bounds of a batch of boxes; ``pre`` holds
     bounds valid on each box (from a box that contains it) or is empty."""
@@ -251,7 +281,14 @@ class _Pool:
     def tensors(self) -> list[Tensor]:
         """Every tensor, in a fixed order (see ``rebuild``)."""
         pre = [t for k in self.pre for t in self.pre[k]]
-        return [*pre, *self.splits.values(), *self.alphas.values(), *self.betas.values(), self.margin, self.rows]
+        return [
+            *pre,
+            *self.splits.values(),
+            *self.alphas.values(),
+            *self.betas.values(),
+            self.margin,
+            self.rows,
+        ]
 
     def rebuild(self, tensors: list[Tensor]) -> _Pool:
         """A pool of the same layers from tensors in the order of ``tensors()``."""
@@ -266,7 +303,9 @@ class _Pool:
 
     def join(self, *others: _Pool) -> _Pool:
         """These sub-domains followed by the ``others``'."""
-        return self.rebuild([torch.cat(ts) for ts in zip(self.tensors(), *(o.tensors() for o in others), strict=True)])
+        return self.rebuild(
+            [torch.cat(ts) for ts in zip(self.tensors(), *(o.tensors() for o in others), strict=True)]
+        )
 
 
 class _Store:
@@ -309,10 +348,14 @@ class _Store:
         if self.count + len(pool) > self.limit:
             raise MemoryError(f"{self.count + len(pool)} open sub-domains, room for {self.limit}")
         while int((~self.live).sum()) < len(pool):
-            self.chunks.append(self.template.rebuild([t.new_zeros((self.CHUNK, *t.shape[1:])) for t in self.template.tensors()]))
+            self.chunks.append(
+                self.template.rebuild(
+                    [t.new_zeros((self.CHUNK, *t.shape[1:])) for t in self.template.tensors()]
+                )
+            )
             self.live = torch.cat([self.live, torch.zeros(self.CHUNK, dtype=torch.bool)])
             self.margin = torch.cat([self.margin, torch.zeros(self.CHUNK, dtype=self.margin.dtype)])
-        slots = (~self.live).nonzero().reshape(-1)[:len(pool)]
+        slots = (~self.live).nonzero().reshape(-1)[: len(pool)]
         chunk = slots // self.CHUNK
         for c in chunk.unique().tolist():
             mine = chunk == c
@@ -323,8 +366,19 @@ class _Store:
         self.count += len(pool)
 
 
-def bab_relu(net: Network, spec: Spec, low: Tensor, high: Tensor, root: Relaxation, checker: OrtChecker, *,
-             deadline: float, batch: int = 64, iters: int = BAB_ITERS, memory: float | None = None) -> BabResult:  # fmt: skip
+def bab_relu(
+    net: Network,
+    spec: Spec,
+    low: Tensor,
+    high: Tensor,
+    root: Relaxation,
+    checker: OrtChecker,
+    *,
+    deadline: float,
+    batch: int = 64,
+    iters: int = BAB_ITERS,
+    memory: float | None = None,
+) -> BabResult:
     """Split unstable ReLUs (BaBSR-like intercept score); splits are enforced through bounds and betas.
 
     ``root`` holds the pre-activation bounds and slopes of the whole box (from alpha-CROWN). The
@@ -336,14 +390,24 @@ def bab_relu(net: Network, spec: Spec, low: Tensor, high: Tensor, root: Relaxati
     """
     relus = [k for k in net.relu_layers() if k in root.pre]
     m = spec.c.shape[0]
-    alphas = {k: root.alphas[k][:1].float() if k in root.alphas else
-              net.layers[k].default_alpha(*root.pre[k]).unsqueeze(1).expand(1, m, -1).float()  # type: ignore[attr-defined]
-              for k in relus}  # fmt: skip
-    first = _Pool({k: root.pre[k] for k in root.pre}, {k: torch.zeros_like(root.pre[k][0], dtype=torch.int8) for k in relus},
-                  alphas, {k: torch.zeros_like(alphas[k]) for k in relus}, torch.full((1,), -1.0, dtype=torch.float64),
-                  torch.ones(1, m, dtype=torch.bool))
+    alphas = {
+        k: root.alphas[k][:1].float()
+        if k in root.alphas
+        else net.layers[k].default_alpha(*root.pre[k]).unsqueeze(1).expand(1, m, -1).float()  # type: ignore[attr-defined]
+        for k in relus
+    }
+    first = _Pool(
+        {k: root.pre[k] for k in root.pre},
+        {k: torch.zeros_like(root.pre[k][0], dtype=torch.int8) for k in relus},
+        alphas,
+        {k: torch.zeros_like(alphas[k]) for k in relus},
+        torch.full((1,), -1.0, dtype=torch.float64),
+        torch.ones(1, m, dtype=torch.bool),
+    )
     per_domain = sum(t[0].numel() * t.element_size() for t in first.tensors())
-    pool = _Store(first, max(int((memory or POOL_MEMORY_SHARE * available_memory()) // per_domain), 4 * batch))
+    pool = _Store(
+        first, max(int((memory or POOL_MEMORY_SHARE * available_memory()) // per_domain), 4 * batch)
+    )
     branches, worst_closed = 0, float("inf")
     choice = _bound_batch(net, spec, low, high, pool.take(1), checker, iters, deadline)
     while True:
@@ -355,37 +419,62 @@ def bab_relu(net: Network, spec: Spec, low: Tensor, high: Tensor, root: Relaxati
         if open_pool is not None:
             children = _split(net, open_pool, relus)
             if children is None:
-                return BabResult("unknown", float(open_pool.margin.min()), branches,
-                                 reason="a sub-domain with every ReLU split is still not proved")
+                return BabResult(
+                    "unknown",
+                    float(open_pool.margin.min()),
+                    branches,
+                    reason="a sub-domain with every ReLU split is still not proved",
+                )
             try:
                 pool.add(children)
             except MemoryError as full:
-                return BabResult("unknown", min(float(open_pool.margin.min()), pool.worst()), branches,
-                                 reason=f"the open sub-domains would exceed the memory budget ({full}, "
-                                        f"{per_domain / 2**20:.3g} MiB each)")  # fmt: skip
+                return BabResult(
+                    "unknown",
+                    min(float(open_pool.margin.min()), pool.worst()),
+                    branches,
+                    reason=f"the open sub-domains would exceed the memory budget ({full}, "
+                    f"{per_domain / 2**20:.3g} MiB each)",
+                )
             branches += len(children)
         if len(pool) == 0:
             return BabResult("unsat", worst_closed, branches)
         if time.monotonic() > deadline:
-            return BabResult("timeout", min(worst_closed, pool.worst()), branches,
-                             reason=f"deadline reached in ReLU splitting with {len(pool)} open sub-domains")
+            return BabResult(
+                "timeout",
+                min(worst_closed, pool.worst()),
+                branches,
+                reason=f"deadline reached in ReLU splitting with {len(pool)} open sub-domains",
+            )
         lowest = len(pool) + 2 * batch <= 0.8 * pool.limit
         choice = _bound_batch(net, spec, low, high, pool.take(batch, lowest), checker, iters, deadline)
 
 
-def _bound_batch(net: Network, spec: Spec, low: Tensor, high: Tensor, doms: _Pool, checker: OrtChecker,
-                 iters: int, deadline: float) -> BabResult | tuple[float | None, _Pool | None]:  # fmt: skip
+def _bound_batch(
+    net: Network,
+    spec: Spec,
+    low: Tensor,
+    high: Tensor,
+    doms: _Pool,
+    checker: OrtChecker,
+    iters: int,
+    deadline: float,
+) -> BabResult | tuple[float | None, _Pool | None]:
     """Bound the open rows of a batch of sub-domains; return the closed ones' worst margin and the open ones."""
     n = len(doms)
     lo, hi = low.expand(n, -1), high.expand(n, -1)
-    sel = doms.rows.to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :int(doms.rows.sum(1).max())]
+    sel = doms.rows.to(torch.int8).argsort(dim=1, descending=True, stable=True)[
+        :, : int(doms.rows.sum(1).max())
+    ]
     c = spec.c[sel]  # (n, R, outputs): open rows first, then (padding) distinct closed ones
 
     def pick(v: Tensor) -> Tensor:
         return v.gather(1, sel.unsqueeze(-1).expand(-1, -1, v.shape[-1])).double()
 
-    rel = Relaxation(pre=dict(doms.pre), alphas={k: pick(v) for k, v in doms.alphas.items()},
-                     splits={k: v.double() for k, v in doms.splits.items() if (v != 0).any()})
+    rel = Relaxation(
+        pre=dict(doms.pre),
+        alphas={k: pick(v) for k, v in doms.alphas.items()},
+        splits={k: v.double() for k, v in doms.splits.items() if (v != 0).any()},
+    )
     rel.betas = {k: pick(doms.betas[k]) for k in rel.splits}
     if rel.splits and sum(net.layers[k].n_out for k in net.relu_layers()) <= REFINE_MAX_NEURONS:
         refine_unstable(net, lo, hi, rel)
@@ -414,10 +503,17 @@ def _bound_batch(net: Network, spec: Spec, low: Tensor, high: Tensor, doms: _Poo
         index = sel.unsqueeze(-1).expand(-1, -1, full_v.shape[-1])
         return full_v.scatter(1, index, part[k].to(full_v.dtype))[keep]
 
-    open_pool = _Pool({k: (v[0][keep], v[1][keep]) for k, v in rel.pre.items()}, {k: v[keep] for k, v in doms.splits.items()},
-                      {k: put(v, k, rel.alphas) for k, v in doms.alphas.items()},
-                      {k: put(v, k, rel.betas) for k, v in doms.betas.items()}, margin[keep], rows[keep])  # fmt: skip
-    open_pool.scores = _scores(net, open_pool, {k: v[keep] for k, v in record.items()}, rows.gather(1, sel)[keep])  # type: ignore[attr-defined]
+    open_pool = _Pool(
+        {k: (v[0][keep], v[1][keep]) for k, v in rel.pre.items()},
+        {k: v[keep] for k, v in doms.splits.items()},
+        {k: put(v, k, rel.alphas) for k, v in doms.alphas.items()},
+        {k: put(v, k, rel.betas) for k, v in doms.betas.items()},
+        margin[keep],
+        rows[keep],
+    )
+    open_pool.scores = _scores(
+        net, open_pool, {k: v[keep] for k, v in record.items()}, rows.gather(1, sel)[keep]
+    )  # type: ignore[attr-defined]
     return done_margin, open_pool
 
 
@@ -430,7 +526,11 @@ def _scores(net: Network, pool: _Pool, record: dict[int, Tensor], rows: Tensor) 
         unstable = splittable(net.layers[k], low, high) & (pool.splits[k] == 0)
         a = record[k] * rows.unsqueeze(-1)
         intercept = -low * high / torch.where(unstable, high - low, torch.ones_like(low))
-        score = (a.clamp(max=0).abs().sum(1) * intercept) + 1e-4 * (a.abs().sum(1) * (high - low)) + 1e-9 * (high - low)
+        score = (
+            (a.clamp(max=0).abs().sum(1) * intercept)
+            + 1e-4 * (a.abs().sum(1) * (high - low))
+            + 1e-9 * (high - low)
+        )
         scores[k] = torch.where(unstable, score, torch.full_like(score, -1.0))
     return scores
 
@@ -460,7 +560,9 @@ def _split(net: Network, pool: _Pool, relus: list[int]) -> _Pool | None:
                 pre[k][0][rows, cols] = 0.0
             else:
                 pre[k][1][rows, cols] = 0.0
-        children.append(_Pool(pre, splits, dict(pool.alphas), dict(pool.betas), pool.margin.clone(), pool.rows))
+        children.append(
+            _Pool(pre, splits, dict(pool.alphas), dict(pool.betas), pool.margin.clone(), pool.rows)
+        )
     return children[0].join(children[1])
 
 

@@ -62,9 +62,16 @@ def concretize(a: Tensor, bias: Tensor, low: Tensor, high: Tensor) -> Tensor:
     return torch.einsum("bmn,bn->bm", a, mid) - torch.einsum("bmn,bn->bm", a.abs(), rad) + bias
 
 
-def backward(net: Network, upto: int, a: Tensor, rel: Relaxation, low: Tensor, high: Tensor,
-             record: dict[int, Tensor] | None = None, alphas: dict[int, Tensor] | None = None
-             ) -> tuple[Tensor, Tensor]:  # fmt: skip
+def backward(
+    net: Network,
+    upto: int,
+    a: Tensor,
+    rel: Relaxation,
+    low: Tensor,
+    high: Tensor,
+    record: dict[int, Tensor] | None = None,
+    alphas: dict[int, Tensor] | None = None,
+) -> tuple[Tensor, Tensor]:
     """Lower bound of ``A z`` (B, m) where ``z`` is the output of ``layers[upto - 1]``.
 
     Returns the bound and the linear coefficients on the input (B, m, n_0). ``record[k]`` receives
@@ -122,7 +129,7 @@ def _unstable_rows(layer: Layer, low: Tensor, high: Tensor) -> tuple[Tensor, Ten
 def _all_rows(layer: Layer, low: Tensor) -> Tensor:
     """Every row of the layer but the first ``layer.keep`` ones."""
     mask = torch.ones_like(low, dtype=torch.bool)
-    mask[:, :getattr(layer, "keep", 0)] = False
+    mask[:, : getattr(layer, "keep", 0)] = False
     return mask
 
 
@@ -136,13 +143,21 @@ def _rows_of(mask: Tensor) -> tuple[Tensor, Tensor]:
 
 def _only_affine_before(net: Network, k: int) -> bool:
     """True when IBP is exact for the input of layer ``k``: at most one non-diagonal affine layer before it."""
-    return sum(isinstance(layer, Affine) and not isinstance(layer, Diag) for layer in net.layers[:k]) <= 1 and not any(
-        layer.nonlinear for layer in net.layers[:k])
+    return sum(
+        isinstance(layer, Affine) and not isinstance(layer, Diag) for layer in net.layers[:k]
+    ) <= 1 and not any(layer.nonlinear for layer in net.layers[:k])
 
 
-def intermediate_bounds(net: Network, low: Tensor, high: Tensor, rel: Relaxation, *, method: str = "crown",
-                        inter_alphas: dict[int, dict[int, Tensor]] | None = None,
-                        rows_cache: dict[int, Tensor] | None = None) -> Bounds:  # fmt: skip
+def intermediate_bounds(
+    net: Network,
+    low: Tensor,
+    high: Tensor,
+    rel: Relaxation,
+    *,
+    method: str = "crown",
+    inter_alphas: dict[int, dict[int, Tensor]] | None = None,
+    rows_cache: dict[int, Tensor] | None = None,
+) -> Bounds:
     """Fill ``rel.pre`` for every nonlinear layer (keeping tighter bounds already there).
 
     ``method`` is "ibp", "crown" or "inherit" (for boxes inside one already bounded: ``rel.pre``
@@ -154,14 +169,26 @@ def intermediate_bounds(net: Network, low: Tensor, high: Tensor, rel: Relaxation
     cur_low, cur_high = low, high
     for k, layer in enumerate(net.layers):
         if layer.nonlinear:
-            cur_low, cur_high = _refine(net, k, layer, cur_low, cur_high, low, high, rel, method, inter_alphas, rows_cache)
+            cur_low, cur_high = _refine(
+                net, k, layer, cur_low, cur_high, low, high, rel, method, inter_alphas, rows_cache
+            )
         cur_low, cur_high = widen(*layer.ibp(cur_low, cur_high))
     return cur_low, cur_high
 
 
-def _refine(net: Network, k: int, layer: Layer, cur_low: Tensor, cur_high: Tensor, low: Tensor, high: Tensor,
-            rel: Relaxation, method: str, inter_alphas: dict[int, dict[int, Tensor]] | None,
-            rows_cache: dict[int, Tensor] | None) -> Bounds:  # fmt: skip
+def _refine(
+    net: Network,
+    k: int,
+    layer: Layer,
+    cur_low: Tensor,
+    cur_high: Tensor,
+    low: Tensor,
+    high: Tensor,
+    rel: Relaxation,
+    method: str,
+    inter_alphas: dict[int, dict[int, Tensor]] | None,
+    rows_cache: dict[int, Tensor] | None,
+) -> Bounds:
     if method == "inherit" and k in rel.pre and not _only_affine_before(net, k):
         # bounds inherited from a containing box: stable neurons keep them, unstable ones get CROWN
         cur_low, cur_high = torch.maximum(cur_low, rel.pre[k][0]), torch.minimum(cur_high, rel.pre[k][1])
@@ -183,16 +210,27 @@ def _refine(net: Network, k: int, layer: Layer, cur_low: Tensor, cur_high: Tenso
     return cur_low, cur_high
 
 
-def _crown_rows(net: Network, k: int, rows: tuple[Tensor, Tensor], cur_low: Tensor, cur_high: Tensor,
-                low: Tensor, high: Tensor, rel: Relaxation, inter_alphas: dict[int, dict[int, Tensor]] | None
-                ) -> Bounds:  # fmt: skip
+def _crown_rows(
+    net: Network,
+    k: int,
+    rows: tuple[Tensor, Tensor],
+    cur_low: Tensor,
+    cur_high: Tensor,
+    low: Tensor,
+    high: Tensor,
+    rel: Relaxation,
+    inter_alphas: dict[int, dict[int, Tensor]] | None,
+) -> Bounds:
     idx, valid = rows
     if inter_alphas is None and valid.numel() and float(valid.double().mean()) < FLAT_ROWS_BELOW:
         return _crown_rows_flat(net, k, rows, cur_low, cur_high, low, high, rel)
     batch, r, n = low.shape[0], idx.shape[1], net.layers[k].n_in
     c = torch.zeros(batch, 2 * r, n, dtype=low.dtype)
-    c.scatter_(2, torch.cat([idx, idx], 1).unsqueeze(-1),
-               torch.cat([torch.ones(batch, r, 1, dtype=low.dtype), -torch.ones(batch, r, 1, dtype=low.dtype)], 1))
+    c.scatter_(
+        2,
+        torch.cat([idx, idx], 1).unsqueeze(-1),
+        torch.cat([torch.ones(batch, r, 1, dtype=low.dtype), -torch.ones(batch, r, 1, dtype=low.dtype)], 1),
+    )
     alphas = None
     if inter_alphas is not None:
         alphas = inter_alphas.setdefault(k, {})
@@ -211,8 +249,16 @@ def _crown_rows(net: Network, k: int, rows: tuple[Tensor, Tensor], cur_low: Tens
     return cur_low.scatter(1, idx, new_lo), cur_high.scatter(1, idx, new_hi)
 
 
-def _crown_rows_flat(net: Network, k: int, rows: tuple[Tensor, Tensor], cur_low: Tensor, cur_high: Tensor,
-                     low: Tensor, high: Tensor, rel: Relaxation) -> Bounds:  # fmt: skip
+def _crown_rows_flat(
+    net: Network,
+    k: int,
+    rows: tuple[Tensor, Tensor],
+    cur_low: Tensor,
+    cur_high: Tensor,
+    low: Tensor,
+    high: Tensor,
+    rel: Relaxation,
+) -> Bounds:
     """``_crown_rows`` with one batch entry per (sub-domain, neuron) pair instead of padded rows: the
     work follows the number of rows each sub-domain needs, not the batch's largest count."""
     idx, valid = rows
@@ -242,7 +288,9 @@ def refine_unstable(net: Network, low: Tensor, high: Tensor, rel: Relaxation) ->
             if not layer.nonlinear or k not in rel.pre or _only_affine_before(net, k):
                 continue
             cur = rel.pre[k]
-            rows = _unstable_rows(layer, *cur) if getattr(layer, "kind", "") in ("relu", "leaky_relu") else None
+            rows = (
+                _unstable_rows(layer, *cur) if getattr(layer, "kind", "") in ("relu", "leaky_relu") else None
+            )
             if rows is None or not rows[0].shape[1]:
                 continue
             new = _crown_rows(net, k, rows, cur[0], cur[1], low, high, rel, None)
@@ -265,8 +313,12 @@ def forward_bounds(net: Network, low: Tensor, high: Tensor, rel: Relaxation, ref
     mid, rad = (low + high) / 2, (high - low) / 2
 
     def box(lo_form: Tensor, up_form: Tensor) -> Bounds:
-        lo = torch.einsum("bdn,bd->bn", lo_form[:, :-1], mid) - torch.einsum("bdn,bd->bn", lo_form[:, :-1].abs(), rad)
-        up = torch.einsum("bdn,bd->bn", up_form[:, :-1], mid) + torch.einsum("bdn,bd->bn", up_form[:, :-1].abs(), rad)
+        lo = torch.einsum("bdn,bd->bn", lo_form[:, :-1], mid) - torch.einsum(
+            "bdn,bd->bn", lo_form[:, :-1].abs(), rad
+        )
+        up = torch.einsum("bdn,bd->bn", up_form[:, :-1], mid) + torch.einsum(
+            "bdn,bd->bn", up_form[:, :-1].abs(), rad
+        )
         return widen(lo + lo_form[:, -1], up + up_form[:, -1])
 
     cur = (low, high)
@@ -291,7 +343,9 @@ def forward_bounds(net: Network, low: Tensor, high: Tensor, rel: Relaxation, ref
             cur = widen(cur[0], torch.maximum(cur[1], cur[0]))
         rel.pre[k] = cur
         if not isinstance(layer, Activation):
-            raise TypeError(f"forward bounds support elementwise activations only, not {type(layer).__name__}")
+            raise TypeError(
+                f"forward bounds support elementwise activations only, not {type(layer).__name__}"
+            )
         al, bl, au, bu = layer.relax(cur[0], cur[1])
         if bool((al < 0).any() or (au < 0).any()):
             raise TypeError("forward bounds need non-negative relaxation slopes")
@@ -315,8 +369,9 @@ def sound_lower(net: Network, c: Tensor, lb: Tensor, low: Tensor, high: Tensor) 
     return lb.detach() - final_margin(lb.detach(), c, y_mid)
 
 
-def crown(net: Network, c: Tensor, low: Tensor, high: Tensor, rel: Relaxation | None = None,
-          method: str = "crown") -> tuple[Tensor, Relaxation, Tensor]:  # fmt: skip
+def crown(
+    net: Network, c: Tensor, low: Tensor, high: Tensor, rel: Relaxation | None = None, method: str = "crown"
+) -> tuple[Tensor, Relaxation, Tensor]:
     """Lower bounds of ``C y`` (B, m) by CROWN (``method="crown"``), IBP (``"ibp"``) or CROWN with
     forward-mode intermediate bounds (``"forward"``, cheap for few inputs; ``"hybrid"``: forward
     bounds refined by backward CROWN on the neurons they leave unstable).
@@ -333,8 +388,9 @@ def crown(net: Network, c: Tensor, low: Tensor, high: Tensor, rel: Relaxation | 
     return lb if lb_box is None else torch.maximum(lb, lb_box), rel, a
 
 
-def crown_linear(net: Network, c: Tensor, low: Tensor, high: Tensor, rel: Relaxation | None = None,
-                 method: str = "crown") -> tuple[Tensor, Tensor | None, Relaxation, Tensor]:  # fmt: skip
+def crown_linear(
+    net: Network, c: Tensor, low: Tensor, high: Tensor, rel: Relaxation | None = None, method: str = "crown"
+) -> tuple[Tensor, Tensor | None, Relaxation, Tensor]:
     """Like ``crown`` (not IBP) but keeps apart the bound of the linear function ``a x + b <= C y``
     (first, the minimum of ``a x + b`` over the boxes) and the interval bound of the output box
     (second; None for the forward methods): only the first has a linear form behind it.
@@ -351,8 +407,9 @@ def crown_linear(net: Network, c: Tensor, low: Tensor, high: Tensor, rel: Relaxa
     return lb, lb_box, rel, a
 
 
-def conjunction_lower(a: Tensor, lb: Tensor, clauses: tuple[tuple[int, ...], ...], low: Tensor, high: Tensor,
-                      iters: int = 30) -> Tensor:  # fmt: skip
+def conjunction_lower(
+    a: Tensor, lb: Tensor, clauses: tuple[tuple[int, ...], ...], low: Tensor, high: Tensor, iters: int = 30
+) -> Tensor:
     """Per clause (B, k), a lower bound of ``min_x max_{i in clause} (a_i x + b_i)`` over each box.
 
     ``a`` (B, m, n) and the sound lower bounds ``lb`` (B, m) of rows ``a_i x + b_i`` (so ``b_i`` is
@@ -374,7 +431,9 @@ def conjunction_lower(a: Tensor, lb: Tensor, clauses: tuple[tuple[int, ...], ...
             for _ in range(iters):
                 comb = torch.einsum("bk,bkn->bn", lam, ra)
                 x = torch.where(comb > 0, low, high)
-                value = torch.einsum("bkn,bn->bk", ra, x) + rb  # each row's gap at the combination's minimiser
+                value = (
+                    torch.einsum("bkn,bn->bk", ra, x) + rb
+                )  # each row's gap at the combination's minimiser
                 bound = (lam * value).sum(1)
                 size = torch.einsum("bkn,bn->bk", ra.abs(), x.abs()) + rb.abs()
                 best = torch.maximum(best, bound - 1e-12 * (1 + (lam * size).sum(1)))  # float64 rounding
@@ -385,9 +444,19 @@ def conjunction_lower(a: Tensor, lb: Tensor, clauses: tuple[tuple[int, ...], ...
     return torch.stack(out, 1)
 
 
-def alpha_crown(net: Network, c: Tensor, low: Tensor, high: Tensor, rel: Relaxation, *, iters: int = 20,
-                lr: float = 0.1, optimise_intermediate: bool = False, deadline: float | None = None,
-                start: Tensor | None = None) -> tuple[Tensor, Relaxation]:  # fmt: skip
+def alpha_crown(
+    net: Network,
+    c: Tensor,
+    low: Tensor,
+    high: Tensor,
+    rel: Relaxation,
+    *,
+    iters: int = 20,
+    lr: float = 0.1,
+    optimise_intermediate: bool = False,
+    deadline: float | None = None,
+    start: Tensor | None = None,
+) -> tuple[Tensor, Relaxation]:
     """Optimise the ReLU lower slopes (and split betas, when ``rel.splits`` is set) with Adam.
 
     ``rel.pre`` must already hold valid pre-activation bounds (e.g. from ``crown``). Each row's best
@@ -420,8 +489,13 @@ def alpha_crown(net: Network, c: Tensor, low: Tensor, high: Tensor, rel: Relaxat
         lb, _ = backward(net, len(net.layers), c, rel, low, high)
         best = torch.maximum(best, lb.detach())
         if optimise_intermediate:
-            base_pre = {k: (torch.maximum(base_pre[k][0], v[0].detach()), torch.minimum(base_pre[k][1], v[1].detach()))
-                        for k, v in rel.pre.items()}  # fmt: skip
+            base_pre = {
+                k: (
+                    torch.maximum(base_pre[k][0], v[0].detach()),
+                    torch.minimum(base_pre[k][1], v[1].detach()),
+                )
+                for k, v in rel.pre.items()
+            }
         if step == iters or not params or (deadline is not None and time.monotonic() > deadline):
             break
         optimiser = optimiser or Adam(params, lr=lr)

@@ -49,11 +49,18 @@ def main(argv: list[str]) -> int:
         prog="nnassay verify",
         description="Check one VNN-LIB property on an ONNX model (VNN-COMP style). Prints sat, unsat, unknown or "
         "timeout on the first line. Exit 0 for any verdict; 1: the verifier crashed (verdict unknown); "
-        "2: unreadable model or property.")  # fmt: skip
+        "2: unreadable model or property.",
+    )
     parser.add_argument("--onnx", type=Path, required=True, help="ONNX model (one input tensor).")
-    parser.add_argument("--vnnlib", type=Path, required=True, help="VNN-LIB property (the violation to look for).")
-    parser.add_argument("--timeout", type=_seconds, default=300.0, help="Seconds for the whole call, start-up included.")
-    parser.add_argument("--result-file", type=Path, default=None, help="Write the verdict here in the VNN-COMP format.")
+    parser.add_argument(
+        "--vnnlib", type=Path, required=True, help="VNN-LIB property (the violation to look for)."
+    )
+    parser.add_argument(
+        "--timeout", type=_seconds, default=300.0, help="Seconds for the whole call, start-up included."
+    )
+    parser.add_argument(
+        "--result-file", type=Path, default=None, help="Write the verdict here in the VNN-COMP format."
+    )
     args = parser.parse_args(argv)
     return run_verify(args.onnx, args.vnnlib, args.timeout, args.result_file)
 
@@ -99,12 +106,25 @@ def run_verify(onnx: Path, vnnlib: Path, timeout_s: float, result_file: Path | N
 
 
 def _decide(onnx: Path, prop: Property, deadline: float) -> Answer:
-    from nnassay.tasks.methods.formal.verifier import verify  # imported late: parsing errors answer before torch loads
+    from nnassay.tasks.methods.formal.verifier import (
+        verify,
+    )  # imported late: parsing errors answer before torch loads
 
     remaining = max(deadline - time.monotonic(), 0.0)
     outcome = verify(onnx, prop, timeout_s=remaining, deadline=deadline)
-    details = {k: getattr(outcome, k, None) for k in
-               ("method", "time_s", "margin", "branches", "reason", "unsupported", "max_ort_deviation", "device")}  # fmt: skip
+    details = {
+        k: getattr(outcome, k, None)
+        for k in (
+            "method",
+            "time_s",
+            "margin",
+            "branches",
+            "reason",
+            "unsupported",
+            "max_ort_deviation",
+            "device",
+        )
+    }
     verdict = outcome.verdict if outcome.verdict in VERDICTS else "unknown"
     if verdict != "sat":
         return Answer(verdict, details)
@@ -172,8 +192,9 @@ def write_result(path: Path, answer: Answer) -> None:
     os.replace(tmp, path)
 
 
-def check_counterexample(prop: Property, x: np.ndarray, y: np.ndarray, *, box_tol: float = BOX_TOL,
-                         out_tol: float = 0.0) -> str | None:  # fmt: skip
+def check_counterexample(
+    prop: Property, x: np.ndarray, y: np.ndarray, *, box_tol: float = BOX_TOL, out_tol: float = 0.0
+) -> str | None:
     """None when ``x`` lies in some region's box and ``y`` satisfies one of its clauses; else why not."""
     x64, y64 = np.asarray(x, np.float64).reshape(-1), np.asarray(y, np.float64).reshape(-1)
     if x64.size != prop.n_inputs or y64.size != prop.n_outputs:
@@ -196,13 +217,16 @@ def _graph_io(onnx_path: Path) -> tuple[list[int | None], list[int | None]]:
     try:
         model = onnx.load(str(onnx_path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError, OSError, ...
-        raise ModelFileError(f"{onnx_path}: cannot read the ONNX model: {str(exc).splitlines()[0][:200]}"
-                             ) from exc  # fmt: skip
+        raise ModelFileError(
+            f"{onnx_path}: cannot read the ONNX model: {str(exc).splitlines()[0][:200]}"
+        ) from exc
     inits = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in inits]
     if len(inputs) != 1 or not model.graph.output:
-        raise ModelFileError(f"{onnx_path}: expected one input and at least one output, found"
-                             f" {len(inputs)} inputs and {len(model.graph.output)} outputs")  # fmt: skip
+        raise ModelFileError(
+            f"{onnx_path}: expected one input and at least one output, found"
+            f" {len(inputs)} inputs and {len(model.graph.output)} outputs"
+        )
 
     def dims(value: Any) -> list[int | None]:
         return [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]

@@ -66,10 +66,12 @@ class OrtChecker:
         self.session, self.prop = ort_session(onnx_path), prop
         self.calls = 0
 
-    def confirm(self, xs: np.ndarray, box_low: np.ndarray, box_high: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    def confirm(
+        self, xs: np.ndarray, box_low: np.ndarray, box_high: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray] | None:
         """The first candidate (float32, moved inside the box) that violates on ORT, else None."""
-        from nnassay.tasks.methods.formal.command import check_counterexample
         from nnassay.tasks.engine.onnx_torch import run_ort
+        from nnassay.tasks.methods.formal.command import check_counterexample
 
         x32 = inside_float32(np.asarray(xs, dtype=np.float64), box_low, box_high)
         ys = run_ort(self.session, x32)
@@ -88,9 +90,19 @@ def inside_float32(xs: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndar
     return np.where(under, np.nextafter(x32, np.float32(np.inf)), x32).astype(np.float32)
 
 
-def falsify_region(model: torch.nn.Module, spec: Spec, low: Tensor, high: Tensor, checker: OrtChecker, *,
-                   rng: torch.Generator, n_samples: int = 512, restarts: int = 16, steps: int = 40,
-                   deadline: float | None = None) -> tuple[np.ndarray, np.ndarray] | None:  # fmt: skip
+def falsify_region(
+    model: torch.nn.Module,
+    spec: Spec,
+    low: Tensor,
+    high: Tensor,
+    checker: OrtChecker,
+    *,
+    rng: torch.Generator,
+    n_samples: int = 512,
+    restarts: int = 16,
+    steps: int = 40,
+    deadline: float | None = None,
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Uniform sampling, then PGD from the best samples and random restarts, minimising the objective.
 
     ``model`` maps flat float64 inputs to outputs; ``low``/``high`` are (n,) float64.
@@ -110,8 +122,9 @@ def falsify_region(model: torch.nn.Module, spec: Spec, low: Tensor, high: Tensor
     return _check_best(x, obj, checker, lo_np, hi_np)
 
 
-def _check_best(xs: Tensor, obj: Tensor, checker: OrtChecker, low: np.ndarray, high: np.ndarray,
-                keep: int = 8) -> tuple[np.ndarray, np.ndarray] | None:  # fmt: skip
+def _check_best(
+    xs: Tensor, obj: Tensor, checker: OrtChecker, low: np.ndarray, high: np.ndarray, keep: int = 8
+) -> tuple[np.ndarray, np.ndarray] | None:
     """ORT-check the ``keep`` candidates with the smallest objective when any is close to violating."""
     order = obj.argsort()[:keep]
     scale = 1e-3 * (1 + obj.abs().min().item())
@@ -120,8 +133,16 @@ def _check_best(xs: Tensor, obj: Tensor, checker: OrtChecker, low: np.ndarray, h
     return checker.confirm(xs[order].detach().cpu().numpy(), low, high)
 
 
-def pgd(model: torch.nn.Module, spec: Spec, x: Tensor, low: Tensor, high: Tensor, *, steps: int,
-        deadline: float | None = None) -> Tensor:  # fmt: skip
+def pgd(
+    model: torch.nn.Module,
+    spec: Spec,
+    x: Tensor,
+    low: Tensor,
+    high: Tensor,
+    *,
+    steps: int,
+    deadline: float | None = None,
+) -> Tensor:
     """Signed-gradient descent on the objective inside the box, step size decaying from 1/4 of the width."""
     x = x.clone()
     width = high - low

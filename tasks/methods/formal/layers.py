@@ -205,23 +205,23 @@ class Embedded(Affine):
         self.n_in, self.n_out = keep + inner.n_in, keep + inner.n_out
 
     def _cat(self, head: Tensor, x: Tensor, fn: object) -> Tensor:
-        return torch.cat([head, fn(x[..., self.keep:])], -1)  # type: ignore[operator]
+        return torch.cat([head, fn(x[..., self.keep :])], -1)  # type: ignore[operator]
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._cat(x[..., :self.keep], x, self.inner.forward)
+        return self._cat(x[..., : self.keep], x, self.inner.forward)
 
     def abs_forward(self, x: Tensor) -> Tensor:
-        return self._cat(x[..., :self.keep], x, self.inner.abs_forward)
+        return self._cat(x[..., : self.keep], x, self.inner.abs_forward)
 
     def signed_forward(self, x: Tensor, positive: bool) -> Tensor:
-        head = x[..., :self.keep] if positive else torch.zeros_like(x[..., :self.keep])
-        return torch.cat([head, self.inner.signed_forward(x[..., self.keep:], positive)], -1)
+        head = x[..., : self.keep] if positive else torch.zeros_like(x[..., : self.keep])
+        return torch.cat([head, self.inner.signed_forward(x[..., self.keep :], positive)], -1)
 
     def backward(self, a: Tensor) -> Tensor:
-        return self._cat(a[..., :self.keep], a, self.inner.backward)
+        return self._cat(a[..., : self.keep], a, self.inner.backward)
 
     def bias_of(self, a: Tensor) -> Tensor:
-        return self.inner.bias_of(a[..., self.keep:])
+        return self.inner.bias_of(a[..., self.keep :])
 
 
 class Activation(Layer):
@@ -237,8 +237,9 @@ class Activation(Layer):
     def __init__(self, n: int) -> None:
         self.n_in = self.n_out = n
 
-    def relax(self, low: Tensor, high: Tensor, alpha: Tensor | None = None
-              ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+    def relax(
+        self, low: Tensor, high: Tensor, alpha: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(al, bl, au, bu)`` with ``al*x+bl <= f(x) <= au*x+bu`` on ``[low, high]``.
 
         ``alpha`` (same shape as the slopes, broadcastable) picks the lower slope where the
@@ -263,12 +264,15 @@ class Relu(Activation):
         """CROWN's adaptive lower slope: 1 where ``u > -l`` else 0."""
         return (high > -low).to(low.dtype)
 
-    def relax(self, low: Tensor, high: Tensor, alpha: Tensor | None = None
-              ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+    def relax(
+        self, low: Tensor, high: Tensor, alpha: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         active, unstable = low >= 0, (low < 0) & (high > 0)
         width = torch.where(unstable, high - low, torch.ones_like(low))
         up_slope = torch.where(unstable, high / width, active.to(low.dtype))
-        up_bias = torch.where(unstable, -low * high / width + RELAX_SLACK * (high - low), torch.zeros_like(low))
+        up_bias = torch.where(
+            unstable, -low * high / width + RELAX_SLACK * (high - low), torch.zeros_like(low)
+        )
         lo = self.default_alpha(low, high) if alpha is None else alpha
         lo_slope = torch.where(unstable, lo, active.to(low.dtype))
         return lo_slope, torch.zeros_like(lo_slope), up_slope, up_bias
@@ -292,15 +296,18 @@ class LeakyRelu(Activation):
     def default_alpha(self, low: Tensor, high: Tensor) -> Tensor:
         return (high > -low).to(low.dtype)
 
-    def relax(self, low: Tensor, high: Tensor, alpha: Tensor | None = None
-              ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+    def relax(
+        self, low: Tensor, high: Tensor, alpha: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         a = self.slope
         active, unstable = low >= 0, (low < 0) & (high > 0)
         stable_slope = torch.where(active, torch.ones_like(low), torch.full_like(low, a))
         width = torch.where(unstable, high - low, torch.ones_like(low))
         chord = (high - a * low) / width
         up_slope = torch.where(unstable, chord, stable_slope)
-        up_bias = torch.where(unstable, high - chord * high + RELAX_SLACK * (high - low), torch.zeros_like(low))
+        up_bias = torch.where(
+            unstable, high - chord * high + RELAX_SLACK * (high - low), torch.zeros_like(low)
+        )
         lo = self.default_alpha(low, high) if alpha is None else alpha
         lo_slope = torch.where(unstable, a + (1 - a) * lo, stable_slope)
         return lo_slope, torch.zeros_like(lo_slope), up_slope, up_bias
@@ -315,18 +322,19 @@ class EmbeddedActivation(Activation):
         self.has_alpha = getattr(inner, "has_alpha", False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.cat([x[..., :self.keep], self.inner.forward(x[..., self.keep:])], -1)
+        return torch.cat([x[..., : self.keep], self.inner.forward(x[..., self.keep :])], -1)
 
     def ibp(self, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
-        lo, hi = self.inner.ibp(low[..., self.keep:], high[..., self.keep:])
-        return torch.cat([low[..., :self.keep], lo], -1), torch.cat([high[..., :self.keep], hi], -1)
+        lo, hi = self.inner.ibp(low[..., self.keep :], high[..., self.keep :])
+        return torch.cat([low[..., : self.keep], lo], -1), torch.cat([high[..., : self.keep], hi], -1)
 
     def default_alpha(self, low: Tensor, high: Tensor) -> Tensor:
-        inner = self.inner.default_alpha(low[..., self.keep:], high[..., self.keep:])  # type: ignore[attr-defined]
-        return torch.cat([torch.ones_like(low[..., :self.keep]), inner], -1)
+        inner = self.inner.default_alpha(low[..., self.keep :], high[..., self.keep :])  # type: ignore[attr-defined]
+        return torch.cat([torch.ones_like(low[..., : self.keep]), inner], -1)
 
-    def relax(self, low: Tensor, high: Tensor, alpha: Tensor | None = None
-              ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+    def relax(
+        self, low: Tensor, high: Tensor, alpha: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         k = self.keep
         parts = self.inner.relax(low[..., k:], high[..., k:], None if alpha is None else alpha[..., k:])
         one = torch.ones_like(low[..., :k])
@@ -355,22 +363,28 @@ class SShaped(Activation):
     def derivative(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def relax(self, low: Tensor, high: Tensor, alpha: Tensor | None = None
-              ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+    def relax(
+        self, low: Tensor, high: Tensor, alpha: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         f_lo, f_hi = self.forward(low), self.forward(high)
         width = high - low
         flat = width <= 1e-12
-        chord = torch.where(flat, self.derivative(low), (f_hi - f_lo) / torch.where(flat, torch.ones_like(width), width))
+        chord = torch.where(
+            flat, self.derivative(low), (f_hi - f_lo) / torch.where(flat, torch.ones_like(width), width)
+        )
         mid = (low + high) / 2
         tan = self.derivative(mid)
         # mixed sign: f' is unimodal with its maximum at 0, so its minimum on [l, u] is at an endpoint
         k = torch.minimum(self.derivative(low), self.derivative(high))
         convex, concave = high <= 0, low >= 0
         al = torch.where(convex, tan, torch.where(concave, chord, k))
-        bl = torch.where(convex, self.forward(mid) - tan * mid,
-                         torch.where(concave, f_lo - chord * low, f_lo - k * low))
+        bl = torch.where(
+            convex, self.forward(mid) - tan * mid, torch.where(concave, f_lo - chord * low, f_lo - k * low)
+        )
         au = torch.where(convex, chord, torch.where(concave, tan, k))
-        bu = torch.where(convex, f_lo - chord * low, torch.where(concave, self.forward(mid) - tan * mid, f_hi - k * high))
+        bu = torch.where(
+            convex, f_lo - chord * low, torch.where(concave, self.forward(mid) - tan * mid, f_hi - k * high)
+        )
         slack = RELAX_SLACK * (1 + low.abs() + high.abs())
         return al, bl - slack, au, bu + slack
 
@@ -460,4 +474,6 @@ class Network:
 
     def relu_layers(self) -> list[int]:
         """Indices of the layers whose neurons can be split (ReLU-like activations)."""
-        return [k for k, layer in enumerate(self.layers) if getattr(layer, "kind", "") in ("relu", "leaky_relu")]
+        return [
+            k for k, layer in enumerate(self.layers) if getattr(layer, "kind", "") in ("relu", "leaky_relu")
+        ]

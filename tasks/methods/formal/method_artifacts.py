@@ -24,16 +24,31 @@ def save_counterexamples(
     if not found:
         return []
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, x_adv=np.stack([f[2] for f in found]), index=np.array([f[0] for f in found]),
-                        label=np.array([f[1] for f in found]))  # fmt: skip
-    refs = [ctx.save_artifact("counterexamples.npz", buffer.getvalue(), "application/x-npz",
-                              f"{len(found)} counterexamples in data space (x_adv, index, label)")]  # fmt: skip
+    np.savez_compressed(
+        buffer,
+        x_adv=np.stack([f[2] for f in found]),
+        index=np.array([f[0] for f in found]),
+        label=np.array([f[1] for f in found]),
+    )
+    refs = [
+        ctx.save_artifact(
+            "counterexamples.npz",
+            buffer.getvalue(),
+            "application/x-npz",
+            f"{len(found)} counterexamples in data space (x_adv, index, label)",
+        )
+    ]
     if ctx.data.kind == "image":
         for index, label, x_adv, _ in [f for f in found if not f[3]][:MAX_PICTURES]:
             png = picture(ctx, ctx.data.x[index], x_adv)
-            refs.append(ctx.save_artifact(f"counterexample_{index}.png", png, "image/png",
-                                          f"sample {index} (class {label}): original, counterexample,"
-                                          " difference"))  # fmt: skip
+            refs.append(
+                ctx.save_artifact(
+                    f"counterexample_{index}.png",
+                    png,
+                    "image/png",
+                    f"sample {index} (class {label}): original, counterexample, difference",
+                )
+            )
     return refs
 
 
@@ -51,14 +66,20 @@ def picture(ctx: RunContext, x: np.ndarray, x_adv: np.ndarray) -> bytes:
     span = float(np.abs(diff).max()) or 1.0
     fig = Figure(figsize=(6, 2.2))
     pred = ctx.model.predict(np.stack([x, x_adv]))
-    panels = ((hwc(x), f"original (class {pred[0]})", (low, high)),
-              (hwc(x_adv), f"counterexample (class {pred[1]})", (low, high)),
-              (hwc(diff / span * 0.5 + 0.5), f"difference x{0.5 / span:.3g}", (0, 1)))  # fmt: skip
+    panels = (
+        (hwc(x), f"original (class {pred[0]})", (low, high)),
+        (hwc(x_adv), f"counterexample (class {pred[1]})", (low, high)),
+        (hwc(diff / span * 0.5 + 0.5), f"difference x{0.5 / span:.3g}", (0, 1)),
+    )
     for k, (img, title, (vmin, vmax)) in enumerate(panels):
         ax = fig.add_subplot(1, 3, k + 1)
         shown = (img - vmin) / (vmax - vmin) if img.ndim == 3 else img
-        ax.imshow(np.clip(shown, 0, 1) if img.ndim == 3 else shown, cmap="gray", vmin=vmin if img.ndim == 2 else None,
-                  vmax=vmax if img.ndim == 2 else None)  # fmt: skip
+        ax.imshow(
+            np.clip(shown, 0, 1) if img.ndim == 3 else shown,
+            cmap="gray",
+            vmin=vmin if img.ndim == 2 else None,
+            vmax=vmax if img.ndim == 2 else None,
+        )
         ax.set_title(title, fontsize=8)
         ax.axis("off")
     out = io.BytesIO()

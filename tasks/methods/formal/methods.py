@@ -92,8 +92,13 @@ class SampleResult:
     device: str = ""  # torch device the bounds ran on
 
     def as_json(self) -> dict[str, JsonValue]:
-        row: dict[str, JsonValue] = {"index": self.index, "label": self.label, "verdict": self.verdict,
-                                     "time_s": round(self.time_s, 4), "method": self.method}  # fmt: skip
+        row: dict[str, JsonValue] = {
+            "index": self.index,
+            "label": self.label,
+            "verdict": self.verdict,
+            "time_s": round(self.time_s, 4),
+            "method": self.method,
+        }
         if self.reason:
             row["reason"] = self.reason
         if self.radius is not None:
@@ -120,14 +125,21 @@ class _FormalBase(RobustnessMethod):
         eps = threat.eps if isinstance(threat, LinfBall) else None
         return self.Params(**{"eps": eps, **overrides})
 
-    def verify_sample(self, engine: Any, ctx: RunContext, index: int, budget: float, eps: float,
-                      affine: Affine) -> SampleResult:  # fmt: skip
+    def verify_sample(
+        self, engine: Any, ctx: RunContext, index: int, budget: float, eps: float, affine: Affine
+    ) -> SampleResult:
         """Prove or refute robustness of one sample at ``eps``; counterexamples are re-run on ORT."""
         x, label = ctx.data.x[index], int(ctx.data.y[index])
         pred = int(ctx.model.predict(x[None])[0])
         if pred != label:
-            return SampleResult(index, label, "falsified", method="clean", x_adv=x.copy(),
-                                reason="misclassified without perturbation")  # fmt: skip
+            return SampleResult(
+                index,
+                label,
+                "falsified",
+                method="clean",
+                x_adv=x.copy(),
+                reason="misclassified without perturbation",
+            )
         low, high = ctx.model.value_range
         lower, upper = (
             np.clip(x - eps, low, high).astype(np.float64),
@@ -143,14 +155,21 @@ class _FormalBase(RobustnessMethod):
             return SampleResult(
                 index, label, "unknown", time.monotonic() - began, reason=f"{type(exc).__name__}: {exc}"
             )
-        result = SampleResult(index, label, "unknown", float(getattr(outcome, "time_s", 0.0) or 0.0),
-                              str(getattr(outcome, "method", "") or ""), str(getattr(outcome, "reason", "") or ""),
-                              device=str(getattr(outcome, "device", "") or ""))  # fmt: skip
+        result = SampleResult(
+            index,
+            label,
+            "unknown",
+            float(getattr(outcome, "time_s", 0.0) or 0.0),
+            str(getattr(outcome, "method", "") or ""),
+            str(getattr(outcome, "reason", "") or ""),
+            device=str(getattr(outcome, "device", "") or ""),
+        )
         if outcome.verdict == "unsat":
             result.verdict = "robust"
         elif outcome.verdict == "sat" and outcome.counterexample is not None:
-            x_adv = np.clip(affine.to_data(outcome.counterexample[0]), lower.reshape(x.shape),
-                            upper.reshape(x.shape)).astype(np.float32)  # fmt: skip
+            x_adv = np.clip(
+                affine.to_data(outcome.counterexample[0]), lower.reshape(x.shape), upper.reshape(x.shape)
+            ).astype(np.float32)
             if int(ctx.model.predict(x_adv[None])[0]) != label:
                 result.verdict, result.x_adv = "falsified", x_adv
             else:
@@ -159,8 +178,17 @@ class _FormalBase(RobustnessMethod):
             result.reason = result.reason or outcome.verdict
         return result
 
-    def radius(self, engine: Any, ctx: RunContext, index: int, budget: float, eps_max: float, tol: float,
-               affine: Affine, known: float = 0.0) -> tuple[float, float | None]:  # fmt: skip
+    def radius(
+        self,
+        engine: Any,
+        ctx: RunContext,
+        index: int,
+        budget: float,
+        eps_max: float,
+        tol: float,
+        affine: Affine,
+        known: float = 0.0,
+    ) -> tuple[float, float | None]:
         """Certified L-inf radius of one sample in data units: (proved lower bound, refuted upper bound).
 
         ``known`` is a radius already proved (the lower bound never drops below it).
@@ -169,14 +197,30 @@ class _FormalBase(RobustnessMethod):
         low, high = ctx.model.value_range
         if affine.uniform and hasattr(engine, "certified_radius"):
             a, b = float(affine.a.reshape(-1)[0]), float(affine.b.reshape(-1)[0])
-            r_lo, r_hi = engine.certified_radius(ctx.model.path, (affine.a * x + affine.b).reshape(-1), label,
-                                                 lower=a * low + b, upper=a * high + b, eps_max=eps_max * a,
-                                                 timeout_s=budget, tol=tol)  # fmt: skip
+            r_lo, r_hi = engine.certified_radius(
+                ctx.model.path,
+                (affine.a * x + affine.b).reshape(-1),
+                label,
+                lower=a * low + b,
+                upper=a * high + b,
+                eps_max=eps_max * a,
+                timeout_s=budget,
+                tol=tol,
+            )
             return max(float(r_lo) / a, known), (None if r_hi is None else float(r_hi) / a)
         return self.bisect(engine, ctx, index, budget, eps_max, tol, affine, known)
 
-    def bisect(self, engine: Any, ctx: RunContext, index: int, budget: float, eps_max: float, tol: float,
-               affine: Affine, known: float) -> tuple[float, float | None]:  # fmt: skip
+    def bisect(
+        self,
+        engine: Any,
+        ctx: RunContext,
+        index: int,
+        budget: float,
+        eps_max: float,
+        tol: float,
+        affine: Affine,
+        known: float,
+    ) -> tuple[float, float | None]:
         """Bisection on eps with one proof per step: probe eps_max, then halve [proved, not proved]."""
         stop = time.monotonic() + budget
         lo, cap, refuted = known, eps_max, None
@@ -222,15 +266,15 @@ class LocalRobustness(_FormalBase):
     metrics = ("verified_fraction", "falsified_fraction")
     Params = LocalParams
 
-    shard_unit = 1  # nnassay.tasks.pipeline.sharding: samples are verified independently, so shards may be any range
+    shard_unit = (
+        1  # nnassay.tasks.pipeline.sharding: samples are verified independently, so shards may be any range
+    )
     shard_size = 1  # one verification instance per task (each shows, runs and resumes on its own)
 
     def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
         return self.merge_parts(ctx, params, [self.run_part(ctx, params, 0, len(ctx.data))])
 
-    def run_part(
-        self, ctx: RunContext, params: MethodParams, start: int, stop: int
-    ) -> list[SampleResult]:
+    def run_part(self, ctx: RunContext, params: MethodParams, start: int, stop: int) -> list[SampleResult]:
         """Verdicts of samples [start, stop)."""
         assert isinstance(params, LocalParams) and params.eps is not None
         engine = load_engine()
@@ -239,14 +283,23 @@ class LocalRobustness(_FormalBase):
             budget = fair_share(ctx, params.time_per_sample_s, stop - i)
             res = self.verify_sample(engine, ctx, i, budget, params.eps, affine)
             if params.certified_radius and res.verdict == "robust":
-                res.radius = self.radius(engine, ctx, i, budget, params.eps_max or 4 * params.eps, params.tol,
-                                         affine, known=params.eps)  # fmt: skip
+                res.radius = self.radius(
+                    engine,
+                    ctx,
+                    i,
+                    budget,
+                    params.eps_max or 4 * params.eps,
+                    params.tol,
+                    affine,
+                    known=params.eps,
+                )
             results.append(res)
             ctx.progress(i - start + 1, stop - start)
         return results
 
-    def merge_parts(self, ctx: RunContext, params: MethodParams, parts: list[list[SampleResult]]
-                    ) -> MethodOutcome:  # fmt: skip
+    def merge_parts(
+        self, ctx: RunContext, params: MethodParams, parts: list[list[SampleResult]]
+    ) -> MethodOutcome:
         assert isinstance(params, LocalParams) and params.eps is not None
         results = sorted((r for p in parts for r in p), key=lambda r: r.index)
         return summarize(ctx, results, params.eps)
@@ -260,31 +313,56 @@ def summarize(ctx: RunContext, results: list[SampleResult], eps: float) -> Metho
     undecided = n - len(proved) - len(broken)
     if n and undecided == n:
         reasons = sorted({r.reason for r in results if r.reason})
-        return MethodOutcome(status=TestStatus.INCONCLUSIVE, reason=f"no sample was decided at eps {eps:g}: "
-                             + "; ".join(reasons[:3]), details={"per_sample": [r.as_json() for r in results]})  # fmt: skip
+        return MethodOutcome(
+            status=TestStatus.INCONCLUSIVE,
+            reason=f"no sample was decided at eps {eps:g}: " + "; ".join(reasons[:3]),
+            details={"per_sample": [r.as_json() for r in results]},
+        )
     metrics = {
-        "verified_fraction": _rate(len(proved), n, ctx, "Fraction of the N samples proved robust at eps "
-                                   f"{eps:g}; a lower bound of the true robust fraction on these samples."),
-        "falsified_fraction": _rate(len(broken), n, ctx, "Fraction of the N samples with a counterexample "
-                                    "checked on ONNX Runtime (misclassified ones included); one minus it "
-                                    "bounds the robust fraction on these samples from above."),
-    }  # fmt: skip
+        "verified_fraction": _rate(
+            len(proved),
+            n,
+            ctx,
+            "Fraction of the N samples proved robust at eps "
+            f"{eps:g}; a lower bound of the true robust fraction on these samples.",
+        ),
+        "falsified_fraction": _rate(
+            len(broken),
+            n,
+            ctx,
+            "Fraction of the N samples with a counterexample "
+            "checked on ONNX Runtime (misclassified ones included); one minus it "
+            "bounds the robust fraction on these samples from above.",
+        ),
+    }
     details: dict[str, JsonValue] = {
-        "eps": eps, "verified": len(proved), "falsified": len(broken), "unknown": undecided,
-        "verified_indices": proved, "falsified_indices": broken,  # type: ignore[dict-item]
+        "eps": eps,
+        "verified": len(proved),
+        "falsified": len(broken),
+        "unknown": undecided,
+        "verified_indices": proved,
+        "falsified_indices": broken,  # type: ignore[dict-item]
         "per_sample": [r.as_json() for r in results],
         "verifier": "nnassay sound bound propagation + branch and bound (nnassay.tasks.methods.formal.verifier)",
         "verifier_devices": sorted({r.device for r in results if r.device}),  # type: ignore[dict-item]
-    }  # fmt: skip
+    }
     reason = f"{undecided} of {n} samples undecided within the time budget" if undecided else None
     found = [(r.index, r.label, r.x_adv, r.method == "clean") for r in results if r.x_adv is not None]
-    return MethodOutcome(metrics=metrics, details=details, artifacts=save_counterexamples(ctx, found),
-                         reason=reason)  # fmt: skip
+    return MethodOutcome(
+        metrics=metrics, details=details, artifacts=save_counterexamples(ctx, found), reason=reason
+    )
 
 
 def _rate(k: int, n: int, ctx: RunContext, text: str) -> Measurement:
-    return Measurement(value=k / n if n else 0.0, interval=proportion_interval(k, n, ctx.confidence, ctx.interval),
-                       claim=ClaimKind.PROOF, n=n, successes=k, is_rate=True, description=text)  # fmt: skip
+    return Measurement(
+        value=k / n if n else 0.0,
+        interval=proportion_interval(k, n, ctx.confidence, ctx.interval),
+        claim=ClaimKind.PROOF,
+        n=n,
+        successes=k,
+        is_rate=True,
+        description=text,
+    )
 
 
 class VnnlibParams(MethodParams):
@@ -333,15 +411,23 @@ class VnnlibPropertyCheck(RobustnessMethod):
                 status=TestStatus.INCONCLUSIVE, reason=f"the verifier failed: {type(exc).__name__}: {exc}"
             )
         details: dict[str, JsonValue] = {
-            "verdict": outcome.verdict, "verifier_method": str(getattr(outcome, "method", "")),
-            "property": str(ctx.threat.path), "regions": len(prop.regions),
+            "verdict": outcome.verdict,
+            "verifier_method": str(getattr(outcome, "method", "")),
+            "property": str(ctx.threat.path),
+            "regions": len(prop.regions),
             "time_s": float(getattr(outcome, "time_s", 0.0) or 0.0),
-            "verifier_device": str(getattr(outcome, "device", "") or "")}  # fmt: skip
+            "verifier_device": str(getattr(outcome, "device", "") or ""),
+        }
         ctx.progress(1, 1)
         if outcome.verdict == "unsat":
-            return MethodOutcome(metrics={"property_holds": _holds(1.0, "proved: no input of the input set"
-                                                                   " satisfies the violation condition")},
-                                 details=details)  # fmt: skip
+            return MethodOutcome(
+                metrics={
+                    "property_holds": _holds(
+                        1.0, "proved: no input of the input set satisfies the violation condition"
+                    )
+                },
+                details=details,
+            )
         if outcome.verdict == "sat" and outcome.counterexample is not None:
             x = np.asarray(outcome.counterexample[0], np.float32).reshape(-1)
             y = run_model(ctx.model.path, x)
@@ -349,11 +435,21 @@ class VnnlibPropertyCheck(RobustnessMethod):
             if problem is None:
                 buffer = io.BytesIO()
                 np.savez_compressed(buffer, x=x, y=y)
-                ref = ctx.save_artifact("vnnlib_counterexample.npz", buffer.getvalue(), "application/x-npz",
-                                        "counterexample of the VNN-LIB property: x (ONNX input, flat), y")  # fmt: skip
-                return MethodOutcome(metrics={"property_holds": _holds(0.0, "violated: a counterexample "
-                                                                       "re-executed on ONNX Runtime")},
-                                     details=details, artifacts=[ref])  # fmt: skip
+                ref = ctx.save_artifact(
+                    "vnnlib_counterexample.npz",
+                    buffer.getvalue(),
+                    "application/x-npz",
+                    "counterexample of the VNN-LIB property: x (ONNX input, flat), y",
+                )
+                return MethodOutcome(
+                    metrics={
+                        "property_holds": _holds(
+                            0.0, "violated: a counterexample re-executed on ONNX Runtime"
+                        )
+                    },
+                    details=details,
+                    artifacts=[ref],
+                )
             details["rejected_counterexample"] = problem
         reason = str(getattr(outcome, "reason", "") or outcome.verdict)
         return MethodOutcome(
@@ -364,8 +460,9 @@ class VnnlibPropertyCheck(RobustnessMethod):
 
 
 def _holds(value: float, text: str) -> Measurement:
-    return Measurement(value=value, claim=ClaimKind.PROOF, n=1, description=f"1 if the property holds, 0 if"
-                       f" not; {text}.")  # fmt: skip
+    return Measurement(
+        value=value, claim=ClaimKind.PROOF, n=1, description=f"1 if the property holds, 0 if not; {text}."
+    )
 
 
 class StableSpaceParams(LocalParams):
@@ -393,8 +490,10 @@ class MaxStableSpace(_FormalBase):
     metrics = ("mean_certified_radius", "certified_fraction_at_eps")
     Params = StableSpaceParams
     default = False
-    known_gaps = {"deterministic": "the radius search stops on a wall-clock budget per sample; on a loaded"
-                                   " machine a search can end earlier, with a smaller (still proved) radius"}  # fmt: skip
+    known_gaps = {
+        "deterministic": "the radius search stops on a wall-clock budget per sample; on a loaded"
+        " machine a search can end earlier, with a smaller (still proved) radius"
+    }
 
     def params_for(self, threat: Threat, overrides: dict[str, Any]) -> MethodParams:
         assert isinstance(threat, LinfBall)
@@ -407,8 +506,9 @@ class MaxStableSpace(_FormalBase):
     def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
         return self.merge_parts(ctx, params, [self.run_part(ctx, params, 0, len(ctx.data))])
 
-    def run_part(self, ctx: RunContext, params: MethodParams, start: int, stop: int
-                 ) -> list[tuple[int, float, float | None]]:  # fmt: skip
+    def run_part(
+        self, ctx: RunContext, params: MethodParams, start: int, stop: int
+    ) -> list[tuple[int, float, float | None]]:
         """(index, proved radius, refuted radius) of samples [start, stop)."""
         assert isinstance(params, StableSpaceParams) and params.eps is not None
         engine = load_engine()
@@ -424,14 +524,20 @@ class MaxStableSpace(_FormalBase):
             ctx.progress(i - start + 1, stop - start)
         return radii
 
-    def merge_parts(self, ctx: RunContext, params: MethodParams,
-                    parts: list[list[tuple[int, float, float | None]]]) -> MethodOutcome:  # fmt: skip
+    def merge_parts(
+        self, ctx: RunContext, params: MethodParams, parts: list[list[tuple[int, float, float | None]]]
+    ) -> MethodOutcome:
         assert isinstance(params, StableSpaceParams) and params.eps is not None
         rows = sorted(r for p in parts for r in p)
         return self.outcome(ctx, params, [(lo, hi) for _, lo, hi in rows], params.eps_max or 4 * params.eps)
 
-    def outcome(self, ctx: RunContext, params: StableSpaceParams, radii: list[tuple[float, float | None]],
-                eps_max: float) -> MethodOutcome:  # fmt: skip
+    def outcome(
+        self,
+        ctx: RunContext,
+        params: StableSpaceParams,
+        radii: list[tuple[float, float | None]],
+        eps_max: float,
+    ) -> MethodOutcome:
         assert params.eps is not None
         lower = np.array([r[0] for r in radii])
         n = len(radii)
@@ -440,16 +546,34 @@ class MaxStableSpace(_FormalBase):
         curve = [float((lower >= e).mean()) if n else 0.0 for e in grid]
         return MethodOutcome(
             metrics={
-                "mean_certified_radius": Measurement(value=float(lower.mean()) if n else 0.0, claim=ClaimKind.PROOF,
-                                                     n=n, description="Mean over the N samples of the largest "
-                                                     f"L-inf radius proved robust (searched up to {eps_max:g};"
-                                                     " 0 for misclassified samples); a lower bound per sample."),
-                "certified_fraction_at_eps": _rate(len(certified), n, ctx, "Fraction of the N samples whose "
-                                                   f"proved radius reaches eps {params.eps:g}."),
+                "mean_certified_radius": Measurement(
+                    value=float(lower.mean()) if n else 0.0,
+                    claim=ClaimKind.PROOF,
+                    n=n,
+                    description="Mean over the N samples of the largest "
+                    f"L-inf radius proved robust (searched up to {eps_max:g};"
+                    " 0 for misclassified samples); a lower bound per sample.",
+                ),
+                "certified_fraction_at_eps": _rate(
+                    len(certified),
+                    n,
+                    ctx,
+                    f"Fraction of the N samples whose proved radius reaches eps {params.eps:g}.",
+                ),
             },
-            series=[Series(name="certified accuracy", x_label="eps (L-inf, data units)",
-                           y_label="fraction of samples", x=grid, y=curve)],
-            details={"radius_lower": [float(r[0]) for r in radii],
-                     "radius_upper": [None if r[1] is None else float(r[1]) for r in radii],
-                     "verified_indices": certified, "eps_max": eps_max},  # type: ignore[dict-item]
-        )  # fmt: skip
+            series=[
+                Series(
+                    name="certified accuracy",
+                    x_label="eps (L-inf, data units)",
+                    y_label="fraction of samples",
+                    x=grid,
+                    y=curve,
+                )
+            ],
+            details={
+                "radius_lower": [float(r[0]) for r in radii],
+                "radius_upper": [None if r[1] is None else float(r[1]) for r in radii],
+                "verified_indices": certified,
+                "eps_max": eps_max,
+            },  # type: ignore[dict-item]
+        )

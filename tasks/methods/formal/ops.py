@@ -19,6 +19,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F  # noqa: N812 (the usual torch alias)
 
+from nnassay.tasks.engine.onnx_torch import (
+    Node,
+    OnnxModule,
+    RunContext,
+    UnsupportedOpsError,
+    handler_for,
+    load_onnx_module,
+)
 from nnassay.tasks.methods.formal.layers import (
     Activation,
     Affine,
@@ -37,7 +45,6 @@ from nnassay.tasks.methods.formal.layers import (
     Sigmoid,
     Tanh,
 )
-from nnassay.tasks.engine.onnx_torch import Node, OnnxModule, RunContext, UnsupportedOpsError, handler_for, load_onnx_module
 
 Tensor = torch.Tensor
 MAX_PROBE_ENTRIES = 30_000_000  # largest dense matrix built by probing a generic affine op
@@ -85,12 +92,12 @@ def _no_layer(ctx: OpContext) -> list[Layer]:
     return []  # row-major order of the sample is unchanged: nothing to do on flat vectors
 
 
-
-
 def _probe_affine(ctx: OpContext) -> list[Layer]:
     """Any affine op as a dense layer: ``b = f(0)``, column ``i`` of ``W`` = ``f(e_i) - f(0)``."""
     if ctx.n_in * ctx.n_out > MAX_PROBE_ENTRIES:
-        raise BoundOpError(f"{ctx.n_in}x{ctx.n_out} dense matrix is too large (limit {MAX_PROBE_ENTRIES} entries)")
+        raise BoundOpError(
+            f"{ctx.n_in}x{ctx.n_out} dense matrix is too large (limit {MAX_PROBE_ENTRIES} entries)"
+        )
     with torch.no_grad():
         zero = ctx.apply(torch.zeros(1, ctx.n_in, dtype=torch.float64))[0]
         cols = ctx.apply(torch.eye(ctx.n_in, dtype=torch.float64)) - zero
@@ -100,7 +107,9 @@ def _probe_affine(ctx: OpContext) -> list[Layer]:
 def _elementwise(ctx: OpContext) -> list[Layer]:
     """Add/Sub/Mul/Div with a constant: a diagonal layer when the shape is kept, else dense."""
     if ctx.node.op_type == "Div" and ctx.live_index != 0:
-        raise BoundOpError("division by a computed tensor is not affine; only division by a constant is supported")
+        raise BoundOpError(
+            "division by a computed tensor is not affine; only division by a constant is supported"
+        )
     if ctx.node.op_type == "Mul" and all(c is None for i, c in enumerate(ctx.consts) if i != ctx.live_index):
         raise BoundOpError("product of two computed tensors is not supported")
     if ctx.in_shape != ctx.out_shape:
@@ -109,8 +118,6 @@ def _elementwise(ctx: OpContext) -> list[Layer]:
         zero = ctx.apply(torch.zeros(1, ctx.n_in, dtype=torch.float64))[0]
         one = ctx.apply(torch.ones(1, ctx.n_in, dtype=torch.float64))[0]
     return [Diag(one - zero, zero)]
-
-
 
 
 def _gemm(ctx: OpContext) -> list[Layer]:
@@ -141,8 +148,14 @@ def _conv(ctx: OpContext) -> list[Layer]:
     pads = list(node.attr("pads", [0, 0, 0, 0]))
     if pads[:2] != pads[2:] or node.attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
         return _probe_affine(ctx)
-    geo = ConvGeometry(ctx.in_shape, ctx.out_shape, tuple(node.attr("strides", [1, 1])), tuple(pads[:2]),
-                       tuple(node.attr("dilations", [1, 1])), int(node.attr("group", 1)))  # type: ignore[arg-type]
+    geo = ConvGeometry(
+        ctx.in_shape,
+        ctx.out_shape,
+        tuple(node.attr("strides", [1, 1])),
+        tuple(pads[:2]),
+        tuple(node.attr("dilations", [1, 1])),
+        int(node.attr("group", 1)),
+    )  # type: ignore[arg-type]
     bias = ctx.consts[2] if len(ctx.consts) > 2 else None
     return [Conv(ctx.consts[1], bias, geo)]
 
@@ -185,7 +198,13 @@ def _clip(ctx: OpContext) -> list[Layer]:
         return [Diag(ones, -low * ones), Relu(n), Diag(ones, low * ones)]
     if math.isinf(low):
         return [Diag(-ones, high * ones), Relu(n), Diag(-ones, high * ones)]
-    return [Diag(ones, -low * ones), Relu(n), Diag(-ones, (high - low) * ones), Relu(n), Diag(-ones, high * ones)]
+    return [
+        Diag(ones, -low * ones),
+        Relu(n),
+        Diag(-ones, (high - low) * ones),
+        Relu(n),
+        Diag(-ones, high * ones),
+    ]
 
 
 def _max_pool(ctx: OpContext) -> list[Layer]:
@@ -196,12 +215,18 @@ def _max_pool(ctx: OpContext) -> list[Layer]:
     c, h, w = ctx.in_shape
     index = torch.arange(c * h * w, dtype=torch.float64).reshape(1, c, h, w) + 1
     index = F.pad(index, [pads[1], pads[3], pads[0], pads[2]])  # padding reads as index 0 -> -1
-    cols = F.unfold(index, node.attr("kernel_shape"), dilation=node.attr("dilations", [1, 1]),
-                    stride=node.attr("strides", [1, 1]))  # (1, c*k, L)
+    cols = F.unfold(
+        index,
+        node.attr("kernel_shape"),
+        dilation=node.attr("dilations", [1, 1]),
+        stride=node.attr("strides", [1, 1]),
+    )  # (1, c*k, L)
     k = math.prod(node.attr("kernel_shape"))
     windows = cols.reshape(c, k, -1).permute(0, 2, 1).reshape(-1, k).long() - 1
     if windows.shape[0] != ctx.n_out:
-        raise BoundOpError(f"MaxPool window count {windows.shape[0]} does not match the output size {ctx.n_out}")
+        raise BoundOpError(
+            f"MaxPool window count {windows.shape[0]} does not match the output size {ctx.n_out}"
+        )
     return [MaxPool(windows, ctx.n_in)]
 
 
@@ -286,7 +311,13 @@ def network_from_module(module: OnnxModule, source: str = "") -> Network:
     for node in nodes:
         if node.op_type != "Shape" and any(name in live for name in node.inputs):
             live.update(node.outputs)
-    last_use = {name: i for i, node in enumerate(nodes) if node.op_type != "Shape" for name in node.inputs if name in live}
+    last_use = {
+        name: i
+        for i, node in enumerate(nodes)
+        if node.op_type != "Shape"
+        for name in node.inputs
+        if name in live
+    }
     state = _State([(parsed.input_name, math.prod(module.sample_shape))])
     layers: list[Layer] = []
     problems: list[tuple[str, str]] = []
@@ -297,7 +328,9 @@ def network_from_module(module: OnnxModule, source: str = "") -> Network:
             continue
         out = node.outputs[0]
         size = math.prod(env[out].shape[1:]) if isinstance(env.get(out), Tensor) else 0
-        keep = [name for name, _ in state.slots if last_use.get(name, -1) > i or (name == final and out != final)]
+        keep = [
+            name for name, _ in state.slots if last_use.get(name, -1) > i or (name == final and out != final)
+        ]
         if problems:  # the network will not be built: only collect what else is unsupported
             if len(live_idx) == 1:
                 _, problem = _convert(node, live_idx[0], env, out == final)
@@ -311,7 +344,9 @@ def network_from_module(module: OnnxModule, source: str = "") -> Network:
                 continue
             src = node.inputs[live_idx[0]]
             layers += state.route(keep, [src])
-            layers += _embed(new_layers, state.size - state.sizes[src]) if len(state.slots) > 1 else new_layers
+            layers += (
+                _embed(new_layers, state.size - state.sizes[src]) if len(state.slots) > 1 else new_layers
+            )
             state.replace_last(out, size)
             softmax = softmax or node.op_type == "Softmax"
         else:
@@ -400,12 +435,21 @@ class _State:
         sizes, n_in = self.sizes, self.size
         idx = torch.cat([torch.arange(sizes[name]) + self.offset(name) for name in order]).unsqueeze(1)
         self.slots = [(name, sizes[name]) for name in order]
-        return [Select(idx, torch.ones(idx.shape, dtype=torch.float64), torch.zeros(idx.shape[0], dtype=torch.float64), n_in)]
+        return [
+            Select(
+                idx,
+                torch.ones(idx.shape, dtype=torch.float64),
+                torch.zeros(idx.shape[0], dtype=torch.float64),
+                n_in,
+            )
+        ]
 
     def replace_last(self, name: str, size: int) -> None:
         self.slots[-1] = (name, size)
 
-    def combine(self, node: Node, live_idx: list[int], keep: list[str], env: dict[str, Any], size: int) -> list[Layer]:
+    def combine(
+        self, node: Node, live_idx: list[int], keep: list[str], env: dict[str, Any], size: int
+    ) -> list[Layer]:
         """A ``Select`` for Add/Sub/Concat of computed tensors: kept slots, then the node's output."""
         if node.op_type not in ("Add", "Sub", "Concat"):
             raise BoundOpError("only Add, Sub and Concat may combine two computed tensors (branching graph)")
@@ -420,8 +464,11 @@ class _State:
                     args.append(fill[j].reshape(base.shape) if j in fill else torch.zeros_like(base))
                 else:
                     c = consts[j]
-                    args.append(c if with_consts or not isinstance(c, Tensor) or not c.is_floating_point()
-                                else torch.zeros_like(c))
+                    args.append(
+                        c
+                        if with_consts or not isinstance(c, Tensor) or not c.is_floating_point()
+                        else torch.zeros_like(c)
+                    )
             out = handler_for(node.op_type)(node, args, RunContext(1, None))  # type: ignore[misc]
             return (out[0] if isinstance(out, tuple) else out).reshape(-1).double()
 
@@ -433,17 +480,30 @@ class _State:
             terms_w.append(torch.sign(coded))
         bias = run({}, True)
         idx, weight = torch.stack(terms_idx, 1), torch.stack(terms_w, 1)
-        head = torch.cat([torch.arange(sizes[name]) + self.offset(name) for name in keep]) if keep else torch.zeros(0)
+        head = (
+            torch.cat([torch.arange(sizes[name]) + self.offset(name) for name in keep])
+            if keep
+            else torch.zeros(0)
+        )
         pad = torch.full((head.numel(), idx.shape[1] - 1), -1)
         full_idx = torch.cat([torch.cat([head.long().unsqueeze(1), pad], 1), idx])
         full_w = torch.cat([torch.ones(head.numel(), idx.shape[1], dtype=torch.float64), weight])
         full_b = torch.cat([torch.zeros(head.numel(), dtype=torch.float64), bias])
         layer = Select(full_idx, full_w, full_b, n_in)
         x = torch.randn(3, n_in, dtype=torch.float64)
-        expected = run({j: x[0, self.offset(node.inputs[j]):self.offset(node.inputs[j]) + sizes[node.inputs[j]]]
-                        for j in live_idx}, True)
-        if bias.numel() != size or not torch.allclose(layer.forward(x[:1])[0, head.numel():], expected, atol=1e-9):
-            raise BoundOpError("the combination is not a selection/sum of its inputs (e.g. broadcasting over them)")
+        expected = run(
+            {
+                j: x[0, self.offset(node.inputs[j]) : self.offset(node.inputs[j]) + sizes[node.inputs[j]]]
+                for j in live_idx
+            },
+            True,
+        )
+        if bias.numel() != size or not torch.allclose(
+            layer.forward(x[:1])[0, head.numel() :], expected, atol=1e-9
+        ):
+            raise BoundOpError(
+                "the combination is not a selection/sum of its inputs (e.g. broadcasting over them)"
+            )
         self.slots = [(name, sizes[name]) for name in keep] + [(node.outputs[0], size)]
         return [layer]
 

@@ -45,8 +45,14 @@ class Property:
     source: str = ""
 
 
-def local_robustness(x: np.ndarray, label: int, eps: float, n_classes: int,
-                     lower: float | np.ndarray, upper: float | np.ndarray) -> Property:  # fmt: skip
+def local_robustness(
+    x: np.ndarray,
+    label: int,
+    eps: float,
+    n_classes: int,
+    lower: float | np.ndarray,
+    upper: float | np.ndarray,
+) -> Property:
     """L-inf local robustness of ``x`` at radius ``eps``, clipped to ``[lower, upper]``.
 
     Violation: some class ``j != label`` with ``Y_label - Y_j <= 0``.
@@ -62,5 +68,9 @@ def local_robustness(x: np.ndarray, label: int, eps: float, n_classes: int,
             coeffs[label], coeffs[j] = 1.0, -1.0
             clauses.append((Halfspace(coeffs=coeffs, rhs=0.0),))
     region = Region(box=box, disjuncts=tuple(clauses))
-    return Property(regions=(region,), n_inputs=flat.size, n_outputs=n_classes,
-                    source=f"local_robustness(label={label}, eps={eps:g})")  # fmt: skip
+    return Property(
+        regions=(region,),
+        n_inputs=flat.size,
+        n_outputs=n_classes,
+        source=f"local_robustness(label={label}, eps={eps:g})",
+    )

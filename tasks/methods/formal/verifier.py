@@ -19,13 +19,18 @@ import numpy as np
 import onnx
 import torch
 
+from nnassay.tasks.engine.onnx_torch import (
+    UnsupportedOpsError,
+    handler_for,
+    load_onnx_module,
+    max_deviation_from_ort,
+)
 from nnassay.tasks.methods.formal.bab import BabResult, bab_input_portfolio, bab_relu
 from nnassay.tasks.methods.formal.bounds import alpha_crown, crown, sound_lower
 from nnassay.tasks.methods.formal.falsify import OrtChecker, Spec, falsify_region
 from nnassay.tasks.methods.formal.layers import Network
 from nnassay.tasks.methods.formal.ops import bound_op_for, network_from_module
 from nnassay.tasks.methods.formal.property import Property, Region, local_robustness
-from nnassay.tasks.engine.onnx_torch import UnsupportedOpsError, handler_for, load_onnx_module, max_deviation_from_ort
 
 Verdict = Literal["sat", "unsat", "unknown", "timeout"]
 RUNGS = ("falsifier", "ibp", "crown", "alpha-crown", "bab-input", "bab-relu")
@@ -78,17 +83,33 @@ class _Run:
         return self.deadline - time.monotonic()
 
     def outcome(self, verdict: Verdict, method: str, **kw: object) -> VerificationOutcome:
-        return VerificationOutcome(verdict, method, time.monotonic() - self.start, branches=self.branches,  # type: ignore[arg-type]
-                                   device=str(self.device), **kw)  # fmt: skip
+        return VerificationOutcome(
+            verdict,
+            method,
+            time.monotonic() - self.start,
+            branches=self.branches,  # type: ignore[arg-type]
+            device=str(self.device),
+            **kw,
+        )
 
     def on(self, device: torch.device) -> _Run:
         """A copy whose model and bound network live on ``device`` (this one keeps its own)."""
-        return replace(self, module=copy.deepcopy(self.module).to(device), net=copy.deepcopy(self.net).to(device),
-                       device=device)  # fmt: skip
+        return replace(
+            self,
+            module=copy.deepcopy(self.module).to(device),
+            net=copy.deepcopy(self.net).to(device),
+            device=device,
+        )
 
 
-def verify(onnx_path: Path | str, prop: Property, *, timeout_s: float, deadline: float | None = None,
-           incomplete: bool = False) -> VerificationOutcome:  # fmt: skip
+def verify(
+    onnx_path: Path | str,
+    prop: Property,
+    *,
+    timeout_s: float,
+    deadline: float | None = None,
+    incomplete: bool = False,
+) -> VerificationOutcome:
     """Decide ``prop`` on the model: sat (counterexample), unsat (proof), unknown or timeout.
 
     Args:
@@ -112,7 +133,9 @@ def verify(onnx_path: Path | str, prop: Property, *, timeout_s: float, deadline:
         with torch.device(device):
             return _ladder(on_device, incomplete)
     except Exception as exc:  # noqa: BLE001 (a device problem must never lose the verdict)
-        problem = f"{device} failed ({type(exc).__name__}: {str(exc)[:200]}), so the ladder ran again on the CPU"
+        problem = (
+            f"{device} failed ({type(exc).__name__}: {str(exc)[:200]}), so the ladder ran again on the CPU"
+        )
     out = _ladder(run, incomplete)
     return replace(out, reason=f"{out.reason}; {problem}" if out.reason else problem)
 
@@ -130,8 +153,14 @@ def unsupported_nodes(model: onnx.ModelProto) -> list[tuple[str, str]]:
     """Every node that either the torch executor or the bound propagation cannot handle."""
     found = []
     for k, node in enumerate(model.graph.node):
-        if node.domain not in ("", "ai.onnx") or handler_for(node.op_type) is None or (
-                bound_op_for(node.op_type) is None and node.op_type not in ("Constant", "Shape", "Cast", "ConstantOfShape")):
+        if (
+            node.domain not in ("", "ai.onnx")
+            or handler_for(node.op_type) is None
+            or (
+                bound_op_for(node.op_type) is None
+                and node.op_type not in ("Constant", "Shape", "Cast", "ConstantOfShape")
+            )
+        ):
             found.append((node.name or f"{node.op_type}_{k}", node.op_type))
     return found
 
@@ -142,36 +171,50 @@ def _prepare(path: str, prop: Property, start: float, stop: float) -> _Run | Ver
 
     missing = unsupported_nodes(onnx.load(path, load_external_data=False))
     if missing:
-        return early("unknown", f"{len(missing)} unsupported node(s): "
-                     + ", ".join(f"{n} ({o})" for n, o in missing), unsupported=missing)
+        return early(
+            "unknown",
+            f"{len(missing)} unsupported node(s): " + ", ".join(f"{n} ({o})" for n, o in missing),
+            unsupported=missing,
+        )
     try:
         module = load_onnx_module(path).double()
         net = network_from_module(load_onnx_module(path), path)
     except UnsupportedOpsError as exc:
         return early("unknown", str(exc), unsupported=list(exc.nodes))
     if net.n_inputs != prop.n_inputs or net.n_outputs != prop.n_outputs:
-        return early("unknown", f"the property has {prop.n_inputs} inputs/{prop.n_outputs} outputs but the model has "
-                     f"{net.n_inputs}/{net.n_outputs}; use a property written for this model")
+        return early(
+            "unknown",
+            f"the property has {prop.n_inputs} inputs/{prop.n_outputs} outputs but the model has "
+            f"{net.n_inputs}/{net.n_outputs}; use a property written for this model",
+        )
     deviation, problem = _ort_agreement(module, path, prop)
     if problem:
         return early("unknown", problem, max_ort_deviation=deviation)
     if net.output_softmax and not _pairwise_only(prop):
-        return early("unknown", "the model ends in Softmax and the property is not a pure comparison of outputs "
-                     "(Y_i <= Y_j); bounds on Softmax outputs are not supported", max_ort_deviation=deviation)
+        return early(
+            "unknown",
+            "the model ends in Softmax and the property is not a pure comparison of outputs "
+            "(Y_i <= Y_j); bounds on Softmax outputs are not supported",
+            max_ort_deviation=deviation,
+        )
     return _Run(path, prop, module, net, OrtChecker(path, prop), start, stop, torch.device("cpu"), deviation)
 
 
 def _ort_agreement(module: torch.nn.Module, path: str, prop: Property, n: int = 4) -> tuple[float, str]:
     """Max |torch - ORT| on a few random points of the boxes, and a reason when it is too large."""
     rng = np.random.default_rng(0)
-    pts = [r.box.lower + (r.box.upper - r.box.lower) * rng.random((n, prop.n_inputs)) for r in prop.regions[:4]]
+    pts = [
+        r.box.lower + (r.box.upper - r.box.lower) * rng.random((n, prop.n_inputs)) for r in prop.regions[:4]
+    ]
     xs = np.concatenate(pts).astype(np.float32)
     deviation = max_deviation_from_ort(module, path, xs)
     with torch.no_grad():
         scale = float(module(torch.as_tensor(xs, dtype=torch.float64)).abs().max())
     if not math.isfinite(deviation) or deviation > MAX_REL_DEVIATION * (1 + scale):
-        return deviation, (f"the torch graph deviates from ONNX Runtime by {deviation:.3g} (outputs up to {scale:.3g}); "
-                           "expected agreement within 1e-3 relative, so no bound would be trustworthy")
+        return deviation, (
+            f"the torch graph deviates from ONNX Runtime by {deviation:.3g} (outputs up to {scale:.3g}); "
+            "expected agreement within 1e-3 relative, so no bound would be trustworthy"
+        )
     return deviation, ""
 
 
@@ -202,7 +245,9 @@ def _ladder(run: _Run, incomplete: bool) -> VerificationOutcome:
         method = max(method, rung, key=RUNGS.index)
         if verdict != "unsat":
             return run.outcome(verdict, rung, margin=margin, max_ort_deviation=dev, **extra)  # type: ignore[arg-type]
-    return run.outcome("unsat", method, margin=min(margins), max_ort_deviation=dev, reason="proved by sound bounds")
+    return run.outcome(
+        "unsat", method, margin=min(margins), max_ort_deviation=dev, reason="proved by sound bounds"
+    )
 
 
 def _flat(run: _Run) -> torch.nn.Module:
@@ -210,11 +255,14 @@ def _flat(run: _Run) -> torch.nn.Module:
 
 
 def _box(region: Region) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.tensor(region.box.lower, dtype=torch.float64), torch.tensor(region.box.upper, dtype=torch.float64)
+    return torch.tensor(region.box.lower, dtype=torch.float64), torch.tensor(
+        region.box.upper, dtype=torch.float64
+    )
 
 
-def _prove_region(run: _Run, spec: Spec, low: torch.Tensor, high: torch.Tensor, incomplete: bool
-                  ) -> tuple[Verdict, str, float, dict[str, object]]:  # fmt: skip
+def _prove_region(
+    run: _Run, spec: Spec, low: torch.Tensor, high: torch.Tensor, incomplete: bool
+) -> tuple[Verdict, str, float, dict[str, object]]:
     """Run the bound rungs on one region: (verdict, rung, margin, extra outcome fields)."""
     net, c = run.net, spec.c.unsqueeze(0)
     lo, hi = low.unsqueeze(0), high.unsqueeze(0)
@@ -230,9 +278,19 @@ def _prove_region(run: _Run, spec: Spec, low: torch.Tensor, high: torch.Tensor, 
         return "timeout", "crown", margin, {"reason": "deadline reached after CROWN"}
     neurons = sum(layer.n_out for layer in net.layers if layer.nonlinear)
     budget = time.monotonic() + ALPHA_SHARE * run.left()
-    lb, rel = alpha_crown(net, c, lo, hi, rel, iters=30 if neurons <= ALPHA_ITERS_SMALL_NET else 20, lr=0.1,
-                          optimise_intermediate=neurons <= ALPHA_INTERMEDIATE_MAX_NEURONS and
-                          net.n_inputs > INPUT_SPLIT_MAX_DIMS, deadline=budget, start=lb)  # fmt: skip
+    lb, rel = alpha_crown(
+        net,
+        c,
+        lo,
+        hi,
+        rel,
+        iters=30 if neurons <= ALPHA_ITERS_SMALL_NET else 20,
+        lr=0.1,
+        optimise_intermediate=neurons <= ALPHA_INTERMEDIATE_MAX_NEURONS
+        and net.n_inputs > INPUT_SPLIT_MAX_DIMS,
+        deadline=budget,
+        start=lb,
+    )
     margin = max(margin, float(spec.objective(sound_lower(net, c, lb, lo, hi))[0]))
     if margin > 0:
         return "unsat", "alpha-crown", margin, {}
@@ -256,9 +314,17 @@ def _from_bab(res: BabResult, rung: str, margin: float) -> tuple[Verdict, str, f
     return verdict, rung, res.margin if verdict == "unsat" else max(margin, res.margin), extra
 
 
-def certified_radius(onnx_path: Path | str, x: np.ndarray, label: int, *, lower: float | np.ndarray,
-                     upper: float | np.ndarray, eps_max: float, timeout_s: float, tol: float = 0.05
-                     ) -> tuple[float, float | None]:  # fmt: skip
+def certified_radius(
+    onnx_path: Path | str,
+    x: np.ndarray,
+    label: int,
+    *,
+    lower: float | np.ndarray,
+    upper: float | np.ndarray,
+    eps_max: float,
+    timeout_s: float,
+    tol: float = 0.05,
+) -> tuple[float, float | None]:
     """Largest L-inf radius proved (TR 24029-1 6.2.3 maximum stable space) and smallest refuted one.
 
     Bisection on eps with the incomplete rungs (falsifier, IBP, CROWN, alpha-CROWN); stops when the

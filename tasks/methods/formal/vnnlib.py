@@ -121,8 +121,11 @@ class _Reader:
             elif token[0] != ";":
                 (frames[-1] if frames else top).append(Atom(token, match.start()))
         if frames:
-            raise self.error(opened[-1], f"unbalanced parentheses: the '(' opened here is never closed"
-                                         f" ({len(frames)} open at the end of the file)")  # fmt: skip
+            raise self.error(
+                opened[-1],
+                f"unbalanced parentheses: the '(' opened here is never closed"
+                f" ({len(frames)} open at the end of the file)",
+            )
         return top
 
     def command(self, expr: Expr, asserts: list[SList]) -> None:
@@ -156,8 +159,10 @@ class _Reader:
             raise self.error(sort.pos, f"unexpected token {sort.text!r}: variables must be Real")
         match = _VAR.match(name.text)
         if not match:
-            raise self.error(name.pos, f"unexpected token {name.text!r}: variables are named X_<i> "
-                                        "(inputs) or Y_<j> (outputs)")  # fmt: skip
+            raise self.error(
+                name.pos,
+                f"unexpected token {name.text!r}: variables are named X_<i> (inputs) or Y_<j> (outputs)",
+            )
         table = self.inputs if match.group(1) == "X" else self.outputs
         index = int(match.group(2))
         if index in table:
@@ -177,11 +182,17 @@ class _Reader:
                 raise self.error(None, f"no {kind} declared: expected (declare-const {letter}_0 Real) ...")
             missing = sorted(set(range(n)) - set(table))
             if missing:
-                raise self.error(table[max(table)], f"{letter}_{max(table)} is declared but {letter}_"
-                                 f"{missing[0]} is not: {kind} must be numbered 0..n-1")  # fmt: skip
+                raise self.error(
+                    table[max(table)],
+                    f"{letter}_{max(table)} is declared but {letter}_"
+                    f"{missing[0]} is not: {kind} must be numbered 0..n-1",
+                )
             if given is not None and given != n:
-                raise self.error(table[0], f"the property declares {n} {kind} ({letter}_0..{letter}_{n - 1})"
-                                 f" but the model has {given} {kind}")  # fmt: skip
+                raise self.error(
+                    table[0],
+                    f"the property declares {n} {kind} ({letter}_0..{letter}_{n - 1})"
+                    f" but the model has {given} {kind}",
+                )
         return n_in, n_out
 
     # formulas ------------------------------------------------------------------------------
@@ -217,18 +228,32 @@ class _Reader:
             return self.literal(rx, ry, rc, lx, ly, lc, pos)
         return self.literal(lx, ly, lc, rx, ry, rc, pos)
 
-    def literal(self, lx: dict[int, float], ly: dict[int, float], lc: float, rx: dict[int, float],
-                ry: dict[int, float], rc: float, pos: int) -> Literal:  # fmt: skip
+    def literal(
+        self,
+        lx: dict[int, float],
+        ly: dict[int, float],
+        lc: float,
+        rx: dict[int, float],
+        ry: dict[int, float],
+        rc: float,
+        pos: int,
+    ) -> Literal:
         """``left <= right`` as ``x + y <= k``, then as a bound or a halfspace."""
         x = _combine(lx, rx)
         y = _combine(ly, ry)
         k = rc - lc
         if x and y:
-            raise self.error(pos, "a comparison mixes inputs X and outputs Y; only input bounds and"
-                                   " output conditions are supported")  # fmt: skip
+            raise self.error(
+                pos,
+                "a comparison mixes inputs X and outputs Y; only input bounds and"
+                " output conditions are supported",
+            )
         if len(x) > 1:
-            raise self.error(pos, f"a linear constraint over several inputs ({', '.join(f'X_{i}' for i in sorted(x))})"
-                                   " is not supported; inputs may only be bounded one at a time")  # fmt: skip
+            raise self.error(
+                pos,
+                f"a linear constraint over several inputs ({', '.join(f'X_{i}' for i in sorted(x))})"
+                " is not supported; inputs may only be bounded one at a time",
+            )
         if x:
             ((index, coeff),) = x.items()
             return Literal(pos=pos, var=index, is_upper=coeff > 0, value=k / coeff)
@@ -273,8 +298,10 @@ class _Reader:
         try:
             value = float(atom.text)
         except ValueError:
-            raise self.error(atom.pos, f"unexpected token {atom.text!r}: expected a number or a declared"
-                                        " variable X_<i> / Y_<j>") from None  # fmt: skip
+            raise self.error(
+                atom.pos,
+                f"unexpected token {atom.text!r}: expected a number or a declared variable X_<i> / Y_<j>",
+            ) from None
         if not np.isfinite(value):
             raise self.error(atom.pos, f"unexpected token {atom.text!r}: numbers must be finite")
         return value
@@ -312,9 +339,12 @@ class _Reader:
 
     def guard(self, count: int, pos: int | None) -> None:
         if count > MAX_CLAUSES:
-            raise self.error(pos, f"the formula expands to {count} cases in disjunctive normal form"
-                                  f" (limit {MAX_CLAUSES}) at this disjunction; split the property into"
-                                  " several files")  # fmt: skip
+            raise self.error(
+                pos,
+                f"the formula expands to {count} cases in disjunctive normal form"
+                f" (limit {MAX_CLAUSES}) at this disjunction; split the property into"
+                " several files",
+            )
 
     def regions(self, clauses: list[Clause], n_in: int, n_out: int, asserts: list[SList]) -> list[Region]:
         by_box: dict[bytes, tuple[Box, dict[bytes, tuple[Halfspace, ...]]]] = {}
@@ -344,8 +374,10 @@ class _Reader:
                 tuple(halfspaces),
             )
         if not by_box:
-            raise self.error(last_pos, "the input set is empty: every case has contradictory input bounds"
-                             " (or a false condition)")  # fmt: skip
+            raise self.error(
+                last_pos,
+                "the input set is empty: every case has contradictory input bounds (or a false condition)",
+            )
         return [Region(box=box, disjuncts=tuple(d.values())) for box, d in by_box.values()]
 
     def check_bounded(self, lower: np.ndarray, upper: np.ndarray, clause: Clause, pos: int | None) -> None:
@@ -354,8 +386,11 @@ class _Reader:
             if missing.size:
                 where = min((lit.pos for lit in clause), default=pos)
                 names = ", ".join(f"X_{i}" for i in missing[:5]) + (" ..." if missing.size > 5 else "")
-                raise self.error(where, f"{names} has no {side} bound in the input set starting here"
-                                        f" ({missing.size} inputs unbounded); every X_i needs both bounds")  # fmt: skip
+                raise self.error(
+                    where,
+                    f"{names} has no {side} bound in the input set starting here"
+                    f" ({missing.size} inputs unbounded); every X_i needs both bounds",
+                )
 
 
 def _combine(left: dict[int, float], right: dict[int, float]) -> dict[int, float]:
@@ -366,8 +401,9 @@ def _combine(left: dict[int, float], right: dict[int, float]) -> dict[int, float
     return {i: v for i, v in out.items() if v != 0.0}
 
 
-def _sum(parts: list[tuple[dict[int, float], dict[int, float], float]], signs: list[float]
-         ) -> tuple[dict[int, float], dict[int, float], float]:  # fmt: skip
+def _sum(
+    parts: list[tuple[dict[int, float], dict[int, float], float]], signs: list[float]
+) -> tuple[dict[int, float], dict[int, float], float]:
     x: dict[int, float] = {}
     y: dict[int, float] = {}
     c = 0.0

@@ -21,8 +21,8 @@ from nnassay.schemas.threats import LinfBall, Threat
 from nnassay.tasks.io.model_io import ModelRunner
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
 from nnassay.tasks.methods.statistical import sampling
-from nnassay.tasks.stats.bootstrap import bootstrap_interval
 from nnassay.tasks.methods.statistical.core import per_sample, rate
+from nnassay.tasks.stats.bootstrap import bootstrap_interval
 
 Score = Callable[[np.ndarray], np.ndarray]  # inputs (N, ...) -> violation score (N,), >= 0 violates
 
@@ -39,9 +39,19 @@ class AmsEstimate:
     evaluations: int  # model evaluations (rows)
 
 
-def ams(score: Score, low: np.ndarray, high: np.ndarray, rng: np.random.Generator, *,
-        particles: int = 500, rho: float = 0.1, mh_steps: int = 10, log_floor: float = math.log(1e-30),
-        max_levels: int = 2000, keep_going: Callable[[], bool] = lambda: True) -> AmsEstimate:  # fmt: skip
+def ams(
+    score: Score,
+    low: np.ndarray,
+    high: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    particles: int = 500,
+    rho: float = 0.1,
+    mh_steps: int = 10,
+    log_floor: float = math.log(1e-30),
+    max_levels: int = 2000,
+    keep_going: Callable[[], bool] = lambda: True,
+) -> AmsEstimate:
     """Adaptive multilevel splitting estimate of log P(score(X) >= 0), X uniform on [low, high].
 
     Each level kills the particles below the rho-quantile of the scores (so about 1 - rho survive),
@@ -65,8 +75,14 @@ def ams(score: Score, low: np.ndarray, high: np.ndarray, rng: np.random.Generato
             return AmsEstimate(log_p, level_index, True, False, _mean(accepted), evaluations)
         if log_p < log_floor or not keep_going():
             floored = log_p < log_floor
-            return AmsEstimate(max(log_p, log_floor) if floored else log_p, level_index, False, floored,
-                               _mean(accepted), evaluations)  # fmt: skip
+            return AmsEstimate(
+                max(log_p, log_floor) if floored else log_p,
+                level_index,
+                False,
+                floored,
+                _mean(accepted),
+                evaluations,
+            )
         source = rng.choice(np.flatnonzero(alive), size=int((~alive).sum()))
         x[~alive], s[~alive] = x[source], s[source]
         moved = 0
@@ -97,6 +113,7 @@ def _reflect(x: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
 
 def violation_score(model: ModelRunner, label: int) -> Score:
     """max_{j != label} logit_j - logit_label on ONNX Runtime: >= 0 exactly when the label loses."""
+
     def score(x: np.ndarray) -> np.ndarray:
         logits = model.logits(x, batch_size=len(x)).astype(np.float64)
         own = logits[:, label].copy()
@@ -157,51 +174,91 @@ class RareEventAms(RobustnessMethod):
             if ctx.time_left() <= 0:
                 break
             low, high = sampling.box(sample, params.eps, ctx.model.value_range)
-            estimates.append(ams(violation_score(ctx.model, int(label)), low, high,
-                                 sampling.stream(ctx.seed, 4, i), particles=params.particles,
-                                 rho=params.rho, mh_steps=params.mh_steps,
-                                 log_floor=params.log10_floor * math.log(10),
-                                 keep_going=lambda: ctx.time_left() > 0))  # fmt: skip
+            estimates.append(
+                ams(
+                    violation_score(ctx.model, int(label)),
+                    low,
+                    high,
+                    sampling.stream(ctx.seed, 4, i),
+                    particles=params.particles,
+                    rho=params.rho,
+                    mh_steps=params.mh_steps,
+                    log_floor=params.log10_floor * math.log(10),
+                    keep_going=lambda: ctx.time_left() > 0,
+                )
+            )
             ctx.progress(i + 1, len(x))
         complete = [e for e in estimates if e.reached or e.floored]
         if not complete:
-            return MethodOutcome(status=TestStatus.INCONCLUSIVE,
-                                 reason="the time budget ran out before any sample's estimate ended")
+            return MethodOutcome(
+                status=TestStatus.INCONCLUSIVE,
+                reason="the time budget ran out before any sample's estimate ended",
+            )
         return _outcome(ctx, params, complete, finished=len(complete) == len(x))
 
 
-def _outcome(ctx: RunContext, params: AmsParams, estimates: list[AmsEstimate],
-             finished: bool) -> MethodOutcome:  # fmt: skip
+def _outcome(
+    ctx: RunContext, params: AmsParams, estimates: list[AmsEstimate], finished: bool
+) -> MethodOutcome:
     log10 = np.array([e.log_p / math.log(10) for e in estimates])
     p = np.where([e.floored for e in estimates], 0.0, 10.0**log10)
     robust = p < params.tolerated_probability
     where = f"inputs drawn uniformly from the L-inf ball of radius {params.eps:g} within the value range"
     metrics = {
         "violation_probability": Measurement(
-            value=float(p.mean()), n=len(p), claim=ClaimKind.ESTIMATE,
+            value=float(p.mean()),
+            n=len(p),
+            claim=ClaimKind.ESTIMATE,
             interval=bootstrap_interval(p, np.mean, ctx.confidence, np.random.default_rng(ctx.seed)),
             description=f"Average over test samples of the estimated probability that {where} change "
-                        "the prediction (multilevel splitting; interval: bootstrap over samples only)."),
+            "the prediction (multilevel splitting; interval: bootstrap over samples only).",
+        ),
         "worst_log10_violation_probability": Measurement(
-            value=float(log10.max()), n=len(p), claim=ClaimKind.ESTIMATE,
+            value=float(log10.max()),
+            n=len(p),
+            claim=ClaimKind.ESTIMATE,
             description=f"Largest log10 estimated probability, over test samples, that {where} change "
-                        f"the prediction (estimates below 1e{params.log10_floor:g} are cut at it)."),
-        "rare_event_robust_fraction": rate(int(robust.sum()), len(p), ctx, (
-            f"Share of test samples whose estimated probability that {where} change the prediction "
-            f"is below {params.tolerated_probability:g} (estimates, not bounds)."), ClaimKind.ESTIMATE),
-    }  # fmt: skip
+            f"the prediction (estimates below 1e{params.log10_floor:g} are cut at it).",
+        ),
+        "rare_event_robust_fraction": rate(
+            int(robust.sum()),
+            len(p),
+            ctx,
+            (
+                f"Share of test samples whose estimated probability that {where} change the prediction "
+                f"is below {params.tolerated_probability:g} (estimates, not bounds)."
+            ),
+            ClaimKind.ESTIMATE,
+        ),
+    }
     order = np.argsort(log10)
-    series = Series(name="estimated violation probability per sample", kind="bar",
-                    x_label="test sample (sorted)", y_label="log10 violation probability",
-                    x=[float(i) for i in range(len(p))], y=[float(v) for v in log10[order]])  # fmt: skip
+    series = Series(
+        name="estimated violation probability per sample",
+        kind="bar",
+        x_label="test sample (sorted)",
+        y_label="log10 violation probability",
+        x=[float(i) for i in range(len(p))],
+        y=[float(v) for v in log10[order]],
+    )
     details: dict[str, Any] = {
         "log10_violation_probability": [float(v) for v in log10],
-        "levels": [e.levels for e in estimates], "evaluations": int(sum(e.evaluations for e in estimates)),
+        "levels": [e.levels for e in estimates],
+        "evaluations": int(sum(e.evaluations for e in estimates)),
         "mean_acceptance": float(np.mean([e.acceptance for e in estimates])),
         "below_floor": int(sum(e.floored for e in estimates)),
         "per_sample": per_sample(rare_event_robust_fraction=robust),
-    }  # fmt: skip
-    reason = None if finished else (f"the time budget ran out: {len(p)} of "
-                                    f"{min(len(ctx.data), params.max_samples)} samples estimated")  # fmt: skip
-    return MethodOutcome(status=TestStatus.COMPLETED if finished else TestStatus.INCONCLUSIVE,
-                         metrics=metrics, series=[series], details=details, reason=reason)  # fmt: skip
+    }
+    reason = (
+        None
+        if finished
+        else (
+            f"the time budget ran out: {len(p)} of {min(len(ctx.data), params.max_samples)} samples estimated"
+        )
+    )
+    return MethodOutcome(
+        status=TestStatus.COMPLETED if finished else TestStatus.INCONCLUSIVE,
+        metrics=metrics,
+        series=[series],
+        details=details,
+        reason=reason,
+    )

@@ -20,8 +20,8 @@ from nnassay.schemas.results import MethodOutcome, Series, TestStatus
 from nnassay.schemas.threats import L2Ball, LinfBall, Threat
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
 from nnassay.tasks.methods.statistical import sampling
-from nnassay.tasks.stats.bootstrap import bootstrap_interval
 from nnassay.tasks.methods.statistical.core import per_sample, rate
+from nnassay.tasks.stats.bootstrap import bootstrap_interval
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,14 @@ def estimate_lipschitz(maxima: np.ndarray) -> LipschitzEstimate:
     return LipschitzEstimate(max(float(fit[1]), 1.0) * top, top, p)
 
 
-def sample_ball(rng: np.random.Generator, x0: np.ndarray, radius: float, norm: str, count: int,
-                value_range: tuple[float, float]) -> np.ndarray:  # fmt: skip
+def sample_ball(
+    rng: np.random.Generator,
+    x0: np.ndarray,
+    radius: float,
+    norm: str,
+    count: int,
+    value_range: tuple[float, float],
+) -> np.ndarray:
     """``count`` points uniform in the L-inf or L2 ball around x0, clipped to the value range."""
     if norm == "linf":
         low, high = sampling.box(x0, radius, value_range)
@@ -74,9 +80,20 @@ def sample_ball(rng: np.random.Generator, x0: np.ndarray, radius: float, norm: s
     return np.clip(points, *value_range).reshape(count, *x0.shape).astype(np.float32)
 
 
-def clever_score(module: Any, x0: np.ndarray, label: int, margins: np.ndarray, targets: list[int], *,
-                 radius: float, norm: str, n_batches: int, batch_size: int, rng: np.random.Generator,
-                 value_range: tuple[float, float]) -> tuple[float, list[LipschitzEstimate]]:  # fmt: skip
+def clever_score(
+    module: Any,
+    x0: np.ndarray,
+    label: int,
+    margins: np.ndarray,
+    targets: list[int],
+    *,
+    radius: float,
+    norm: str,
+    n_batches: int,
+    batch_size: int,
+    rng: np.random.Generator,
+    value_range: tuple[float, float],
+) -> tuple[float, list[LipschitzEstimate]]:
     """Untargeted CLEVER score of one sample: min over targets j of min(margin_j / L_j, radius).
 
     ``margins[j]`` is logit_label - logit_j at x0; L_j estimates the largest dual norm (L1 for an
@@ -93,7 +110,9 @@ def clever_score(module: Any, x0: np.ndarray, label: int, margins: np.ndarray, t
         norms = torch.linalg.vector_norm(grads.reshape(len(targets), batch_size, -1), ord=dual, dim=2)
         maxima[:, b] = norms.max(dim=1).values.detach().numpy()
     estimates = [estimate_lipschitz(m) for m in maxima]
-    scores = [min(float(margins[j]) / max(e.value, 1e-12), radius) for j, e in zip(targets, estimates, strict=True)]
+    scores = [
+        min(float(margins[j]) / max(e.value, 1e-12), radius) for j, e in zip(targets, estimates, strict=True)
+    ]
     return max(min(scores), 0.0), estimates
 
 
@@ -109,12 +128,14 @@ def _target_gradients(logits: Any, points: Any, label: int, targets: list[int]) 
     for t, j in enumerate(targets):
         weights[t, :, label], weights[t, :, j] = 1.0, -1.0
     try:
-        (grads,) = torch.autograd.grad(logits, points, grad_outputs=weights, is_grads_batched=True,
-                                       retain_graph=True)  # fmt: skip
+        (grads,) = torch.autograd.grad(
+            logits, points, grad_outputs=weights, is_grads_batched=True, retain_graph=True
+        )
         return grads
     except (RuntimeError, NotImplementedError):
-        return torch.stack([torch.autograd.grad(logits, points, grad_outputs=w, retain_graph=True)[0]
-                            for w in weights])  # fmt: skip
+        return torch.stack(
+            [torch.autograd.grad(logits, points, grad_outputs=w, retain_graph=True)[0] for w in weights]
+        )
 
 
 class CleverParams(MethodParams):
@@ -129,10 +150,11 @@ class CleverParams(MethodParams):
     max_targets: int = Field(default=2, ge=1, description="Runner-up classes (by logit) scored against.")
     max_samples: int = Field(default=50, ge=1, description="Score at most this many (the first) samples.")
     torch_threads: int = Field(
-        default=1, ge=1,
+        default=1,
+        ge=1,
         description="Torch threads for the gradients; 1 avoids thread hand-offs that cost more than they"
-                    " save on small batches and on a busy machine.",
-    )  # fmt: skip
+        " save on small batches and on a busy machine.",
+    )
 
 
 @register
@@ -167,9 +189,11 @@ class Clever(RobustnessMethod):
         try:
             module = ctx.model.torch_module().eval()
         except Exception as exc:  # the executor reports unsupported models in its own exceptions
-            return MethodOutcome(status=TestStatus.INCONCLUSIVE,
-                                 reason=f"no gradients: the ONNX-to-torch executor cannot run this model "
-                                        f"({type(exc).__name__}: {str(exc)[:300]})")  # fmt: skip
+            return MethodOutcome(
+                status=TestStatus.INCONCLUSIVE,
+                reason=f"no gradients: the ONNX-to-torch executor cannot run this model "
+                f"({type(exc).__name__}: {str(exc)[:300]})",
+            )
         import torch
 
         x = ctx.data.x[: params.max_samples]
@@ -184,8 +208,9 @@ class Clever(RobustnessMethod):
         finally:
             torch.set_num_threads(threads)
 
-    def _scores(self, ctx: RunContext, params: CleverParams, module: Any, x: np.ndarray,
-                logits: np.ndarray) -> MethodOutcome:  # fmt: skip
+    def _scores(
+        self, ctx: RunContext, params: CleverParams, module: Any, x: np.ndarray, logits: np.ndarray
+    ) -> MethodOutcome:
         norm = "linf" if ctx.threat.kind == "linf_ball" else "l2"
         radius = params.sample_radius or params.eps or 0.0
         scores, fits = [], []
@@ -195,9 +220,18 @@ class Clever(RobustnessMethod):
             label = int(np.argmax(row))
             targets = [int(j) for j in np.argsort(-row) if j != label][: params.max_targets]
             score, estimates = clever_score(
-                module, x0, label, row[label] - row, targets, radius=radius, norm=norm,
-                n_batches=params.n_batches, batch_size=params.batch_size, rng=sampling.stream(ctx.seed, 5, i),
-                value_range=ctx.model.value_range)  # fmt: skip
+                module,
+                x0,
+                label,
+                row[label] - row,
+                targets,
+                radius=radius,
+                norm=norm,
+                n_batches=params.n_batches,
+                batch_size=params.batch_size,
+                rng=sampling.stream(ctx.seed, 5, i),
+                value_range=ctx.model.value_range,
+            )
             scores.append(score)
             fits += [e.ks_p_value for e in estimates if e.ks_p_value is not None]
             ctx.progress(i + 1, len(x))
@@ -214,38 +248,70 @@ def _executor_mismatch(module: Any, x: np.ndarray, logits: np.ndarray) -> str | 
     gap = float(np.max(np.abs(mine - logits[:8]))) if len(x) else 0.0
     scale = float(np.max(np.abs(logits[:8]))) if len(x) else 1.0
     if not np.isfinite(gap) or gap > 1e-3 * max(scale, 1.0):
-        return (f"the torch executor's logits differ from ONNX Runtime's by {gap:.3g}; gradients from it "
-                "would not describe the assessed model")  # fmt: skip
+        return (
+            f"the torch executor's logits differ from ONNX Runtime's by {gap:.3g}; gradients from it "
+            "would not describe the assessed model"
+        )
     return None
 
 
-def _outcome(ctx: RunContext, params: CleverParams, scores: np.ndarray, norm: str, radius: float,
-             fits: list[float], finished: bool) -> MethodOutcome:  # fmt: skip
+def _outcome(
+    ctx: RunContext,
+    params: CleverParams,
+    scores: np.ndarray,
+    norm: str,
+    radius: float,
+    fits: list[float],
+    finished: bool,
+) -> MethodOutcome:
     eps = params.eps or 0.0
     above = scores >= eps
     unit = "L-inf" if norm == "linf" else "L2"
     metrics = {
         "mean_clever_score": Measurement(
-            value=float(scores.mean()), n=len(scores), claim=ClaimKind.ESTIMATE,
+            value=float(scores.mean()),
+            n=len(scores),
+            claim=ClaimKind.ESTIMATE,
             interval=bootstrap_interval(scores, np.mean, ctx.confidence, np.random.default_rng(ctx.seed)),
             description=f"Average CLEVER score: an estimate (not a bound) of the smallest {unit} "
-                        f"perturbation that changes the prediction, capped at {radius:g} (interval: "
-                        "bootstrap over samples)."),
-        "fraction_clever_above_eps": rate(int(above.sum()), len(scores), ctx, (
-            f"Share of test samples whose CLEVER score reaches the goal's {unit} eps {eps:g}: an "
-            "estimate of the share robust at eps, never a guarantee."), ClaimKind.ESTIMATE),
-    }  # fmt: skip
+            f"perturbation that changes the prediction, capped at {radius:g} (interval: "
+            "bootstrap over samples).",
+        ),
+        "fraction_clever_above_eps": rate(
+            int(above.sum()),
+            len(scores),
+            ctx,
+            (
+                f"Share of test samples whose CLEVER score reaches the goal's {unit} eps {eps:g}: an "
+                "estimate of the share robust at eps, never a guarantee."
+            ),
+            ClaimKind.ESTIMATE,
+        ),
+    }
     counts, edges = np.histogram(scores, bins=10, range=(0.0, max(radius, float(scores.max()), 1e-12)))
-    series = Series(name="samples by CLEVER score", kind="histogram", x_label=f"CLEVER score ({unit})",
-                    y_label="test samples", x=[float(e) for e in edges[1:]], y=[float(c) for c in counts])
+    series = Series(
+        name="samples by CLEVER score",
+        kind="histogram",
+        x_label=f"CLEVER score ({unit})",
+        y_label="test samples",
+        x=[float(e) for e in edges[1:]],
+        y=[float(c) for c in counts],
+    )
     details: dict[str, Any] = {
-        "scores": [float(s) for s in scores], "norm": norm, "sample_radius": radius,
+        "scores": [float(s) for s in scores],
+        "norm": norm,
+        "sample_radius": radius,
         "gradients_per_target": params.n_batches * params.batch_size,
         "weibull_fit_ks_p_median": float(np.median(fits)) if fits else None,
         "per_sample": per_sample(fraction_clever_above_eps=above),
-    }  # fmt: skip
+    }
     reason = "CLEVER scores are estimates, not guarantees"
     if not finished:
         reason = f"the time budget ran out after {len(scores)} samples; " + reason
-    return MethodOutcome(status=TestStatus.COMPLETED if finished else TestStatus.INCONCLUSIVE,
-                         metrics=metrics, series=[series], details=details, reason=reason)  # fmt: skip
+    return MethodOutcome(
+        status=TestStatus.COMPLETED if finished else TestStatus.INCONCLUSIVE,
+        metrics=metrics,
+        series=[series],
+        details=details,
+        reason=reason,
+    )

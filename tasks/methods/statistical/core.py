@@ -29,8 +29,14 @@ def interval_method(ctx: RunContext, method: str | None = None) -> str:
     return method or ctx.interval or DEFAULT_INTERVAL
 
 
-def rate(successes: int, n: int, ctx: RunContext, description: str,
-         claim: ClaimKind = ClaimKind.ESTIMATE, method: str | None = None) -> Measurement:  # fmt: skip
+def rate(
+    successes: int,
+    n: int,
+    ctx: RunContext,
+    description: str,
+    claim: ClaimKind = ClaimKind.ESTIMATE,
+    method: str | None = None,
+) -> Measurement:
     """A rate with its confidence interval at the test's confidence level.
 
     The interval is Clopper-Pearson unless ``method`` or the goal (see ``interval_method``) asks
@@ -39,8 +45,12 @@ def rate(successes: int, n: int, ctx: RunContext, description: str,
     return Measurement(
         value=successes / n if n else 0.0,
         interval=proportion_interval(successes, n, ctx.confidence, interval_method(ctx, method)),
-        claim=claim, n=n, successes=successes, is_rate=True, description=description,
-    )  # fmt: skip
+        claim=claim,
+        n=n,
+        successes=successes,
+        is_rate=True,
+        description=description,
+    )
 
 
 BLOCK = 64  # samples per noise stream; shards are whole blocks, so any sharding draws the same noise
@@ -68,8 +78,9 @@ class CleanParams(MethodParams):
     """Clean accuracy takes no tuning parameters."""
 
     interval: Literal["clopper-pearson", "wilson"] | None = Field(
-        default=None, description="Interval for rates: exact Clopper-Pearson or Wilson; default: the "
-        "goal's criterion.interval (Clopper-Pearson unless it says wilson)."
+        default=None,
+        description="Interval for rates: exact Clopper-Pearson or Wilson; default: the "
+        "goal's criterion.interval (Clopper-Pearson unless it says wilson).",
     )
 
 
@@ -98,14 +109,28 @@ class CleanAccuracy(RobustnessMethod):
         ctx.progress(n, n)
         return MethodOutcome(
             metrics={
-                "accuracy": rate(correct, n, ctx, "Share of test samples classified correctly.",
-                                 ClaimKind.BOUND, params.interval),
-                "error_rate": rate(n - correct, n, ctx, "Share of test samples misclassified.",
-                                   ClaimKind.BOUND, params.interval),
+                "accuracy": rate(
+                    correct,
+                    n,
+                    ctx,
+                    "Share of test samples classified correctly.",
+                    ClaimKind.BOUND,
+                    params.interval,
+                ),
+                "error_rate": rate(
+                    n - correct,
+                    n,
+                    ctx,
+                    "Share of test samples misclassified.",
+                    ClaimKind.BOUND,
+                    params.interval,
+                ),
             },
-            details={"per_class_accuracy": _per_class(pred, ctx.data.y),
-                     "per_sample": per_sample(accuracy=pred == ctx.data.y, error_rate=pred != ctx.data.y)},
-        )  # fmt: skip
+            details={
+                "per_class_accuracy": _per_class(pred, ctx.data.y),
+                "per_sample": per_sample(accuracy=pred == ctx.data.y, error_rate=pred != ctx.data.y),
+            },
+        )
 
 
 def _per_class(pred: np.ndarray, y: np.ndarray) -> dict[str, Any]:
@@ -119,13 +144,15 @@ class NoiseParams(MethodParams):
     sweep: list[float] = Field(default_factory=list, description="Strengths for the chart.")
     draws: int = Field(default=1, ge=1, le=1000, description="Noise draws per sample.")
     interval: Literal["clopper-pearson", "wilson"] | None = Field(
-        default=None, description="Interval for rates: exact Clopper-Pearson or Wilson; default: the "
-        "goal's criterion.interval (Clopper-Pearson unless it says wilson)."
+        default=None,
+        description="Interval for rates: exact Clopper-Pearson or Wilson; default: the "
+        "goal's criterion.interval (Clopper-Pearson unless it says wilson).",
     )
 
 
-def perturb(x: np.ndarray, threat: Threat, strength: float, rng: np.random.Generator,
-            value_range: tuple[float, float]) -> np.ndarray:  # fmt: skip
+def perturb(
+    x: np.ndarray, threat: Threat, strength: float, rng: np.random.Generator, value_range: tuple[float, float]
+) -> np.ndarray:
     """Add Gaussian (sigma) or uniform L-inf (eps) noise and clip to the value range."""
     if isinstance(threat, GaussianNoise):
         noise = rng.normal(0.0, strength, size=x.shape)
@@ -165,7 +192,9 @@ class NoiseAccuracy(RobustnessMethod):
     def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
         return self.merge_parts(ctx, params, [self.run_part(ctx, params, 0, len(ctx.data))])
 
-    shard_unit = BLOCK  # nnassay.tasks.pipeline.sharding: shards of this method start at multiples of BLOCK samples
+    shard_unit = (
+        BLOCK  # nnassay.tasks.pipeline.sharding: shards of this method start at multiples of BLOCK samples
+    )
 
     def run_part(self, ctx: RunContext, params: MethodParams, start: int, stop: int) -> NoisePart:
         """Counts for samples [start, stop); the noise of block b, strength step s and draw d comes
@@ -180,17 +209,31 @@ class NoiseAccuracy(RobustnessMethod):
         flipped = np.zeros_like(correct)
         for step, strength in enumerate(strengths):
             for draw in range(params.draws):
-                noisy = np.concatenate([
-                    perturb(x[(b - blocks[0]) * BLOCK:(b - blocks[0] + 1) * BLOCK], ctx.threat, strength,
-                            np.random.default_rng([ctx.seed, step, draw, b]), ctx.model.value_range)
-                    for b in blocks])  # fmt: skip
+                noisy = np.concatenate(
+                    [
+                        perturb(
+                            x[(b - blocks[0]) * BLOCK : (b - blocks[0] + 1) * BLOCK],
+                            ctx.threat,
+                            strength,
+                            np.random.default_rng([ctx.seed, step, draw, b]),
+                            ctx.model.value_range,
+                        )
+                        for b in blocks
+                    ]
+                )
                 pred = ctx.model.predict(noisy)
                 correct[step, :, draw], flipped[step, :, draw] = pred == y, pred != clean
             ctx.progress(step + 1, len(strengths))
         head = strengths.index(params.strength)
-        return NoisePart(start=start, correct=correct.sum(axis=(1, 2)), flips=flipped.sum(axis=(1, 2)),
-                         clean_correct=clean == y, head_correct=correct[head], head_flipped=flipped[head],
-                         time_s=time.monotonic() - began)  # fmt: skip
+        return NoisePart(
+            start=start,
+            correct=correct.sum(axis=(1, 2)),
+            flips=flipped.sum(axis=(1, 2)),
+            clean_correct=clean == y,
+            head_correct=correct[head],
+            head_flipped=flipped[head],
+            time_s=time.monotonic() - began,
+        )
 
     def merge_parts(self, ctx: RunContext, params: MethodParams, parts: list[NoisePart]) -> MethodOutcome:
         """The outcome of the whole test from its parts (sums and concatenations: exact)."""
@@ -211,21 +254,38 @@ class NoiseAccuracy(RobustnessMethod):
         drop, test = accuracy_drop(clean_correct, head_correct, ctx)
         return MethodOutcome(
             metrics={
-                "accuracy": rate(correct, n, ctx, f"Accuracy on noisy inputs at {unit} "
-                                 f"{params.strength:g}.", ClaimKind.BOUND, params.interval),
-                "label_flip_rate": rate(flips, n, ctx, "Share of noisy inputs whose prediction "
-                                        "differs from the clean prediction.", ClaimKind.BOUND,
-                                        params.interval),
-                "accuracy_drop": drop},
+                "accuracy": rate(
+                    correct,
+                    n,
+                    ctx,
+                    f"Accuracy on noisy inputs at {unit} {params.strength:g}.",
+                    ClaimKind.BOUND,
+                    params.interval,
+                ),
+                "label_flip_rate": rate(
+                    flips,
+                    n,
+                    ctx,
+                    "Share of noisy inputs whose prediction differs from the clean prediction.",
+                    ClaimKind.BOUND,
+                    params.interval,
+                ),
+                "accuracy_drop": drop,
+            },
             series=_curves(curve, unit, ctx, params.interval, clean_acc),
-            details={"clean_accuracy": clean_acc, "draws": params.draws, "noise": unit,
-                     "accuracy_drop_test": test,
-                     "per_sample": per_sample(accuracy=head_correct, label_flip_rate=head_flipped)},
-        )  # fmt: skip
+            details={
+                "clean_accuracy": clean_acc,
+                "draws": params.draws,
+                "noise": unit,
+                "accuracy_drop_test": test,
+                "per_sample": per_sample(accuracy=head_correct, label_flip_rate=head_flipped),
+            },
+        )
 
 
-def accuracy_drop(clean_correct: np.ndarray, noisy_correct: np.ndarray,
-                  ctx: RunContext) -> tuple[Measurement, dict[str, JsonValue]]:  # fmt: skip
+def accuracy_drop(
+    clean_correct: np.ndarray, noisy_correct: np.ndarray, ctx: RunContext
+) -> tuple[Measurement, dict[str, JsonValue]]:
     """Clean accuracy minus accuracy under noise on the same samples, with a paired interval.
 
     One draw per sample: Newcombe's paired hybrid-score interval and McNemar's exact test
@@ -245,20 +305,36 @@ def accuracy_drop(clean_correct: np.ndarray, noisy_correct: np.ndarray,
     if noisy.shape[1] == 1 and len(clean):
         contrast = compare_paired(clean, noisy[:, 0], ctx.confidence)
         value = -contrast.difference
-        interval = contrast.interval.model_copy(update={"low": -contrast.interval.high,
-                                                        "high": -contrast.interval.low})  # fmt: skip
-        test = {"test": contrast.test, "p_value": contrast.p_value, "significant": contrast.significant,
-                "discordant_clean_right_noisy_wrong": contrast.discordant[0] if contrast.discordant else 0,
-                "discordant_clean_wrong_noisy_right": contrast.discordant[1] if contrast.discordant else 0}
+        interval = contrast.interval.model_copy(
+            update={"low": -contrast.interval.high, "high": -contrast.interval.low}
+        )
+        test = {
+            "test": contrast.test,
+            "p_value": contrast.p_value,
+            "significant": contrast.significant,
+            "discordant_clean_right_noisy_wrong": contrast.discordant[0] if contrast.discordant else 0,
+            "discordant_clean_wrong_noisy_right": contrast.discordant[1] if contrast.discordant else 0,
+        }
     elif len(clean) >= 2:
-        interval = bootstrap_interval(per_sample_drop, np.mean, ctx.confidence,
-                                      np.random.default_rng([ctx.seed, 31]), n_resamples=1000)  # fmt: skip
+        interval = bootstrap_interval(
+            per_sample_drop, np.mean, ctx.confidence, np.random.default_rng([ctx.seed, 31]), n_resamples=1000
+        )
         test = {"test": "bootstrap over samples (several draws per sample)"}
-    how = ("Newcombe paired interval; McNemar's exact test in details" if test.get("p_value") is not None
-           else "bootstrap interval over samples")
-    return Measurement(value=value, interval=interval, n=len(clean), claim=ClaimKind.ESTIMATE, description=(
-        f"Clean accuracy minus accuracy under noise on the same samples ({how}); positive: noise costs "
-        "accuracy.")), test  # fmt: skip
+    how = (
+        "Newcombe paired interval; McNemar's exact test in details"
+        if test.get("p_value") is not None
+        else "bootstrap interval over samples"
+    )
+    return Measurement(
+        value=value,
+        interval=interval,
+        n=len(clean),
+        claim=ClaimKind.ESTIMATE,
+        description=(
+            f"Clean accuracy minus accuracy under noise on the same samples ({how}); positive: noise costs "
+            "accuracy."
+        ),
+    ), test
 
 
 @dataclass(frozen=True)
@@ -274,17 +350,23 @@ class NoisePart:
     time_s: float = 0.0
 
 
-def _curves(curve: dict[float, tuple[int, int, int]], unit: str, ctx: RunContext,
-            method: str | None, clean_acc: float) -> list[Series]:  # fmt: skip
+def _curves(
+    curve: dict[float, tuple[int, int, int]], unit: str, ctx: RunContext, method: str | None, clean_acc: float
+) -> list[Series]:
     xs = [0.0, *curve]
     acc = [rate(c, n, ctx, "", method=method) for c, _, n in curve.values()]
     flip = [rate(f, n, ctx, "", method=method) for _, f, n in curve.values()]
     series = []
     for name, points, first in (("accuracy", acc, clean_acc), ("label flip rate", flip, 0.0)):
-        series.append(Series(
-            name=name, x_label=f"noise strength ({unit}, data units)", y_label=name, x=xs,
-            y=[first, *(p.value for p in points)],
-            y_low=[first, *(p.interval.low for p in points if p.interval)],
-            y_high=[first, *(p.interval.high for p in points if p.interval)],
-        ))  # fmt: skip
+        series.append(
+            Series(
+                name=name,
+                x_label=f"noise strength ({unit}, data units)",
+                y_label=name,
+                x=xs,
+                y=[first, *(p.value for p in points)],
+                y_low=[first, *(p.interval.low for p in points if p.interval)],
+                y_high=[first, *(p.interval.high for p in points if p.interval)],
+            )
+        )
     return series

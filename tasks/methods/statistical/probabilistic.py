@@ -30,9 +30,12 @@ class ProbabilisticParams(MethodParams):
         default=None, description="Confidence of each per-sample upper bound; default: the goal's."
     )
     tolerated_flip_probability: float = Field(
-        default=0.01, gt=0, lt=1, validate_default=True,
+        default=0.01,
+        gt=0,
+        lt=1,
+        validate_default=True,
         description="A sample counts as robust when its flip probability's upper bound is at most this.",
-    )  # fmt: skip
+    )
     batch: int = Field(default=10_000, ge=1, description="Perturbed inputs per ONNX Runtime call.")
 
     @field_validator("tolerated_flip_probability")
@@ -42,9 +45,11 @@ class ProbabilisticParams(MethodParams):
         if draws is not None and float(upper_bounds(0, draws, confidence)) > value:
             floor = float(upper_bounds(0, draws, confidence))
             needed = int(np.ceil(np.log(1 - confidence) / np.log(1 - value)))
-            raise ValueError(f"with {draws} draws the smallest possible {confidence:.0%} upper bound is "
-                             f"{floor:.3g}, above the tolerated {value:g}, so no sample could count as "
-                             f"robust; use at least {needed} draws")  # fmt: skip
+            raise ValueError(
+                f"with {draws} draws the smallest possible {confidence:.0%} upper bound is "
+                f"{floor:.3g}, above the tolerated {value:g}, so no sample could count as "
+                f"robust; use at least {needed} draws"
+            )
         return value
 
 
@@ -106,8 +111,17 @@ class ProbabilisticRobustness(RobustnessMethod):
         clean = ctx.model.predict(x)
         sampler = sampler_for(ctx.threat, params.strength, ctx.model.value_range)
         counts, done = sampling.class_counts(
-            ctx.model, x, sampler, params.draws, seed=ctx.seed, stage=0, first_index=start,
-            batch=params.batch, keep_going=lambda: ctx.time_left() > 0, progress=ctx.progress)  # fmt: skip
+            ctx.model,
+            x,
+            sampler,
+            params.draws,
+            seed=ctx.seed,
+            stage=0,
+            first_index=start,
+            batch=params.batch,
+            keep_going=lambda: ctx.time_left() > 0,
+            progress=ctx.progress,
+        )
         flips = params.draws - counts[np.arange(done), clean[:done]]
         return FlipPart(start=start, flips=flips, total=stop - start)
 
@@ -119,44 +133,92 @@ class ProbabilisticRobustness(RobustnessMethod):
         flips = np.concatenate([p.flips for p in _prefix(parts)]) if parts else np.zeros(0, np.int64)
         confidence = params.bound_confidence or ctx.confidence
         sampler = sampler_for(ctx.threat, params.strength, ctx.model.value_range)
-        facts: dict[str, Any] = {"perturbation": sampler.label, "draws": params.draws,
-                                 "bound_confidence": confidence, "samples_assessed": len(flips),
-                                 "tolerated_flip_probability": params.tolerated_flip_probability}  # fmt: skip
+        facts: dict[str, Any] = {
+            "perturbation": sampler.label,
+            "draws": params.draws,
+            "bound_confidence": confidence,
+            "samples_assessed": len(flips),
+            "tolerated_flip_probability": params.tolerated_flip_probability,
+        }
         floor = float(upper_bounds(0, params.draws, confidence))
         if floor > params.tolerated_flip_probability:
-            return MethodOutcome(status=TestStatus.INCONCLUSIVE, details=facts, reason=(
-                f"{params.draws} draws cannot bound a flip probability below "
-                f"{params.tolerated_flip_probability:g} at {confidence:.0%} (smallest bound {floor:.3g})"))
+            return MethodOutcome(
+                status=TestStatus.INCONCLUSIVE,
+                details=facts,
+                reason=(
+                    f"{params.draws} draws cannot bound a flip probability below "
+                    f"{params.tolerated_flip_probability:g} at {confidence:.0%} (smallest bound {floor:.3g})"
+                ),
+            )
         if len(flips) == 0:
-            return MethodOutcome(status=TestStatus.INCONCLUSIVE, details=facts,
-                                 reason="the time budget ran out before any sample was assessed")
+            return MethodOutcome(
+                status=TestStatus.INCONCLUSIVE,
+                details=facts,
+                reason="the time budget ran out before any sample was assessed",
+            )
         return self._outcome(ctx, params, flips, confidence, facts, len(complete) == len(parts))
 
-    def _outcome(self, ctx: RunContext, params: ProbabilisticParams, flips: np.ndarray, confidence: float,
-                 facts: dict[str, Any], finished: bool) -> MethodOutcome:  # fmt: skip
+    def _outcome(
+        self,
+        ctx: RunContext,
+        params: ProbabilisticParams,
+        flips: np.ndarray,
+        confidence: float,
+        facts: dict[str, Any],
+        finished: bool,
+    ) -> MethodOutcome:
         bounds = upper_bounds(flips, params.draws, confidence)
         robust = bounds <= params.tolerated_flip_probability
         tol, n = params.tolerated_flip_probability, len(flips)
         metrics = {
-            "robust_sample_fraction": rate(int(robust.sum()), n, ctx, (
-                f"Share of test samples for which a one-sided {confidence:.0%} upper confidence bound on "
-                f"the probability that {facts['perturbation']} changes the prediction is at most {tol:g} "
-                f"({params.draws} draws per sample)."), ClaimKind.BOUND),
-            "mean_flip_probability": rate(int(flips.sum()), n * params.draws, ctx, (
-                f"Average probability that {facts['perturbation']} changes the prediction, over test "
-                "samples (interval treats all draws as independent)."), ClaimKind.ESTIMATE),
-        }  # fmt: skip
-        facts |= {"max_upper_bound": float(bounds.max()), "median_upper_bound": float(np.median(bounds)),
-                  "per_sample": per_sample(robust_sample_fraction=robust)}  # fmt: skip
+            "robust_sample_fraction": rate(
+                int(robust.sum()),
+                n,
+                ctx,
+                (
+                    f"Share of test samples for which a one-sided {confidence:.0%} upper confidence bound on "
+                    f"the probability that {facts['perturbation']} changes the prediction is at most {tol:g} "
+                    f"({params.draws} draws per sample)."
+                ),
+                ClaimKind.BOUND,
+            ),
+            "mean_flip_probability": rate(
+                int(flips.sum()),
+                n * params.draws,
+                ctx,
+                (
+                    f"Average probability that {facts['perturbation']} changes the prediction, over test "
+                    "samples (interval treats all draws as independent)."
+                ),
+                ClaimKind.ESTIMATE,
+            ),
+        }
+        facts |= {
+            "max_upper_bound": float(bounds.max()),
+            "median_upper_bound": float(np.median(bounds)),
+            "per_sample": per_sample(robust_sample_fraction=robust),
+        }
         buffer = io.BytesIO()
         np.savez(buffer, flips=flips, upper_bound=bounds, draws=params.draws)
-        artifact = ctx.save_artifact("flip_probabilities.npz", buffer.getvalue(), "application/x-npz",
-                                     "Per-sample flip counts and upper bounds of the flip probability.")
-        reason = None if finished else (f"the time budget ran out: only the first {n} of "
-                                        f"{len(ctx.data)} samples were assessed")  # fmt: skip
-        return MethodOutcome(status=TestStatus.COMPLETED if finished else TestStatus.INCONCLUSIVE,
-                             metrics=metrics, series=[_histogram(bounds, tol, confidence)],
-                             artifacts=[artifact], details=facts, reason=reason)  # fmt: skip
+        artifact = ctx.save_artifact(
+            "flip_probabilities.npz",
+            buffer.getvalue(),
+            "application/x-npz",
+            "Per-sample flip counts and upper bounds of the flip probability.",
+        )
+        reason = (
+            None
+            if finished
+            else (f"the time budget ran out: only the first {n} of {len(ctx.data)} samples were assessed")
+        )
+        return MethodOutcome(
+            status=TestStatus.COMPLETED if finished else TestStatus.INCONCLUSIVE,
+            metrics=metrics,
+            series=[_histogram(bounds, tol, confidence)],
+            artifacts=[artifact],
+            details=facts,
+            reason=reason,
+        )
 
 
 def _prefix(parts: list[FlipPart]) -> list[FlipPart]:
@@ -174,7 +236,11 @@ def _histogram(bounds: np.ndarray, tolerated: float, confidence: float) -> Serie
     edges = np.unique(np.concatenate([np.geomspace(floor, 1.0, 13), [tolerated]]))
     edges[0] = min(edges[0], floor) * (1 - 1e-9)
     counts, _ = np.histogram(bounds, bins=edges)
-    return Series(name="samples by flip-probability upper bound", kind="histogram",
-                  x_label=f"{confidence:.0%} upper bound of the flip probability (bin upper edge)",
-                  y_label="test samples", x=[float(e) for e in edges[1:]],
-                  y=[float(c) for c in counts])  # fmt: skip
+    return Series(
+        name="samples by flip-probability upper bound",
+        kind="histogram",
+        x_label=f"{confidence:.0%} upper bound of the flip probability (bin upper edge)",
+        y_label="test samples",
+        x=[float(e) for e in edges[1:]],
+        y=[float(c) for c in counts],
+    )

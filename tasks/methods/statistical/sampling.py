@@ -101,11 +101,19 @@ def stream(seed: int, stage: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, stage, index])
 
 
-def class_counts(model: ModelRunner, x: np.ndarray, sampler: Sampler, draws: int, *, seed: int,
-                 stage: int, first_index: int = 0, batch: int = 10_000,
-                 keep_going: Callable[[], bool] = lambda: True,
-                 progress: Callable[[int, int], None] = lambda done, total: None,
-                 ) -> tuple[np.ndarray, int]:  # fmt: skip
+def class_counts(
+    model: ModelRunner,
+    x: np.ndarray,
+    sampler: Sampler,
+    draws: int,
+    *,
+    seed: int,
+    stage: int,
+    first_index: int = 0,
+    batch: int = 10_000,
+    keep_going: Callable[[], bool] = lambda: True,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+) -> tuple[np.ndarray, int]:
     """Predicted-class counts over ``draws`` perturbations of each sample of ``x``.
 
     The next batch of perturbations is drawn in a helper thread while ONNX Runtime classifies the
@@ -140,7 +148,7 @@ def class_counts(model: ModelRunner, x: np.ndarray, sampler: Sampler, draws: int
             buffer, pieces, done_after = current
             predicted = np.argmax(model.logits(buffer, batch_size=len(buffer)), axis=1)
             for index, offset, take in pieces:
-                counts[index] += np.bincount(predicted[offset:offset + take], minlength=counts.shape[1])
+                counts[index] += np.bincount(predicted[offset : offset + take], minlength=counts.shape[1])
             done = done_after
             progress(done, n)
         upcoming.cancel()
@@ -150,8 +158,9 @@ def class_counts(model: ModelRunner, x: np.ndarray, sampler: Sampler, draws: int
 Piece = tuple[int, int, int]  # (sample index, first row in the batch, rows)
 
 
-def _batches(x: np.ndarray, sampler: Sampler, draws: int, rows: int, seed: int, stage: int,
-             first_index: int) -> Iterator[tuple[np.ndarray, list[Piece], int]]:  # fmt: skip
+def _batches(
+    x: np.ndarray, sampler: Sampler, draws: int, rows: int, seed: int, stage: int, first_index: int
+) -> Iterator[tuple[np.ndarray, list[Piece], int]]:
     """Batches of perturbed inputs in two alternating buffers: (rows, pieces, samples complete)."""
     buffers = [np.empty((rows, *x.shape[1:]), np.float32) for _ in range(2)]
     sample, made, turn, rng = 0, 0, 0, None
@@ -160,7 +169,7 @@ def _batches(x: np.ndarray, sampler: Sampler, draws: int, rows: int, seed: int, 
         while filled < rows and sample < len(x):
             take = min(draws - made, rows - filled)
             rng = rng or stream(seed, stage, first_index + sample)
-            sampler.fill(rng, x[sample], buffer[filled:filled + take])
+            sampler.fill(rng, x[sample], buffer[filled : filled + take])
             pieces.append((sample, filled, take))
             filled, made = filled + take, made + take
             if made == draws:

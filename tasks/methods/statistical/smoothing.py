@@ -22,8 +22,8 @@ from nnassay.schemas.threats import L2Ball, Threat
 from nnassay.tasks.io.model_io import ModelRunner
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
 from nnassay.tasks.methods.statistical import sampling
-from nnassay.tasks.stats.bootstrap import bootstrap_interval
 from nnassay.tasks.methods.statistical.core import per_sample, rate
+from nnassay.tasks.stats.bootstrap import bootstrap_interval
 from nnassay.tasks.stats.intervals import lower_bounds
 
 ABSTAIN = -1
@@ -39,9 +39,19 @@ class Certificates:
     radius: np.ndarray
 
 
-def certify(model: ModelRunner, x: np.ndarray, sigma: float, n0: int, n: int, alpha: float, *,
-            seed: int, first_index: int = 0, batch: int = 10_000,
-            keep_going: Callable[[], bool] = lambda: True) -> tuple[Certificates, int]:  # fmt: skip
+def certify(
+    model: ModelRunner,
+    x: np.ndarray,
+    sigma: float,
+    n0: int,
+    n: int,
+    alpha: float,
+    *,
+    seed: int,
+    first_index: int = 0,
+    batch: int = 10_000,
+    keep_going: Callable[[], bool] = lambda: True,
+) -> tuple[Certificates, int]:
     """CERTIFY of Cohen et al. (Algorithm 1) for each sample of ``x``.
 
     n0 noisy draws choose the class cA; n fresh draws give the one-sided (1 - alpha) Clopper-Pearson
@@ -52,10 +62,28 @@ def certify(model: ModelRunner, x: np.ndarray, sigma: float, n0: int, n: int, al
         (certificates, done): done leading samples are valid (fewer when ``keep_going`` stopped).
     """
     noise = sampling.Gaussian(sigma)
-    chosen, done0 = sampling.class_counts(model, x, noise, n0, seed=seed, stage=SELECT,
-                                          first_index=first_index, batch=batch, keep_going=keep_going)
-    counts, done = sampling.class_counts(model, x[:done0], noise, n, seed=seed, stage=ESTIMATE,
-                                         first_index=first_index, batch=batch, keep_going=keep_going)
+    chosen, done0 = sampling.class_counts(
+        model,
+        x,
+        noise,
+        n0,
+        seed=seed,
+        stage=SELECT,
+        first_index=first_index,
+        batch=batch,
+        keep_going=keep_going,
+    )
+    counts, done = sampling.class_counts(
+        model,
+        x[:done0],
+        noise,
+        n,
+        seed=seed,
+        stage=ESTIMATE,
+        first_index=first_index,
+        batch=batch,
+        keep_going=keep_going,
+    )
     top = np.argmax(chosen[:done], axis=1)
     p_lower = lower_bounds(counts[np.arange(done), top], n, 1 - alpha)
     certified = p_lower > 0.5
@@ -63,15 +91,25 @@ def certify(model: ModelRunner, x: np.ndarray, sigma: float, n0: int, n: int, al
     return Certificates(np.where(certified, top, ABSTAIN), p_lower, radius), done
 
 
-def predict(model: ModelRunner, x: np.ndarray, sigma: float, n: int, alpha: float, *, seed: int,
-            first_index: int = 0, batch: int = 10_000) -> np.ndarray:  # fmt: skip
+def predict(
+    model: ModelRunner,
+    x: np.ndarray,
+    sigma: float,
+    n: int,
+    alpha: float,
+    *,
+    seed: int,
+    first_index: int = 0,
+    batch: int = 10_000,
+) -> np.ndarray:
     """PREDICT of Cohen et al.: the top class of n noisy draws when a two-sided binomial test of its
     count against the runner-up's rejects equality at level alpha, else ABSTAIN (-1).
 
     The returned class differs from g(x) with probability at most alpha.
     """
-    counts, _ = sampling.class_counts(model, x, sampling.Gaussian(sigma), n, seed=seed, stage=PREDICT,
-                                      first_index=first_index, batch=batch)  # fmt: skip
+    counts, _ = sampling.class_counts(
+        model, x, sampling.Gaussian(sigma), n, seed=seed, stage=PREDICT, first_index=first_index, batch=batch
+    )
     order = np.argsort(-counts, axis=1, kind="stable")
     out = np.full(len(x), ABSTAIN, np.int64)
     for i, (a, b) in enumerate(order[:, :2]):
@@ -92,10 +130,16 @@ class SmoothingParams(MethodParams):
 
     sigma: float = Field(default=0.25, gt=0, description="Noise standard deviation, data units.")
     n: int = Field(default=1000, ge=1, description="Noisy draws per sample that estimate pA.")
-    n0: int = Field(default=100, ge=1, validate_default=True,
-                    description="Noisy draws per sample that choose the class.")
-    alpha: float = Field(default=0.001, gt=0, lt=1, validate_default=True,
-                         description="Failure probability of each certificate.")
+    n0: int = Field(
+        default=100, ge=1, validate_default=True, description="Noisy draws per sample that choose the class."
+    )
+    alpha: float = Field(
+        default=0.001,
+        gt=0,
+        lt=1,
+        validate_default=True,
+        description="Failure probability of each certificate.",
+    )
     eps: float | None = Field(default=None, gt=0, description="L2 radius of the goal; from the threat.")
     predict: bool = Field(default=False, description="Also run PREDICT (n more draws per sample).")
     batch: int = Field(default=10_000, ge=1, description="Noisy inputs per ONNX Runtime call.")
@@ -105,8 +149,10 @@ class SmoothingParams(MethodParams):
     def _n0_at_most_n(cls, value: int, info: ValidationInfo) -> int:
         n = info.data.get("n")
         if n is not None and value > n:
-            raise ValueError(f"n0 (draws choosing the class, {value}) must not exceed n (draws "
-                             f"certifying it, {n}); Cohen et al. use n0=100, n=100000")  # fmt: skip
+            raise ValueError(
+                f"n0 (draws choosing the class, {value}) must not exceed n (draws "
+                f"certifying it, {n}); Cohen et al. use n0=100, n=100000"
+            )
         return value
 
     @field_validator("alpha")
@@ -114,8 +160,10 @@ class SmoothingParams(MethodParams):
     def _can_certify(cls, value: float, info: ValidationInfo) -> float:
         n = info.data.get("n")
         if n is not None and value ** (1 / n) <= 0.5:
-            raise ValueError(f"with n={n} draws and alpha={value:g} no sample can ever be certified "
-                             f"(best lower bound of pA {value ** (1 / n):.3g} <= 0.5); raise n")  # fmt: skip
+            raise ValueError(
+                f"with n={n} draws and alpha={value:g} no sample can ever be certified "
+                f"(best lower bound of pA {value ** (1 / n):.3g} <= 0.5); raise n"
+            )
         return value
 
 
@@ -157,9 +205,11 @@ class RandomizedSmoothing(RobustnessMethod):
         params = SmoothingParams(**{"eps": threat.eps, **overrides})
         reach = max_radius(params.sigma, params.n, params.alpha)
         if params.eps is not None and params.eps > reach:
-            raise ValueError(f"field 'sigma': with sigma={params.sigma:g}, n={params.n} and "
-                             f"alpha={params.alpha:g} the largest certifiable L2 radius is {reach:.3g}, "
-                             f"below the goal's eps {params.eps:g}; raise sigma or n")  # fmt: skip
+            raise ValueError(
+                f"field 'sigma': with sigma={params.sigma:g}, n={params.n} and "
+                f"alpha={params.alpha:g} the largest certifiable L2 radius is {reach:.3g}, "
+                f"below the goal's eps {params.eps:g}; raise sigma or n"
+            )
         return params
 
     def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
@@ -169,13 +219,30 @@ class RandomizedSmoothing(RobustnessMethod):
         """CERTIFY (and PREDICT) on samples [start, stop); stops early when the time runs out."""
         assert isinstance(params, SmoothingParams)
         x = ctx.data.x[start:stop]
-        certs, done = certify(ctx.model, x, params.sigma, params.n0, params.n, params.alpha,
-                              seed=ctx.seed, first_index=start, batch=params.batch,
-                              keep_going=lambda: ctx.time_left() > 0)  # fmt: skip
+        certs, done = certify(
+            ctx.model,
+            x,
+            params.sigma,
+            params.n0,
+            params.n,
+            params.alpha,
+            seed=ctx.seed,
+            first_index=start,
+            batch=params.batch,
+            keep_going=lambda: ctx.time_left() > 0,
+        )
         smoothed = None
         if params.predict and done:
-            smoothed = predict(ctx.model, x[:done], params.sigma, params.n, params.alpha, seed=ctx.seed,
-                               first_index=start, batch=params.batch)  # fmt: skip
+            smoothed = predict(
+                ctx.model,
+                x[:done],
+                params.sigma,
+                params.n,
+                params.alpha,
+                seed=ctx.seed,
+                first_index=start,
+                batch=params.batch,
+            )
         ctx.progress(done, len(x))
         return SmoothingPart(start=start, total=stop - start, certificates=certs, smoothed=smoothed)
 
@@ -183,15 +250,24 @@ class RandomizedSmoothing(RobustnessMethod):
         """The outcome over all parts (concatenation of per-sample certificates: exact)."""
         assert isinstance(params, SmoothingParams)
         kept = _prefix(sorted(parts, key=lambda p: p.start))
-        certs = Certificates(*(np.concatenate([getattr(p.certificates, f) for p in kept])
-                               for f in ("prediction", "p_lower", "radius")))  # fmt: skip
+        certs = Certificates(
+            *(
+                np.concatenate([getattr(p.certificates, f) for p in kept])
+                for f in ("prediction", "p_lower", "radius")
+            )
+        )
         n = len(certs.prediction)
         if n == 0:
-            return MethodOutcome(status=TestStatus.INCONCLUSIVE,
-                                 reason="the time budget ran out before any sample was certified")
-        y = ctx.data.y[kept[0].start:kept[0].start + n]
-        smoothed = (np.concatenate([p.smoothed for p in kept])
-                    if params.predict and all(p.smoothed is not None for p in kept) else None)  # fmt: skip
+            return MethodOutcome(
+                status=TestStatus.INCONCLUSIVE,
+                reason="the time budget ran out before any sample was certified",
+            )
+        y = ctx.data.y[kept[0].start : kept[0].start + n]
+        smoothed = (
+            np.concatenate([p.smoothed for p in kept])
+            if params.predict and all(p.smoothed is not None for p in kept)
+            else None
+        )
         finished = len(kept) == len(parts) and len(kept[-1].certificates.prediction) == kept[-1].total
         return _outcome(ctx, params, certs, y, smoothed, finished)
 
@@ -205,8 +281,14 @@ def _prefix(parts: list[SmoothingPart]) -> list[SmoothingPart]:
     return kept
 
 
-def _outcome(ctx: RunContext, params: SmoothingParams, certs: Certificates, y: np.ndarray,
-             smoothed: np.ndarray | None, finished: bool) -> MethodOutcome:  # fmt: skip
+def _outcome(
+    ctx: RunContext,
+    params: SmoothingParams,
+    certs: Certificates,
+    y: np.ndarray,
+    smoothed: np.ndarray | None,
+    finished: bool,
+) -> MethodOutcome:
     eps = params.eps if params.eps is not None else 0.0
     n = len(y)
     correct = certs.prediction == y
@@ -215,42 +297,76 @@ def _outcome(ctx: RunContext, params: SmoothingParams, certs: Certificates, y: n
     at_eps = correct & (certs.radius >= eps)
     g = f"the smoothed classifier (base model under Gaussian noise, sigma {params.sigma:g})"
     metrics = {
-        "certified_accuracy": rate(int(at_eps.sum()), n, ctx, (
-            f"Share of test samples that {g} classifies correctly with a certified L2 radius of at least "
-            f"{eps:g}; each certificate holds with probability at least {1 - params.alpha:g}."),
-            ClaimKind.CERTIFICATE),
-        "abstention_rate": rate(int(abstained.sum()), n, ctx, (
-            f"Share of test samples on which CERTIFY abstained (no class of {g} reaches pA > 1/2 "
-            "with confidence)."), ClaimKind.OBSERVATION),
+        "certified_accuracy": rate(
+            int(at_eps.sum()),
+            n,
+            ctx,
+            (
+                f"Share of test samples that {g} classifies correctly with a certified L2 radius of at least "
+                f"{eps:g}; each certificate holds with probability at least {1 - params.alpha:g}."
+            ),
+            ClaimKind.CERTIFICATE,
+        ),
+        "abstention_rate": rate(
+            int(abstained.sum()),
+            n,
+            ctx,
+            (
+                f"Share of test samples on which CERTIFY abstained (no class of {g} reaches pA > 1/2 "
+                "with confidence)."
+            ),
+            ClaimKind.OBSERVATION,
+        ),
         "mean_certified_radius": Measurement(
-            value=float(radius.mean()), n=n, claim=ClaimKind.ESTIMATE,
+            value=float(radius.mean()),
+            n=n,
+            claim=ClaimKind.ESTIMATE,
             interval=bootstrap_interval(radius, np.mean, ctx.confidence, np.random.default_rng(ctx.seed)),
             description=f"Average certified L2 radius of {g} over test samples, counting 0 for wrong or "
-                        "abstained samples (interval: bootstrap over samples)."),
-    }  # fmt: skip
+            "abstained samples (interval: bootstrap over samples).",
+        ),
+    }
     details: dict[str, Any] = {
-        "certified_classifier": "smoothed", "sigma": params.sigma, "n0": params.n0, "n": params.n,
-        "alpha": params.alpha, "samples_assessed": n, "noise": "Gaussian in data space, not clipped",
+        "certified_classifier": "smoothed",
+        "sigma": params.sigma,
+        "n0": params.n0,
+        "n": params.n,
+        "alpha": params.alpha,
+        "samples_assessed": n,
+        "noise": "Gaussian in data space, not clipped",
         "per_sample": per_sample(certified_accuracy=at_eps),
         "radius_quartiles": [float(q) for q in np.quantile(radius, [0.25, 0.5, 0.75])],
-    }  # fmt: skip
+    }
     if smoothed is not None:
-        details |= {"smoothed_accuracy": float((smoothed == y).mean()),
-                    "predict_abstention_rate": float((smoothed == ABSTAIN).mean())}  # fmt: skip
-    caveat = (f"certificates are for {g}, a different classifier from the base ONNX model: deploy the "
-              "smoothed classifier to rely on them")  # fmt: skip
+        details |= {
+            "smoothed_accuracy": float((smoothed == y).mean()),
+            "predict_abstention_rate": float((smoothed == ABSTAIN).mean()),
+        }
+    caveat = (
+        f"certificates are for {g}, a different classifier from the base ONNX model: deploy the "
+        "smoothed classifier to rely on them"
+    )
     if not finished:
         caveat = f"the time budget ran out after {n} of {len(ctx.data)} samples; " + caveat
-    return MethodOutcome(status=TestStatus.COMPLETED if finished else TestStatus.INCONCLUSIVE,
-                         metrics=metrics, series=[_curve(ctx, certs.radius, correct, eps)],
-                         details=details, reason=caveat)  # fmt: skip
+    return MethodOutcome(
+        status=TestStatus.COMPLETED if finished else TestStatus.INCONCLUSIVE,
+        metrics=metrics,
+        series=[_curve(ctx, certs.radius, correct, eps)],
+        details=details,
+        reason=caveat,
+    )
 
 
 def _curve(ctx: RunContext, radius: np.ndarray, correct: np.ndarray, eps: float) -> Series:
     top = max(2 * eps, float(radius.max()) if len(radius) else 0.0, 1e-6)
     grid = sorted({*np.round(np.linspace(0.0, top, 21), 6).tolist(), eps})
     points = [rate(int((correct & (radius >= r)).sum()), len(radius), ctx, "") for r in grid]
-    return Series(name="smoothed classifier certified accuracy", x_label="L2 radius (data units)",
-                  y_label="certified accuracy", x=[float(r) for r in grid], y=[p.value for p in points],
-                  y_low=[p.interval.low for p in points if p.interval],
-                  y_high=[p.interval.high for p in points if p.interval])  # fmt: skip
+    return Series(
+        name="smoothed classifier certified accuracy",
+        x_label="L2 radius (data units)",
+        y_label="certified accuracy",
+        x=[float(r) for r in grid],
+        y=[p.value for p in points],
+        y_low=[p.interval.low for p in points if p.interval],
+        y_high=[p.interval.high for p in points if p.interval],
+    )
