@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (the usual torch alias)
 from onnx import numpy_helper
 
+from nnassay.tasks.engine import ops_extended, ops_ml
+
 Tensor = torch.Tensor
 
 
@@ -379,6 +381,8 @@ HANDLERS: dict[str, Handler] = {
     "Tanh": _tanh,
     "Transpose": _transpose,
     "Unsqueeze": _unsqueeze,
+    **ops_extended.HANDLERS,
+    **ops_ml.HANDLERS,  # keyed "ai.onnx.ml:<OpType>"
 }
 
 
@@ -387,9 +391,14 @@ def supported_ops() -> list[str]:
     return sorted(HANDLERS)
 
 
-def handler_for(op_type: str) -> Handler | None:
-    """The handler of ``op_type``, or None when there is none."""
-    return HANDLERS.get(op_type)
+def op_key(op_type: str, domain: str = "") -> str:
+    """The ``HANDLERS`` key of an op: its type in the default domain, ``domain:type`` elsewhere."""
+    return op_type if domain in ("", "ai.onnx") else f"{domain}:{op_type}"
+
+
+def handler_for(op_type: str, domain: str = "") -> Handler | None:
+    """The handler of ``op_type`` (in ``domain``), or None when there is none."""
+    return HANDLERS.get(op_key(op_type, domain))
 
 
 # --------------------------------------------------------------------------------------- the module
@@ -413,11 +422,12 @@ def parse_graph(model: onnx.ModelProto, source: str = "") -> ParsedGraph:
     nodes, missing = [], []
     for k, n in enumerate(graph.node):
         name = n.name or f"{n.op_type}_{k}"
-        if n.domain not in ("", "ai.onnx") or handler_for(n.op_type) is None:
-            missing.append((name, n.op_type))
+        key = op_key(n.op_type, n.domain)
+        if key not in HANDLERS:
+            missing.append((name, key))
             continue
         attrs = {a.name: _attr_value(a) for a in n.attribute}
-        nodes.append(Node(name, n.op_type, tuple(n.input), tuple(n.output), attrs, opset))
+        nodes.append(Node(name, key, tuple(n.input), tuple(n.output), attrs, opset))
     if missing:
         raise UnsupportedOpsError(missing, source)
     inputs = [i for i in graph.input if i.name not in constants]
