@@ -1,0 +1,47 @@
+"""The bundled example gives the metrics recorded before the house move (issue: no behaviour change).
+
+`tests/golden/example_metrics.json` holds every test's status and metrics and every goal's verdict of
+`nnassay assess examples/digits/assessment.yaml`, recorded on the code before the restructuring; a
+change of layout, typing or orchestration must reproduce them. Counts and verdicts must match exactly;
+real-valued metrics to 1e-9 relative (the recording machine reproduced them bit for bit).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN = Path(__file__).parent / "golden" / "example_metrics.json"
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, int | float) and isinstance(b, int | float) and math.isclose(a, b, rel_tol=1e-9)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+@pytest.mark.slow
+def test_example_metrics_are_those_recorded_before_the_restructuring(tmp_path: Path) -> None:
+    golden = json.loads(GOLDEN.read_text())
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "nnassay.flows", "assess", str(REPO / "examples/digits/assessment.yaml")]
+    done = subprocess.run(
+        [*cmd, "--output", str(out), "--no-track"], capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 1, done.stderr[-3000:]  # three goals fail on purpose
+    evidence = json.loads((out / "evidence.json").read_text())
+    results = {r["test_id"]: {"status": r["status"], "metrics": r["metrics"]} for r in evidence["results"]}
+    assert results.keys() == golden["results"].keys()
+    for test_id, expected in golden["results"].items():
+        assert _same(results[test_id], expected), (test_id, results[test_id], expected)
+    assert {v["goal_id"]: v["verdict"] for v in evidence["verdicts"]} == golden["verdicts"]
