@@ -8,7 +8,7 @@ loading, inside ``model.value_range``, before the model's own preprocessing.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field, PositiveFloat
 
@@ -132,23 +132,20 @@ class TabularPerturbation(Record):
     )
 
 
+InvalidCase = Literal["nan", "pos_inf", "neg_inf", "out_of_range", "extreme", "constant", "random_noise"]
+INVALID_CASES: tuple[InvalidCase, ...] = get_args(InvalidCase)
+GeneratedOod = Literal["gaussian_noise", "uniform_noise", "shuffled_pixels", "blank"]
+DEFAULT_GENERATED_OOD: tuple[GeneratedOod, ...] = ("uniform_noise", "shuffled_pixels", "blank")
+DeploymentVariant = Literal["float16", "int8_dynamic", "providers"]
+DEPLOYMENT_VARIANTS: tuple[DeploymentVariant, ...] = get_args(DeploymentVariant)
+
+
 class InvalidInput(Record):
     """Invalid data (NaN, infinities, out-of-range, garbage) and how the model reacts to it."""
 
     kind: Literal["invalid_input"] = Field(description="Threat kind.")
-    cases: list[
-        Literal["nan", "pos_inf", "neg_inf", "out_of_range", "extreme", "constant", "random_noise"]
-    ] = Field(
-        default_factory=lambda: [
-            "nan",
-            "pos_inf",
-            "neg_inf",
-            "out_of_range",
-            "extreme",
-            "constant",
-            "random_noise",
-        ],
-        description="Kinds of invalid input to present.",
+    cases: list[InvalidCase] = Field(
+        default_factory=lambda: list(INVALID_CASES), description="Kinds of invalid input to present."
     )
     confidence_level: Probability = Field(
         default=0.9, description="A prediction above this top-class probability counts as confident."
@@ -160,8 +157,8 @@ class OutOfDistribution(Record):
 
     kind: Literal["ood"] = Field(description="Threat kind.")
     path: Path | None = Field(default=None, description="OOD data file (npz with x), optional.")
-    generated: list[Literal["gaussian_noise", "uniform_noise", "shuffled_pixels", "blank"]] = Field(
-        default_factory=lambda: ["uniform_noise", "shuffled_pixels", "blank"],
+    generated: list[GeneratedOod] = Field(
+        default_factory=lambda: list(DEFAULT_GENERATED_OOD),
         description="Generated OOD sets to use when no file is named.",
     )
     score: Literal["msp", "energy"] = Field(
@@ -180,13 +177,13 @@ class Deployment(Record):
     """Deployment conditions: other execution providers and reduced-precision model versions."""
 
     kind: Literal["deployment"] = Field(description="Threat kind.")
-    variants: list[Literal["float16", "int8_dynamic", "providers"]] = Field(
-        default_factory=lambda: ["float16", "int8_dynamic", "providers"],
+    variants: list[DeploymentVariant] = Field(
+        default_factory=lambda: list(DEPLOYMENT_VARIANTS),
         description="Which variants to compare with the float32 model on the default provider.",
     )
 
 
-Threat = Annotated[
+AnyThreat = (
     NoThreat
     | GaussianNoise
     | UniformNoise
@@ -199,6 +196,6 @@ Threat = Annotated[
     | InvalidInput
     | OutOfDistribution
     | DomainShift
-    | Deployment,
-    Field(discriminator="kind"),
-]
+    | Deployment
+)  # every threat class (for types and isinstance checks)
+Threat = Annotated[AnyThreat, Field(discriminator="kind")]

@@ -7,20 +7,21 @@ are listed in ``nnassay.tasks.methods.catalog`` so that registration is explicit
 from __future__ import annotations
 
 import time
+import types
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, Union, cast, get_args, get_origin
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from nnassay.schemas.common import ClaimKind, MethodFamily
 from nnassay.schemas.results import ArtifactRef, MethodOutcome
+from nnassay.schemas.threats import AnyThreat
 
 if TYPE_CHECKING:
-    from nnassay.schemas.threats import Threat
     from nnassay.tasks.io.data_io import Dataset
     from nnassay.tasks.io.model_io import ModelRunner
 
@@ -32,15 +33,17 @@ class MethodParams(BaseModel):
 
 
 Progress = Callable[[int, int], None]  # (done, total)
+P = TypeVar("P", bound=MethodParams)  # a method's parameter model
+T = TypeVar("T", bound=AnyThreat)  # the threat classes a method tests (one class or a union)
 
 
 @dataclass
-class RunContext:
+class RunContext(Generic[T]):
     """Everything a method receives besides its parameters."""
 
     model: ModelRunner
     data: Dataset  # the samples this test uses, already subset
-    threat: Threat
+    threat: T
     metric: str
     seed: int
     out_dir: Path  # where the test may write artifacts (relative paths are recorded)
@@ -74,19 +77,25 @@ class RunContext:
         )
 
 
-class RobustnessMethod(ABC):
+class RobustnessMethod(ABC, Generic[P, T]):
     """Template of a method: subclasses declare metadata and write ``run``.
+
+    A method states its parameter model and the threat classes it tests as type arguments,
+    ``class PgdLinf(RobustnessMethod[PgdParams, LinfBall])``, so ``run`` receives typed parameters
+    and a typed ``ctx.threat``. The base checks once, at its entry point ``params_for``, that the
+    threat is one of the declared classes; ``Params`` defaults to the declared parameter model.
 
     Class attributes:
         name: 'family.snake_name', unique in the registry.
         family: TR 24029-1 method class.
         clause: TR 24029-1 clause the method belongs to (from shared/reference/STANDARDS.md).
-        threats: threat kinds the method can test.
+        threats: threat kinds the method can test (each the kind of a declared threat class).
         metrics: metric names the method reports (a goal's metric must be one of them).
         claim: what kind of claim the method's headline numbers make.
         data_kinds: data kinds accepted: 'image', 'tabular' or both.
         Params: parameter model; ``Params()`` must construct (every field has a default).
-        known_gaps: conformance check name -> reason it does not apply (becomes an xfail).
+        threat_classes: the declared threat classes (from the type argument ``T``).
+        known_gaps: conformance check name -> reason it does not apply (becomes a strict xfail).
         priority: lower runs first when the planner chooses methods for a threat.
     """
 
@@ -98,15 +107,43 @@ class RobustnessMethod(ABC):
     claim: ClassVar[ClaimKind] = ClaimKind.ESTIMATE
     data_kinds: ClassVar[tuple[str, ...]] = ("image", "tabular")
     Params: ClassVar[type[MethodParams]] = MethodParams
+    threat_classes: ClassVar[tuple[type[BaseModel], ...]] = get_args(AnyThreat)
     known_gaps: ClassVar[dict[str, str]] = {}
     priority: ClassVar[int] = 100
     default: ClassVar[bool] = True  # chosen by the planner when the goal names no methods
+    _type_args: ClassVar[tuple[Any, Any]]  # (params, threat) as given by the subclass's generic bases
 
-    def params_for(self, threat: Threat, overrides: dict[str, Any]) -> MethodParams:
-        """Build the parameters for a threat; override to derive fields from the threat."""
-        return self.Params(**overrides)
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._type_args = _type_args_of(cls)
+        declared = _bound(cls._type_args[0])
+        if "Params" not in cls.__dict__:
+            cls.Params = declared
+        elif not issubclass(cls.Params, declared):
+            raise TypeError(
+                f"{cls.__name__}.Params is {cls.Params.__name__}, expected a subclass of the declared "
+                f"parameter model {declared.__name__}"
+            )
+        cls.threat_classes = _classes(_bound(cls._type_args[1]))
 
-    def check(self, ctx_threat: Threat, data_kind: str) -> list[str]:
+    def params_for(self, threat: AnyThreat, overrides: dict[str, Any]) -> P:
+        """The parameters for a threat, after checking it is one of the declared threat classes."""
+        return self.derive_params(self.accept(threat), overrides)
+
+    def accept(self, threat: AnyThreat) -> T:
+        """The threat, typed; a threat of another class is a ``TypeError`` naming the accepted ones."""
+        if not isinstance(threat, self.threat_classes):
+            raise TypeError(
+                f"method {self.name!r} tests {' or '.join(c.__name__ for c in self.threat_classes)} "
+                f"threats, got {type(threat).__name__} (kind {getattr(threat, 'kind', None)!r})"
+            )
+        return cast(T, threat)
+
+    def derive_params(self, threat: T, overrides: dict[str, Any]) -> P:
+        """Build the parameters for a checked threat; override to derive fields from the threat."""
+        return cast(P, self.Params(**overrides))  # Params subclasses P (checked at class creation)
+
+    def check(self, ctx_threat: AnyThreat, data_kind: str) -> list[str]:
         """Problems that make this method unfit for a threat and data kind (empty when fit)."""
         problems = []
         if data_kind not in self.data_kinds:
@@ -116,20 +153,65 @@ class RobustnessMethod(ABC):
         return problems
 
     @abstractmethod
-    def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
+    def run(self, ctx: RunContext[T], params: P) -> MethodOutcome:
         """Run the method and return its measurements."""
 
 
-_METHODS: dict[str, type[RobustnessMethod]] = {}
-M = TypeVar("M", bound=type[RobustnessMethod])
+def _type_args_of(cls: type) -> tuple[Any, Any]:
+    """The (params, threat) type arguments of ``RobustnessMethod`` as seen from ``cls``.
+
+    Follows the generic bases (``class Apgd(WhiteBoxAttack[ApgdParams])`` through
+    ``class AttackMethod(RobustnessMethod[AP, LinfBall | L2Ball])``); a type variable left open
+    stays a type variable (its bound is then used).
+    """
+    for base in cls.__dict__.get("__orig_bases__", cls.__bases__):
+        origin = get_origin(base) or base
+        if not (isinstance(origin, type) and issubclass(origin, RobustnessMethod)):
+            continue
+        parent = _open_args() if origin is RobustnessMethod else origin._type_args
+        given = dict(zip(getattr(origin, "__parameters__", ()), get_args(base), strict=False))
+        params, threat = (given.get(a, a) if isinstance(a, TypeVar) else a for a in parent)
+        return params, threat
+    return _open_args()
+
+
+def _open_args() -> tuple[Any, Any]:
+    """``RobustnessMethod``'s own (params, threat) type variables."""
+    params, threat = vars(RobustnessMethod)["__parameters__"]
+    return params, threat
+
+
+def _bound(arg: Any) -> Any:
+    """A type argument, or the bound of an open type variable."""
+    return arg.__bound__ if isinstance(arg, TypeVar) else arg
+
+
+def _classes(arg: Any) -> tuple[type[BaseModel], ...]:
+    """The classes of a union (``LinfBall | L2Ball``) or of a single class."""
+    return get_args(arg) if get_origin(arg) in (Union, types.UnionType) else (arg,)
+
+
+def threat_kind(threat_class: type[BaseModel]) -> str:
+    """The ``kind`` literal of a threat class ('linf_ball' for ``LinfBall``)."""
+    return str(get_args(threat_class.model_fields["kind"].annotation)[0])
+
+
+_METHODS: dict[str, type[RobustnessMethod[Any, Any]]] = {}
+M = TypeVar("M", bound=type[RobustnessMethod[Any, Any]])
 
 
 def register(cls: M) -> M:
-    """Class decorator adding a method to the registry; rejects duplicate or malformed names."""
+    """Class decorator adding a method to the registry; rejects duplicate or malformed definitions."""
     name = cls.name
     family, _, short = name.partition(".")
     if family != cls.family.value or not short:
         raise ValueError(f"method name {name!r} must be '{cls.family.value}.<name>'")
+    declared = [threat_kind(c) for c in cls.threat_classes]
+    if undeclared := sorted(set(cls.threats) - set(declared)):
+        raise ValueError(
+            f"method {name!r} lists threat kinds {undeclared} that are not among its declared threat "
+            f"classes {[c.__name__ for c in cls.threat_classes]}; widen the type argument T"
+        )
     if name in _METHODS and _METHODS[name] is not cls:
         raise ValueError(f"method {name!r} is registered twice")
     _METHODS[name] = cls
@@ -146,7 +228,7 @@ def list_methods(family: MethodFamily | None = None) -> list[str]:
     return sorted(n for n, c in _METHODS.items() if family is None or c.family == family)
 
 
-def get_method(name: str) -> RobustnessMethod:
+def get_method(name: str) -> RobustnessMethod[Any, Any]:
     """An instance of the named method; an unknown name lists the valid ones."""
     _load_catalog()
     if name not in _METHODS:

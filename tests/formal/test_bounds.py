@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
+import onnx_kit
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -21,7 +23,7 @@ from nnassay.tasks.methods.formal.bounds import (
     sound_lower,
 )
 from nnassay.tasks.methods.formal.layers import splittable
-from nnassay.tasks.methods.formal.ops import build_network, supported_bound_ops
+from nnassay.tasks.methods.formal.ops import BOUND_OPS, build_network, supported_bound_ops
 
 SETTINGS = settings(
     max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -29,11 +31,20 @@ SETTINGS = settings(
 
 
 def _check_contains(
-    model: object, low: torch.Tensor, high: torch.Tensor, n_samples: int = 400, seed: int = 0
+    model: object,
+    low: torch.Tensor,
+    high: torch.Tensor,
+    n_samples: int = 400,
+    seed: int = 0,
+    sampled: object | None = None,
 ) -> None:
-    """Sampled outputs lie inside IBP and CROWN bounds; CROWN is at least as tight as IBP."""
+    """Sampled outputs lie inside IBP and CROWN bounds; CROWN is at least as tight as IBP.
+
+    ``sampled`` is the model whose outputs the bounds must contain when it differs from ``model``
+    (a final Softmax is dropped by the verifier: its bounds are about the logits).
+    """
     net = build_network(model)
-    module = load_onnx_module(model).double()
+    module = load_onnx_module(sampled if sampled is not None else model).double()
     gen = torch.Generator().manual_seed(seed)
     x = low + (high - low) * torch.rand(n_samples, low.numel(), generator=gen, dtype=torch.float64)
     x = torch.cat([x, low.unsqueeze(0), high.unsqueeze(0)])
@@ -112,6 +123,47 @@ def op_models(kit: type) -> dict[str, tuple[object, int]]:
                 c("ax", np.array([1])),
             ),
         ),
+        "Identity+Dropout+Neg": after_conv(
+            node("Identity", ["h"], ["i"]), node("Dropout", ["i"], ["d"]), node("Neg", ["d"], ["y"])
+        ),
+        "Unsqueeze+Squeeze+Gather+Concat": (
+            mm(
+                [
+                    node("Gemm", ["x", "W", "bb"], ["h"], transB=1),
+                    node("Unsqueeze", ["h", "ax"], ["u"]),
+                    node("Squeeze", ["u", "ax"], ["s"]),
+                    node("Gather", ["s", "idx"], ["g"], axis=1),
+                    node("Concat", ["g", "s"], ["k"], axis=1),
+                    node("Relu", ["k"], ["y"]),
+                ],
+                ["N", 4],
+                inits=[
+                    c("W", rng.normal(0, 1, (5, 4))),
+                    c("bb", rng.normal(0, 1, 5)),
+                    c("ax", np.array([2])),
+                    c("idx", np.array([4, 0, 2])),
+                ],
+            ),
+            4,
+        ),
+        "Softmax": (
+            mm(
+                [
+                    node("Gemm", ["x", "W", "bb"], ["h"], transB=1),
+                    node("Relu", ["h"], ["r"]),
+                    node("Gemm", ["r", "W2", "b2"], ["z"], transB=1),
+                    node("Softmax", ["z"], ["y"], axis=1),
+                ],
+                ["N", 4],
+                inits=[
+                    c("W", rng.normal(0, 1, (6, 4))),
+                    c("bb", rng.normal(0, 1, 6)),
+                    c("W2", rng.normal(0, 1, (3, 6))),
+                    c("b2", rng.normal(0, 1, 3)),
+                ],
+            ),
+            4,
+        ),
         "Sub+Mul+Div+Add+MatMul": (
             mm(
                 [
@@ -136,29 +188,41 @@ def op_models(kit: type) -> dict[str, tuple[object, int]]:
     }
 
 
-OP_CASES = [
-    "Relu",
-    "LeakyRelu",
-    "Sigmoid",
-    "Tanh",
-    "Clip",
-    "MaxPool",
-    "MaxPool-pad",
-    "AveragePool",
-    "GlobalAveragePool",
-    "BatchNormalization",
-    "Transpose+Flatten+Gemm",
-    "Pad+Slice+Reshape",
-    "Sub+Mul+Div+Add+MatMul",
-]
+OP_CASES = sorted(op_models(onnx_kit.Kit))
+CASE_OPS = {
+    name: {n.op_type for n in model.graph.node} for name, (model, _) in op_models(onnx_kit.Kit).items()
+}
+
+
+def _without_final_softmax(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The same model with its last node, a Softmax, removed (its input becomes the output)."""
+    logits = onnx.ModelProto()
+    logits.CopyFrom(model)
+    last = logits.graph.node.pop()
+    assert last.op_type == "Softmax"
+    for n in logits.graph.node:
+        n.output[:] = ["y" if o == last.input[0] else o for o in n.output]
+    return logits
+
+
+@pytest.mark.parametrize("op", sorted(BOUND_OPS), ids=str)
+def test_every_bound_op_has_a_soundness_case(op: str) -> None:
+    """The cases are checked against the verifier's op map: a new bound op without a case fails."""
+    cases = [name for name, ops in CASE_OPS.items() if op in ops]
+    assert cases, f"bound op {op!r} has no soundness case; add a small model using it to op_models()"
 
 
 @pytest.mark.parametrize("name", OP_CASES, ids=str)
 def test_bound_op_is_sound(name: str, kit: type) -> None:
     model, n = op_models(kit)[name]
+    assert CASE_OPS[name] <= set(BOUND_OPS), f"case {name} uses ops without a bound operator"
     gen = torch.Generator().manual_seed(1)
     centre = torch.rand(n, generator=gen, dtype=torch.float64) * 2 - 1
-    _check_contains(model, centre - 0.4, centre + 0.4)
+    sampled = None
+    if model.graph.node[-1].op_type == "Softmax":
+        assert build_network(model).output_softmax, "a final Softmax must be recorded when dropped"
+        sampled = _without_final_softmax(model)
+    _check_contains(model, centre - 0.4, centre + 0.4, sampled=sampled)
 
 
 def test_bound_registry_lists_the_ops() -> None:

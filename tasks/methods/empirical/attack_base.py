@@ -9,14 +9,14 @@ misclassifies it, monotone robust-accuracy curves, and the evidence files.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 from pydantic import Field, JsonValue
 
 from nnassay.schemas.common import ClaimKind, MethodFamily
 from nnassay.schemas.results import ArtifactRef, MethodOutcome, Series, TestStatus
-from nnassay.schemas.threats import L2Ball, LinfBall, Threat
+from nnassay.schemas.threats import AnyThreat, L2Ball, LinfBall
 from nnassay.tasks.methods.empirical.common import (
     mean_with_interval,
     ort_wrong,
@@ -57,7 +57,7 @@ class Search:
     cap: float = 0.0  # largest radius the minimal search looked at
 
 
-def norm_of(threat: Threat) -> str:
+def norm_of(threat: AnyThreat) -> str:
     """'linf' or 'l2' from a ball threat."""
     return "linf" if isinstance(threat, LinfBall) else "l2"
 
@@ -68,29 +68,40 @@ def distances(x_adv: np.ndarray, x: np.ndarray, norm: str) -> np.ndarray:
     return np.abs(delta).max(axis=1) if norm == "linf" else np.sqrt((delta**2).sum(axis=1))
 
 
-class AttackMethod(RobustnessMethod):
-    """Base of the adversarial attacks (abstract: subclasses implement ``attack`` or ``search``)."""
+AP = TypeVar("AP", bound=AttackParams)
+Ball = LinfBall | L2Ball  # the threats every attack tests
+
+
+class AttackMethod(RobustnessMethod[AP, Ball]):
+    """Base of the adversarial attacks (abstract: subclasses implement ``attack`` or ``search``).
+
+    Generic in the attack's parameter model: ``class Apgd(WhiteBoxAttack[ApgdParams])``.
+    """
 
     family = MethodFamily.EMPIRICAL
     clause = "7.3"
     threats: ClassVar[tuple[str, ...]] = ("linf_ball", "l2_ball")
     metrics: ClassVar[tuple[str, ...]] = ("robust_accuracy", "attack_success_rate")
     claim = ClaimKind.OBSERVATION
-    Params = AttackParams
     data_kinds: ClassVar[tuple[str, ...]] = ("image", "tabular")
 
-    def params_for(self, threat: Threat, overrides: dict[str, Any]) -> MethodParams:
-        assert isinstance(threat, LinfBall | L2Ball)
-        return self.Params(
-            **{"eps": threat.eps, "sweep": strength_grid(threat.eps, threat.sweep), **overrides}
+    def derive_params(self, threat: Ball, overrides: dict[str, Any]) -> AP:
+        return super().derive_params(
+            threat, {"eps": threat.eps, "sweep": strength_grid(threat.eps, threat.sweep), **overrides}
         )
 
-    def prepare(self, ctx: RunContext, params: AttackParams) -> tuple[Any, MethodOutcome | None]:
+    def prepare(self, ctx: RunContext[Ball], params: AP) -> tuple[Any, MethodOutcome | None]:
         """Build what the attack needs (e.g. the torch module); an outcome instead means 'cannot run'."""
         return None, None
 
     def attack(
-        self, setup: Any, ctx: RunContext, params: AttackParams, x: np.ndarray, y: np.ndarray, eps: float
+        self,
+        setup: Any,
+        ctx: RunContext[Ball],
+        params: AP,
+        x: np.ndarray,
+        y: np.ndarray,
+        eps: float,
     ) -> AttackRun:
         """Candidate adversarial inputs for (x, y) at radius eps."""
         raise NotImplementedError(f"{type(self).__name__} must implement attack or search")
@@ -98,8 +109,8 @@ class AttackMethod(RobustnessMethod):
     def search(
         self,
         setup: Any,
-        ctx: RunContext,
-        params: AttackParams,
+        ctx: RunContext[Ball],
+        params: AP,
         x: np.ndarray,
         y: np.ndarray,
         grid: list[float],
@@ -125,8 +136,7 @@ class AttackMethod(RobustnessMethod):
             ctx.progress(step + 1, len(grid))
         return Search(broken_at, x_adv, info)
 
-    def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
-        assert isinstance(params, AttackParams)
+    def run(self, ctx: RunContext[Ball], params: AP) -> MethodOutcome:
         eps = params.eps if params.eps is not None else float(getattr(ctx.threat, "eps", 0.03))
         grid = sorted({*params.sweep, eps})
         setup, refusal = self.prepare(ctx, params)
@@ -148,8 +158,8 @@ class AttackMethod(RobustnessMethod):
 
     def summarise(
         self,
-        ctx: RunContext,
-        params: AttackParams,
+        ctx: RunContext[Ball],
+        params: AP,
         eps: float,
         grid: list[float],
         correct: np.ndarray,
@@ -202,7 +212,7 @@ class AttackMethod(RobustnessMethod):
         details: dict[str, JsonValue] = {
             "eps": eps,
             "norm": norm,
-            "grid": grid,
+            "grid": list(grid),
             "clean_correct": n_correct,
             "successful_indices": [int(i) for i in rows],
             "broken_per_eps": {f"{e:g}": int((found.broken_at <= e).sum()) for e in grid},

@@ -12,13 +12,14 @@ from nnassay.tasks.methods.empirical.attack_base import (
     AttackMethod,
     AttackParams,
     AttackRun,
+    Ball,
     Search,
     distances,
     norm_of,
 )
 from nnassay.tasks.methods.empirical.attacks_blackbox import square_l2, square_linf
 from nnassay.tasks.methods.empirical.common import check_kind, ort_wrong
-from nnassay.tasks.methods.empirical.hopskipjump import hop_skip_jump
+from nnassay.tasks.methods.empirical.hopskipjump import IsAdversarial, hop_skip_jump
 from nnassay.tasks.methods.registry import RunContext, register
 
 
@@ -66,19 +67,23 @@ class SquareParams(AttackParams):
     )
 
 
-class _Square(AttackMethod):
+class _Square(AttackMethod[SquareParams]):
     """Square Attack base (abstract)."""
 
-    Params = SquareParams
     data_kinds = ("image",)
 
     def check(self, ctx_threat: Any, data_kind: str) -> list[str]:
         return check_kind(self.name, self.data_kinds, ctx_threat, data_kind)
 
     def attack(
-        self, setup: Any, ctx: RunContext, params: AttackParams, x: np.ndarray, y: np.ndarray, eps: float
+        self,
+        setup: Any,
+        ctx: RunContext[Ball],
+        params: SquareParams,
+        x: np.ndarray,
+        y: np.ndarray,
+        eps: float,
     ) -> AttackRun:
-        assert isinstance(params, SquareParams)
         cand = square_candidates(ctx, x, y, eps, params.queries, 1, params.p_init)
         return AttackRun(cand, {"queries": params.queries * len(x)})
 
@@ -123,7 +128,7 @@ class HsjParams(AttackParams):
 
 
 @register
-class HopSkipJump(AttackMethod):
+class HopSkipJump(AttackMethod[HsjParams]):
     """HopSkipJump: decision-based minimal perturbation from predicted labels only.
 
     Reference: Chen, Jordan & Wainwright, "HopSkipJumpAttack: A Query-Efficient Decision-Based
@@ -137,28 +142,25 @@ class HopSkipJump(AttackMethod):
 
     name = "empirical.hop_skip_jump"
     metrics = ("robust_accuracy", "attack_success_rate", "median_min_eps", "mean_min_eps")
-    Params = HsjParams
     priority = 95
 
     def search(
         self,
         setup: Any,
-        ctx: RunContext,
-        params: AttackParams,
+        ctx: RunContext[Ball],
+        params: HsjParams,
         x: np.ndarray,
         y: np.ndarray,
         grid: list[float],
     ) -> Search:
-        assert isinstance(params, HsjParams)
         norm = norm_of(ctx.threat)
         found, x_adv = np.full(len(x), np.inf), x.copy()
         queries = 0
         for i in range(len(x)):
             if ctx.time_left() <= 0:
                 break
-            label = int(y[i])
             result = hop_skip_jump(
-                lambda b, label=label: ctx.model.predict(b) != label,
+                _misclassified(ctx, int(y[i])),
                 x[i],
                 norm=norm,
                 max_queries=params.queries,
@@ -175,3 +177,12 @@ class HopSkipJump(AttackMethod):
         found[ok] = distances(x_adv[ok], x[ok], norm)
         cap = max(max(grid), float(found[np.isfinite(found)].max()) if np.isfinite(found).any() else 0.0)
         return Search(broken_at=found, x_adv=x_adv, min_eps=found, cap=cap, info={"queries": queries})
+
+
+def _misclassified(ctx: RunContext, label: int) -> IsAdversarial:
+    """The label-only oracle of one sample: ONNX Runtime predicts another class."""
+
+    def is_adv(batch: np.ndarray) -> np.ndarray:
+        return np.asarray(ctx.model.predict(batch) != label)
+
+    return is_adv

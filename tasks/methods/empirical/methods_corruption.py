@@ -10,12 +10,12 @@ from pydantic import Field, JsonValue
 
 from nnassay.schemas.common import ClaimKind, Measurement, MethodFamily
 from nnassay.schemas.results import MethodOutcome
-from nnassay.schemas.threats import CORRUPTIONS, Corruption, Geometric, Threat
+from nnassay.schemas.threats import CORRUPTIONS, AnyThreat, Corruption, Geometric
 from nnassay.tasks.methods.empirical.common import check_kind, rate, rate_series, rows_interval
 from nnassay.tasks.methods.empirical.corruptions import corrupt, is_identity_on
 from nnassay.tasks.methods.empirical.images import affine_warp, from_unit, to_unit
 from nnassay.tasks.methods.empirical.pictures import save_examples
-from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
+from nnassay.tasks.methods.registry import MethodParams, P, RobustnessMethod, RunContext, T, register
 
 
 def _channels_side(ctx: RunContext) -> tuple[int, int]:
@@ -55,17 +55,17 @@ class CorruptionParams(MethodParams):
     examples: int = Field(default=8, ge=0, le=20, description="Corruptions shown in the example picture.")
 
 
-class _ImageMethod(RobustnessMethod):
+class _ImageMethod(RobustnessMethod[P, T]):
     family = MethodFamily.EMPIRICAL
     clause = "7.4"
     data_kinds = ("image",)
 
-    def check(self, ctx_threat: Threat, data_kind: str) -> list[str]:
+    def check(self, ctx_threat: AnyThreat, data_kind: str) -> list[str]:
         return check_kind(self.name, self.data_kinds, ctx_threat, data_kind)
 
 
 @register
-class CorruptionAccuracy(_ImageMethod):
+class CorruptionAccuracy(_ImageMethod[CorruptionParams, Corruption]):
     """Accuracy under natural image corruptions at five severities (corruption benchmark).
 
     Reference: ISO/IEC TR 24029-1 Annex A (data perturbation) and 7.4 (benchmarking); Hendrycks &
@@ -84,17 +84,14 @@ class CorruptionAccuracy(_ImageMethod):
     name = "empirical.corruption_accuracy"
     threats = ("corruption",)
     metrics = ("mean_accuracy", "corruption_error", "relative_robustness")
-    Params = CorruptionParams
     priority = 20
 
-    def params_for(self, threat: Threat, overrides: dict[str, Any]) -> MethodParams:
-        assert isinstance(threat, Corruption)
+    def derive_params(self, threat: Corruption, overrides: dict[str, Any]) -> CorruptionParams:
         return CorruptionParams(
             **{"corruptions": threat.corruptions, "severities": threat.severities, **overrides}
         )
 
-    def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
-        assert isinstance(params, CorruptionParams)
+    def run(self, ctx: RunContext[Corruption], params: CorruptionParams) -> MethodOutcome:
         x, y = ctx.data.x, ctx.data.y
         clean = ctx.model.predict(x) == y
         names = [c for c in params.corruptions if not is_identity_on(c, *_channels_side(ctx))]
@@ -184,7 +181,7 @@ class CorruptionAccuracy(_ImageMethod):
             details={
                 "clean_accuracy": float(clean.mean()),
                 "accuracy": cells,
-                "skipped": skipped,
+                "skipped": list(skipped),
                 "corruption_error_minus_clean_error": float(clean.mean() - per_sample.mean()),
                 "definitions": "ImageNet-C (Hendrycks & Dietterich 2019), spatial parameters x side/224",
             },
@@ -253,7 +250,7 @@ def geometric(
 
 
 @register
-class GeometricWorstCase(_ImageMethod):
+class GeometricWorstCase(_ImageMethod[GeometricParams, Geometric]):
     """Accuracy under rotation, translation, scaling or shear, worst case over a parameter grid.
 
     Reference: ISO/IEC TR 24029-1 Annex A and 7.4; Engstrom et al., "Exploring the Landscape of
@@ -268,15 +265,12 @@ class GeometricWorstCase(_ImageMethod):
     name = "empirical.geometric_worst_case"
     threats = ("geometric",)
     metrics = ("worst_case_accuracy", "mean_accuracy")
-    Params = GeometricParams
     priority = 20
 
-    def params_for(self, threat: Threat, overrides: dict[str, Any]) -> MethodParams:
-        assert isinstance(threat, Geometric)
+    def derive_params(self, threat: Geometric, overrides: dict[str, Any]) -> GeometricParams:
         return GeometricParams(**{"transform": threat.transform, "values": threat.values, **overrides})
 
-    def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
-        assert isinstance(params, GeometricParams)
+    def run(self, ctx: RunContext[Geometric], params: GeometricParams) -> MethodOutcome:
         x, y = ctx.data.x, ctx.data.y
         grid = sorted(set(params.values))
         correct = np.zeros((len(grid), len(y)), dtype=bool)
@@ -330,7 +324,7 @@ class GeometricWorstCase(_ImageMethod):
             ),
             details={
                 "clean_accuracy": float((ctx.model.predict(x) == y).mean()),
-                "grid": grid,
+                "grid": list(grid),
                 "accuracy_per_value": {f"{v:g}": float(c.mean()) for v, c in zip(grid, correct, strict=True)},
                 "non_robust_indices": [int(i) for i in np.flatnonzero(~worst)],
             },

@@ -17,16 +17,18 @@ from pydantic import Field, JsonValue, field_validator
 from nnassay.schemas.results import MethodOutcome, TestStatus
 from nnassay.tasks.methods.empirical import attacks_whitebox as wb
 from nnassay.tasks.methods.empirical.attack_base import (
+    AP,
     AttackMethod,
     AttackParams,
     AttackRun,
+    Ball,
     Search,
     distances,
     norm_of,
 )
 from nnassay.tasks.methods.empirical.common import ort_wrong
 from nnassay.tasks.methods.empirical.methods_blackbox import square_candidates
-from nnassay.tasks.methods.registry import MethodParams, RunContext, register
+from nnassay.tasks.methods.registry import RunContext, register
 
 DEVIATION_WARN = 1e-3  # relative deviation of torch from ONNX Runtime logits worth a caveat
 
@@ -56,19 +58,18 @@ def torch_threads(x: np.ndarray, batch_size: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-class WhiteBoxAttack(AttackMethod):
+class WhiteBoxAttack(AttackMethod[AP]):
     """Base of gradient attacks: builds and checks the torch executor (abstract)."""
 
-    def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
-        assert isinstance(params, AttackParams)
+    def run(self, ctx: RunContext[Ball], params: AP) -> MethodOutcome:
         with torch_threads(ctx.data.x, params.batch_size):
             return super().run(ctx, params)
 
-    def prepare(self, ctx: RunContext, params: AttackParams) -> tuple[Any, MethodOutcome | None]:
+    def prepare(self, ctx: RunContext[Ball], params: AP) -> tuple[Any, MethodOutcome | None]:
         try:
             module = ctx.model.torch_module().eval()
         except Exception as exc:  # the executor lists unsupported ops in its message
-            nodes = [list(n) for n in getattr(exc, "nodes", [])]
+            nodes: list[JsonValue] = [list(n) for n in getattr(exc, "nodes", [])]
             return None, MethodOutcome(
                 status=TestStatus.INCONCLUSIVE,
                 details={"unsupported_nodes": nodes},
@@ -110,14 +111,14 @@ class WhiteBoxAttack(AttackMethod):
         )
 
     def attack(
-        self, setup: Any, ctx: RunContext, params: AttackParams, x: np.ndarray, y: np.ndarray, eps: float
+        self, setup: Any, ctx: RunContext[Ball], params: AP, x: np.ndarray, y: np.ndarray, eps: float
     ) -> AttackRun:
         xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
         et = torch.full((len(x),), float(eps), dtype=xt.dtype)
         return AttackRun(self.gradient_attack(setup, params, xt, yt, et).numpy())
 
     def gradient_attack(
-        self, setup: WhiteBox, params: Any, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor
+        self, setup: WhiteBox, params: AP, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor
     ) -> torch.Tensor:
         """Candidates from the gradient attack at per-sample radii ``eps``."""
         raise NotImplementedError
@@ -132,7 +133,7 @@ class PgdParams(AttackParams):
 
 
 @register
-class Fgsm(WhiteBoxAttack):
+class Fgsm(WhiteBoxAttack[AttackParams]):
     """Fast Gradient Sign Method: one gradient step to the edge of the eps ball.
 
     Reference: Goodfellow, Shlens & Szegedy, "Explaining and Harnessing Adversarial Examples", ICLR
@@ -146,7 +147,7 @@ class Fgsm(WhiteBoxAttack):
     priority = 90
 
     def gradient_attack(
-        self, setup: WhiteBox, params: Any, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor
+        self, setup: WhiteBox, params: AttackParams, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor
     ) -> torch.Tensor:
         return wb.fgsm(setup.module, x, y, eps, setup.box)
 
@@ -168,7 +169,7 @@ def _pgd(
 
 
 @register
-class PgdLinf(WhiteBoxAttack):
+class PgdLinf(WhiteBoxAttack[PgdParams]):
     """Projected gradient descent with random restarts in the L-inf ball.
 
     Reference: Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks", ICLR
@@ -180,11 +181,10 @@ class PgdLinf(WhiteBoxAttack):
 
     name = "empirical.pgd_linf"
     threats = ("linf_ball",)
-    Params = PgdParams
     priority = 80
 
     def gradient_attack(
-        self, setup: WhiteBox, params: Any, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor
+        self, setup: WhiteBox, params: PgdParams, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor
     ) -> torch.Tensor:
         return _pgd(setup, params, x, y, eps)
 
@@ -266,7 +266,7 @@ def _apgd(
 
 
 @register
-class Apgd(WhiteBoxAttack):
+class Apgd(WhiteBoxAttack[ApgdParams]):
     """Auto-PGD with the cross-entropy loss and the targeted difference-of-logits-ratio loss.
 
     Reference: Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of
@@ -278,13 +278,11 @@ class Apgd(WhiteBoxAttack):
     """
 
     name = "empirical.apgd"
-    Params = ApgdParams
     priority = 70
 
     def attack(
-        self, setup: Any, ctx: RunContext, params: AttackParams, x: np.ndarray, y: np.ndarray, eps: float
+        self, setup: Any, ctx: RunContext[Ball], params: ApgdParams, x: np.ndarray, y: np.ndarray, eps: float
     ) -> AttackRun:
-        assert isinstance(params, ApgdParams)
         classes = ctx.model.n_classes
         return _worst_case(
             ctx,
@@ -339,7 +337,7 @@ class EnsembleParams(PgdParams):
 
 
 @register
-class AutoAttackLite(WhiteBoxAttack):
+class AutoAttackLite(WhiteBoxAttack[EnsembleParams]):
     """Worst case per sample over FGSM, PGD, APGD-CE, APGD-T (DLR) and Square Attack (AutoAttack style).
 
     Reference: Croce & Hein, ICML 2020 (AutoAttack: APGD-CE, APGD-T, Square), plus FGSM (Goodfellow
@@ -352,13 +350,17 @@ class AutoAttackLite(WhiteBoxAttack):
     """
 
     name = "empirical.autoattack_lite"
-    Params = EnsembleParams
     priority = 60  # after formal.local_robustness (50), before the single attacks
 
     def attack(
-        self, setup: Any, ctx: RunContext, params: AttackParams, x: np.ndarray, y: np.ndarray, eps: float
+        self,
+        setup: Any,
+        ctx: RunContext[Ball],
+        params: EnsembleParams,
+        x: np.ndarray,
+        y: np.ndarray,
+        eps: float,
     ) -> AttackRun:
-        assert isinstance(params, EnsembleParams)
         apgd = ApgdParams(steps=params.apgd_steps, targets=params.targets)
         attacks: list[tuple[str, AttackFn]] = [
             ("fgsm", lambda xs, ys, e: wb.fgsm(setup.module, xs, ys, e, setup.box)),
@@ -392,7 +394,7 @@ class MinEpsParams(AttackParams):
 
 
 @register
-class MinEps(WhiteBoxAttack):
+class MinEps(WhiteBoxAttack[MinEpsParams]):
     """Smallest adversarial radius per sample, by bisection over PGD (checked on ONNX Runtime).
 
     Reference: minimal-perturbation evaluation as in Foolbox's MinimizationAttack (Rauber et al.
@@ -406,19 +408,17 @@ class MinEps(WhiteBoxAttack):
 
     name = "empirical.min_eps"
     metrics = ("median_min_eps", "mean_min_eps", "robust_accuracy", "attack_success_rate")
-    Params = MinEpsParams
     priority = 75
 
     def search(
         self,
         setup: Any,
-        ctx: RunContext,
-        params: AttackParams,
+        ctx: RunContext[Ball],
+        params: MinEpsParams,
         x: np.ndarray,
         y: np.ndarray,
         grid: list[float],
     ) -> Search:
-        assert isinstance(params, MinEpsParams)
         cap = max((params.eps or max(grid)) * params.cap_factor, max(grid))
         pgd = PgdParams(steps=params.steps, restarts=params.restarts, rel_step=params.rel_step)
         best, x_adv = np.full(len(x), np.inf), x.copy()

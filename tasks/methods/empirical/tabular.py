@@ -15,7 +15,7 @@ from pydantic import Field, JsonValue
 from nnassay.schemas.common import MethodFamily
 from nnassay.schemas.goals import FeatureSpec
 from nnassay.schemas.results import MethodOutcome, TestStatus
-from nnassay.schemas.threats import TabularPerturbation, Threat
+from nnassay.schemas.threats import AnyThreat, TabularPerturbation
 from nnassay.tasks.methods.empirical.common import check_kind, rate, save_npz
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
 
@@ -112,7 +112,7 @@ class TabularParams(MethodParams):
 
 
 @register
-class TabularRobustness(RobustnessMethod):
+class TabularRobustness(RobustnessMethod[TabularParams, TabularPerturbation]):
     """Accuracy and label flips under perturbations of declared tabular features.
 
     Reference: ISO/IEC TR 24029-1 Annex A (data perturbation) and 5.3.2 / 7.4. Threat model:
@@ -131,20 +131,17 @@ class TabularRobustness(RobustnessMethod):
     threats = ("tabular",)
     metrics = ("accuracy", "label_flip_rate")
     data_kinds = ("tabular",)
-    Params = TabularParams
     priority = 20
 
-    def check(self, ctx_threat: Threat, data_kind: str) -> list[str]:
+    def check(self, ctx_threat: AnyThreat, data_kind: str) -> list[str]:
         return check_kind(self.name, self.data_kinds, ctx_threat, data_kind)
 
-    def params_for(self, threat: Threat, overrides: dict[str, Any]) -> MethodParams:
-        assert isinstance(threat, TabularPerturbation)
+    def derive_params(self, threat: TabularPerturbation, overrides: dict[str, Any]) -> TabularParams:
         return TabularParams(
             **{"perturbation": threat.perturbation, "strength": threat.strength, **overrides}
         )
 
-    def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
-        assert isinstance(params, TabularParams)
+    def run(self, ctx: RunContext[TabularPerturbation], params: TabularParams) -> MethodOutcome:
         x, y = ctx.data.x, ctx.data.y
         if x.ndim != 2:
             return MethodOutcome(

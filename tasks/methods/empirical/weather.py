@@ -115,7 +115,7 @@ def snow(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     cells = max(2, round(224 / zoom))
     layer = rng.normal(mean, std, (n, cells, cells))
     layer = _resize(np.where(layer < threshold, 0.0, layer), h, w)[..., None]
-    angles = rng.uniform(-135, -45, n)
+    angles = np.asarray(rng.uniform(-135, -45, n))
     layer = np.stack(
         [
             convolve(f[None], motion_kernel(radius * scale, sigma * scale, a))[0]

@@ -8,7 +8,7 @@ re-check. Every loop stops at the deadline.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -204,7 +204,7 @@ class _Boxes:
     def pop(self, n: int) -> tuple[Tensor, Tensor, dict[int, tuple[Tensor, Tensor]]]:
         """Remove and return the newest ``n`` boxes, oldest first; their bounds are dropped unless
         every box taken has them (they are only a speed-up)."""
-        parts = []
+        parts: list[tuple[Tensor, Tensor, dict[int, tuple[Tensor, Tensor]]]] = []
         while n > 0 and self.chunks:
             low, high, pre = self.chunks.pop()
             cut = max(len(low) - n, 0)
@@ -274,6 +274,8 @@ class _Pool:
     betas: dict[int, Tensor]
     margin: Tensor
     rows: Tensor
+    scores: dict[int, Tensor] = field(default_factory=dict)  # per ReLU layer, the split scores (set by
+    # the bounding round that opened the pool; not carried by rebuild)
 
     def __len__(self) -> int:
         return int(self.margin.shape[0])
@@ -294,8 +296,10 @@ class _Pool:
         """A pool of the same layers from tensors in the order of ``tensors()``."""
         it = iter(tensors)
         pre = {k: (next(it), next(it)) for k in self.pre}
-        parts = [{k: next(it) for k in part} for part in (self.splits, self.alphas, self.betas)]
-        return _Pool(pre, *parts, next(it), next(it))
+        splits, alphas, betas = (
+            {k: next(it) for k in part} for part in (self.splits, self.alphas, self.betas)
+        )
+        return _Pool(pre, splits, alphas, betas, next(it), next(it))
 
     def select(self, idx: Tensor) -> _Pool:
         """The sub-domains at ``idx``."""
@@ -513,7 +517,7 @@ def _bound_batch(
     )
     open_pool.scores = _scores(
         net, open_pool, {k: v[keep] for k, v in record.items()}, rows.gather(1, sel)[keep]
-    )  # type: ignore[attr-defined]
+    )
     return done_margin, open_pool
 
 
@@ -537,7 +541,7 @@ def _scores(net: Network, pool: _Pool, record: dict[int, Tensor], rows: Tensor) 
 
 def _split(net: Network, pool: _Pool, relus: list[int]) -> _Pool | None:
     """Two children per sub-domain, on the neuron with the best score; None when nothing is left to split."""
-    scores: dict[int, Tensor] = pool.scores  # type: ignore[attr-defined]
+    scores = pool.scores
     flat = torch.cat([scores[k] for k in relus], 1)
     best, where = flat.max(1)
     if (best < 0).any():

@@ -156,7 +156,7 @@ def intermediate_bounds(
     *,
     method: str = "crown",
     inter_alphas: dict[int, dict[int, Tensor]] | None = None,
-    rows_cache: dict[int, Tensor] | None = None,
+    rows_cache: dict[int, tuple[Tensor, Tensor]] | None = None,
 ) -> Bounds:
     """Fill ``rel.pre`` for every nonlinear layer (keeping tighter bounds already there).
 
@@ -187,7 +187,7 @@ def _refine(
     rel: Relaxation,
     method: str,
     inter_alphas: dict[int, dict[int, Tensor]] | None,
-    rows_cache: dict[int, Tensor] | None,
+    rows_cache: dict[int, tuple[Tensor, Tensor]] | None,
 ) -> Bounds:
     if method == "inherit" and k in rel.pre and not _only_affine_before(net, k):
         # bounds inherited from a containing box: stable neurons keep them, unstable ones get CROWN
@@ -196,11 +196,10 @@ def _refine(
         if rows[0].shape[1]:
             cur_low, cur_high = _crown_rows(net, k, rows, cur_low, cur_high, low, high, rel, inter_alphas)
     elif method in ("crown", "inherit") and not _only_affine_before(net, k):
-        rows = rows_cache.get(k) if rows_cache is not None else None
-        if rows is None:
-            rows = _needs_rows(layer, cur_low, cur_high)
-            if rows_cache is not None:
-                rows_cache[k] = rows
+        cached = rows_cache.get(k) if rows_cache is not None else None
+        rows = cached if cached is not None else _needs_rows(layer, cur_low, cur_high)
+        if cached is None and rows_cache is not None:
+            rows_cache[k] = rows
         if rows[0].shape[1]:
             cur_low, cur_high = _crown_rows(net, k, rows, cur_low, cur_high, low, high, rel, inter_alphas)
     if k in rel.pre:  # bounds known before (a parent domain, an earlier pass) are valid here too
@@ -476,7 +475,7 @@ def alpha_crown(
             rel.betas[k] = torch.zeros(batch, m, rel.pre[k][0].shape[1], dtype=c.dtype)
     params = [t.requires_grad_(True) for t in list(rel.alphas.values()) + list(rel.betas.values())]
     inter: dict[int, dict[int, Tensor]] = {}
-    rows: dict[int, Tensor] = {}
+    rows: dict[int, tuple[Tensor, Tensor]] = {}
     base_pre = dict(rel.pre)
     best = torch.full((batch, m), -torch.inf, dtype=c.dtype) if start is None else start.detach().clone()
     optimiser = None

@@ -7,6 +7,7 @@ region's box and its outputs satisfy a violation clause with zero tolerance.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,7 +135,7 @@ def _check_best(
 
 
 def pgd(
-    model: torch.nn.Module,
+    model: Callable[[Tensor], Tensor],
     spec: Spec,
     x: Tensor,
     low: Tensor,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F  # noqa: N812 (the usual torch alias)
+from torch.nn.grad import conv2d_input
 
 Tensor = torch.Tensor
 RELAX_SLACK = 1e-12  # outward slack on relaxation intercepts: float64 rounding of chords and tangents
@@ -155,7 +156,7 @@ class Conv(Affine):
         g = self.geo
         flat = a.reshape(-1, *g.out_shape)
         size = [flat.shape[0], *g.in_shape]
-        out = torch.nn.grad.conv2d_input(size, self.weight, flat, g.stride, g.padding, g.dilation, g.groups)
+        out = conv2d_input(size, self.weight, flat, g.stride, g.padding, g.dilation, g.groups)
         return out.reshape(*a.shape[:-1], self.n_in)
 
     def bias_of(self, a: Tensor) -> Tensor:

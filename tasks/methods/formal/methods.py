@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from pydantic import Field, JsonValue
@@ -21,7 +21,7 @@ from pydantic import Field, JsonValue
 from nnassay.schemas.common import ClaimKind, Measurement, MethodFamily
 from nnassay.schemas.goals import Layout
 from nnassay.schemas.results import MethodOutcome, Series, TestStatus
-from nnassay.schemas.threats import LinfBall, Threat, VnnlibProperty
+from nnassay.schemas.threats import LinfBall, VnnlibProperty
 from nnassay.tasks.methods.formal.method_artifacts import save_counterexamples
 from nnassay.tasks.methods.formal.property import Box, Property, local_robustness
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
@@ -116,14 +116,16 @@ class LocalParams(MethodParams):
     tol: float = Field(default=0.05, gt=0, lt=1, description="Radius search stops at this relative gap.")
 
 
-class _FormalBase(RobustnessMethod):
+LP = TypeVar("LP", bound=LocalParams)
+
+
+class _FormalBase(RobustnessMethod[LP, LinfBall]):
     family = MethodFamily.FORMAL
     claim = ClaimKind.PROOF
     priority = 50
 
-    def params_for(self, threat: Threat, overrides: dict[str, Any]) -> MethodParams:
-        eps = threat.eps if isinstance(threat, LinfBall) else None
-        return self.Params(**{"eps": eps, **overrides})
+    def derive_params(self, threat: LinfBall, overrides: dict[str, Any]) -> LP:
+        return super().derive_params(threat, {"eps": threat.eps, **overrides})
 
     def verify_sample(
         self, engine: Any, ctx: RunContext, index: int, budget: float, eps: float, affine: Affine
@@ -249,7 +251,7 @@ def fair_share(ctx: RunContext, per_sample: float, remaining: int) -> float:
 
 
 @register
-class LocalRobustness(_FormalBase):
+class LocalRobustness(_FormalBase[LocalParams]):
     """Proof of local robustness on each test sample: no input in its L-inf ball changes the class.
 
     Reference: ISO/IEC TR 24029-1 6.3.4 (abstract interpretation: sound bound propagation with branch
@@ -264,19 +266,20 @@ class LocalRobustness(_FormalBase):
     clause = "6.3.4"
     threats = ("linf_ball",)
     metrics = ("verified_fraction", "falsified_fraction")
-    Params = LocalParams
 
     shard_unit = (
         1  # nnassay.tasks.pipeline.sharding: samples are verified independently, so shards may be any range
     )
     shard_size = 1  # one verification instance per task (each shows, runs and resumes on its own)
 
-    def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
+    def run(self, ctx: RunContext[LinfBall], params: LocalParams) -> MethodOutcome:
         return self.merge_parts(ctx, params, [self.run_part(ctx, params, 0, len(ctx.data))])
 
-    def run_part(self, ctx: RunContext, params: MethodParams, start: int, stop: int) -> list[SampleResult]:
+    def run_part(
+        self, ctx: RunContext[LinfBall], params: LocalParams, start: int, stop: int
+    ) -> list[SampleResult]:
         """Verdicts of samples [start, stop)."""
-        assert isinstance(params, LocalParams) and params.eps is not None
+        assert params.eps is not None
         engine = load_engine()
         affine, results = affine_of(ctx), []
         for i in range(start, stop):
@@ -298,9 +301,9 @@ class LocalRobustness(_FormalBase):
         return results
 
     def merge_parts(
-        self, ctx: RunContext, params: MethodParams, parts: list[list[SampleResult]]
+        self, ctx: RunContext[LinfBall], params: LocalParams, parts: list[list[SampleResult]]
     ) -> MethodOutcome:
-        assert isinstance(params, LocalParams) and params.eps is not None
+        assert params.eps is not None
         results = sorted((r for p in parts for r in p), key=lambda r: r.index)
         return summarize(ctx, results, params.eps)
 
@@ -340,11 +343,11 @@ def summarize(ctx: RunContext, results: list[SampleResult], eps: float) -> Metho
         "verified": len(proved),
         "falsified": len(broken),
         "unknown": undecided,
-        "verified_indices": proved,
-        "falsified_indices": broken,  # type: ignore[dict-item]
+        "verified_indices": list(proved),
+        "falsified_indices": list(broken),
         "per_sample": [r.as_json() for r in results],
         "verifier": "nnassay sound bound propagation + branch and bound (nnassay.tasks.methods.formal.verifier)",
-        "verifier_devices": sorted({r.device for r in results if r.device}),  # type: ignore[dict-item]
+        "verifier_devices": list(sorted({r.device for r in results if r.device})),
     }
     reason = f"{undecided} of {n} samples undecided within the time budget" if undecided else None
     found = [(r.index, r.label, r.x_adv, r.method == "clean") for r in results if r.x_adv is not None]
@@ -372,7 +375,7 @@ class VnnlibParams(MethodParams):
 
 
 @register
-class VnnlibPropertyCheck(RobustnessMethod):
+class VnnlibPropertyCheck(RobustnessMethod[VnnlibParams, VnnlibProperty]):
     """Check of a VNN-LIB property (VNN-COMP semantics) on the ONNX model with the sound verifier.
 
     Reference: ISO/IEC TR 24029-1 6.2 (property specification) and 6.3 (verdict per property). Threat
@@ -388,11 +391,9 @@ class VnnlibPropertyCheck(RobustnessMethod):
     threats = ("vnnlib",)
     metrics = ("property_holds",)
     claim = ClaimKind.PROOF
-    Params = VnnlibParams
     priority = 50
 
-    def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
-        assert isinstance(params, VnnlibParams) and isinstance(ctx.threat, VnnlibProperty)
+    def run(self, ctx: RunContext[VnnlibProperty], params: VnnlibParams) -> MethodOutcome:
         from nnassay.tasks.methods.formal.command import check_counterexample, run_model
         from nnassay.tasks.methods.formal.vnnlib import VnnlibError, parse_vnnlib
 
@@ -473,7 +474,7 @@ class StableSpaceParams(LocalParams):
 
 
 @register
-class MaxStableSpace(_FormalBase):
+class MaxStableSpace(_FormalBase[StableSpaceParams]):
     """Maximum stable space per sample: the largest L-inf radius proved not to change the class.
 
     Reference: ISO/IEC TR 24029-1 6.2.3 (maximum stable space for perturbation resistance), proved by
@@ -481,36 +482,32 @@ class MaxStableSpace(_FormalBase):
     range, searched up to ``eps_max`` (4 eps). Parameters: ``time_per_sample_s`` (10), ``tol`` (0.05
     relative). Result: ``mean_certified_radius`` (mean proved radius, 0 for misclassified samples)
     and ``certified_fraction_at_eps`` (samples whose proved radius reaches eps), plus the certified
-    accuracy curve over the sweep. Used only when a goal names it (slow).
+    accuracy curve over the sweep. Used only when a goal names it (slow). The radius search stops on
+    a wall-clock budget per sample: on a loaded machine a search can end earlier, with a smaller
+    (still proved) radius, so the same seed gives the same radii only when no search hits its budget.
     """
 
     name = "formal.max_stable_space"
     clause = "6.2.3"
     threats = ("linf_ball",)
     metrics = ("mean_certified_radius", "certified_fraction_at_eps")
-    Params = StableSpaceParams
     default = False
-    known_gaps = {
-        "deterministic": "the radius search stops on a wall-clock budget per sample; on a loaded"
-        " machine a search can end earlier, with a smaller (still proved) radius"
-    }
 
-    def params_for(self, threat: Threat, overrides: dict[str, Any]) -> MethodParams:
-        assert isinstance(threat, LinfBall)
+    def derive_params(self, threat: LinfBall, overrides: dict[str, Any]) -> StableSpaceParams:
         sweep = sorted({*(threat.sweep or [threat.eps * k / 4 for k in (1, 2, 3)]), threat.eps})
         return StableSpaceParams(**{"eps": threat.eps, "sweep": sweep, **overrides})
 
     shard_unit = 1  # nnassay.tasks.pipeline.sharding: radii are searched per sample
     shard_size = 1  # one radius search per task
 
-    def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
+    def run(self, ctx: RunContext[LinfBall], params: StableSpaceParams) -> MethodOutcome:
         return self.merge_parts(ctx, params, [self.run_part(ctx, params, 0, len(ctx.data))])
 
     def run_part(
-        self, ctx: RunContext, params: MethodParams, start: int, stop: int
+        self, ctx: RunContext[LinfBall], params: StableSpaceParams, start: int, stop: int
     ) -> list[tuple[int, float, float | None]]:
         """(index, proved radius, refuted radius) of samples [start, stop)."""
-        assert isinstance(params, StableSpaceParams) and params.eps is not None
+        assert params.eps is not None
         engine = load_engine()
         affine, eps_max = affine_of(ctx), params.eps_max or 4 * params.eps
         predicted = ctx.model.predict(ctx.data.x[start:stop])
@@ -525,9 +522,12 @@ class MaxStableSpace(_FormalBase):
         return radii
 
     def merge_parts(
-        self, ctx: RunContext, params: MethodParams, parts: list[list[tuple[int, float, float | None]]]
+        self,
+        ctx: RunContext[LinfBall],
+        params: StableSpaceParams,
+        parts: list[list[tuple[int, float, float | None]]],
     ) -> MethodOutcome:
-        assert isinstance(params, StableSpaceParams) and params.eps is not None
+        assert params.eps is not None
         rows = sorted(r for p in parts for r in p)
         return self.outcome(ctx, params, [(lo, hi) for _, lo, hi in rows], params.eps_max or 4 * params.eps)
 
@@ -573,7 +573,7 @@ class MaxStableSpace(_FormalBase):
             details={
                 "radius_lower": [float(r[0]) for r in radii],
                 "radius_upper": [None if r[1] is None else float(r[1]) for r in radii],
-                "verified_indices": certified,
+                "verified_indices": list(certified),
                 "eps_max": eps_max,
-            },  # type: ignore[dict-item]
+            },
         )

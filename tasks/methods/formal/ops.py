@@ -148,14 +148,19 @@ def _conv(ctx: OpContext) -> list[Layer]:
     pads = list(node.attr("pads", [0, 0, 0, 0]))
     if pads[:2] != pads[2:] or node.attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
         return _probe_affine(ctx)
+    (c_in, h_in, w_in), (c_out, h_out, w_out) = ctx.in_shape, ctx.out_shape
+    (stride_h, stride_w), (dilation_h, dilation_w) = (
+        node.attr("strides", [1, 1]),
+        node.attr("dilations", [1, 1]),
+    )
     geo = ConvGeometry(
-        ctx.in_shape,
-        ctx.out_shape,
-        tuple(node.attr("strides", [1, 1])),
-        tuple(pads[:2]),
-        tuple(node.attr("dilations", [1, 1])),
+        (c_in, h_in, w_in),
+        (c_out, h_out, w_out),
+        (stride_h, stride_w),
+        (pads[0], pads[1]),
+        (dilation_h, dilation_w),
         int(node.attr("group", 1)),
-    )  # type: ignore[arg-type]
+    )
     bias = ctx.consts[2] if len(ctx.consts) > 2 else None
     return [Conv(ctx.consts[1], bias, geo)]
 

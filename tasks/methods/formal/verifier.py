@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import onnx
@@ -82,12 +82,12 @@ class _Run:
     def left(self) -> float:
         return self.deadline - time.monotonic()
 
-    def outcome(self, verdict: Verdict, method: str, **kw: object) -> VerificationOutcome:
+    def outcome(self, verdict: Verdict, method: str, **kw: Any) -> VerificationOutcome:
         return VerificationOutcome(
             verdict,
             method,
             time.monotonic() - self.start,
-            branches=self.branches,  # type: ignore[arg-type]
+            branches=self.branches,
             device=str(self.device),
             **kw,
         )

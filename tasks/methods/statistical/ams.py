@@ -17,7 +17,7 @@ from pydantic import Field
 
 from nnassay.schemas.common import ClaimKind, Measurement, MethodFamily
 from nnassay.schemas.results import MethodOutcome, Series, TestStatus
-from nnassay.schemas.threats import LinfBall, Threat
+from nnassay.schemas.threats import LinfBall
 from nnassay.tasks.io.model_io import ModelRunner
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
 from nnassay.tasks.methods.statistical import sampling
@@ -138,7 +138,7 @@ class AmsParams(MethodParams):
 
 
 @register
-class RareEventAms(RobustnessMethod):
+class RareEventAms(RobustnessMethod[AmsParams, LinfBall]):
     """Probability of a rare violation under uniform inputs in the L-inf ball, by multilevel splitting.
 
     Reference: Webb, Rainforth, Teh, Kumar, "A Statistical Approach to Assessing Neural Network
@@ -157,16 +157,14 @@ class RareEventAms(RobustnessMethod):
     threats = ("linf_ball",)
     metrics = ("violation_probability", "worst_log10_violation_probability", "rare_event_robust_fraction")
     claim = ClaimKind.ESTIMATE
-    Params = AmsParams
     priority = 60
     default = False  # costly; chosen when a goal names it
 
-    def params_for(self, threat: Threat, overrides: dict[str, Any]) -> MethodParams:
-        assert isinstance(threat, LinfBall)
+    def derive_params(self, threat: LinfBall, overrides: dict[str, Any]) -> AmsParams:
         return AmsParams(**{"eps": threat.eps, **overrides})
 
-    def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
-        assert isinstance(params, AmsParams) and params.eps is not None
+    def run(self, ctx: RunContext[LinfBall], params: AmsParams) -> MethodOutcome:
+        assert params.eps is not None
         x = ctx.data.x[: params.max_samples]
         clean = ctx.model.predict(x)
         estimates: list[AmsEstimate] = []

@@ -17,7 +17,7 @@ from scipy.stats import kstest, weibull_max
 
 from nnassay.schemas.common import ClaimKind, Measurement, MethodFamily
 from nnassay.schemas.results import MethodOutcome, Series, TestStatus
-from nnassay.schemas.threats import L2Ball, LinfBall, Threat
+from nnassay.schemas.threats import L2Ball, LinfBall
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
 from nnassay.tasks.methods.statistical import sampling
 from nnassay.tasks.methods.statistical.core import per_sample, rate
@@ -158,7 +158,7 @@ class CleverParams(MethodParams):
 
 
 @register
-class Clever(RobustnessMethod):
+class Clever(RobustnessMethod[CleverParams, LinfBall | L2Ball]):
     """CLEVER: extreme-value estimates of the smallest perturbation that changes the prediction.
 
     Reference: Weng, Zhang, Chen, Yi, Su, Gao, Hsieh, Daniel, "Evaluating the Robustness of Neural
@@ -176,16 +176,14 @@ class Clever(RobustnessMethod):
     threats = ("linf_ball", "l2_ball")
     metrics = ("mean_clever_score", "fraction_clever_above_eps")
     claim = ClaimKind.ESTIMATE
-    Params = CleverParams
     priority = 70
     default = False  # an estimate; chosen when a goal names it
 
-    def params_for(self, threat: Threat, overrides: dict[str, Any]) -> MethodParams:
-        assert isinstance(threat, LinfBall | L2Ball)
+    def derive_params(self, threat: LinfBall | L2Ball, overrides: dict[str, Any]) -> CleverParams:
         return CleverParams(**{"eps": threat.eps, **overrides})
 
-    def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
-        assert isinstance(params, CleverParams) and params.eps is not None
+    def run(self, ctx: RunContext[LinfBall | L2Ball], params: CleverParams) -> MethodOutcome:
+        assert params.eps is not None
         try:
             module = ctx.model.torch_module().eval()
         except Exception as exc:  # the executor reports unsupported models in its own exceptions

@@ -16,7 +16,7 @@ from pydantic import Field, JsonValue
 
 from nnassay.schemas.common import ClaimKind, Measurement, MethodFamily
 from nnassay.schemas.results import MethodOutcome, Series
-from nnassay.schemas.threats import GaussianNoise, Threat, UniformNoise
+from nnassay.schemas.threats import GaussianNoise, NoThreat, UniformNoise
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
 from nnassay.tasks.stats.intervals import proportion_interval
 
@@ -85,7 +85,7 @@ class CleanParams(MethodParams):
 
 
 @register
-class CleanAccuracy(RobustnessMethod):
+class CleanAccuracy(RobustnessMethod[CleanParams, NoThreat]):
     """Accuracy on the unperturbed test data, with an exact confidence interval.
 
     Reference: ISO/IEC TR 24029-1 5.2.3. Threat model: none (the reference every other goal is
@@ -98,11 +98,9 @@ class CleanAccuracy(RobustnessMethod):
     threats = ("none",)
     metrics = ("accuracy", "error_rate")
     claim = ClaimKind.BOUND
-    Params = CleanParams
     priority = 10
 
-    def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
-        assert isinstance(params, CleanParams)
+    def run(self, ctx: RunContext[NoThreat], params: CleanParams) -> MethodOutcome:
         pred = ctx.model.predict(ctx.data.x)
         correct = int((pred == ctx.data.y).sum())
         n = len(ctx.data)
@@ -150,8 +148,11 @@ class NoiseParams(MethodParams):
     )
 
 
+Noise = GaussianNoise | UniformNoise  # the threats of the noise measurements
+
+
 def perturb(
-    x: np.ndarray, threat: Threat, strength: float, rng: np.random.Generator, value_range: tuple[float, float]
+    x: np.ndarray, threat: Noise, strength: float, rng: np.random.Generator, value_range: tuple[float, float]
 ) -> np.ndarray:
     """Add Gaussian (sigma) or uniform L-inf (eps) noise and clip to the value range."""
     if isinstance(threat, GaussianNoise):
@@ -162,7 +163,7 @@ def perturb(
 
 
 @register
-class NoiseAccuracy(RobustnessMethod):
+class NoiseAccuracy(RobustnessMethod[NoiseParams, Noise]):
     """Accuracy and label-flip rate under random Gaussian or uniform L-inf noise.
 
     Reference: ISO/IEC TR 24029-1 5.3.2 (contrastive measures) and Annex A (data perturbation).
@@ -179,27 +180,25 @@ class NoiseAccuracy(RobustnessMethod):
     threats = ("gaussian_noise", "uniform_noise")
     metrics = ("accuracy", "label_flip_rate", "accuracy_drop")
     claim = ClaimKind.BOUND
-    Params = NoiseParams
     priority = 10
 
-    def params_for(self, threat: Threat, overrides: dict[str, Any]) -> MethodParams:
-        assert isinstance(threat, GaussianNoise | UniformNoise)
+    def derive_params(self, threat: Noise, overrides: dict[str, Any]) -> NoiseParams:
         strength = threat.sigma if isinstance(threat, GaussianNoise) else threat.eps
         sweep = threat.sweep or [strength * k / 4 for k in (1, 2, 3)]
         sweep = sorted({round(s, 12) for s in [*sweep, strength]})
         return NoiseParams(**{"strength": strength, "sweep": sweep, **overrides})
 
-    def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
+    def run(self, ctx: RunContext[Noise], params: NoiseParams) -> MethodOutcome:
         return self.merge_parts(ctx, params, [self.run_part(ctx, params, 0, len(ctx.data))])
 
     shard_unit = (
         BLOCK  # nnassay.tasks.pipeline.sharding: shards of this method start at multiples of BLOCK samples
     )
 
-    def run_part(self, ctx: RunContext, params: MethodParams, start: int, stop: int) -> NoisePart:
+    def run_part(self, ctx: RunContext[Noise], params: NoiseParams, start: int, stop: int) -> NoisePart:
         """Counts for samples [start, stop); the noise of block b, strength step s and draw d comes
         from its own stream seeded (seed, s, d, b), so shards reproduce the unsharded run exactly."""
-        assert isinstance(params, NoiseParams) and params.strength is not None and start % BLOCK == 0
+        assert params.strength is not None and start % BLOCK == 0
         began = time.monotonic()
         x, y = ctx.data.x[start:stop], ctx.data.y[start:stop]
         clean = ctx.model.predict(x)
@@ -235,9 +234,11 @@ class NoiseAccuracy(RobustnessMethod):
             time_s=time.monotonic() - began,
         )
 
-    def merge_parts(self, ctx: RunContext, params: MethodParams, parts: list[NoisePart]) -> MethodOutcome:
+    def merge_parts(
+        self, ctx: RunContext[Noise], params: NoiseParams, parts: list[NoisePart]
+    ) -> MethodOutcome:
         """The outcome of the whole test from its parts (sums and concatenations: exact)."""
-        assert isinstance(params, NoiseParams) and params.strength is not None
+        assert params.strength is not None
         parts = sorted(parts, key=lambda p: p.start)
         strengths = sorted({*params.sweep, params.strength})
         n_all = sum(len(p.clean_correct) for p in parts) * params.draws

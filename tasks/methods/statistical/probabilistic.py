@@ -14,7 +14,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from nnassay.schemas.common import ClaimKind, Confidence, MethodFamily
 from nnassay.schemas.results import MethodOutcome, Series, TestStatus
-from nnassay.schemas.threats import GaussianNoise, LinfBall, Threat, UniformNoise
+from nnassay.schemas.threats import GaussianNoise, LinfBall, UniformNoise
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
 from nnassay.tasks.methods.statistical import sampling
 from nnassay.tasks.methods.statistical.core import per_sample, rate
@@ -63,7 +63,10 @@ class FlipPart:
     time_s: float = 0.0
 
 
-def sampler_for(threat: Threat, strength: float, value_range: tuple[float, float]) -> sampling.Sampler:
+Random = GaussianNoise | UniformNoise | LinfBall  # the threats sampled here (a ball: uniformly)
+
+
+def sampler_for(threat: Random, strength: float, value_range: tuple[float, float]) -> sampling.Sampler:
     """The perturbation distribution of a threat: clipped Gaussian, clipped uniform, uniform box."""
     if isinstance(threat, GaussianNoise):
         return sampling.Gaussian(strength, clip=value_range)
@@ -73,7 +76,7 @@ def sampler_for(threat: Threat, strength: float, value_range: tuple[float, float
 
 
 @register
-class ProbabilisticRobustness(RobustnessMethod):
+class ProbabilisticRobustness(RobustnessMethod[ProbabilisticParams, Random]):
     """Per-sample probability that a random perturbation changes the prediction, with upper bounds.
 
     Reference: ISO/IEC TR 24029-1 5.2.2; Monte Carlo estimation with exact one-sided Clopper-Pearson
@@ -92,21 +95,21 @@ class ProbabilisticRobustness(RobustnessMethod):
     threats = ("gaussian_noise", "uniform_noise", "linf_ball")
     metrics = ("robust_sample_fraction", "mean_flip_probability")
     claim = ClaimKind.BOUND
-    Params = ProbabilisticParams
     priority = 40
     shard_unit = 1  # every sample has its own random stream
 
-    def params_for(self, threat: Threat, overrides: dict[str, Any]) -> MethodParams:
-        assert isinstance(threat, GaussianNoise | UniformNoise | LinfBall)
+    def derive_params(self, threat: Random, overrides: dict[str, Any]) -> ProbabilisticParams:
         strength = threat.sigma if isinstance(threat, GaussianNoise) else threat.eps
         return ProbabilisticParams(**{"strength": strength, **overrides})
 
-    def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
+    def run(self, ctx: RunContext[Random], params: ProbabilisticParams) -> MethodOutcome:
         return self.merge_parts(ctx, params, [self.run_part(ctx, params, 0, len(ctx.data))])
 
-    def run_part(self, ctx: RunContext, params: MethodParams, start: int, stop: int) -> FlipPart:
+    def run_part(
+        self, ctx: RunContext[Random], params: ProbabilisticParams, start: int, stop: int
+    ) -> FlipPart:
         """Flip counts of samples [start, stop); stops early when the time budget runs out."""
-        assert isinstance(params, ProbabilisticParams) and params.strength is not None
+        assert params.strength is not None
         x = ctx.data.x[start:stop]
         clean = ctx.model.predict(x)
         sampler = sampler_for(ctx.threat, params.strength, ctx.model.value_range)
@@ -125,9 +128,11 @@ class ProbabilisticRobustness(RobustnessMethod):
         flips = params.draws - counts[np.arange(done), clean[:done]]
         return FlipPart(start=start, flips=flips, total=stop - start)
 
-    def merge_parts(self, ctx: RunContext, params: MethodParams, parts: list[Any]) -> MethodOutcome:
+    def merge_parts(
+        self, ctx: RunContext[Random], params: ProbabilisticParams, parts: list[Any]
+    ) -> MethodOutcome:
         """The outcome over all parts (concatenation of per-sample counts: exact)."""
-        assert isinstance(params, ProbabilisticParams) and params.strength is not None
+        assert params.strength is not None
         parts = sorted(parts, key=lambda p: p.start)
         complete = [p for p in parts if len(p.flips) == p.total]
         flips = np.concatenate([p.flips for p in _prefix(parts)]) if parts else np.zeros(0, np.int64)

@@ -18,7 +18,7 @@ from scipy.stats import binomtest, norm
 
 from nnassay.schemas.common import ClaimKind, Measurement, MethodFamily
 from nnassay.schemas.results import MethodOutcome, Series, TestStatus
-from nnassay.schemas.threats import L2Ball, Threat
+from nnassay.schemas.threats import L2Ball
 from nnassay.tasks.io.model_io import ModelRunner
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
 from nnassay.tasks.methods.statistical import sampling
@@ -178,7 +178,7 @@ class SmoothingPart:
 
 
 @register
-class RandomizedSmoothing(RobustnessMethod):
+class RandomizedSmoothing(RobustnessMethod[SmoothingParams, L2Ball]):
     """L2 robustness certificates of the Gaussian-smoothed classifier (randomized smoothing).
 
     Reference: Cohen, Rosenfeld, Kolter, "Certified Adversarial Robustness via Randomized
@@ -196,12 +196,10 @@ class RandomizedSmoothing(RobustnessMethod):
     threats = ("l2_ball",)
     metrics = ("certified_accuracy", "abstention_rate", "mean_certified_radius")
     claim = ClaimKind.CERTIFICATE
-    Params = SmoothingParams
     priority = 50
     shard_unit = 1  # every sample has its own random streams
 
-    def params_for(self, threat: Threat, overrides: dict[str, Any]) -> MethodParams:
-        assert isinstance(threat, L2Ball)
+    def derive_params(self, threat: L2Ball, overrides: dict[str, Any]) -> SmoothingParams:
         params = SmoothingParams(**{"eps": threat.eps, **overrides})
         reach = max_radius(params.sigma, params.n, params.alpha)
         if params.eps is not None and params.eps > reach:
@@ -212,12 +210,13 @@ class RandomizedSmoothing(RobustnessMethod):
             )
         return params
 
-    def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
+    def run(self, ctx: RunContext[L2Ball], params: SmoothingParams) -> MethodOutcome:
         return self.merge_parts(ctx, params, [self.run_part(ctx, params, 0, len(ctx.data))])
 
-    def run_part(self, ctx: RunContext, params: MethodParams, start: int, stop: int) -> SmoothingPart:
+    def run_part(
+        self, ctx: RunContext[L2Ball], params: SmoothingParams, start: int, stop: int
+    ) -> SmoothingPart:
         """CERTIFY (and PREDICT) on samples [start, stop); stops early when the time runs out."""
-        assert isinstance(params, SmoothingParams)
         x = ctx.data.x[start:stop]
         certs, done = certify(
             ctx.model,
@@ -246,9 +245,10 @@ class RandomizedSmoothing(RobustnessMethod):
         ctx.progress(done, len(x))
         return SmoothingPart(start=start, total=stop - start, certificates=certs, smoothed=smoothed)
 
-    def merge_parts(self, ctx: RunContext, params: MethodParams, parts: list[Any]) -> MethodOutcome:
+    def merge_parts(
+        self, ctx: RunContext[L2Ball], params: SmoothingParams, parts: list[Any]
+    ) -> MethodOutcome:
         """The outcome over all parts (concatenation of per-sample certificates: exact)."""
-        assert isinstance(params, SmoothingParams)
         kept = _prefix(sorted(parts, key=lambda p: p.start))
         certs = Certificates(
             *(
