@@ -1,7 +1,9 @@
 """Model I/O: load an ONNX classifier on ONNX Runtime (CUDA when it really works, else CPU).
 
 ``ModelRunner`` takes data in *data space* (the model's layout, inside ``value_range``), applies the
-declared preprocessing, runs batches and returns float32 logits. It records the provider used.
+declared preprocessing, runs batches and returns float32 class scores from the chosen output (logits,
+or log-probabilities for a model that outputs probabilities). It records the provider used, the
+output read and whether it holds logits or probabilities.
 """
 
 from __future__ import annotations
@@ -16,14 +18,30 @@ import numpy as np
 
 from nnassay.schemas.goals import Layout, ModelSpec
 from nnassay.tasks.errors import ModelError
-from nnassay.tasks.io.files import sha256_file
+from nnassay.tasks.io.files import model_sha256
+from nnassay.tasks.io.model_outputs import (
+    TINY,
+    OutputInfo,
+    OutputKind,
+    TorchTarget,
+    choose_output,
+    detect_kind,
+    listing,
+    log_probabilities,
+    pruned,
+    read_scores,
+    torch_target,
+    zipmap_classes,
+)
 
 if TYPE_CHECKING:
+    import onnx
     import onnxruntime as ort
     import torch
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+LOG_TINY = float(np.log(TINY))
 
 
 def cuda_available() -> bool:
@@ -102,13 +120,19 @@ class ModelRunner:
             )
         declared = inputs[0].shape
         self.input_shape: list[int | str | None] = list(declared)
-        self.output_name = self.session.get_outputs()[0].name
+        self.outputs = [OutputInfo.of(o) for o in self.session.get_outputs()]
+        self.output = choose_output(self.outputs, spec.output_name, self.path)
+        self.output_name = self.output.name
+        self.class_labels = zipmap_classes(self._onnx, self.output_name) if self.output.is_zipmap else None
+        self._kind: OutputKind | None = spec.output
+        self.output_kind_source = "declared in model.output" if spec.output else "not yet detected"
         self._lock = threading.Lock()
+        self._check_scores()
 
     @cached_property
     def sha256(self) -> str:
         """SHA-256 of the ONNX file."""
-        return sha256_file(self.path)
+        return model_sha256(self.path)
 
     @property
     def layout(self) -> Layout:
@@ -169,12 +193,64 @@ class ModelRunner:
             out /= std
         return out
 
+    @cached_property
+    def _onnx(self) -> onnx.ModelProto:
+        import onnx
+
+        return onnx.load(str(self.path))
+
+    def _check_scores(self) -> None:
+        """Score a few random in-range inputs (when the input shape is known): the output must give
+        one score per class, and an undeclared output kind is detected from it (a property of the
+        function, so any input shows it: a softmax sums to 1 everywhere)."""
+        sample = self.sample_shape()
+        if sample is None:
+            return
+        low, high = self.value_range
+        rng = np.random.default_rng(0)
+        probe = rng.uniform(low, high, (self.fixed_batch or 8, *sample)).astype(np.float32)
+        try:
+            scores = self.scores(probe)
+        except Exception:  # onnxruntime raises several unrelated types; running the data reports it
+            self._kind = self.spec.output
+            return
+        self.__dict__["n_classes"] = self._classes_in(scores)
+        if self.spec.output is None:
+            self._kind, why = detect_kind(scores)
+            self.output_kind_source = f"detected: {why} (random inputs in model.value_range)"
+
+    def _classes_in(self, scores: np.ndarray) -> int:
+        if scores.shape[1] < 2:
+            raise ModelError(
+                f"output {self.output_name!r} gives {scores.shape[1]} score per sample, not one per "
+                f"class; the model's outputs are: {self.outputs_listing()}",
+                file=str(self.path),
+                field="model.output_name",
+                fix="set model.output_name to the output with one score per class (float [N, classes])",
+            )
+        return int(scores.shape[1])
+
+    @property
+    def output_kind(self) -> OutputKind:
+        """Whether the chosen output holds logits or probabilities (declared or detected)."""
+        return self._kind or "logits"
+
     def _run(self, batch: np.ndarray) -> np.ndarray:
         out = self.session.run([self.output_name], {self.input_name: batch})[0]
-        return np.asarray(out, dtype=np.float32).reshape(batch.shape[0], -1)
+        scores = read_scores(out, batch.shape[0], self.class_labels)
+        if self._kind is None:  # input shape unknown before: the first batch scored shows it
+            self._kind, why = detect_kind(scores)
+            self.output_kind_source = f"detected: {why} (the first batch scored)"
+        return scores
 
     def logits(self, x: np.ndarray, *, batch_size: int = 1024) -> np.ndarray:
-        """Raw first output for data-space inputs, shape (N, classes), float32."""
+        """Logits for data-space inputs, shape (N, classes), float32: the output itself, or for a
+        model that outputs probabilities ``log p`` (p floored at 1e-30), whose softmax is ``p``."""
+        scores = self.scores(x, batch_size=batch_size)
+        return log_probabilities(scores) if self.output_kind == "probabilities" else scores
+
+    def scores(self, x: np.ndarray, *, batch_size: int = 1024) -> np.ndarray:
+        """The chosen output as it is (logits or probabilities), shape (N, classes), float32."""
         model_x = self.preprocess(x)
         fixed = self.fixed_batch
         step = fixed or batch_size
@@ -192,19 +268,21 @@ class ModelRunner:
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities: softmax of logits, or the output itself if it is probabilities."""
-        return to_probabilities(self.logits(x), self.spec.output)
+        return to_probabilities(self.scores(x), self.output_kind)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Predicted class index per sample (int64)."""
-        return np.argmax(self.logits(x), axis=1).astype(np.int64)
+        return np.argmax(self.scores(x), axis=1).astype(np.int64)
 
     @cached_property
     def n_classes(self) -> int:
-        """Number of outputs of the classifier."""
-        shape = self.session.get_outputs()[0].shape
+        """Number of class scores the chosen output gives per sample."""
+        shape = self.output.shape
         last = shape[-1] if shape else None
         if isinstance(last, int) and last > 0 and len(shape) == 2:
             return last
+        if self.class_labels is not None:
+            return len(self.class_labels)
         sample = self.sample_shape()
         if sample is None:
             raise ModelError(
@@ -212,19 +290,31 @@ class ModelRunner:
                 file=str(self.path),
                 fix="export the model with a fixed output size",
             )
-        return int(self._run(np.zeros((self.fixed_batch or 1, *sample), np.float32)).shape[1])
+        return self._classes_in(self._run(np.zeros((self.fixed_batch or 1, *sample), np.float32)))
 
     def torch_module(self) -> torch.nn.Module:
-        """Data space -> logits as a torch module (preprocessing + the ONNX graph), for gradients."""
+        """Data space -> logits as a torch module (preprocessing + the ONNX graph), for gradients.
+
+        Its output equals ``logits()``: for a probabilities output, the log-softmax of the Softmax
+        input when a Softmax makes them, else ``log p``, floored as ``logits()`` floors it. Only the
+        part of the graph the chosen output needs is run (not a label output's ArgMax, say).
+        """
         import torch
 
         from nnassay.tasks.engine.onnx_torch import load_onnx_module
 
-        graph = load_onnx_module(self.path)
+        target = torch_target(self._onnx, self.output_name, self.output_kind)
+        whole = len(self.outputs) == 1 and target.tensor == self.output_name
+        graph = load_onnx_module(self.path if whole else self.score_graph())
         pre = self.spec.preprocessing
-        return _Preprocessed(
-            graph, pre.scale, *(torch.from_numpy(a) for a in self._stats(len(self.input_shape) or 2))
-        )
+        stats = (torch.from_numpy(a) for a in self._stats(len(self.input_shape) or 2))
+        return _Preprocessed(graph, target, pre.scale, *stats)
+
+    def score_graph(self) -> onnx.ModelProto:
+        """The ONNX graph cut to one output: the chosen scores, or the input of the Softmax making
+        them (the logits: same argmax and margins). What the torch executor runs, and what a
+        verifier should bound instead of the whole file (no label output, ArgMax or ZipMap)."""
+        return pruned(self._onnx, torch_target(self._onnx, self.output_name, self.output_kind).tensor)
 
     def describe(self) -> dict[str, Any]:
         """Facts about the loaded model for the evidence."""
@@ -234,10 +324,32 @@ class ModelRunner:
             "input_shape": [d if isinstance(d, int) else str(d) for d in self.input_shape],
             "n_classes": self.n_classes,
             "layout": self.layout.value,
+            **self.output_facts(),
+        }
+
+    def outputs_listing(self) -> str:
+        """Every output of the model with its type and shape, for messages."""
+        return listing(self.outputs)
+
+    def output_facts(self) -> dict[str, Any]:
+        """Which output is read, every output's type and shape, and logits or probabilities (why)."""
+        return {
+            "output_name": self.output_name,
+            "output_kind": self.output_kind,
+            "output_kind_source": self.output_kind_source,
+            "class_labels": self.class_labels,
+            "outputs": [
+                {
+                    "name": o.name,
+                    "type": o.type,
+                    "shape": [d if isinstance(d, int) else str(d) for d in o.shape],
+                }
+                for o in self.outputs
+            ],
         }
 
 
-def to_probabilities(out: np.ndarray, kind: str) -> np.ndarray:
+def to_probabilities(out: np.ndarray, kind: str | None) -> np.ndarray:
     """Softmax rows of logits (stable); probabilities are returned as they are."""
     if kind == "probabilities":
         return out
@@ -250,15 +362,26 @@ def _preprocessed_module() -> type:
     import torch
 
     class Preprocessed(torch.nn.Module):
-        def __init__(self, graph: torch.nn.Module, scale: float, mean: Any, std: Any) -> None:
+        mean: torch.Tensor
+        std: torch.Tensor
+
+        def __init__(
+            self, graph: torch.nn.Module, target: TorchTarget, scale: float, mean: Any, std: Any
+        ) -> None:
             super().__init__()
-            self.graph, self.scale = graph, scale
+            self.graph, self.target, self.scale = graph, target, scale
             self.register_buffer("mean", mean)
             self.register_buffer("std", std)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             model_x = (x * self.scale - self.mean.to(x.dtype)) / self.std.to(x.dtype)
             out = self.graph(model_x)
+            target = self.target
+            if target.transform == "log_softmax":
+                out = out.flatten(target.axis) if target.flatten else out
+                out = torch.log_softmax(out, dim=target.axis).clamp_min(LOG_TINY)
+            elif target.transform == "log":
+                out = torch.log(out.clamp_min(TINY))
             return out.reshape(out.shape[0], -1)
 
     return Preprocessed

@@ -230,10 +230,13 @@ def test_energy_of_a_probability_output_uses_log_probabilities() -> None:
     from nnassay.tasks.methods.empirical.ood import scores
 
     probabilities = np.array([[0.7, 0.2, 0.1], [0.34, 0.33, 0.33]], np.float32)
-    model = SimpleNamespace(logits=lambda x: probabilities, spec=SimpleNamespace(output="probabilities"))
+    model = SimpleNamespace(
+        logits=lambda x: np.log(probabilities), spec=SimpleNamespace(output="probabilities")
+    )
     got = scores(SimpleNamespace(model=model), np.zeros((2, 1)))  # type: ignore[arg-type]
     np.testing.assert_allclose(got["msp"], [0.7, 0.34], rtol=1e-6)
     np.testing.assert_allclose(got["energy"], [0.0, 0.0], atol=1e-6)
     model.spec.output = "logits"
+    model.logits = lambda x: probabilities
     logits = scores(SimpleNamespace(model=model), np.zeros((2, 1)))  # type: ignore[arg-type]
     assert logits["energy"][0] == pytest.approx(np.log(np.exp(probabilities[0]).sum()), rel=1e-6)

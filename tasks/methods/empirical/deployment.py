@@ -14,7 +14,7 @@ from pydantic import Field, JsonValue
 
 from nnassay.schemas.common import ClaimKind, Measurement, MethodFamily
 from nnassay.schemas.results import MethodOutcome, TestStatus
-from nnassay.schemas.threats import Deployment, Threat
+from nnassay.schemas.threats import Deployment
 from nnassay.tasks.io.model_io import CPU, CUDA, ModelRunner, cuda_available
 from nnassay.tasks.methods.empirical.common import rate
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
@@ -52,11 +52,17 @@ def _variant_runner(ctx: RunContext, variant: str) -> tuple[ModelRunner | None, 
     maker, suffix = {"float16": (float16_model, "float16"), "int8_dynamic": (int8_model, "int8")}[variant]
     target = ctx.out_dir / f"model_{suffix}.onnx"
     maker(Path(ctx.model.path), target)
-    runner = ModelRunner(spec.model_copy(update={"path": target}), providers=[ctx.model.provider])
+    same_output = {
+        "output": ctx.model.output_kind,
+        "output_name": ctx.model.output_name,
+    }  # not detected again
+    runner = ModelRunner(
+        spec.model_copy(update={"path": target, **same_output}), providers=[ctx.model.provider]
+    )
     return runner, f"{suffix} copy written to {target.name}"
 
 
-def _ends(m: Measurement) -> list[float] | None:
+def _ends(m: Measurement) -> list[JsonValue] | None:
     return [m.interval.low, m.interval.high] if m.interval else None
 
 
@@ -70,7 +76,7 @@ class DeploymentParams(MethodParams):
 
 
 @register
-class DeploymentConsistency(RobustnessMethod):
+class DeploymentConsistency(RobustnessMethod[DeploymentParams, Deployment]):
     """Do predictions survive other execution providers and reduced precision?
 
     Reference: ISO/IEC TR 24029-1 7.3 (a posteriori testing); ISO/IEC 42001 A.6.2.5 (deployment).
@@ -88,15 +94,12 @@ class DeploymentConsistency(RobustnessMethod):
     threats = ("deployment",)
     metrics = ("disagreement_rate", "max_output_deviation")
     claim = ClaimKind.OBSERVATION
-    Params = DeploymentParams
     priority = 20
 
-    def params_for(self, threat: Threat, overrides: dict[str, Any]) -> MethodParams:
-        assert isinstance(threat, Deployment)
+    def derive_params(self, threat: Deployment, overrides: dict[str, Any]) -> DeploymentParams:
         return DeploymentParams(**{"variants": list(threat.variants), **overrides})
 
-    def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
-        assert isinstance(params, DeploymentParams)
+    def run(self, ctx: RunContext[Deployment], params: DeploymentParams) -> MethodOutcome:
         x, y = ctx.data.x, ctx.data.y
         base = ctx.model.logits(x)
         base_pred = base.argmax(1)
@@ -131,9 +134,9 @@ class DeploymentConsistency(RobustnessMethod):
             worst = max(worst, (differ, deviation, variant))
             worst_deviation = max(worst_deviation, deviation)
             ctx.progress(i + 1, len(params.variants))
-        details = {
+        details: dict[str, JsonValue] = {
             "variants": found,
-            "unavailable": unavailable,
+            "unavailable": dict(unavailable),
             "baseline_provider": ctx.model.provider,
             "baseline_accuracy": float((base_pred == y).mean()),
         }

@@ -10,7 +10,7 @@ from pydantic import Field, JsonValue
 
 from nnassay.schemas.common import MethodFamily
 from nnassay.schemas.results import MethodOutcome
-from nnassay.schemas.threats import InvalidInput, Threat
+from nnassay.schemas.threats import InvalidInput
 from nnassay.tasks.io.model_io import to_probabilities
 from nnassay.tasks.methods.empirical.common import rate, rate_series
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
@@ -30,7 +30,7 @@ def invalid_inputs(
     """
     low, high = value_range
     span = high - low
-    flat = x.reshape(len(x), -1).astype(np.float32).copy()
+    flat: np.ndarray = x.reshape(len(x), -1).astype(np.float32).copy()
     if case in ("nan", "pos_inf", "neg_inf"):
         hit = rng.random(flat.shape) < share
         hit[np.arange(len(flat)), rng.integers(0, flat.shape[1], len(flat))] = True
@@ -69,7 +69,9 @@ def react(ctx: RunContext, x: np.ndarray, confidence_level: float) -> dict[str, 
         if not np.isfinite(out).all():
             non_finite[i] = True
             continue
-        confident[i] = to_probabilities(out, ctx.model.spec.output).max() > confidence_level
+        confident[i] = (
+            to_probabilities(out, "logits").max() > confidence_level
+        )  # logits(): log p for probabilities
     return {
         "crashed": crashed,
         "non_finite": non_finite,
@@ -89,7 +91,7 @@ class InvalidParams(MethodParams):
 
 
 @register
-class InvalidInputReaction(RobustnessMethod):
+class InvalidInputReaction(RobustnessMethod[InvalidParams, InvalidInput]):
     """How the deployed model reacts to invalid input: crashes, NaN outputs, confident garbage answers.
 
     Reference: ISO/IEC TR 24029-1 7.3 (a posteriori testing) and Annex A; EU AI Act Art. 15(4)
@@ -106,17 +108,14 @@ class InvalidInputReaction(RobustnessMethod):
     clause = "7.3"
     threats = ("invalid_input",)
     metrics = ("confident_garbage_rate", "crash_rate", "non_finite_rate")
-    Params = InvalidParams
     priority = 20
 
-    def params_for(self, threat: Threat, overrides: dict[str, Any]) -> MethodParams:
-        assert isinstance(threat, InvalidInput)
+    def derive_params(self, threat: InvalidInput, overrides: dict[str, Any]) -> InvalidParams:
         return InvalidParams(
             **{"cases": list(threat.cases), "confidence_level": threat.confidence_level, **overrides}
         )
 
-    def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
-        assert isinstance(params, InvalidParams)
+    def run(self, ctx: RunContext[InvalidInput], params: InvalidParams) -> MethodOutcome:
         x = ctx.data.x[: params.per_case]
         totals = {"crashed": 0, "non_finite": 0, "confident": 0}
         per_case: dict[str, JsonValue] = {}

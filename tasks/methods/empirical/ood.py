@@ -13,8 +13,9 @@ from scipy.stats import rankdata
 from nnassay.schemas.common import ClaimKind, Measurement, MethodFamily
 from nnassay.schemas.goals import DataSpec
 from nnassay.schemas.results import MethodOutcome, Series, TestStatus
-from nnassay.schemas.threats import DomainShift, OutOfDistribution, Threat
+from nnassay.schemas.threats import DomainShift, OutOfDistribution
 from nnassay.tasks.errors import AssessmentError
+from nnassay.tasks.io.data_limits import check_npz
 from nnassay.tasks.io.model_io import to_probabilities
 from nnassay.tasks.methods.empirical.common import rate, rows_interval
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
@@ -25,15 +26,13 @@ def scores(ctx: RunContext, x: np.ndarray) -> dict[str, np.ndarray]:
     """In-distribution scores (higher = more in-distribution): max softmax probability, -energy.
 
     The negative energy is ``logsumexp`` of the logits (temperature 1, Liu et al. 2020). A model
-    whose output is already probabilities has lost its logits; log-probabilities stand in for them
-    (their logsumexp is 0 for every input, so energy cannot separate anything there, as it should
-    not: the information is gone).
+    whose output is already probabilities has lost its logits: the runner's ``logits`` gives
+    log-probabilities for it (their logsumexp is 0 for every input, so energy cannot separate anything
+    there, as it should not: the information is gone), and their softmax is the probabilities again.
     """
     out = ctx.model.logits(x).astype(np.float64)
     out = np.nan_to_num(out, nan=0.0, posinf=1e30, neginf=-1e30)
-    probabilities = to_probabilities(out, ctx.model.spec.output)
-    logits = np.log(np.clip(out, 1e-300, None)) if ctx.model.spec.output == "probabilities" else out
-    return {"msp": probabilities.max(axis=1), "energy": logsumexp(logits, axis=1)}
+    return {"msp": to_probabilities(out, "logits").max(axis=1), "energy": logsumexp(out, axis=1)}
 
 
 def auroc(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
@@ -76,8 +75,8 @@ def _shuffle(x: np.ndarray, rng: np.random.Generator, nhwc: bool) -> np.ndarray:
     """Permute positions within each sample (pixels keep their channels for images)."""
     if x.ndim == 4:
         img = x if nhwc else np.transpose(x, (0, 2, 3, 1))
-        flat = img.reshape(len(x), -1, img.shape[-1])
-        mixed = np.stack([f[rng.permutation(len(f))] for f in flat]).reshape(img.shape)
+        pixels = img.reshape(len(x), -1, img.shape[-1])
+        mixed = np.stack([f[rng.permutation(len(f))] for f in pixels]).reshape(img.shape)
         return mixed if nhwc else np.transpose(mixed, (0, 3, 1, 2))
     flat = x.reshape(len(x), -1)
     return np.stack([f[rng.permutation(len(f))] for f in flat]).reshape(x.shape)
@@ -114,7 +113,7 @@ class OodParams(MethodParams):
 
 
 @register
-class OodDetection(RobustnessMethod):
+class OodDetection(RobustnessMethod[OodParams, OutOfDistribution]):
     """How well the model's own confidence separates in-distribution data from OOD inputs.
 
     Reference: ISO/IEC TR 24029-1 7.3; Hendrycks & Gimpel, "A Baseline for Detecting Misclassified
@@ -132,11 +131,9 @@ class OodDetection(RobustnessMethod):
     clause = "7.3"
     threats = ("ood",)
     metrics = ("auroc", "fpr_at_95_tpr")
-    Params = OodParams
     priority = 20
 
-    def params_for(self, threat: Threat, overrides: dict[str, Any]) -> MethodParams:
-        assert isinstance(threat, OutOfDistribution)
+    def derive_params(self, threat: OutOfDistribution, overrides: dict[str, Any]) -> OodParams:
         return OodParams(
             **{
                 "path": str(threat.path) if threat.path else None,
@@ -146,8 +143,7 @@ class OodDetection(RobustnessMethod):
             }
         )
 
-    def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
-        assert isinstance(params, OodParams)
+    def run(self, ctx: RunContext[OutOfDistribution], params: OodParams) -> MethodOutcome:
         x = ctx.data.x
         try:
             sets = self._ood_sets(ctx, params)
@@ -188,6 +184,7 @@ class OodDetection(RobustnessMethod):
     def _ood_sets(self, ctx: RunContext, params: OodParams) -> dict[str, np.ndarray]:
         if params.path:
             path = _resolve(Path(params.path), ctx)
+            check_npz(path, ("x",))  # sizes from the headers, against the memory budget, before loading
             with np.load(path, allow_pickle=False) as archive:
                 xo = np.asarray(archive["x"], dtype=np.float32)
             if xo.shape[1:] != ctx.data.x.shape[1:] and xo.ndim == 4:
@@ -254,7 +251,7 @@ class ShiftParams(MethodParams):
 
 
 @register
-class DomainShiftAccuracy(RobustnessMethod):
+class DomainShiftAccuracy(RobustnessMethod[ShiftParams, DomainShift]):
     """Accuracy on a shifted data set (same labels, other conditions) against clean accuracy.
 
     Reference: ISO/IEC TR 24029-1 7.2 (field trials) and 5.3.2 (contrastive measures). Threat model:
@@ -268,15 +265,12 @@ class DomainShiftAccuracy(RobustnessMethod):
     clause = "7.2"
     threats = ("domain_shift",)
     metrics = ("accuracy", "accuracy_difference")
-    Params = ShiftParams
     priority = 20
 
-    def params_for(self, threat: Threat, overrides: dict[str, Any]) -> MethodParams:
-        assert isinstance(threat, DomainShift)
+    def derive_params(self, threat: DomainShift, overrides: dict[str, Any]) -> ShiftParams:
         return ShiftParams(**{"path": str(threat.path), **overrides})
 
-    def run(self, ctx: RunContext, params: MethodParams) -> MethodOutcome:
-        assert isinstance(params, ShiftParams)
+    def run(self, ctx: RunContext[DomainShift], params: ShiftParams) -> MethodOutcome:
         from nnassay.tasks.io.data_io import load_dataset
 
         if not params.path:
