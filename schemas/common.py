@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -11,6 +11,29 @@ SCHEMA_VERSION: Final = "1"
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Confidence = Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
+def reject_nul(value: Any) -> Any:
+    """Return ``value`` unchanged, or raise ValueError naming where a text (or key) holds a NUL.
+
+    For a ``mode="before"`` validator on a whole user-written document: NUL characters truncate
+    strings in C libraries and logs, so no field may carry one. Shared lists and dicts are visited once.
+    """
+    seen: set[int] = set()
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise ValueError(f"{where or 'the value'} contains a NUL character (\\x00); remove it")
+        elif isinstance(item, dict | list) and id(item) not in seen:
+            seen.add(id(item))
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            for key, child in pairs:
+                if isinstance(key, str) and "\x00" in key:
+                    raise ValueError(f"a key in {where or 'the spec'} contains a NUL character (\\x00)")
+                stack.append((child, f"{where}.{key}".lstrip(".")))
+    return value
 
 
 class Record(BaseModel):

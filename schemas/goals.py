@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, JsonValue, PositiveFloat, PositiveInt, model_validator
 
-from nnassay.schemas.common import SCHEMA_VERSION, Comparator, Confidence, Record
+from nnassay.schemas.common import SCHEMA_VERSION, Comparator, Confidence, Record, reject_nul
 from nnassay.schemas.threats import Threat
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -49,8 +49,15 @@ class ModelSpec(Record):
     task: Literal["classification", "regression"] = Field(
         default="classification", description="What the model does; regression is not yet supported."
     )
-    output: Literal["logits", "probabilities"] = Field(
-        default="logits", description="Whether the first output holds logits or probabilities."
+    output_name: str | None = Field(
+        default=None,
+        description="Output holding the class scores; default: the only output that can hold them "
+        "(a float [N, classes] tensor or a ZipMap), so a label output beside it is ignored.",
+    )
+    output: Literal["logits", "probabilities"] | None = Field(
+        default=None,
+        description="Whether that output holds logits or probabilities; default: detected (rows that "
+        "are non-negative and sum to 1 are probabilities, anything else logits).",
     )
     labels: list[str] | None = Field(default=None, description="Class names, by class index.")
     name: str | None = Field(default=None, description="Human name of the model for the dossier.")
@@ -182,6 +189,11 @@ class AssessmentSpec(Record):
     lifecycle_stage: str | None = Field(
         default=None, description="Life-cycle stage, e.g. 'verification and validation'."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        return reject_nul(data)
 
     @model_validator(mode="after")
     def _unique_goal_ids(self) -> AssessmentSpec:

@@ -2,6 +2,26 @@
 
 from __future__ import annotations
 
+import unicodedata
+
+# control, format (bidi overrides, zero-width), separator, surrogate, private and unassigned characters
+_HIDDEN = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+
+
+def shown(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` with invisible or reordering characters escaped (``\\u202e``), safe for a terminal or log.
+
+    Newlines and tabs stay when ``keep_newlines`` (multi-line messages); everything else in the
+    control, format (bidi overrides), separator and unassigned categories is shown as an escape.
+    """
+    kept = "\n\t" if keep_newlines else ""
+    return "".join(c if c in kept or unicodedata.category(c) not in _HIDDEN else _escape(c) for c in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
 
 class AssessmentError(Exception):
     """Bad input or an impossible run; the CLI turns it into exit code 2 and one clear message."""
@@ -18,12 +38,13 @@ class AssessmentError(Exception):
     def __str__(self) -> str:
         parts = []
         if self.file:
-            parts.append(f"{self.file}")
+            parts.append(shown(self.file))
         if self.field:
-            parts.append(f"field '{self.field}'")
+            parts.append(f"field '{shown(self.field)}'")
         where = ": ".join(parts)
-        text = f"{where}: {self.message}" if where else self.message
-        return f"{text}\n  fix: {self.fix}" if self.fix else text
+        message = shown(self.message, keep_newlines=True)
+        text = f"{where}: {message}" if where else message
+        return f"{text}\n  fix: {shown(self.fix, keep_newlines=True)}" if self.fix else text
 
 
 class SpecError(AssessmentError):

@@ -13,6 +13,7 @@ import numpy as np
 
 from nnassay.schemas.goals import DataSpec, FeatureSpec, Layout
 from nnassay.tasks.errors import DataError, ModelError
+from nnassay.tasks.io import data_limits
 from nnassay.tasks.io.files import sha256_file
 from nnassay.tasks.io.model_io import ModelRunner
 
@@ -52,6 +53,13 @@ def load_arrays(spec: DataSpec, path: Path) -> tuple[np.ndarray, np.ndarray, tup
     fmt = spec.format
     if fmt == "auto":
         fmt = "image_folder" if path.is_dir() else {".npz": "npz", ".csv": "csv"}.get(path.suffix.lower(), "")
+    if fmt in ("npz", "csv") and not path.is_file() or fmt == "image_folder" and not path.is_dir():
+        raise DataError(
+            f"data.format is {fmt!r} but {path.name} is {'not a regular file' if fmt != 'image_folder' else 'not a folder'}",
+            file=str(path),
+            field="data.format",
+            fix="point data.path at the data file (or folder of images), or correct data.format",
+        )
     if fmt == "npz":
         return (*_load_npz(path), ())
     if fmt == "csv":
@@ -67,68 +75,110 @@ def load_arrays(spec: DataSpec, path: Path) -> tuple[np.ndarray, np.ndarray, tup
 
 
 def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    data_limits.check_npz(path, ("x", "y"))  # headers against the memory budget, before loading
     try:
         with np.load(path, allow_pickle=False) as archive:
-            keys = list(archive.keys())
-            if "x" not in keys or "y" not in keys:
-                raise DataError(
-                    f"the npz holds arrays {keys}, expected 'x' and 'y'",
-                    file=str(path),
-                    field="data.path",
-                    fix="save the file with np.savez(path, x=..., y=...)",
-                )
             return archive["x"], archive["y"]
-    except (OSError, ValueError) as exc:
+    except data_limits.NPZ_ERRORS as exc:
         raise DataError(
-            f"cannot read the npz file: {exc}",
+            f"cannot read the npz file: {data_limits.reason(exc)}",
             file=str(path),
             field="data.path",
             fix="write it with numpy.savez and no object arrays",
-        ) from exc
+        ) from None
 
 
 def _load_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    with path.open(newline="") as handle:
-        rows = list(csv.reader(handle))
-    if len(rows) < 2:
+    """Parse a CSV row by row into a float array sized from its line count (checked first)."""
+    lines, longest = data_limits.check_csv(path)
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        try:
+            header = next(reader, [])
+            data_limits.check_csv_budget(path, lines, len(header), longest)
+            values = np.empty((max(lines - 1, 0), len(header)))
+            count = 0
+            for row in reader:
+                values[count] = _csv_row(row, len(header), reader.line_num, path)
+                count += 1
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise _csv_error(path, _csv_reason(exc, path, reader.line_num)) from None
+    if count == 0:
         raise DataError(
             "the CSV has no data rows",
             file=str(path),
             field="data.path",
             fix="write a header row and one row per sample",
         )
-    header, body = rows[0], rows[1:]
     if label_column not in header:
         raise DataError(
-            f"no column {label_column!r}; columns are {header}",
+            f"no column {label_column!r} in the header (line 1, {len(header)} columns)",
             file=str(path),
             field="data.label_column",
             fix="set data.label_column to the label column",
         )
-    try:
-        values = np.array([[float(v) if v != "" else np.nan for v in row] for row in body])
-    except ValueError as exc:
-        raise DataError(
-            f"a value is not numeric: {exc}",
-            file=str(path),
-            field="data.path",
-            fix="encode categorical features as numbers",
-        ) from exc
+    values = values[:count]
     label = header.index(label_column)
     names = tuple(h for i, h in enumerate(header) if i != label)
     return np.delete(values, label, axis=1), values[:, label], names
 
 
-def _load_image_folder(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image
+def _csv_row(row: list[str], columns: int, line: int, path: Path) -> list[float]:
+    if len(row) != columns:
+        raise _csv_error(
+            path, f"line {line} has {len(row)} values; the header (line 1) has {columns} columns"
+        )
+    try:
+        return [float(v) if v != "" else np.nan for v in row]
+    except ValueError:
+        column = next(i for i, v in enumerate(row, 1) if not _is_number(v))
+        raise _csv_error(path, f"line {line}, column {column} is not a number") from None
 
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text or "nan")
+    except ValueError:
+        return False
+    return True
+
+
+def _csv_reason(exc: Exception, path: Path, line: int) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return f"line {data_limits.first_bad_utf8_line(path) or '?'} is not UTF-8 text"
+    return f"line {line + 1} cannot be read: {str(exc).split(': ', 1)[0][:160]}"
+
+
+def _csv_error(path: Path, message: str) -> DataError:
+    return DataError(
+        message,
+        file=str(path),
+        field="data.path",
+        fix="encode categorical features as numbers"
+        if "not a number" in message
+        else "write one comma-separated row per sample",
+    )
+
+
+def _load_image_folder(path: Path) -> tuple[np.ndarray, np.ndarray]:
     classes = sorted(p for p in path.iterdir() if p.is_dir())
-    images, labels = [], []
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    pixels = 0
     for index, folder in enumerate(classes):
         for file in sorted(folder.iterdir()):
             if file.suffix.lower() in IMAGE_SUFFIXES:
-                with Image.open(file) as img:
-                    images.append(np.asarray(img.convert("RGB" if img.mode not in ("L", "I") else "L")))
+                image = _read_image(file, path, pixels)
+                if images and image.shape != images[0].shape:
+                    raise DataError(
+                        f"{file.relative_to(path)} is {list(image.shape)} (height, width[, channels]) but"
+                        f" the first image is {list(images[0].shape)}",
+                        file=str(path),
+                        field="data.path",
+                        fix="give every image the same size and colour mode",
+                    )
+                images.append(image)
+                pixels += image.size
                 labels.append(index)
     if not images:
         raise DataError(
@@ -141,8 +191,43 @@ def _load_image_folder(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return (stack[..., None] if stack.ndim == 3 else stack), np.array(labels)  # NHWC
 
 
+def _read_image(file: Path, folder: Path, pixels_so_far: int) -> np.ndarray:
+    """Decode one image after checking, from its header, that it fits the memory budget."""
+    from PIL import Image
+
+    try:
+        with Image.open(file) as img:
+            channels = 1 if img.mode in ("L", "I") else 3
+            data_limits.check_image_budget(folder, pixels_so_far + img.width * img.height * channels)
+            return np.asarray(img.convert("RGB" if channels == 3 else "L"))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise DataError(
+            f"cannot read the image {file.relative_to(folder)}: {data_limits.reason(exc)}",
+            file=str(folder),
+            field="data.path",
+            fix="remove the file or save it again as PNG",
+        ) from None
+
+
 def load_dataset(spec: DataSpec, model: ModelRunner) -> Dataset:
-    """Load the data, convert it to the model's layout and check shape, values and labels."""
+    """Load the data, convert it to the model's layout and check shape, values and labels.
+
+    Raises:
+        DataError: also when memory runs out while loading (sizes are checked first, but the
+            budget is a share of what was free at that moment).
+    """
+    try:
+        return _load_dataset(spec, model)
+    except MemoryError:
+        raise DataError(
+            "ran out of memory while loading the data",
+            file=str(spec.path),
+            field="data.path",
+            fix="use a smaller data file (fewer samples), or free memory and run again",
+        ) from None
+
+
+def _load_dataset(spec: DataSpec, model: ModelRunner) -> Dataset:
     path = Path(spec.path)
     x, y, names = load_arrays(spec, path)
     if spec.format == "image_folder" or path.is_dir():
@@ -202,11 +287,14 @@ def _check_values(x: np.ndarray, y: np.ndarray, path: Path, model: ModelRunner) 
     n_classes = model.n_classes
     if y.min() < 0 or y.max() >= n_classes:
         raise DataError(
-            f"labels span [{int(y.min())}, {int(y.max())}] but the model has "
-            f"{n_classes} outputs (classes 0..{n_classes - 1})",
+            f"labels span [{int(y.min())}, {int(y.max())}] but the model gives {n_classes} outputs "
+            f"per sample (scores of classes 0..{n_classes - 1}"
+            + (f", the model's classes {model.class_labels} in order" if model.class_labels else "")
+            + f", from its output {model.output_name!r})",
             file=str(path),
             field="data.path",
-            fix="map labels to class indices 0..classes-1",
+            fix=f"store y as class indices 0..{n_classes - 1} in the model's class order; if another "
+            f"output holds the class scores, set model.output_name to it (outputs: {model.outputs_listing()})",
         )
     low, high = model.value_range
     if x.min() < low - 1e-6 or x.max() > high + 1e-6:

@@ -1,4 +1,9 @@
-"""Step 1, stating goals: read and validate the assessment spec (YAML or JSON, parsed safely)."""
+"""Step 1, stating goals: read and validate the assessment spec (YAML or JSON, parsed safely).
+
+A spec is untrusted input: it is refused above ``MAX_SPEC_BYTES``, YAML aliases may add at most
+``MAX_ALIAS_NODES`` nodes when expanded (no "billion laughs"), nesting is bounded, and every error
+names the line and column, never the file's text.
+"""
 
 from __future__ import annotations
 
@@ -11,39 +16,42 @@ from pydantic import ValidationError
 
 from nnassay.schemas.goals import AssessmentSpec
 from nnassay.tasks.errors import SpecError
+from nnassay.tasks.io.files import human_bytes
 from nnassay.tasks.io.registry_models import resolve_registered
 
+MAX_SPEC_BYTES = 1 << 20  # 1 MiB: the bundled example is 14 KB
+MAX_ALIASES = 200  # alias uses in one spec
+MAX_ALIAS_NODES = 10_000  # nodes the aliases may add once expanded
+MAX_DEPTH = 64  # nesting of mappings and lists
+_FIX_SYNTAX = "fix the syntax at the line and column shown"
 
-def read_spec(path: Path) -> AssessmentSpec:
-    """Parse and validate a spec file; relative paths resolve against its folder.
+
+def read_spec(path: Path, *, model_uri: str | None = None, registry_uri: str | None = None) -> AssessmentSpec:
+    """Parse and validate a spec file; relative paths resolve against its folder; a registry model
+    (``model_uri``, else a models:/ model.path) is downloaded from the registry at ``registry_uri``.
 
     Raises:
         SpecError: naming the file, the first field at fault (all fields listed) and the fix.
     """
-    raw = _read_mapping(path)
     try:
-        spec = AssessmentSpec.model_validate(raw)
-    except ValidationError as exc:
-        raise spec_error(path, exc, raw) from None
-    return resolve_registered(spec).resolve_paths(path.resolve().parent)  # models:/ URIs -> local ONNX
+        raw = _read_mapping(path)
+        try:
+            spec = AssessmentSpec.model_validate(raw)
+        except ValidationError as exc:
+            raise spec_error(path, exc, raw) from None
+    except (MemoryError, RecursionError) as exc:
+        raise SpecError(
+            f"the spec is too large or too deeply nested to read ({type(exc).__name__})",
+            file=str(path),
+            fix="write a plain spec (see examples/digits/assessment.yaml)",
+        ) from None
+    local = resolve_registered(spec, model_uri=model_uri, registry_uri=registry_uri)  # models:/ -> ONNX
+    return local.resolve_paths(path.resolve().parent)
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise SpecError(
-            f"spec file {path} does not exist",
-            file=str(path),
-            fix="pass the path of an assessment YAML or JSON file",
-        )
-    text = path.read_text(encoding="utf-8", errors="replace")
-    try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise SpecError(
-            f"not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}",
-            file=str(path),
-            fix="fix the syntax at the position shown",
-        ) from None
+    text = _read_text(path)
+    data = _parse_json(path, text) if path.suffix.lower() == ".json" else _parse_yaml(path, text)
     if not isinstance(data, dict):
         raise SpecError(
             "the spec must be a mapping with keys id, title, model, data, goals",
@@ -53,10 +61,141 @@ def _read_mapping(path: Path) -> dict[str, Any]:
     return data
 
 
+def _read_text(path: Path) -> str:
+    if not path.is_file():
+        raise SpecError(
+            f"spec file {path} does not exist" if not path.exists() else f"{path} is not a regular file",
+            file=str(path),
+            fix="pass the path of an assessment YAML or JSON file",
+        )
+    with path.open("rb") as handle:
+        payload = handle.read(MAX_SPEC_BYTES + 1)
+    if len(payload) > MAX_SPEC_BYTES:
+        raise SpecError(
+            f"the spec is larger than {human_bytes(MAX_SPEC_BYTES)}; nnassay refuses it unread",
+            file=str(path),
+            fix="keep the spec to goals and settings; put data in data.path and large parameters in files",
+        )
+    return payload.decode("utf-8", errors="replace")
+
+
+def _parse_json(path: Path, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _syntax_error(path, "JSON", exc.msg, exc.lineno, exc.colno) from None
+    except ValueError as exc:  # e.g. an integer with more than 4300 digits
+        raise _syntax_error(path, "JSON", _reason(exc), None, None) from None
+
+
+def _parse_yaml(path: Path, text: str) -> Any:
+    loader = None
+    try:
+        loader = _BoundedLoader(text)  # checks every character first
+        node = loader.get_single_node()
+        _check_expansion(path, node)
+        return loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = " ".join(p for p in (exc.context, exc.problem) if p) or "cannot be parsed"
+        line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        raise _syntax_error(path, "YAML", problem, line, column) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, other controls)
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        code = exc.character if isinstance(exc.character, int) else -1
+        problem = f"character U+{code:04X} is not allowed in YAML"
+        raise _syntax_error(path, "YAML", problem, line, column) from None
+    except (yaml.YAMLError, ValueError, OverflowError) as exc:
+        raise _syntax_error(path, "YAML", _reason(exc), None, None) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _syntax_error(path: Path, kind: str, problem: str, line: int | None, column: int | None) -> SpecError:
+    where = f" at line {line}, column {column}" if line is not None else ""
+    return SpecError(f"not valid {kind}{where}: {problem}", file=str(path), fix=_FIX_SYNTAX)
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of an exception's message, without any quoted input."""
+    return str(exc).splitlines()[0].split(": '", 1)[0][:200] if str(exc) else type(exc).__name__
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that counts aliases as it composes and wraps value errors with a position."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(
+                    None, None, f"more than {MAX_ALIASES} aliases (*name) in one spec", mark
+                )
+        return super().compose_node(parent, index)
+
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError) as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read this value: {_reason(exc)}", node.start_mark
+            ) from None
+
+
+def _check_expansion(path: Path, root: Any) -> None:
+    """Refuse aliases that expand beyond ``MAX_ALIAS_NODES`` extra nodes, recursive aliases and deep
+    nesting, walking the composed graph once (each shared node is sized once)."""
+    size: dict[int, int] = {}
+    unique = 0
+    stack: list[tuple[Any, int, bool]] = [(root, 1, False)] if root is not None else []
+    while stack:
+        node, depth, done = stack.pop()
+        children = _children(node)
+        if done:
+            size[id(node)] = min(1 + sum(size[id(c)] for c in children), 1 << 62)
+            if size[id(node)] - unique > MAX_ALIAS_NODES:  # unique counts at least its own nodes
+                _refuse(path, node, f"its aliases expand to more than {MAX_ALIAS_NODES} extra values")
+            continue
+        if id(node) in size:
+            continue
+        if depth > MAX_DEPTH:
+            _refuse(path, node, f"nested deeper than {MAX_DEPTH} levels")
+        size[id(node)] = -1  # in progress: meeting it again below itself means a recursive alias
+        unique += 1
+        stack.append((node, depth, True))
+        for child in children:
+            if size.get(id(child)) == -1:
+                _refuse(path, child, "an alias refers to a mapping or list that contains it")
+            stack.append((child, depth + 1, False))
+
+
+def _children(node: Any) -> list[Any]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _refuse(path: Path, node: Any, problem: str) -> None:
+    mark = node.start_mark
+    raise SpecError(
+        f"YAML refused at line {mark.line + 1}, column {mark.column + 1}: {problem}",
+        file=str(path),
+        fix="write the values out instead of nesting aliases (&anchor / *alias)",
+    )
+
+
 def spec_error(path: Path, exc: ValidationError, raw: dict[str, Any] | None = None) -> SpecError:
     """Turn pydantic's errors into one message naming every field at fault (goals by their id)."""
-    lines = [f"{_field(err['loc'], raw)}: {_explain(err)}" for err in exc.errors()]
-    first = _field(exc.errors()[0]["loc"], raw)
+    fields = [_field(err["loc"], raw) for err in exc.errors()]
+    lines = [f"{f}: {_explain(e)}" if f else _explain(e) for f, e in zip(fields, exc.errors(), strict=True)]
+    first = fields[0] or None
     return SpecError(
         "; ".join(lines),
         file=str(path),
@@ -72,7 +211,7 @@ def _field(loc: tuple[Any, ...], raw: dict[str, Any] | None) -> str:
     if len(loc) >= 2 and loc[0] == "goals" and isinstance(loc[1], int) and isinstance(goals, list):
         goal = goals[loc[1]] if loc[1] < len(goals) else None
         if isinstance(goal, dict) and isinstance(goal.get("id"), str):
-            field = ".".join([f"goals[{goal['id']}]", *(str(p) for p in loc[2:])])
+            field = ".".join([f"goals[{goal['id'][:64]}]", *(str(p) for p in loc[2:])])
     return field
 
 
@@ -82,4 +221,8 @@ def _explain(err: Any) -> str:
         return "unknown key (check the spelling; unknown keys are rejected)"
     if kind == "missing":
         return "required field is missing"
+    if kind == "value_error":
+        return str(err["msg"]).removeprefix("Value error, ")
+    if kind == "string_pattern_mismatch" and isinstance(err.get("input"), str):
+        return f"{err['msg']}, got {err['input'][:64]!r}"
     return str(err["msg"])
