@@ -54,7 +54,8 @@ run = tr.start("bench", "r", {{}}, {{"a": 1}}); tr.finish(run); print(time.perf_
 RENDER_SNIPPET = """
 import sys, time; sys.path.insert(0, {repo!r}); from pathlib import Path
 from nnassay.schemas.evidence import EvidenceBundle
-from nnassay.reports.render import render_html, write_pdf
+from nnassay.reports.render import render_html
+from nnassay.tasks.governance.dossier import write_pdf
 ev = EvidenceBundle.model_validate_json(Path({evidence!r}).read_text())
 t = time.perf_counter(); write_pdf(render_html(ev, Path({run!r})), Path({out!r})); print(time.perf_counter() - t)
 """

@@ -25,7 +25,7 @@ def lifecycle_assess(request: LifecycleRequest) -> EvidenceBundle | State:
     settings = Settings()
     scheduled = runtime.flow_run.scheduled_start_time
     run_request = assess_request(request, settings, scheduled, str(runtime.flow_run.id or "local"))
-    bundle = assess_runner(settings.dask_address)(run_request)
+    bundle = assess_runner(run_request.dask_address)(run_request)
     failed = [v.goal_id for v in bundle.verdicts if v.verdict == Verdict.FAIL]
     if failed:
         return Failed(
@@ -40,7 +40,8 @@ def assess_request(
     request: LifecycleRequest, settings: Settings, scheduled: datetime, flow_run_id: str
 ) -> AssessRequest:
     """The assessment of one lifecycle run: its own folder (a retry of the same flow run resumes it),
-    the series' shared tracking store, and the regression check switched on."""
+    the series' shared tracking store, the regression check switched on, and the request's options
+    (signing key, registry model, Dask scheduler)."""
     folder = f"{scheduled:%Y%m%dT%H%M%SZ}-{flow_run_id[:8]}"
     return AssessRequest(
         spec_path=request.spec_path,
@@ -50,6 +51,9 @@ def assess_request(
         shard_samples=settings.shard_samples,
         compare_history=True,
         command=f"lifecycle-assess {request.spec_path}",
+        sign_key=request.sign_key,
+        model_uri=request.model_uri,
+        dask_address=request.dask_address or settings.dask_address,
     )
 
 

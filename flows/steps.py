@@ -4,34 +4,42 @@ from __future__ import annotations
 
 import shutil
 import sys
-from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prefect import task
+from prefect import runtime, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 
-from nnassay.reports.render import write_dossier
 from nnassay.schemas.evidence import ArtifactDigest, EvidenceBundle, GoalVerdict, Provenance
 from nnassay.schemas.goals import AssessmentSpec
 from nnassay.schemas.plan import AssessmentPlan, TestSpec
 from nnassay.schemas.results import MethodResult
 from nnassay.schemas.settings import AssessRequest
-from nnassay.tasks.governance import history, records, resume
+from nnassay.tasks.governance import dossier, history, records, resume
 from nnassay.tasks.governance.tracking import MlflowTracker, Tracker
+from nnassay.tasks.io import registry_models
 from nnassay.tasks.io.files import sha256_file, write_json
 from nnassay.tasks.pipeline import evidence as ev
 from nnassay.tasks.pipeline import execute, planning, sharding
 from nnassay.tasks.pipeline.sharding import Shard, ShardResult
 
-PROGRESS_SINK: list[Callable[[str], None]] = []  # set by the CLI for terminal progress (local runs)
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+HISTORY_ROWS = 50  # earlier assessments shown in the evidence and the dossier
 
 
 @task(name="state goals", cache_policy=NO_CACHE)
 def state_goals(request: AssessRequest) -> tuple[AssessmentSpec, planning.PlanFacts]:
     """Step 1: read and validate the spec, load the model on ONNX Runtime and check the data."""
-    return execute.state_goals(request.spec_path, prefer_cuda=request.prefer_cuda)
+    return execute.state_goals(
+        request.spec_path,
+        prefer_cuda=request.prefer_cuda,
+        model_uri=request.model_uri,
+        registry_uri=request.mlflow_tracking_uri,
+    )
 
 
 @task(name="plan", cache_policy=NO_CACHE)
@@ -60,11 +68,10 @@ def _merge_key(_: object, args: dict[str, Any]) -> str:
 @task(name="execute", task_run_name="execute {test.test_id}", cache_key_fn=_test_key, persist_result=True)
 def run_test(test: TestSpec, spec: AssessmentSpec, request: AssessRequest) -> MethodResult:
     """Step 3: run one planned test on ONNX Runtime (result persisted: a rerun after a crash reuses it)."""
-    sink = PROGRESS_SINK[0] if PROGRESS_SINK else None
-    progress = execute.progress_printer(test.test_id, sink) if sink else None
+    progress = execute.progress_printer(test.test_id, print_progress) if request.progress else None
     result = execute.run_test(test, spec, request.output, prefer_cuda=request.prefer_cuda, progress=progress)
-    if sink:
-        sink(f"{test.test_id}: {result.status.value} in {result.time_s:.1f}s")
+    if request.progress:
+        print_progress(f"{test.test_id}: {result.status.value} in {result.time_s:.1f}s")
     return result
 
 
@@ -85,8 +92,8 @@ def merge_shards(
 ) -> MethodResult:
     """Step 3: the sharded test's result, equal to an unsharded run's."""
     result = execute.merge_shards(test, spec, request.output, shards, prefer_cuda=request.prefer_cuda)
-    if PROGRESS_SINK:
-        PROGRESS_SINK[0](
+    if request.progress:
+        print_progress(
             f"{test.test_id}: {result.status.value} ({len(shards)} shards, {result.time_s:.1f}s busy)"
         )
     return result
@@ -128,6 +135,44 @@ def open_tracking(
     return records.open_run(tracker, spec, test_plan, records.new_assessment_id(), ev.code_version())
 
 
+@task(name="read history", cache_policy=NO_CACHE)
+def read_history(
+    tracker: Tracker | None, spec: AssessmentSpec, request: AssessRequest
+) -> history.SpecHistory:
+    """The spec's earlier assessments in the tracking store, read once for every step that needs them
+    (crashed attempts, regression check, hash chain and history rows)."""
+    limit = 10_000 if request.compare_history else 2 * HISTORY_ROWS  # a long trend only for lifecycles
+    return history.read_history(tracker.uri if tracker else None, spec.id, limit=limit)
+
+
+def provenance(
+    spec: AssessmentSpec,
+    facts: planning.PlanFacts,
+    test_plan: AssessmentPlan,
+    request: AssessRequest,
+    handle: records.TrackingHandle,
+    started: datetime,
+    signer: Ed25519PrivateKey | None,
+) -> Provenance:
+    """Where, when and with what the assessment ran: built once, at the end of execution."""
+    flow_run = runtime.flow_run.id
+    return ev.build_provenance(
+        spec,
+        request.spec_path,
+        test_plan,
+        assessment_id=handle.assessment_id,
+        started=started,
+        provider=facts.provider,
+        command=request.command or command_line(),
+        flow_run_id=str(flow_run) if flow_run else None,
+        mlflow_run_id=handle.run_id,
+        mlflow_tracking_uri=handle.uri,
+        signer_public_key_sha256=records.signer_fingerprint(signer),
+        model_registry_uri=registry_models.registry_uri_of(Path(spec.model.path)),
+        extra={"run_folder": str(request.output.resolve()), "cwd": str(Path.cwd())},
+    )
+
+
 @task(name="record", cache_policy=NO_CACHE)
 def record(
     spec: AssessmentSpec,
@@ -137,7 +182,8 @@ def record(
     request: AssessRequest,
     tracker: Tracker | None,
     handle: records.TrackingHandle,
-    provenance: dict,
+    prov: Provenance,
+    past: history.SpecHistory,
 ) -> EvidenceBundle:
     """Step 'record': nested MLflow runs per test and the evidence bundle (evidence.json)."""
     records.log_results(tracker, handle, test_plan, results)
@@ -145,12 +191,9 @@ def record(
     files = records.write_results(out, results) + [
         ArtifactDigest(path=records.PLAN, sha256=sha256_file(out / records.PLAN), role="plan")
     ]
-    signer, registry_files = records.record_extras(spec, out)
-    prov = Provenance(**provenance, mlflow_run_id=handle.run_id, mlflow_tracking_uri=handle.uri, **signer)
-    manifest = ev.manifest(
-        request.spec_path, spec, prov.spec_sha256, test_plan, results, files + registry_files
-    )
-    past = history.past_assessments(handle.uri, spec.id) if handle.uri else []
+    files += records.copy_registry_model(spec, out)
+    manifest = ev.manifest(request.spec_path, spec, prov.spec_sha256, test_plan, results, files)
+    earlier = past.finished(HISTORY_ROWS)
     bundle = ev.assemble_evidence(
         spec,
         test_plan,
@@ -158,8 +201,8 @@ def record(
         verdicts,
         prov,
         manifest,
-        previous_sha256=past[0].evidence_sha256 if past else None,
-        history=history.history_rows(past),
+        previous_sha256=earlier[0].evidence_sha256 if earlier else None,
+        history=history.history_rows(earlier),
     )
     write_json(out / records.EVIDENCE, bundle)
     return bundle
@@ -167,22 +210,35 @@ def record(
 
 @task(name="report", cache_policy=NO_CACHE)
 def report(
-    bundle: EvidenceBundle, request: AssessRequest, tracker: Tracker | None, handle: records.TrackingHandle
+    bundle: EvidenceBundle,
+    request: AssessRequest,
+    tracker: Tracker | None,
+    handle: records.TrackingHandle,
+    signer: Ed25519PrivateKey | None,
 ) -> Path:
     """Step 'report': the dossier (PDF/A-3 with the evidence embedded, HTML, Markdown) from the evidence
-    alone; then the manifest (signed when a key is set), MLflow tags and artifacts, registry tags."""
+    alone, the JUnit report when asked; then the manifest (signed when a key is set), MLflow tags and
+    artifacts, registry tags."""
     out = request.output
-    dossier = write_dossier(
+    files = dossier.write_dossier(
         bundle,
         (out / records.EVIDENCE).read_bytes(),
         out / records.DOSSIER,
         run_dir=out,
         html=out / records.DOSSIER_HTML,
         markdown=out / records.SUMMARY,
+        signing_key=signer,
     )
-    records.seal(tracker, handle, bundle, out, f"spec{request.spec_path.suffix}")
+    if request.junit_xml is not None:
+        dossier.write_junit(bundle, request.junit_xml)
+    records.seal(tracker, handle, bundle, out, f"spec{request.spec_path.suffix}", signer)
     records.publish_summary(bundle, (out / records.SUMMARY).read_text())
-    return dossier.pdf
+    return files.pdf
+
+
+def print_progress(line: str) -> None:
+    """Terminal progress of a test, on standard error (``AssessRequest.progress``)."""
+    print(f"  {line}", file=sys.stderr, flush=True)
 
 
 def command_line() -> str:

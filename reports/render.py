@@ -1,7 +1,9 @@
 """Render the dossier from an evidence bundle alone: HTML via Jinja, PDF via WeasyPrint.
 
 Templates only display: rounding, sorting and wording happen here, in ``ReportView``. The PDF
-renderer may load only the project's own assets (templates folder) and inline data URIs.
+renderer may load only the project's own assets (templates folder) and inline data URIs. Nothing
+here writes files or holds keys: attachments (the evidence, a signature) arrive as bytes, and
+``nnassay.tasks.governance.dossier`` writes the documents.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from nnassay.reports.view import ReportView, build_view, fmt_claim, fmt_criterion, fmt_measure, fmt_threat
 from nnassay.schemas.evidence import EvidenceBundle
-from nnassay.tasks.io.files import write_atomic
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 PDF_VARIANT = "pdf/a-3b"  # archival PDF that may carry the evidence JSON as an embedded file
@@ -26,9 +27,11 @@ __all__ = [
     "ReportView",
     "render_html",
     "render_markdown",
-    "write_pdf",
-    "write_dossier",
+    "render_pdf",
     "EmbeddedFile",
+    "evidence_attachment",
+    "compare_text",
+    "pdf_text",
 ]
 
 
@@ -105,14 +108,10 @@ def _inside_templates(url: str) -> bool:
     return Path(unquote(parsed.path)).resolve().is_relative_to(TEMPLATES)
 
 
-def write_pdf(
-    html: str,
-    path: Path,
-    *,
-    attachments: list[EmbeddedFile] | None = None,
-    pdf_variant: str | None = PDF_VARIANT,
-) -> tuple[Path, list[str]]:
-    """Render HTML to a PDF atomically; return the path and the URLs the fetcher refused.
+def render_pdf(
+    html: str, *, attachments: list[EmbeddedFile] | None = None, pdf_variant: str | None = PDF_VARIANT
+) -> tuple[bytes, list[str]]:
+    """Render HTML to PDF bytes in memory; return them and the URLs the fetcher refused.
 
     Attachments are passed as bytes, so the fetcher never opens a file or URL for them.
     """
@@ -137,99 +136,14 @@ def write_pdf(
     options: dict[str, Any] = {"attachments": extra} if extra else {}
     if pdf_variant:
         options["pdf_variant"] = pdf_variant
-    payload = document.write_pdf(**options)
-    write_atomic(path, payload)
-    return path, list(fetcher.refused)
+    return document.write_pdf(**options), list(fetcher.refused)
 
 
-def pdf_bytes(html: str) -> bytes:
-    """Render HTML to PDF bytes in memory (own assets only; no PDF/A variant: text is the same)."""
-    import logging
-
-    from weasyprint import HTML
-
-    logging.getLogger("weasyprint").setLevel(logging.ERROR)
-    logging.getLogger("fontTools").setLevel(logging.ERROR)
-    return HTML(string=html, base_url=TEMPLATES.as_uri() + "/", url_fetcher=_fetcher_class()()).write_pdf()
-
-
-@dataclass(frozen=True)
-class DossierFiles:
-    """The dossier in its three forms, and the URLs the renderer refused to load."""
-
-    pdf: Path
-    html: Path | None
-    markdown: Path | None
-    refused: list[str]
-
-
-CONFIGURED = (
-    "configured"  # write_dossier: sign with the key the CLI configured (nnassay.tasks.governance.records)
-)
-
-
-def write_dossier(
-    ev: EvidenceBundle,
-    evidence_json: bytes,
-    pdf: Path,
-    *,
-    run_dir: Path | None = None,
-    html: Path | None = None,
-    markdown: Path | None = None,
-    signing_key: Any = CONFIGURED,
-) -> DossierFiles:
-    """PDF/A-3 with the evidence embedded, plus optional self-contained HTML and Markdown summary.
-
-    When the run is signed (``signing_key``: an Ed25519 private key, None, or the configured one), the
-    PDF also embeds an Ed25519 signature of the evidence bytes and the public key, so the PDF alone
-    can be checked (``nnassay evidence verify dossier.pdf --public-key PUB``).
-    """
-    from nnassay.tasks.governance.integrity import (
-        EVIDENCE_SIGNATURE,
-        SIGNER_KEY,
-        fingerprint,
-        public_pem,
-        sign_bytes,
+def evidence_attachment(ev: EvidenceBundle, evidence_json: bytes) -> EmbeddedFile:
+    """The evidence bundle's bytes as the PDF/A-3 source file of the dossier."""
+    return EmbeddedFile(
+        "evidence.json", evidence_json, f"nnassay evidence bundle of assessment {ev.provenance.assessment_id}"
     )
-
-    if isinstance(signing_key, str):  # CONFIGURED
-        from nnassay.tasks.governance.records import signing_key as configured
-
-        signing_key = configured()
-    text = render_html(ev, run_dir)
-    attachments = [
-        EmbeddedFile(
-            "evidence.json",
-            evidence_json,
-            f"nnassay evidence bundle of assessment {ev.provenance.assessment_id}",
-        )
-    ]
-    if (
-        signing_key is not None
-        and fingerprint(signing_key.public_key()) == ev.provenance.signer_public_key_sha256
-    ):
-        attachments += [
-            EmbeddedFile(
-                EVIDENCE_SIGNATURE,
-                sign_bytes(signing_key, evidence_json),
-                "Ed25519 signature (base64) of evidence.json",
-                "text/plain",
-                "Supplement",
-            ),
-            EmbeddedFile(
-                SIGNER_KEY,
-                public_pem(signing_key.public_key()),
-                "Ed25519 public key (PEM) of the signer",
-                "application/x-pem-file",
-                "Supplement",
-            ),
-        ]
-    _, refused = write_pdf(text, pdf, attachments=attachments)
-    if html is not None:
-        write_atomic(html, text)
-    if markdown is not None:
-        write_atomic(markdown, render_markdown(ev))
-    return DossierFiles(pdf, html, markdown, refused)
 
 
 def pdf_text(payload: bytes) -> str:
@@ -249,7 +163,7 @@ def _pdf_images(payload: bytes) -> list[str]:
     from pypdf import PdfReader
 
     seen: set[str] = set()
-    resources: set[int] = set()
+    resources: set[int | None] = set()
     found = []
     for page in PdfReader(io.BytesIO(payload)).pages:
         key = getattr(page.raw_get("/Resources"), "idnum", None)
@@ -261,6 +175,7 @@ def _pdf_images(payload: bytes) -> list[str]:
                 continue
             seen.add(image.name)
             buffer = io.BytesIO()
+            assert image.image is not None, f"image {image.name} cannot be decoded"
             image.image.save(buffer, format="PNG")
             found.append("data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode())
     return found
@@ -291,7 +206,7 @@ def compare_text(ev: EvidenceBundle, payload: bytes) -> str | None:
         if slot is not None:
             r, i = slot
             r.pictures[i] = (uri, r.pictures[i][1])
-    fresh = pdf_text(pdf_bytes(_render_view(view, ev)))
+    fresh = pdf_text(render_pdf(_render_view(view, ev), pdf_variant=None)[0])  # text as in PDF/A
     shown = pdf_text(payload)
     a, b = "".join(shown.split()), "".join(fresh.split())
     if a == b:

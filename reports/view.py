@@ -7,6 +7,7 @@ only displays. Nothing here reads the clock or recomputes a measurement.
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,7 +20,6 @@ from nnassay.schemas.common import ClaimKind, Measurement, Verdict
 from nnassay.schemas.evidence import EvidenceBundle, GoalVerdict
 from nnassay.schemas.goals import Goal
 from nnassay.schemas.results import ArtifactRef, MethodResult, Series
-from nnassay.tasks.io.files import sha256_bytes
 
 CLAIM_WORDING = {
     ClaimKind.ESTIMATE: "estimate",
@@ -289,8 +289,11 @@ PER_SAMPLE_ROWS = 25
 def per_sample_table(result: MethodResult) -> tuple[list[str], list[list[str]], int] | None:
     """``details.per_sample`` (a list of flat records, e.g. the formal verdict of each sample) as a
     table: columns in first-seen order, scalar cells only, at most PER_SAMPLE_ROWS rows shown."""
-    rows = result.details.get("per_sample")
-    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+    found = result.details.get("per_sample")
+    if not isinstance(found, list) or not found:
+        return None
+    rows = [r for r in found if isinstance(r, dict)]
+    if len(rows) != len(found):
         return None
     columns: list[str] = []
     for r in rows:
@@ -323,7 +326,7 @@ def _pictures(
             found.append(("", f"{artifact.caption} (NOT SHOWN: file not found beside the evidence)"))
             continue
         payload = path.read_bytes()
-        if sha256_bytes(payload) != artifact.sha256:
+        if hashlib.sha256(payload).hexdigest() != artifact.sha256:
             found.append(("", f"{artifact.caption} (NOT SHOWN: file changed since the assessment)"))
             continue
         found.append(("data:image/png;base64," + base64.b64encode(payload).decode(), artifact.caption))
@@ -387,7 +390,8 @@ def reproduce_command(ev: EvidenceBundle) -> tuple[str, str]:
     install = "pip install -c constraints.txt -e ." + (
         f"   # in a checkout of {p.code_version}" if p.code_version else ""
     )
-    cwd = p.extra.get("cwd") if isinstance(p.extra.get("cwd"), str) else None
+    recorded = p.extra.get("cwd")
+    cwd = recorded if isinstance(recorded, str) else None
     if cwd is None:
         try:
             words = shlex.split(p.command)
@@ -478,7 +482,7 @@ def residual_statement(ev: EvidenceBundle) -> str:
 
 def _crosswalk(ev: EvidenceBundle) -> tuple[list[CrosswalkRow], list[CrosswalkRow]]:
     tests = f"{len(ev.plan.tests)} planned tests, {len(ev.results)} results, {len(ev.verdicts)} goal verdicts"
-    goals_for = {}
+    goals_for: dict[str, list[str]] = {}
     for g in ev.spec.goals:
         for c in g.controls:
             goals_for.setdefault(c, []).append(g.id)
@@ -509,8 +513,12 @@ def _crosswalk(ev: EvidenceBundle) -> tuple[list[CrosswalkRow], list[CrosswalkRo
     refs = sorted(set(evidence) | set(goals_for), key=_control_order)
     controls = []
     for ref in refs:
-        c = st.control(ref)
-        cref = clause_ref(c) if c else ClauseRef(f"42001 {ref}", "not in the standards map", "U", True)
+        control = st.control(ref)
+        cref = (
+            clause_ref(control)
+            if control
+            else ClauseRef(f"42001 {ref}", "not in the standards map", "U", True)
+        )
         found = evidence.get(ref, "")
         if ref in goals_for:
             found = (found + "; " if found else "") + "declared by goal(s) " + ", ".join(goals_for[ref])
@@ -572,14 +580,15 @@ def _history(ev: EvidenceBundle) -> tuple[list[dict[str, Any]], list[str], str |
         return [], [], None
     goals = [v.goal_id for v in ev.verdicts]
     metric = {v.goal_id: v.metric for v in ev.verdicts}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for h in ev.history:
         when = h.get("started_ms")
         metrics = h.get("metrics") or {}
         goal_cells = {}
         for g in goals:
             value = metrics.get(f"goal.{g}.{metric[g]}") if isinstance(metrics, dict) else None
-            verdict = (h.get("goals") or {}).get(g, "") if isinstance(h.get("goals"), dict) else ""
+            recorded_goals = h.get("goals")
+            verdict = recorded_goals.get(g, "") if isinstance(recorded_goals, dict) else ""
             goal_cells[g] = (f"{value:.4g} " if isinstance(value, int | float) else "") + str(verdict)
         rows.append(
             {

@@ -70,6 +70,27 @@ class AssessRequest(BaseModel):
         description="Compare every goal with the previous assessment of the same spec id (regression"
         " check, lifecycle metrics); needs tracking.",
     )
+    sign_key: Path | None = Field(
+        default=None,
+        description="Ed25519 private key (PEM) that signs manifest.json and the evidence embedded in the"
+        " dossier; its public key fingerprint goes into the evidence. None: the run is not signed.",
+    )
+    model_uri: str | None = Field(
+        default=None,
+        description="MLflow registry model (models:/NAME/VERSION or models:/NAME@ALIAS) to assess instead"
+        " of the spec's model.path; the registry is the tracking URI's.",
+    )
+    progress: bool = Field(
+        default=False, description="Print each test's progress and outcome to standard error."
+    )
+    dask_address: str | None = Field(
+        default=None, description="Run the tests on the Dask scheduler at this address; None: local threads."
+    )
+    junit_xml: Path | None = Field(
+        default=None,
+        description="Also write a JUnit XML report here: one test case per goal (fail: failure;"
+        " inconclusive: error).",
+    )
 
     def tracking_uri(self) -> str:
         """The MLflow URI to use."""
@@ -92,6 +113,21 @@ class LifecycleRequest(BaseModel):
         " else a SQLite store <output_root>/mlflow.db.",
     )
     prefer_cuda: bool = Field(default=True, description="Use CUDA when it really works.")
+    sign_key: Path | None = Field(
+        default=None,
+        description="Ed25519 private key (PEM) every run signs its records with (read on the machine"
+        " that runs the flow); None: unsigned runs.",
+    )
+    model_uri: str | None = Field(
+        default=None,
+        description="MLflow registry model (models:/NAME/VERSION or models:/NAME@ALIAS) to assess instead"
+        " of the spec's model.path; an alias follows the model the alias points to at each run.",
+    )
+    dask_address: str | None = Field(
+        default=None,
+        description="Run the tests on the Dask scheduler at this address; None: $NNASSAY_DASK_ADDRESS,"
+        " else local threads.",
+    )
 
     def tracking_uri(self, settings: Settings) -> str:
         """The MLflow URI every run of this series uses."""

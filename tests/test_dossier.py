@@ -208,8 +208,9 @@ def test_pictures_per_sample_rows_and_a_pdf_alone_compare(tmp_path: Path) -> Non
 
     from PIL import Image
 
-    from nnassay.reports.render import EmbeddedFile, compare_text, write_pdf
+    from nnassay.reports.render import EmbeddedFile, compare_text
     from nnassay.schemas.results import ArtifactRef
+    from nnassay.tasks.governance.dossier import write_pdf
     from nnassay.tasks.io.files import sha256_bytes
 
     ev = EvidenceBundle.model_validate_json((GOLDEN / "evidence_v1_before_integrity.json").read_text())

@@ -222,7 +222,8 @@ def test_registry_model_downloaded_only_onnx_and_tagged(runs: Runs) -> None:
 
 def _forged_pdf(runs: Runs, target: Path) -> None:
     """A dossier whose pages say something else than the evidence it embeds (a forged reason)."""
-    from nnassay.reports.render import EmbeddedFile, render_html, write_pdf
+    from nnassay.reports.render import EmbeddedFile, render_html
+    from nnassay.tasks.governance.dossier import write_pdf
 
     payload = (runs.b / "evidence.json").read_bytes()
     ev = EvidenceBundle.model_validate_json(payload)
@@ -250,7 +251,8 @@ def test_dossier_pdf_alone_compares_its_text_with_the_embedded_evidence(runs: Ru
 def test_signed_dossier_pdf_alone_carries_a_signature_of_its_evidence(runs: Runs, tmp_path: Path) -> None:
     from pypdf import PdfReader
 
-    from nnassay.reports.render import EmbeddedFile, render_html, write_pdf
+    from nnassay.reports.render import EmbeddedFile, render_html
+    from nnassay.tasks.governance.dossier import write_pdf
 
     reader = PdfReader(runs.b / "dossier.pdf")
     assert {"evidence.json", "evidence.json.sig", "signer.pub"} <= set(reader.attachments)

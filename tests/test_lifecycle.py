@@ -255,3 +255,45 @@ def test_prefect_yaml_declares_the_lifecycle_deployment() -> None:
     request = LifecycleRequest.model_validate(deployment["parameters"]["request"])
     assert (REPO / request.spec_path).is_file()
     assert deployment["schedules"][0]["cron"] == "0 3 * * 1"
+
+
+def test_lifecycle_run_with_a_sign_key_is_signed(
+    tmp_path: Path, image_case, prefect_harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The signing key is a field of the request, so a lifecycle (or scheduled) run signs its records;
+    the spec's MLflow history is read once per assessment (attempts, regressions, chain, rows)."""
+    from nnassay.flows.lifecycle import lifecycle_assess
+    from nnassay.schemas.settings import LifecycleRequest
+    from nnassay.tasks.governance import history
+    from nnassay.tasks.governance.integrity import fingerprint, generate_key, load_public_key, verify
+
+    reads: list[str] = []
+    original = history.past_assessments
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        reads.append(args[1])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(history, "past_assessments", counted)
+
+    key, pub = generate_key(tmp_path / "keys" / "sign.pem")
+    spec, _ = _series(tmp_path, image_case, noisy_threshold=0.9)
+    request = LifecycleRequest(
+        spec_path=spec,
+        output_root=tmp_path / "runs",
+        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'series.db'}",
+        prefer_cuda=False,
+        sign_key=key,
+    )
+    lifecycle_assess(request)
+    bundle = lifecycle_assess(request)  # the second run has history: regression check and chain
+    assert reads == ["series", "series"]  # once per assessment
+    assert bundle.previous_evidence_sha256 and bundle.history
+    assert bundle.provenance.signer_public_key_sha256 == fingerprint(load_public_key(pub))
+    folder = Path(str(bundle.provenance.extra["run_folder"]))
+    assert (folder / "manifest.sig").is_file()
+    run = verify(folder)
+    assert run.exit_code == 0, run.problems
+    assert any("manifest.sig: Ed25519 signature valid" in c for c in run.checked), run.checked
+    pdf = verify(folder / "dossier.pdf")
+    assert any("embedded evidence.json signature valid" in c for c in pdf.checked), pdf.checked

@@ -8,8 +8,9 @@ import pytest
 from pypdf import PdfReader
 from records_runs import HOSTILE, Runs, assessed
 
-from nnassay.reports.render import EmbeddedFile, render_html, write_pdf
+from nnassay.reports.render import EmbeddedFile, render_html
 from nnassay.schemas.evidence import EvidenceBundle
+from nnassay.tasks.governance.dossier import write_pdf
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import typer
 
 from nnassay.flows.cli import lifecycle as cli_lifecycle
 from nnassay.flows.cli import records as cli_records
+from nnassay.flows.cli.options import Dask, JunitXml, ModelUri, SignKey, check_sign_key
 
 app = typer.Typer(
     name="nnassay",
@@ -57,14 +58,16 @@ def assess(
     ] = None,
     no_track: Annotated[bool, typer.Option("--no-track", help="Do not log to MLflow.")] = False,
     cpu: Annotated[bool, typer.Option("--cpu", help="Use the CPU provider even when CUDA works.")] = False,
-    dask: Annotated[
-        str | None, typer.Option("--dask", help="Run tests on the Dask scheduler at this address.")
-    ] = None,
+    dask: Dask = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and Prefect debug logs.")] = False,
+    sign_key: SignKey = None,
+    junit_xml: JunitXml = None,
+    model_uri: ModelUri = None,
 ) -> None:
     """Run a robustness assessment. Exit 0: every goal passed; 1: a goal failed or was inconclusive;
     2: invalid input or the run could not be done."""
     _quiet_prefect(debug)
+    check_sign_key(sign_key)  # an unusable key fails before anything starts
     from nnassay.schemas.settings import AssessRequest, Settings
     from nnassay.tasks.errors import AssessmentError
     from nnassay.tasks.io.files import ensure_writable_dir
@@ -75,30 +78,49 @@ def assess(
     warming = _start_embedded_prefect()  # boots while the inputs are checked
     try:
         ensure_writable_dir(output)
-        preflight(spec, prefer_cuda=settings.prefer_cuda and not cpu)  # bad input fails here, fast
-        warming.join()
         request = AssessRequest(
             spec_path=spec,
             output=output,
             track=not no_track,
             mlflow_tracking_uri=mlflow_uri or settings.mlflow_tracking_uri,
             prefer_cuda=settings.prefer_cuda and not cpu,
-            command=_command_line(spec, output, mlflow_uri, no_track, cpu, dask),
+            command=_command_line(spec, output, mlflow_uri, no_track, cpu, dask, model_uri),
+            sign_key=sign_key,
+            model_uri=model_uri,
+            junit_xml=junit_xml,
+            dask_address=dask or settings.dask_address,
+            progress=True,
         )
-        bundle = _run_flow(request, dask or settings.dask_address)
+        preflight(  # bad input fails here, fast
+            spec,
+            prefer_cuda=request.prefer_cuda,
+            model_uri=request.model_uri,
+            registry_uri=request.mlflow_tracking_uri,
+        )
+        warming.join()
+        bundle = _run_flow(request)
     except AssessmentError as exc:
         _fail(exc, debug)
         return
     _print_summary(bundle, output, time.monotonic() - started)
+    if junit_xml is not None:
+        typer.echo(f"junit:    {junit_xml}")
     raise typer.Exit(EXIT_PASS if bundle.overall.value == "pass" else EXIT_NOT_PASSED)
 
 
 def _command_line(
-    spec: Path, output: Path, mlflow_uri: str | None, no_track: bool, cpu: bool, dask: str | None
+    spec: Path,
+    output: Path,
+    mlflow_uri: str | None,
+    no_track: bool,
+    cpu: bool,
+    dask: str | None,
+    model_uri: str | None = None,
 ) -> str:
     """The `nnassay assess` command that reproduces this run, shell-quoted (recorded in the evidence)."""
     args = ["nnassay", "assess", str(spec), "--output", str(output)]
     args += ["--mlflow-uri", mlflow_uri] if mlflow_uri else []
+    args += ["--model-uri", model_uri] if model_uri else []
     args += ["--dask", dask] if dask else []
     args += ["--no-track"] * no_track + ["--cpu"] * cpu
     return shlex.join(args)
@@ -128,17 +150,10 @@ def _start_embedded_prefect() -> threading.Thread:
     return thread
 
 
-def _run_flow(request, dask_address: str | None):  # type: ignore[no-untyped-def]
-    from nnassay.flows import steps
-    from nnassay.flows.assess import assess as assess_flow
+def _run_flow(request):  # type: ignore[no-untyped-def]
+    from nnassay.flows.lifecycle import assess_runner
 
-    steps.PROGRESS_SINK[:] = [lambda line: typer.echo(f"  {line}", err=True)]
-    flow = assess_flow
-    if dask_address:
-        from prefect_dask import DaskTaskRunner
-
-        flow = assess_flow.with_options(task_runner=DaskTaskRunner(address=dask_address))
-    return flow(request)
+    return assess_runner(request.dask_address)(request)
 
 
 def _print_summary(bundle, output: Path, elapsed: float) -> None:  # type: ignore[no-untyped-def]

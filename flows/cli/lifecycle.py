@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
+from nnassay.flows.cli.options import Dask, ModelUri, SignKey, check_sign_key
+
 EXIT_PASS, EXIT_NOT_PASSED, EXIT_INVALID = 0, 1, 2
 
 Spec = Annotated[Path, typer.Argument(help="Assessment spec (YAML or JSON): model, data and goals.")]
@@ -36,15 +38,28 @@ def register(app: typer.Typer) -> None:
     app.command("schedule")(schedule)
 
 
-def _request(spec: Path, output_root: Path, mlflow_uri: str | None, cpu: bool) -> Any:
+def _request(
+    spec: Path,
+    output_root: Path,
+    mlflow_uri: str | None,
+    cpu: bool,
+    *,
+    sign_key: Path | None = None,
+    model_uri: str | None = None,
+    dask: str | None = None,
+) -> Any:
     from nnassay.schemas.settings import LifecycleRequest, Settings
 
+    check_sign_key(sign_key)  # an unusable key fails now, not at the first scheduled run
     settings = Settings()
     return LifecycleRequest(
         spec_path=spec.resolve(),
         output_root=output_root.resolve(),
         mlflow_tracking_uri=mlflow_uri,
         prefer_cuda=settings.prefer_cuda and not cpu,
+        sign_key=sign_key.resolve() if sign_key else None,
+        model_uri=model_uri,
+        dask_address=dask,
     )
 
 
@@ -54,6 +69,9 @@ def lifecycle(
     mlflow_uri: MlflowUri = None,
     cpu: Cpu = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and Prefect debug logs.")] = False,
+    sign_key: SignKey = None,
+    model_uri: ModelUri = None,
+    dask: Dask = None,
 ) -> None:
     """Run one lifecycle assessment now: assess, compare every goal with the previous assessment of the
     spec (regressions), log the trend. Exit 0: every goal passed; 1: a goal failed or was
@@ -63,13 +81,19 @@ def lifecycle(
     _quiet_prefect(debug)
     from nnassay.flows.lifecycle import lifecycle_assess
     from nnassay.schemas.evidence import EvidenceBundle
+    from nnassay.schemas.settings import Settings
     from nnassay.tasks.errors import AssessmentError
     from nnassay.tasks.pipeline.execute import preflight
 
     started = time.monotonic()
-    request = _request(spec, output_root, mlflow_uri, cpu)
+    request = _request(spec, output_root, mlflow_uri, cpu, sign_key=sign_key, model_uri=model_uri, dask=dask)
     try:
-        preflight(request.spec_path, prefer_cuda=request.prefer_cuda)
+        preflight(
+            request.spec_path,
+            prefer_cuda=request.prefer_cuda,
+            model_uri=request.model_uri,
+            registry_uri=request.tracking_uri(Settings()),
+        )
     except AssessmentError as exc:
         _fail(exc, debug)
     state = lifecycle_assess(request, return_state=True)
@@ -101,6 +125,9 @@ def schedule(
     output_root: OutputRoot = Path("runs/lifecycle"),
     mlflow_uri: MlflowUri = None,
     cpu: Cpu = False,
+    sign_key: SignKey = None,
+    model_uri: ModelUri = None,
+    dask: Dask = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the deployment and exit.")] = False,
 ) -> None:
     """Serve lifecycle assessments of SPEC as a Prefect deployment on a cron or interval schedule.
@@ -109,13 +136,16 @@ def schedule(
     from nnassay.flows.cli.app import _fail, _quiet_prefect
 
     _quiet_prefect(False)
+    from nnassay.schemas.schedule import LifecycleSchedule, ScheduleOptionError
     from nnassay.tasks.errors import AssessmentError
     from nnassay.tasks.io.spec_io import read_spec
 
-    if (cron is None) == (interval is None):
-        typer.echo("nnassay: error: give exactly one of --cron or --interval", err=True)
-        raise typer.Exit(EXIT_INVALID)
-    request = _request(spec, output_root, mlflow_uri, cpu)
+    try:  # before anything is read, served or contacted
+        when = LifecycleSchedule.from_options(cron=cron, interval=interval, timezone=timezone)
+    except ScheduleOptionError as exc:
+        typer.echo(f"nnassay: error: {exc}", err=True)
+        raise typer.Exit(EXIT_INVALID) from None
+    request = _request(spec, output_root, mlflow_uri, cpu, sign_key=sign_key, model_uri=model_uri, dask=dask)
     try:
         spec_id = read_spec(request.spec_path).id
     except AssessmentError as exc:
@@ -124,7 +154,7 @@ def schedule(
     plan = deployment(request, name or spec_id, spec_id, cron=cron, interval=interval, timezone=timezone)
     shown = {
         "deployment": plan["name"],
-        "schedule": f"cron {cron!r} ({timezone})" if cron else f"every {interval:g} s",
+        "schedule": when.describe(),
         "flow": "lifecycle-assess",
         "parameters": plan["parameters"],
     }
@@ -139,14 +169,13 @@ def schedule(
 def deployment(
     request: Any, name: str, spec_id: str, *, cron: str | None, interval: float | None, timezone: str = "UTC"
 ) -> dict[str, Any]:
-    """Keyword arguments of ``lifecycle_assess.serve`` for one spec and schedule."""
-    from prefect.schedules import Cron, Interval
+    """Keyword arguments of ``lifecycle_assess.serve`` for one spec and schedule (checked: ValueError)."""
+    from nnassay.schemas.schedule import LifecycleSchedule
 
-    assert cron or interval, "a cron or an interval schedule"
-    schedule_ = Cron(cron, timezone=timezone) if cron else Interval(interval or 0, timezone=timezone)
+    when = LifecycleSchedule.from_options(cron=cron, interval=interval, timezone=timezone)
     return {
         "name": name,
-        "schedules": [schedule_],
+        "schedules": [when.to_prefect()],
         "tags": ["nnassay", spec_id],
         "parameters": {"request": request.model_dump(mode="json")},
         "description": f"Lifecycle re-assessment of {spec_id!r} ({request.spec_path})",

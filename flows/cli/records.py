@@ -1,15 +1,12 @@
-"""Governance-record commands: `nnassay evidence verify|keygen`, `nnassay report`, and the record
-options of `nnassay assess` (--sign-key, --junit-xml, --model-uri). Heavy imports stay inside commands.
+"""Governance-record commands: `nnassay evidence verify|keygen` and `nnassay report`. Heavy imports
+stay inside commands.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
-import typing
-import warnings
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -17,31 +14,6 @@ EXIT_INTACT, EXIT_TAMPERED, EXIT_UNREADABLE = 0, 1, 2
 evidence_app = typer.Typer(
     help="Check and manage evidence records (manifest, hash chain, signature).", no_args_is_help=True
 )
-
-SignKey = Annotated[
-    Path | None,
-    typer.Option(
-        "--sign-key",
-        help="Ed25519 private key (PEM) to sign manifest.json with; its public key fingerprint"
-        " goes into the evidence. Keep it chmod 600 (a warning names looser modes).",
-    ),
-]
-JunitXml = Annotated[
-    Path | None,
-    typer.Option(
-        "--junit-xml",
-        help="Also write a JUnit XML report: one test case per goal (fail: failure; inconclusive: error).",
-    ),
-]
-ModelUri = Annotated[
-    str | None,
-    typer.Option(
-        "--model-uri",
-        help="Assess this MLflow registry model (models:/NAME/VERSION or models:/NAME@ALIAS)"
-        " instead of the spec's model.path; only its ONNX file is downloaded; the version is tagged"
-        " with the verdict afterwards.",
-    ),
-]
 
 
 @evidence_app.command("verify")
@@ -144,8 +116,8 @@ def report_cmd(
     """Re-render the dossier (PDF/A-3 with the evidence embedded) from a stored evidence bundle alone."""
     from pydantic import ValidationError
 
-    from nnassay.reports.render import write_dossier
     from nnassay.schemas.evidence import EvidenceBundle
+    from nnassay.tasks.governance.dossier import write_dossier
     from nnassay.tasks.governance.integrity import SigningKeyError, fingerprint, load_signing_key
 
     try:
@@ -182,68 +154,7 @@ def report_cmd(
             typer.echo(str(path))
 
 
-def _extend_assess(app: typer.Typer) -> None:
-    """Add --sign-key, --junit-xml and --model-uri to the existing `assess` command."""
-    info = next(c for c in app.registered_commands if (c.name or c.callback.__name__) == "assess")  # type: ignore[union-attr]
-    original = info.callback
-    assert original is not None
-    hints = typing.get_type_hints(original, include_extras=True)
-    params = [p.replace(annotation=hints[p.name]) for p in inspect.signature(original).parameters.values()]
-    extra = {"sign_key": SignKey, "junit_xml": JunitXml, "model_uri": ModelUri}
-    params += [
-        inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=a)
-        for n, a in extra.items()
-    ]
-
-    def assess(**kwargs: Any) -> None:
-        sign_key, junit_xml, model_uri = (kwargs.pop(n) for n in extra)
-        _configure_records(sign_key, model_uri, kwargs.get("mlflow_uri"))
-        try:
-            original(**kwargs)
-        except typer.Exit as done:
-            if junit_xml is not None and done.exit_code in (0, 1):
-                _write_junit(kwargs["output"], junit_xml)
-            raise
-        finally:
-            _configure_records(None, None, None)
-
-    assess.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    assess.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
-    assess.__doc__ = original.__doc__
-    info.callback = assess
-
-
-def _configure_records(sign_key: Path | None, model_uri: str | None, mlflow_uri: str | None) -> None:
-    from nnassay.tasks.governance import records
-    from nnassay.tasks.governance.integrity import KeyPermissionWarning, SigningKeyError, load_signing_key
-    from nnassay.tasks.io import registry_models
-
-    if sign_key is not None:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", KeyPermissionWarning)
-            try:
-                load_signing_key(sign_key)  # fail before the run starts, and warn once
-            except SigningKeyError as exc:
-                typer.echo(f"nnassay: error: {exc}", err=True)
-                raise typer.Exit(2) from None
-        for w in caught:
-            typer.echo(f"nnassay: warning: {w.message}", err=True)
-    records.configure(sign_key=sign_key)
-    registry_models.configure(model_uri=model_uri, registry_uri=mlflow_uri)
-
-
-def _write_junit(run_dir: Path, target: Path) -> None:
-    from nnassay.reports.junit import junit_xml
-    from nnassay.schemas.evidence import EvidenceBundle
-    from nnassay.tasks.io.files import write_atomic
-
-    bundle = EvidenceBundle.model_validate_json((run_dir / "evidence.json").read_text())
-    write_atomic(target, junit_xml(bundle))
-    typer.echo(f"junit:    {target}")
-
-
 def register(app: typer.Typer) -> None:
     """Register the record commands on the nnassay app."""
     app.add_typer(evidence_app, name="evidence")
     app.command("report")(report_cmd)
-    _extend_assess(app)

@@ -29,6 +29,26 @@ class PastAssessment:
     tags: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class SpecHistory:
+    """The earlier assessments of one spec id (finished or not, newest first), read once per
+    assessment and passed to the steps that need them (crashed attempts, regressions, hash chain)."""
+
+    runs: tuple[PastAssessment, ...] = ()
+
+    def finished(self, limit: int | None = None) -> list[PastAssessment]:
+        """The finished assessments, newest first (at most ``limit``)."""
+        done = [p for p in self.runs if p.status == "FINISHED"]
+        return done if limit is None else done[:limit]
+
+
+def read_history(tracking_uri: str | None, spec_id: str, *, limit: int) -> SpecHistory:
+    """The spec's earlier assessments in the tracking store (none without one)."""
+    if tracking_uri is None:
+        return SpecHistory()
+    return SpecHistory(tuple(past_assessments(tracking_uri, spec_id, limit=limit, finished_only=False)))
+
+
 def experiment_name(spec_id: str) -> str:
     """The MLflow experiment that holds every assessment of a spec id."""
     return f"nnassay/{spec_id}"

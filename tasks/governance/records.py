@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,47 +26,29 @@ DOSSIER_HTML = "dossier.html"
 SUMMARY = "summary.md"
 
 
-@dataclass(frozen=True)
-class RecordOptions:
-    """Record options of a local run that are not assessment content (set by the CLI)."""
-
-    sign_key: Path | None = None
-
-
-_OPTIONS: list[RecordOptions] = [RecordOptions()]
-_KEYS: dict[Path, Ed25519PrivateKey] = {}
-
-
-def configure(*, sign_key: Path | None = None) -> None:
-    """Set the record options of the runs this process starts (like the CLI's progress sink)."""
-    _OPTIONS[0] = RecordOptions(sign_key=sign_key)
-    _KEYS.clear()
-
-
-def options() -> RecordOptions:
-    """The record options in force."""
-    return _OPTIONS[0]
-
-
-def signing_key() -> Ed25519PrivateKey | None:
-    """The configured signing key, loaded (a loose-permission warning is logged, not raised)."""
+def load_signer(path: Path | None, *, warn: Callable[[str], None] | None = None) -> Ed25519PrivateKey | None:
+    """The signing key of a run (None: unsigned). A loose-permission warning goes to ``warn``
+    (default: the 'nnassay' logger), never raised."""
     import logging
     import warnings
 
     from nnassay.tasks.governance.integrity import KeyPermissionWarning, load_signing_key
 
-    path = options().sign_key
     if path is None:
         return None
-    if path in _KEYS:
-        return _KEYS[path]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", KeyPermissionWarning)
         key = load_signing_key(path)
     for w in caught:
-        logging.getLogger("nnassay").warning("%s", w.message)
-    _KEYS[path] = key
+        (warn or logging.getLogger("nnassay").warning)(str(w.message))
     return key
+
+
+def signer_fingerprint(key: Ed25519PrivateKey | None) -> str | None:
+    """SHA-256 of the signer's public key, for provenance (None: unsigned)."""
+    from nnassay.tasks.governance.integrity import fingerprint
+
+    return fingerprint(key.public_key()) if key else None
 
 
 @dataclass(frozen=True)
@@ -168,38 +151,34 @@ def fail_run(tracker: Tracker | None, handle: TrackingHandle | None, message: st
     tracker.finish(handle.run_id, "FAILED")
 
 
-def record_extras(spec: AssessmentSpec, run_dir: Path) -> tuple[dict[str, str | None], list[ArtifactDigest]]:
-    """Provenance fields (signer fingerprint, registry URI) and the registry model copied into the run."""
+def copy_registry_model(spec: AssessmentSpec, run_dir: Path) -> list[ArtifactDigest]:
+    """A model downloaded from the registry, copied into the run folder (its digest for the manifest)."""
     import shutil
 
-    from nnassay.tasks.governance.integrity import fingerprint
     from nnassay.tasks.io import registry_models
 
-    key = signing_key()
-    fields: dict[str, str | None] = {
-        "signer_public_key_sha256": fingerprint(key.public_key()) if key else None
-    }
-    found = registry_models.origin(Path(spec.model.path))
-    if found is None:
-        return fields, []
-    fields["model_registry_uri"] = f"models:/{found['name']}/{found['version']}"
+    if registry_models.origin(Path(spec.model.path)) is None:
+        return []
     copy = run_dir / "model" / Path(spec.model.path).name
     copy.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(spec.model.path, copy)
-    return fields, [
-        ArtifactDigest(path=str(copy.relative_to(run_dir)), sha256=sha256_file(copy), role="model")
-    ]
+    return [ArtifactDigest(path=str(copy.relative_to(run_dir)), sha256=sha256_file(copy), role="model")]
 
 
 def seal(
-    tracker: Tracker | None, handle: TrackingHandle, evidence: EvidenceBundle, run_dir: Path, spec_copy: str
+    tracker: Tracker | None,
+    handle: TrackingHandle,
+    evidence: EvidenceBundle,
+    run_dir: Path,
+    spec_copy: str,
+    key: Ed25519PrivateKey | None,
 ) -> str:
     """Write manifest.json (signed when a key is set), close the MLflow run with the digests as tags,
     and tag a registry model version with the verdict (deployment gate). Returns the manifest digest."""
     from nnassay.tasks.governance.integrity import MANIFEST, PUBLIC_KEY, SIGNATURE, write_manifest
     from nnassay.tasks.io import registry_models
 
-    manifest_sha = write_manifest(run_dir, evidence, signing_key())
+    manifest_sha = write_manifest(run_dir, evidence, key)
     evidence_sha = sha256_file(run_dir / EVIDENCE)
     tags = {
         "nnassay.manifest_sha256": manifest_sha,

@@ -65,35 +65,35 @@ def cache_dir(output: Path) -> Path:
 
 
 def crashed_attempts(
-    tracking_uri: str, spec_id: str, output: Path, *, exclude: str | None = None
+    past: history.SpecHistory, output: Path, *, exclude: str | None = None
 ) -> list[history.PastAssessment]:
     """Earlier unfinished attempts (RUNNING or FAILED, newest first) in the same run folder, back to
     the last finished assessment there."""
     folder = str(output.resolve())
     found = []
-    for past in history.past_assessments(tracking_uri, spec_id, finished_only=False):
-        if past.run_id == exclude or past.tags.get(OUTPUT_TAG) != folder:
+    for run in past.runs:
+        if run.run_id == exclude or run.tags.get(OUTPUT_TAG) != folder:
             continue
-        if past.status == "FINISHED":
+        if run.status == "FINISHED":
             break
-        found.append(past)
+        found.append(run)
     return found
 
 
-def link_attempts(tracker: Tracker, run_id: str, spec_id: str, output: Path) -> str | None:
+def link_attempts(tracker: Tracker, run_id: str, output: Path, past: history.SpecHistory) -> str | None:
     """Tag the new run with its folder, mark crashed attempts there FAILED, link to the newest one."""
     tracker.set_tags(run_id, {OUTPUT_TAG: str(output.resolve())})
-    earlier = crashed_attempts(tracker.uri, spec_id, output, exclude=run_id)
-    for past in earlier:
-        if past.status == "RUNNING":
+    earlier = crashed_attempts(past, output, exclude=run_id)
+    for attempt in earlier:
+        if attempt.status == "RUNNING":
             tracker.set_tags(
-                past.run_id,
+                attempt.run_id,
                 {
                     "nnassay.error": "the assessment process stopped before the run"
                     f" finished (crash or kill); superseded by run {run_id}"
                 },
             )
-            tracker.finish(past.run_id, "FAILED")
+            tracker.finish(attempt.run_id, "FAILED")
     if not earlier:
         return None
     tracker.set_tags(run_id, {PREVIOUS_ATTEMPT_TAG: earlier[0].run_id})

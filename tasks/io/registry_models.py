@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,31 +22,20 @@ SIDECAR = "registry.json"
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[A-Za-z0-9_-]+))$")
 
 
-@dataclass(frozen=True)
-class _Config:
-    model_uri: str | None = None
-    registry_uri: str | None = None
-
-
-_CONFIG: list[_Config] = [_Config()]
-
-
-def configure(*, model_uri: str | None = None, registry_uri: str | None = None) -> None:
-    """Set the --model-uri override and the registry (MLflow) URI for this process."""
-    _CONFIG[0] = _Config(model_uri, registry_uri)
-
-
 def is_registry_uri(text: str) -> bool:
     """True for 'models:/...' references."""
     return text.startswith(PREFIX)
 
 
-def resolve_registered(spec: AssessmentSpec) -> AssessmentSpec:
-    """The spec with a registry model (in model.path, or the --model-uri override) downloaded."""
-    uri = _CONFIG[0].model_uri or str(spec.model.path)
-    if not is_registry_uri(uri):
+def resolve_registered(
+    spec: AssessmentSpec, *, model_uri: str | None = None, registry_uri: str | None = None
+) -> AssessmentSpec:
+    """The spec with a registry model (``model_uri`` when given, else a models:/ model.path)
+    downloaded from the registry at ``registry_uri`` (None: MLflow's default)."""
+    uri = model_uri or str(spec.model.path)
+    if model_uri is None and not is_registry_uri(uri):
         return spec
-    local = download_onnx(uri, _CONFIG[0].registry_uri)
+    local = download_onnx(uri, registry_uri)
     return spec.model_copy(update={"model": spec.model.model_copy(update={"path": local})})
 
 
@@ -101,7 +89,8 @@ def _onnx_files(root: str) -> list[str]:
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     repo = get_artifact_repository(root)
-    found, pending = [], [None]
+    found: list[str] = []
+    pending: list[str | None] = [None]
     while pending:
         for item in repo.list_artifacts(pending.pop()):
             if item.is_dir:
@@ -142,6 +131,12 @@ def origin(model_path: Path) -> dict[str, str] | None:
         return None
     data = json.loads(sidecar.read_text())
     return data if Path(model_path).name == Path(data.get("file", "")).name else None
+
+
+def registry_uri_of(model_path: Path) -> str | None:
+    """'models:/NAME/VERSION' of a downloaded registry model, or None for a plain file."""
+    found = origin(model_path)
+    return f"models:/{found['name']}/{found['version']}" if found else None
 
 
 def tag_version(found: dict[str, str], tags: dict[str, str]) -> None:

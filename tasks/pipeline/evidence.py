@@ -11,6 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import JsonValue
+
 from nnassay.schemas.evidence import ArtifactDigest, EvidenceBundle, GoalVerdict, Provenance
 from nnassay.schemas.goals import AssessmentSpec
 from nnassay.schemas.plan import AssessmentPlan
@@ -152,7 +154,7 @@ def constraints_digest() -> str | None:
     return sha256_file(path) if path.is_file() else None
 
 
-def provenance_fields(
+def build_provenance(
     spec: AssessmentSpec,
     spec_path: Path,
     plan: AssessmentPlan,
@@ -162,11 +164,16 @@ def provenance_fields(
     provider: str,
     command: str,
     flow_run_id: str | None,
-) -> dict[str, Any]:
-    """Provenance fields known at the end of execution (MLflow ids are added when recording)."""
+    mlflow_run_id: str | None = None,
+    mlflow_tracking_uri: str | None = None,
+    signer_public_key_sha256: str | None = None,
+    model_registry_uri: str | None = None,
+    extra: dict[str, JsonValue] | None = None,
+) -> Provenance:
+    """The provenance of an assessment, built once at the end of execution (finished_at is now)."""
     import onnxruntime
 
-    return dict(
+    return Provenance(
         assessment_id=assessment_id,
         started_at=started,
         finished_at=now(),
@@ -183,6 +190,11 @@ def provenance_fields(
         command=command,
         constraints_sha256=constraints_digest(),
         seed=spec.seed,
+        mlflow_run_id=mlflow_run_id,
+        mlflow_tracking_uri=mlflow_tracking_uri,
         prefect_flow_run_id=flow_run_id,
+        signer_public_key_sha256=signer_public_key_sha256,
+        model_registry_uri=model_registry_uri,
+        extra=extra or {},
         **host_facts(),
     )

@@ -54,9 +54,16 @@ def _stamp(spec: AssessmentSpec) -> str:
     return "|".join(stamps)
 
 
-def state_goals(spec_path: Path, *, prefer_cuda: bool = True) -> tuple[AssessmentSpec, PlanFacts]:
-    """Step 1: read the spec, load the model on ONNX Runtime, check the data; facts for planning."""
-    spec = read_spec(spec_path)
+def state_goals(
+    spec_path: Path,
+    *,
+    prefer_cuda: bool = True,
+    model_uri: str | None = None,
+    registry_uri: str | None = None,
+) -> tuple[AssessmentSpec, PlanFacts]:
+    """Step 1: read the spec (a registry model downloaded: ``model_uri`` overrides model.path), load
+    the model on ONNX Runtime, check the data; facts for planning."""
+    spec = read_spec(spec_path, model_uri=model_uri, registry_uri=registry_uri)
     model, data = load_inputs(spec, prefer_cuda=prefer_cuda)
     facts = PlanFacts(
         spec_sha256=sha256_file(spec_path),
@@ -64,13 +71,22 @@ def state_goals(spec_path: Path, *, prefer_cuda: bool = True) -> tuple[Assessmen
         data_sha256=data.sha256,
         data_samples=len(data),
         data_kind=data.kind,
+        provider=model.provider,
     )
     return spec, facts
 
 
-def preflight(spec_path: Path, *, prefer_cuda: bool = True) -> AssessmentPlan:
+def preflight(
+    spec_path: Path,
+    *,
+    prefer_cuda: bool = True,
+    model_uri: str | None = None,
+    registry_uri: str | None = None,
+) -> AssessmentPlan:
     """Check everything that can be checked before a run starts (spec, model, data, plan)."""
-    spec, facts = state_goals(spec_path, prefer_cuda=prefer_cuda)
+    spec, facts = state_goals(
+        spec_path, prefer_cuda=prefer_cuda, model_uri=model_uri, registry_uri=registry_uri
+    )
     return make_plan(spec, facts)
 
 

@@ -26,6 +26,7 @@ class PlanFacts:
     data_sha256: str
     data_samples: int
     data_kind: str  # 'image' or 'tabular'
+    provider: str = "unknown"  # the ONNX Runtime provider the model runs on (provenance, not planning)
 
 
 def derive_seed(master: int, test_id: str) -> int:
