@@ -1,0 +1,1 @@
+"""Field monitoring: drift of production inputs against the assessed data (issue 20); no Prefect here."""
