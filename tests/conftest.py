@@ -46,6 +46,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--update-golden", action="store_true", help="Rewrite golden files in tests/golden.")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that start servers or clusters belong to the slow lane (`-m "not slow"` leaves them out)."""
+    for item in items:
+        if item.get_closest_marker("server") or item.get_closest_marker("cluster"):
+            item.add_marker(pytest.mark.slow)
+
+
 def _init(name: str, array: np.ndarray) -> onnx.TensorProto:
     return numpy_helper.from_array(array.astype(np.float32), name)
 
@@ -249,3 +256,46 @@ def kit() -> type[onnx_kit.Kit]:
 def mlp_path(tmp_path: Path) -> Path:
     """A 3-8-8-2 ReLU network on disk."""
     return onnx_kit.save(onnx_kit.mlp([3, 8, 8, 2], seed=3), tmp_path)
+
+
+# ---------------------------------------------------------------- monitoring (tests/monitoring)
+# Fixtures live here, not in a tests/monitoring/conftest.py: a second module named `conftest` would
+# shadow this one for the `from conftest import ...` lines of the other tests.
+from collections.abc import Callable  # noqa: E402
+
+from nnassay.schemas.goals import DataSpec, Layout, ModelSpec  # noqa: E402
+from nnassay.tasks.io.data_io import Dataset, load_dataset  # noqa: E402
+from nnassay.tasks.io.model_io import ModelRunner  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def digits_model() -> ModelRunner:
+    return ModelRunner(ModelSpec(path=DIGITS / "model.onnx", layout=Layout.NCHW), prefer_cuda=False)
+
+
+@pytest.fixture(scope="session")
+def digits_reference(digits_model: ModelRunner) -> Dataset:
+    return load_dataset(DataSpec(path=DIGITS / "test.npz"), digits_model)
+
+
+@pytest.fixture(scope="session")
+def tabular_model(tabular_case) -> ModelRunner:  # type: ignore[no-untyped-def]
+    return ModelRunner(ModelSpec(path=tabular_case.model, layout=Layout.FLAT), prefer_cuda=False)
+
+
+@pytest.fixture(scope="session")
+def image_model(image_case) -> ModelRunner:  # type: ignore[no-untyped-def]
+    return ModelRunner(ModelSpec(path=image_case.model, layout=Layout.NCHW), prefer_cuda=False)
+
+
+@pytest.fixture
+def tabular_data(tabular_model: ModelRunner) -> Callable[..., Dataset]:
+    def build(n: int, seed: int, shift: dict[int, float] | None = None) -> Dataset:
+        from monitor_kit import make_dataset
+
+        x = np.random.default_rng(seed).uniform(0, 1, (n, 5))
+        for column, k in (shift or {}).items():
+            x[:, column] += k * np.sqrt(1 / 12)  # k standard deviations of U(0, 1)
+        return make_dataset(x, tabular_model, seed=seed)
+
+    return build
