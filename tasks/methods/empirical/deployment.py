@@ -15,27 +15,22 @@ from pydantic import Field, JsonValue
 from nnassay.schemas.common import ClaimKind, Measurement, MethodFamily
 from nnassay.schemas.results import MethodOutcome, TestStatus
 from nnassay.schemas.threats import Deployment
+from nnassay.tasks.engine.isolation import IsolationError
+from nnassay.tasks.engine.ort_check import convert_variant, isolated_variant
 from nnassay.tasks.io.model_io import CPU, CUDA, ModelRunner, cuda_available
+from nnassay.tasks.methods.cost import Cost, passes
 from nnassay.tasks.methods.empirical.common import rate
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
 
 
 def float16_model(source: Path, target: Path) -> Path:
     """Write a float16 copy of the model (float32 inputs and outputs kept)."""
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
-    onnx.save(model, str(target))
-    return target
+    return Path(convert_variant("float16", source, target))
 
 
 def int8_model(source: Path, target: Path) -> Path:
     """Write a dynamically quantised (int8 weights, activations quantised at run time) copy."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
-    return target
+    return Path(convert_variant("int8_dynamic", source, target))
 
 
 def _variant_runner(ctx: RunContext, variant: str) -> tuple[ModelRunner | None, str]:
@@ -49,9 +44,11 @@ def _variant_runner(ctx: RunContext, variant: str) -> tuple[ModelRunner | None, 
             )
         other = CPU if ctx.model.provider == CUDA else CUDA
         return ModelRunner(spec, providers=[other]), f"{other} against {ctx.model.provider}"
-    maker, suffix = {"float16": (float16_model, "float16"), "int8_dynamic": (int8_model, "int8")}[variant]
+    suffix = {"float16": "float16", "int8_dynamic": "int8"}[variant]
     target = ctx.out_dir / f"model_{suffix}.onnx"
-    maker(Path(ctx.model.path), target)
+    # conversion and session creation run in a child process: a converter or ONNX Runtime that
+    # crashes on this model (a float16 ViT segfaults at session creation) costs this test, not the run
+    isolated_variant(variant, ctx.model.path, target, providers=[ctx.model.provider])
     same_output = {
         "output": ctx.model.output_kind,
         "output_name": ctx.model.output_name,
@@ -64,6 +61,10 @@ def _variant_runner(ctx: RunContext, variant: str) -> tuple[ModelRunner | None, 
 
 def _ends(m: Measurement) -> list[JsonValue] | None:
     return [m.interval.low, m.interval.high] if m.interval else None
+
+
+VARIANT_BUILD_S = 0.1  # converting a small graph and opening its session
+VARIANT_BUILD_ROWS = 200.0  # conversion grows with the model: priced as this many forward rows
 
 
 class DeploymentParams(MethodParams):
@@ -96,6 +97,15 @@ class DeploymentConsistency(RobustnessMethod[DeploymentParams, Deployment]):
     claim = ClaimKind.OBSERVATION
     priority = 20
 
+    @classmethod
+    def cost(cls, params: DeploymentParams, samples: int) -> Cost:
+        """The data through the model and through each variant; building a variant (conversion and a
+        new session) costs a fixed part plus about ``VARIANT_BUILD_ROWS`` forward rows."""
+        variants = len(params.variants)
+        return passes(samples, 1 + variants) + Cost(
+            forwards=VARIANT_BUILD_ROWS * variants, forward_calls=0.0, fixed_s=VARIANT_BUILD_S * variants
+        )
+
     def derive_params(self, threat: Deployment, overrides: dict[str, Any]) -> DeploymentParams:
         return DeploymentParams(**{"variants": list(threat.variants), **overrides})
 
@@ -105,11 +115,15 @@ class DeploymentConsistency(RobustnessMethod[DeploymentParams, Deployment]):
         base_pred = base.argmax(1)
         found: dict[str, JsonValue] = {}
         unavailable: dict[str, str] = {}
+        crashed: dict[str, str] = {}
         worst: tuple[int, float, str] = (-1, 0.0, "")
         worst_deviation = 0.0
         for i, variant in enumerate(params.variants):
             try:
                 runner, note = _variant_runner(ctx, variant)
+            except IsolationError as exc:  # a crash, a timeout or an out-of-memory of the child
+                crashed[variant] = str(exc).splitlines()[0][:300]
+                continue
             except Exception as exc:  # conversion tools raise many types
                 runner, note = None, f"conversion failed: {str(exc).splitlines()[0][:200]}"
             if runner is None:
@@ -140,6 +154,14 @@ class DeploymentConsistency(RobustnessMethod[DeploymentParams, Deployment]):
             "baseline_provider": ctx.model.provider,
             "baseline_accuracy": float((base_pred == y).mean()),
         }
+        if crashed:
+            details["crashed"] = dict(crashed)
+            return MethodOutcome(
+                status=TestStatus.ERROR,
+                details=details,
+                reason="; ".join(f"{variant}: {why}" for variant, why in crashed.items())
+                + (f" (measured: {', '.join(found)})" if found else ""),
+            )
         if not found:
             return MethodOutcome(
                 status=TestStatus.INCONCLUSIVE,
