@@ -4,6 +4,12 @@
 `nnassay assess examples/digits/assessment.yaml`, recorded on the code before the restructuring; a
 change of layout, typing or orchestration must reproduce them. Counts and verdicts must match exactly;
 real-valued metrics to 1e-9 relative (the recording machine reproduced them bit for bit).
+
+One exception, stated rather than hidden: the formal test searches for counterexamples against a
+wall-clock deadline per sample (`time_per_sample_s`), so on a loaded machine its falsifier can miss a
+counterexample it finds on an idle one (falsified 0 of 20 instead of 1 was seen with eight other jobs
+running). For such tests the status, the verdict and `verified_fraction` (the proof's claim) must match;
+the falsified and unknown counts are not compared.
 """
 
 from __future__ import annotations
@@ -18,6 +24,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).parent / "golden" / "example_metrics.json"
+
+
+DEADLINE_BOUND = {"formal.local_robustness"}  # counterexample searches against a wall-clock deadline
+
+
+def _only(result: dict, metric: str) -> dict:
+    return {"status": result["status"], "metrics": {metric: result["metrics"][metric]}}
 
 
 def _same(a: object, b: object) -> bool:
@@ -43,5 +56,9 @@ def test_example_metrics_are_those_recorded_before_the_restructuring(tmp_path: P
     results = {r["test_id"]: {"status": r["status"], "metrics": r["metrics"]} for r in evidence["results"]}
     assert results.keys() == golden["results"].keys()
     for test_id, expected in golden["results"].items():
-        assert _same(results[test_id], expected), (test_id, results[test_id], expected)
+        got = results[test_id]
+        if test_id.split("/", 1)[1] in DEADLINE_BOUND:
+            assert got["status"] == expected["status"], test_id
+            expected, got = _only(expected, "verified_fraction"), _only(got, "verified_fraction")
+        assert _same(got, expected), (test_id, got, expected)
     assert {v["goal_id"]: v["verdict"] for v in evidence["verdicts"]} == golden["verdicts"]
