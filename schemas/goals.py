@@ -74,15 +74,63 @@ class ModelSpec(Record):
 
 
 class FeatureSpec(Record):
-    """One tabular feature: its valid range and noise scale, or its categorical values."""
+    """One tabular feature: its type, valid range and scale, or its categorical values.
+
+    Tabular threat magnitudes are in units of each feature's scale: noise of strength s has spread
+    s x scale, and an attack radius eps (linf_ball, l2_ball) on tabular data means eps x scale on each
+    feature (L-inf: the box x +- eps x scale; L2: the ellipsoid sum((delta / scale)^2) <= eps^2).
+    """
 
     name: str = Field(description="Column name (CSV) or feature index as text (npz).")
-    kind: Literal["numeric", "categorical"] = Field(default="numeric", description="Feature type.")
-    range: tuple[float, float] | None = Field(default=None, description="Valid numeric range.")
+    kind: Literal["numeric", "integer", "categorical"] = Field(
+        default="numeric",
+        description="Feature type: numeric (any value in range), integer (whole numbers, kept whole "
+        "under perturbation) or categorical (one of `values`; attacks leave it unchanged).",
+    )
+    range: tuple[float, float] | None = Field(
+        default=None, description="Valid numeric range [min, max]; same as `min` and `max` together."
+    )
+    min: float | None = Field(default=None, description="Smallest valid value; default: the data's.")
+    max: float | None = Field(default=None, description="Largest valid value; default: the data's.")
+    scale: PositiveFloat | None = Field(
+        default=None,
+        description="The feature's unit of change for threat magnitudes; default: `noise_scale`, else "
+        "the feature's standard deviation in the test data (its range if constant, else 1).",
+    )
     noise_scale: PositiveFloat | None = Field(
-        default=None, description="Spread used for noise; default: the feature's std in the data."
+        default=None, description="Spread used for noise; same as `scale` (kept for older specs)."
     )
     values: list[float] | None = Field(default=None, description="Categorical codes allowed.")
+    immutable: bool = Field(
+        default=False, description="True when the feature cannot change (e.g. age): never perturbed."
+    )
+
+    @model_validator(mode="after")
+    def _bounds_consistent(self) -> FeatureSpec:
+        low, high = self.bounds()
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"feature {self.name!r}: min {low:g} > max {high:g}; swap them")
+        if self.range is not None and (
+            (self.min is not None and self.min != self.range[0])
+            or (self.max is not None and self.max != self.range[1])
+        ):
+            raise ValueError(
+                f"feature {self.name!r}: range {list(self.range)} disagrees with min/max "
+                f"{[self.min, self.max]}; give one of them"
+            )
+        if self.kind == "categorical" and self.values is not None and not self.values:
+            raise ValueError(f"feature {self.name!r}: categorical values must not be empty")
+        return self
+
+    def bounds(self) -> tuple[float | None, float | None]:
+        """Declared (min, max), from `min`/`max` or `range`; None where not declared."""
+        low = self.min if self.min is not None else (self.range[0] if self.range else None)
+        high = self.max if self.max is not None else (self.range[1] if self.range else None)
+        return low, high
+
+    def declared_scale(self) -> float | None:
+        """`scale`, else `noise_scale`, else None (derive from the data)."""
+        return self.scale or self.noise_scale
 
 
 class DataSpec(Record):
@@ -98,7 +146,10 @@ class DataSpec(Record):
     label_column: str = Field(default="label", description="CSV column holding the class index.")
     limit: PositiveInt | None = Field(default=None, description="Use only the first N samples.")
     features: list[FeatureSpec] | None = Field(
-        default=None, description="Tabular features, for tabular threats."
+        default=None,
+        description="Tabular features in column order (all of them, or the ones named), for tabular "
+        "threats: type, range, scale, immutability. Undeclared features are numeric with the data's "
+        "range and standard deviation as scale.",
     )
     name: str | None = Field(default=None, description="Data set name for the dossier.")
     source: str | None = Field(default=None, description="Origin and licence of the data.")

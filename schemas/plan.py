@@ -32,6 +32,21 @@ class TestSpec(Record):
         default=None, description="Samples needed to decide the criterion, when computable."
     )
     time_s: float = Field(gt=0, description="Wall-time budget of the test in seconds.")
+    estimate_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="How long the test was expected to take, in seconds, estimated at planning from the "
+        "model's measured unit costs and the method's work (None: not estimated).",
+    )
+    fallback_from: str | None = Field(
+        default=None,
+        description="The method the goal asked for (or the planner chose first) when this test replaces "
+        "it because it cannot run on this model, e.g. a gradient attack on a model the torch executor "
+        "cannot run; None when the test runs the method chosen.",
+    )
+    fallback_reason: str | None = Field(
+        default=None, description="Why that method cannot run here and this one was planned instead."
+    )
 
 
 class AssessmentPlan(Record):

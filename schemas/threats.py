@@ -73,7 +73,10 @@ class LinfBall(Record):
     """Worst case inside the L-inf ball of radius eps (attacks, verification, sampling)."""
 
     kind: Literal["linf_ball"] = Field(description="Threat kind.")
-    eps: PositiveFloat = Field(description="L-inf radius in data units.")
+    eps: PositiveFloat = Field(
+        description="L-inf radius in data units; on tabular data the attacks read it in units of each "
+        "feature's scale (the box x +- eps x scale inside each feature's bounds; see data.features)."
+    )
     sweep: Sweep
 
 
@@ -81,7 +84,11 @@ class L2Ball(Record):
     """Worst case inside the L2 ball of radius eps (attacks, randomized smoothing)."""
 
     kind: Literal["l2_ball"] = Field(description="Threat kind.")
-    eps: PositiveFloat = Field(description="L2 radius in data units.")
+    eps: PositiveFloat = Field(
+        description="L2 radius in data units; on tabular data the attacks read it in units of each "
+        "feature's scale (sum((delta / scale)^2) <= eps^2 inside each feature's bounds; see "
+        "data.features)."
+    )
     sweep: Sweep
 
 

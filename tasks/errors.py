@@ -65,3 +65,7 @@ class PlanError(AssessmentError):
 
 class OutputError(AssessmentError):
     """An output cannot be written."""
+
+
+class FeatureError(DataError):
+    """The tabular feature declaration (``data.features``) does not match the data."""

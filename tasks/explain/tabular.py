@@ -26,8 +26,9 @@ def feature_grids(
     for j, spec in enumerate(features[: x.shape[1]]):
         if spec.kind == "categorical" and spec.values:
             grids[j] = np.asarray(spec.values, np.float64)
-        elif spec.range is not None:
-            grids[j] = np.linspace(spec.range[0], spec.range[1], points)
+        elif spec.bounds() != (None, None):  # declared min / max (or range); the data's for the other end
+            lo, hi = spec.bounds()
+            grids[j] = np.linspace(low[j] if lo is None else lo, high[j] if hi is None else hi, points)
     return grids
 
 

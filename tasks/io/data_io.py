@@ -6,6 +6,7 @@ Arrays are returned in the model's layout and in data space (inside ``model.valu
 from __future__ import annotations
 
 import csv
+import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 from nnassay.schemas.goals import DataSpec, FeatureSpec, Layout
 from nnassay.tasks.errors import DataError, ModelError
 from nnassay.tasks.io import data_limits
+from nnassay.tasks.io.feature_checks import check_features
 from nnassay.tasks.io.files import sha256_file
 from nnassay.tasks.io.model_io import ModelRunner
 
@@ -32,13 +34,35 @@ class Dataset:
     sha256: str
     feature_names: tuple[str, ...] = ()
     features: tuple[FeatureSpec, ...] = ()
+    repeats: np.ndarray | None = None  # per sample: x exactly repeats an earlier x; None: not checked
 
     def __len__(self) -> int:
         return len(self.y)
 
+    @property
+    def duplicates(self) -> int:
+        """How many samples exactly repeat an earlier sample's input (0 when not checked).
+
+        Confidence intervals assume independent samples: repeated inputs make them too narrow.
+        """
+        return int(self.repeats.sum()) if self.repeats is not None else 0
+
     def subset(self, n: int) -> Dataset:
         """The first ``n`` samples (all when n is larger)."""
-        return replace(self, x=self.x[:n], y=self.y[:n])
+        repeats = self.repeats[:n] if self.repeats is not None else None
+        return replace(self, x=self.x[:n], y=self.y[:n], repeats=repeats)
+
+
+def repeated_inputs(x: np.ndarray) -> np.ndarray:
+    """Per row of ``x``: True when its bytes equal an earlier row's (hashed, so memory stays small)."""
+    rows = np.ascontiguousarray(x).reshape(len(x), -1)
+    seen: set[bytes] = set()
+    repeats = np.zeros(len(rows), dtype=bool)
+    for i, row in enumerate(rows):
+        key = hashlib.blake2b(row.tobytes(), digest_size=16).digest()
+        repeats[i] = key in seen
+        seen.add(key)
+    return repeats
 
 
 def load_arrays(spec: DataSpec, path: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
@@ -50,7 +74,7 @@ def load_arrays(spec: DataSpec, path: Path) -> tuple[np.ndarray, np.ndarray, tup
             field="data.path",
             fix="point data.path at an existing file (relative to the spec)",
         )
-    fmt = spec.format
+    fmt: str = spec.format
     if fmt == "auto":
         fmt = "image_folder" if path.is_dir() else {".npz": "npz", ".csv": "csv"}.get(path.suffix.lower(), "")
     if fmt in ("npz", "csv") and not path.is_file() or fmt == "image_folder" and not path.is_dir():
@@ -241,6 +265,7 @@ def _load_dataset(spec: DataSpec, model: ModelRunner) -> Dataset:
     x = _to_model_layout(x.astype(np.float32), data_layout, model, path)
     kind = "tabular" if model.layout == Layout.FLAT and data_layout == Layout.FLAT else "image"
     feature_names = names or tuple(str(i) for i in range(x.shape[1])) if x.ndim == 2 else names
+    check_features(spec.features or (), x, feature_names, path, csv=bool(names))
     return Dataset(
         x=x,
         y=y.astype(np.int64),
@@ -250,6 +275,7 @@ def _load_dataset(spec: DataSpec, model: ModelRunner) -> Dataset:
         sha256=sha256_file(path),
         feature_names=tuple(feature_names),
         features=tuple(spec.features or ()),
+        repeats=repeated_inputs(x),
     )
 
 

@@ -10,6 +10,7 @@ import nnassay.tasks.methods.empirical.methods_corruption  # noqa: F401  corrupt
 import nnassay.tasks.methods.empirical.methods_whitebox  # noqa: F401  FGSM, PGD, APGD, AutoAttack-lite, minimal eps
 import nnassay.tasks.methods.empirical.ood  # noqa: F401  OOD detection, domain shift
 import nnassay.tasks.methods.empirical.tabular  # noqa: F401  tabular perturbations
+import nnassay.tasks.methods.empirical.tabular_attack  # noqa: F401  tabular black-box random search
 import nnassay.tasks.methods.formal.methods  # noqa: F401  formal: local robustness, VNN-LIB property, max stable space
 import nnassay.tasks.methods.statistical.ams  # noqa: F401  rare violations by adaptive multilevel splitting
 import nnassay.tasks.methods.statistical.clever  # noqa: F401  CLEVER scores

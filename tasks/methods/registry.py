@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from nnassay.schemas.common import ClaimKind, MethodFamily
 from nnassay.schemas.results import ArtifactRef, MethodOutcome
 from nnassay.schemas.threats import AnyThreat
+from nnassay.tasks.methods.cost import Cost, conservative_cost
 
 if TYPE_CHECKING:
     from nnassay.tasks.io.data_io import Dataset
@@ -97,6 +98,8 @@ class RobustnessMethod(ABC, Generic[P, T]):
         threat_classes: the declared threat classes (from the type argument ``T``).
         known_gaps: conformance check name -> reason it does not apply (becomes a strict xfail).
         priority: lower runs first when the planner chooses methods for a threat.
+        needs_executor: True when the method runs the model through the torch executor (gradients),
+            so it cannot run on a model with ops the executor lacks (planning then falls back).
     """
 
     name: ClassVar[str]
@@ -111,6 +114,7 @@ class RobustnessMethod(ABC, Generic[P, T]):
     known_gaps: ClassVar[dict[str, str]] = {}
     priority: ClassVar[int] = 100
     default: ClassVar[bool] = True  # chosen by the planner when the goal names no methods
+    needs_executor: ClassVar[bool] = False
     _type_args: ClassVar[tuple[Any, Any]]  # (params, threat) as given by the subclass's generic bases
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -152,9 +156,26 @@ class RobustnessMethod(ABC, Generic[P, T]):
             )
         return problems
 
+    def unfit(self, threat: AnyThreat, data_kind: str, *, executor_ok: bool = True) -> list[str]:
+        """Every reason planning would refuse this method for a threat, data kind and model."""
+        if threat.kind not in self.threats:
+            return [
+                f"method {self.name!r} does not test threat {threat.kind!r} (it tests {list(self.threats)})"
+            ]
+        problems = self.check(threat, data_kind)
+        if self.needs_executor and not executor_ok:
+            problems.append(f"method {self.name!r} needs the torch executor, which cannot run this model")
+        return problems
+
     @abstractmethod
     def run(self, ctx: RunContext[T], params: P) -> MethodOutcome:
         """Run the method and return its measurements."""
+
+    @classmethod
+    def cost(cls, params: P, samples: int) -> Cost:
+        """The work of a run on ``samples`` samples, in model evaluations (planning turns it into
+        seconds). Override with the method's own count; this default is deliberately pessimistic."""
+        return conservative_cost(samples)
 
 
 def _type_args_of(cls: type) -> tuple[Any, Any]:
@@ -245,6 +266,21 @@ def methods_for(threat_kind: str, metric: str | None = None) -> list[str]:
         if c.default and threat_kind in c.threats and (metric is None or metric in c.metrics)
     ]
     return [c.name for c in sorted(found, key=lambda c: (c.priority, c.name))]
+
+
+def usable_methods(
+    threat: AnyThreat, data_kind: str, metric: str | None = None, *, executor_ok: bool = True
+) -> list[str]:
+    """Default methods planning would accept for this threat, data kind and model, by priority.
+
+    The same checks as planning (threat kind, data kind, torch executor), so advice built from this
+    list never names a method that would be refused.
+    """
+    return [
+        n
+        for n in methods_for(threat.kind, metric)
+        if not _METHODS[n]().unfit(threat, data_kind, executor_ok=executor_ok)
+    ]
 
 
 def metrics_for(threat_kind: str) -> list[str]:

@@ -11,6 +11,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from nnassay.schemas.goals import AssessmentSpec
 from nnassay.schemas.plan import AssessmentPlan, TestSpec
@@ -21,10 +22,13 @@ from nnassay.tasks.io.files import sha256_file
 from nnassay.tasks.io.model_io import ModelRunner
 from nnassay.tasks.io.spec_io import read_spec
 from nnassay.tasks.methods.registry import Progress, RunContext, get_method
+from nnassay.tasks.pipeline.estimate import unit_costs
+from nnassay.tasks.pipeline.interpret import DUPLICATE_INPUTS
 from nnassay.tasks.pipeline.planning import PlanFacts, make_plan
 from nnassay.tasks.pipeline.sharding import Shard, Shardable, ShardResult
 
 _CACHE: dict[str, tuple[str, tuple[ModelRunner, Dataset]]] = {}  # key -> (file stamp, inputs)
+UNIT_COST_SAMPLES = 8  # test samples the model's unit costs are timed on (tiled to the batch sizes)
 _LOCK = threading.Lock()
 
 
@@ -62,7 +66,7 @@ def state_goals(
     registry_uri: str | None = None,
 ) -> tuple[AssessmentSpec, PlanFacts]:
     """Step 1: read the spec (a registry model downloaded: ``model_uri`` overrides model.path), load
-    the model on ONNX Runtime, check the data; facts for planning."""
+    the model on ONNX Runtime, check the data, time the model once (unit costs); facts for planning."""
     spec = read_spec(spec_path, model_uri=model_uri, registry_uri=registry_uri)
     model, data = load_inputs(spec, prefer_cuda=prefer_cuda)
     facts = PlanFacts(
@@ -72,8 +76,29 @@ def state_goals(
         data_samples=len(data),
         data_kind=data.kind,
         provider=model.provider,
+        unit_costs=unit_costs(model, data.x[:UNIT_COST_SAMPLES]),
+        **executor_facts(model),
     )
     return spec, facts
+
+
+def executor_facts(model: ModelRunner) -> dict[str, Any]:
+    """Whether the torch executor can build the model's score graph (white-box methods need it);
+    the op types it lacks, or the problem, when it cannot. Parses the graph only (no run)."""
+    from nnassay.tasks.engine.onnx_torch import UnsupportedOpsError, load_onnx_module
+
+    try:
+        load_onnx_module(model.score_graph())
+    except UnsupportedOpsError as exc:
+        ops = tuple(sorted({op for _, op in exc.nodes}))
+        return {
+            "executor_ok": False,
+            "executor_missing_ops": ops,
+            "executor_problem": f"lacks ops {list(ops)}",
+        }
+    except Exception as exc:  # any failure to build it means no white-box method can run
+        return {"executor_ok": False, "executor_problem": str(exc).splitlines()[0][:300]}
+    return {"executor_ok": True}
 
 
 def preflight(
@@ -195,6 +220,10 @@ def _error_outcome(exc: Exception) -> MethodOutcome:
 
 
 def _result(test: TestSpec, outcome: MethodOutcome, ctx: RunContext, time_s: float) -> MethodResult:
+    # intervals assume independent samples: the count of exact repeats is flagged by the interpretation
+    outcome = outcome.model_copy(
+        update={"details": {**outcome.details, DUPLICATE_INPUTS: ctx.data.duplicates}}
+    )
     return MethodResult.from_outcome(
         outcome,
         test_id=test.test_id,

@@ -2,9 +2,14 @@
 
 A goal passes only when the whole confidence interval clears the threshold, fails when the whole
 interval misses it, and is inconclusive otherwise, with the extra samples that would likely decide.
+Intervals assume independent samples: when the runner recorded exact duplicate inputs among a test's
+samples (``details['duplicate_inputs']``), every verdict based on that test says so in its findings
+(the duplicates are flagged, not removed, so the measured values stay those of the data as given).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from nnassay.schemas.common import Comparator, Measurement, Verdict
 from nnassay.schemas.evidence import GoalVerdict
@@ -13,6 +18,7 @@ from nnassay.schemas.results import MethodResult, TestStatus
 from nnassay.tasks.stats.intervals import INTERVAL_METHODS
 from nnassay.tasks.stats.sample_size import samples_needed
 
+DUPLICATE_INPUTS = "duplicate_inputs"  # details key: the test's samples that repeat an earlier input
 REMEDIES = {
     "none": "improve the model's clean performance (data, capacity, training) before robustness work",
     "gaussian_noise": "train with noise augmentation or add a denoising front end; re-assess after",
@@ -76,7 +82,12 @@ def interpret_goal(goal: Goal, results: list[MethodResult]) -> GoalVerdict:
     """Verdict of one goal from its tests' results (the primary test decides)."""
     ordered = sorted(results, key=lambda r: goal.metric not in r.metrics)
     tests = [r.test_id for r in ordered]
-    base = {"goal_id": goal.id, "metric": goal.metric, "criterion": goal.criterion, "tests": tests}
+    base: dict[str, Any] = {
+        "goal_id": goal.id,
+        "metric": goal.metric,
+        "criterion": goal.criterion,
+        "tests": tests,
+    }
     primary = ordered[0] if ordered else None
     if primary is None or primary.status != TestStatus.COMPLETED or goal.metric not in primary.metrics:
         why = _undecided_reason(goal, primary)
@@ -89,13 +100,30 @@ def interpret_goal(goal: Goal, results: list[MethodResult]) -> GoalVerdict:
         )
     measured = primary.metrics[goal.metric]
     verdict, reason, needed = decide(measured, goal.criterion)
+    repeated = duplicate_inputs(primary)
     return GoalVerdict(
         verdict=verdict,
         measured=measured,
         reason=reason,
         samples_needed=needed,
         recommendation=_recommend(goal, verdict, needed),
+        findings=[independence_note(repeated)] if repeated and measured.interval else [],
         **base,
+    )
+
+
+def duplicate_inputs(result: MethodResult) -> int:
+    """Exact duplicate inputs among the samples of a test, as the runner recorded them (0: none or
+    not recorded)."""
+    found = result.details.get(DUPLICATE_INPUTS)
+    return found if isinstance(found, int) and not isinstance(found, bool) and found > 0 else 0
+
+
+def independence_note(duplicates: int) -> str:
+    """The caveat every interval computed on repeated inputs carries."""
+    return (
+        f"assumes independent samples; {duplicates} exact duplicate input(s) present among the test's "
+        "samples, so the interval is narrower than the data support (duplicates flagged, not removed)"
     )
 
 

@@ -13,7 +13,8 @@ from pydantic import ValidationError
 from nnassay.schemas.goals import AssessmentSpec, Goal
 from nnassay.schemas.plan import AssessmentPlan, TestSpec
 from nnassay.tasks.errors import PlanError
-from nnassay.tasks.methods.registry import get_method, methods_for, metrics_for
+from nnassay.tasks.methods.registry import get_method, methods_for, metrics_for, usable_methods
+from nnassay.tasks.pipeline.estimate import UnitCosts, estimate_seconds
 from nnassay.tasks.stats import sample_size
 
 
@@ -27,6 +28,10 @@ class PlanFacts:
     data_samples: int
     data_kind: str  # 'image' or 'tabular'
     provider: str = "unknown"  # the ONNX Runtime provider the model runs on (provenance, not planning)
+    unit_costs: UnitCosts | None = None  # measured once per model; None: tests get no time estimate
+    executor_ok: bool = True  # the torch executor can build the model (white-box methods can run)
+    executor_missing_ops: tuple[str, ...] = ()  # op types it lacks, when that is why it cannot
+    executor_problem: str = ""  # why it cannot build the model, in words
 
 
 def derive_seed(master: int, test_id: str) -> int:
@@ -47,6 +52,11 @@ def make_plan(spec: AssessmentSpec, facts: PlanFacts) -> AssessmentPlan:
         tests += goal_tests
         problems += goal_problems
         notes += _sample_notes(goal, goal_tests)
+        notes += [
+            f"goal {goal.id}: planned {t.method} instead of {t.fallback_from}: {t.fallback_reason}"
+            for t in goal_tests
+            if t.fallback_reason
+        ]
     if problems:
         raise PlanError(
             "the goals cannot be planned:\n  - " + "\n  - ".join(problems),
@@ -73,13 +83,14 @@ def _plan_goal(spec: AssessmentSpec, goal: Goal, facts: PlanFacts) -> tuple[list
         hint = f"metrics available for it: {known}" if known else "no registered method tests it"
         return [], [f"goal {goal.id}: no method measures {goal.metric!r} under threat {kind!r}; {hint}"]
     overrides = {c.name: c.params for c in choices}
-    tests, problems = [], []
+    tests: list[TestSpec] = []
+    problems: list[str] = []
     primary_taken = False
     for name in names:
         test, problem = _plan_test(spec, goal, name, overrides.get(name, {}), facts, primary_taken)
         if problem:
             problems.append(problem)
-        elif test:
+        elif test and all(t.test_id != test.test_id for t in tests):  # two methods, one fallback
             primary_taken = primary_taken or test.primary
             tests.append(test)
     if tests and not primary_taken:
@@ -94,6 +105,9 @@ def _plan_test(
         method = get_method(name)
     except KeyError as exc:
         return None, f"goal {goal.id}: {exc.args[0]}"
+    fallback = _fallback_for(goal, facts) if method.needs_executor and not facts.executor_ok else None
+    if fallback:  # without one the method is planned and reports inconclusive, naming the ops
+        return _plan_fallback(spec, goal, name, fallback, overrides, facts, primary_taken)
     kind = goal.threat.kind
     if kind not in method.threats:
         return (
@@ -112,6 +126,12 @@ def _plan_test(
         return None, f"goal {goal.id}: method {name!r}: {exc}"
     test_id = f"{goal.id}/{name}"
     samples = min(goal.budget.samples or facts.data_samples, facts.data_samples)
+    params_json = params.model_dump(mode="json")
+    estimate = (
+        estimate_seconds(name, params_json, samples, facts.unit_costs, time_s=goal.budget.time_s)
+        if facts.unit_costs is not None
+        else None
+    )
     return TestSpec(
         test_id=test_id,
         goal_id=goal.id,
@@ -119,7 +139,7 @@ def _plan_test(
         family=method.family,
         clause=method.clause,
         threat=goal.threat,
-        params=params.model_dump(mode="json"),
+        params=params_json,
         metric=goal.metric,
         criterion=goal.criterion,
         primary=not primary_taken and goal.metric in method.metrics,
@@ -127,7 +147,36 @@ def _plan_test(
         samples=samples,
         samples_needed=_samples_needed(goal),
         time_s=goal.budget.time_s,
+        estimate_s=estimate,
     ), None
+
+
+def _fallback_for(goal: Goal, facts: PlanFacts) -> str | None:
+    """The first method that measures the goal without the torch executor (planning's own checks)."""
+    options = usable_methods(goal.threat, facts.data_kind, goal.metric, executor_ok=False)
+    return options[0] if options else None
+
+
+def _plan_fallback(
+    spec: AssessmentSpec,
+    goal: Goal,
+    name: str,
+    fallback: str,
+    overrides: dict,
+    facts: PlanFacts,
+    primary_taken: bool,
+) -> tuple[TestSpec | None, str | None]:
+    """The black-box method on ONNX Runtime planned for a white-box method the executor cannot run,
+    with the switch and its reason recorded in the test (parameters the fallback lacks dropped)."""
+    cause = facts.executor_problem or f"lacks ops {list(facts.executor_missing_ops)}"
+    why = f"the torch executor cannot run this model ({cause})"
+    chosen = get_method(fallback)
+    kept = {k: v for k, v in overrides.items() if k in chosen.Params.model_fields}
+    test, problem = _plan_test(spec, goal, chosen.name, kept, facts, primary_taken)
+    reason = f"{name} needs gradients through the torch executor, but {why}; {chosen.name} queries ONNX Runtime only"
+    return (
+        test.model_copy(update={"fallback_from": name, "fallback_reason": reason}) if test else None
+    ), problem
 
 
 def _samples_needed(goal: Goal) -> int | None:

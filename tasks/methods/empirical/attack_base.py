@@ -4,6 +4,10 @@ Subclasses write only ``attack`` (candidates at one eps) or ``search`` (per-samp
 base owns the invariant plumbing (Foolbox style): clean predictions, attacking only samples still
 robust, keeping a candidate only if it lies in the ball and the value range and ONNX Runtime
 misclassifies it, monotone robust-accuracy curves, and the evidence files.
+
+On tabular data eps is in units of each feature's scale (``features.FeatureBox``): the ball is
+x +- eps x scale (L-inf) or ``||delta / scale||_2 <= eps`` (L2), inside each feature's bounds, with
+immutable and categorical features fixed and integer features whole. On images eps is in data units.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pydantic import Field, JsonValue
 from nnassay.schemas.common import ClaimKind, MethodFamily
 from nnassay.schemas.results import ArtifactRef, MethodOutcome, Series, TestStatus
 from nnassay.schemas.threats import AnyThreat, L2Ball, LinfBall
+from nnassay.tasks.methods.cost import Cost, passes
 from nnassay.tasks.methods.empirical.common import (
     mean_with_interval,
     ort_wrong,
@@ -25,6 +30,7 @@ from nnassay.tasks.methods.empirical.common import (
     save_npz,
     strength_grid,
 )
+from nnassay.tasks.methods.empirical.features import FeatureBox, feature_box
 from nnassay.tasks.methods.empirical.pictures import save_examples
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext
 
@@ -32,7 +38,12 @@ from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunCo
 class AttackParams(MethodParams):
     """Parameters every attack shares."""
 
-    eps: float | None = Field(default=None, gt=0, description="Ball radius in data units; from the threat.")
+    eps: float | None = Field(
+        default=None,
+        gt=0,
+        description="Ball radius, from the threat: data units on images, units of each feature's "
+        "scale on tabular data.",
+    )
     sweep: list[float] = Field(default_factory=list, description="Radii of the robust-accuracy curve.")
     batch_size: int = Field(default=256, ge=1, description="Samples attacked together.")
     examples: int = Field(default=4, ge=0, le=16, description="Example pictures to save.")
@@ -62,10 +73,47 @@ def norm_of(threat: AnyThreat) -> str:
     return "linf" if isinstance(threat, LinfBall) else "l2"
 
 
-def distances(x_adv: np.ndarray, x: np.ndarray, norm: str) -> np.ndarray:
-    """Per-sample L-inf or L2 distance."""
+def tabular_box(ctx: RunContext) -> FeatureBox | None:
+    """The per-feature box of tabular data (None for images: eps stays in data units)."""
+    if ctx.data.kind != "tabular" or ctx.data.x.ndim != 2:
+        return None
+    return feature_box(ctx.data.x, ctx.data.feature_names, ctx.data.features, ctx.model.value_range)
+
+
+def checked(
+    ctx: RunContext, candidates: np.ndarray, x: np.ndarray, y: np.ndarray, eps: float | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Candidates fitted to the feature constraints (tabular), and per sample whether each lies in
+    the ball of radius eps and ONNX Runtime misclassifies it."""
+    box = tabular_box(ctx)
+    if box is not None:
+        candidates = box.constrain(candidates, x)
+    dist = distances(candidates, x, norm_of(ctx.threat), box)
+    return candidates, (dist <= np.asarray(eps) * (1 + 1e-6)) & ort_wrong(ctx, candidates, y)
+
+
+def distances(x_adv: np.ndarray, x: np.ndarray, norm: str, box: FeatureBox | None = None) -> np.ndarray:
+    """Per-sample L-inf or L2 distance (tabular with a box: in units of each feature's scale)."""
+    if box is not None:
+        return box.distances(x_adv, x, norm)
     delta = (x_adv.astype(np.float64) - x).reshape(len(x), -1)
     return np.abs(delta).max(axis=1) if norm == "linf" else np.sqrt((delta**2).sum(axis=1))
+
+
+def _box_details(box: FeatureBox | None) -> dict[str, JsonValue]:
+    if box is None:
+        return {}
+    return {
+        "feature_scale": [float(v) for v in box.scale],
+        "feature_bounds": [[float(lo), float(hi)] for lo, hi in zip(box.low, box.high, strict=True)],
+        "fixed_features": [int(i) for i in np.flatnonzero(box.frozen)],
+        "integer_features": [int(i) for i in np.flatnonzero(box.integer)],
+    }
+
+
+def grid_size(params: AttackParams) -> int:
+    """Radii an attack runs at: the sweep and the goal's eps."""
+    return len({*params.sweep, params.eps} - {None}) or 1
 
 
 AP = TypeVar("AP", bound=AttackParams)
@@ -84,6 +132,17 @@ class AttackMethod(RobustnessMethod[AP, Ball]):
     metrics: ClassVar[tuple[str, ...]] = ("robust_accuracy", "attack_success_rate")
     claim = ClaimKind.OBSERVATION
     data_kinds: ClassVar[tuple[str, ...]] = ("image", "tabular")
+
+    @classmethod
+    def cost(cls, params: AP, samples: int) -> Cost:
+        """The attack's own work (``attack_cost``) plus the ONNX Runtime checks every attack makes."""
+        return cls.attack_cost(params, samples, grid_size(params)) + passes(samples, 2 + grid_size(params))
+
+    @classmethod
+    def attack_cost(cls, params: AP, samples: int, radii: int) -> Cost:
+        """The attack's work at ``radii`` radii on ``samples`` samples, every sample attacked at every
+        radius (the upper end: a sample broken at one radius is not attacked at the larger ones)."""
+        return Cost(forwards=100.0 * samples * radii, forward_calls=100.0 * samples * radii)
 
     def derive_params(self, threat: Ball, overrides: dict[str, Any]) -> AP:
         return super().derive_params(
@@ -116,24 +175,26 @@ class AttackMethod(RobustnessMethod[AP, Ball]):
         grid: list[float],
     ) -> Search:
         """Attack at every radius of the grid, ascending, each time only samples not broken yet."""
-        norm = norm_of(ctx.threat)
         broken_at, x_adv = np.full(len(x), np.inf), x.copy()
         info: dict[str, Any] = {}
         for step, eps in enumerate(grid):
             todo = np.flatnonzero(np.isinf(broken_at))
-            if ctx.time_left() <= 0:
+            if step and ctx.time_left() <= 0:  # the smallest radius always starts (its first batch at least)
                 info["stopped_before_eps"] = eps
                 break
             for start in range(0, len(todo), params.batch_size):
+                if start and ctx.time_left() <= 0:
+                    info.update(stopped_at_eps=eps, attacked_at_stop=int(start), to_attack_at_stop=len(todo))
+                    break
                 chunk = todo[start : start + params.batch_size]
                 run = self.attack(setup, ctx, params, x[chunk], y[chunk], eps)
-                ok = (distances(run.candidates, x[chunk], norm) <= eps * (1 + 1e-6)) & ort_wrong(
-                    ctx, run.candidates, y[chunk]
-                )
-                broken_at[chunk[ok]], x_adv[chunk[ok]] = eps, run.candidates[ok]
+                candidates, ok = checked(ctx, run.candidates, x[chunk], y[chunk], eps)
+                broken_at[chunk[ok]], x_adv[chunk[ok]] = eps, candidates[ok]
                 for key, value in run.info.items():
                     info[f"{key}@{eps:g}"] = info.get(f"{key}@{eps:g}", 0) + int(value)
             ctx.progress(step + 1, len(grid))
+            if "stopped_at_eps" in info:
+                break
         return Search(broken_at, x_adv, info)
 
     def run(self, ctx: RunContext[Ball], params: AP) -> MethodOutcome:
@@ -172,7 +233,8 @@ class AttackMethod(RobustnessMethod[AP, Ball]):
         norm = norm_of(ctx.threat)
         broken = found.broken_at <= eps
         robust = n_correct - int(broken.sum())
-        unit = f"eps ({'L-inf' if norm == 'linf' else 'L2'}, data units)"
+        units = "units of each feature's scale" if tabular_box(ctx) is not None else "data units"
+        unit = f"eps ({'L-inf' if norm == 'linf' else 'L2'}, {units})"
         metrics = {
             "robust_accuracy": rate(
                 robust,
@@ -212,6 +274,8 @@ class AttackMethod(RobustnessMethod[AP, Ball]):
         details: dict[str, JsonValue] = {
             "eps": eps,
             "norm": norm,
+            "eps_units": units,
+            **_box_details(tabular_box(ctx)),
             "grid": list(grid),
             "clean_correct": n_correct,
             "successful_indices": [int(i) for i in rows],
@@ -224,6 +288,13 @@ class AttackMethod(RobustnessMethod[AP, Ball]):
             notes.append(
                 f"the time budget ran out before eps {found.info['stopped_before_eps']:g}; robust "
                 "accuracy at that eps and above counts only the attacks that ran (an upper bound)"
+            )
+        if "attacked_at_stop" in found.info:
+            at = f" at eps {found.info['stopped_at_eps']:g}" if "stopped_at_eps" in found.info else ""
+            notes.append(
+                f"the time budget ran out{at} after {found.info['attacked_at_stop']} of the "
+                f"{found.info['to_attack_at_stop']} samples to attack{at} were attacked; the others count "
+                "as robust (an upper bound)"
             )
         reason = "; ".join(n for n in notes if n) or None
         return MethodOutcome(

@@ -17,11 +17,24 @@ import torch.nn.functional as F  # noqa: N812
 
 @dataclass(frozen=True)
 class Box:
-    """The value range of the data and the norm of the threat."""
+    """The value range of the data and the norm of the threat.
 
-    low: float
-    high: float
+    Tabular data: ``low``/``high`` are per-feature tensors and ``scale`` each feature's unit, so the
+    ball is measured on delta / scale; a feature of scale 0 (immutable, categorical) never moves.
+    """
+
+    low: float | torch.Tensor
+    high: float | torch.Tensor
     norm: str  # 'linf' or 'l2'
+    scale: torch.Tensor | None = None
+
+
+def _unscaled(delta: torch.Tensor, box: Box) -> torch.Tensor:
+    return delta if box.scale is None else delta / torch.where(box.scale > 0, box.scale, 1.0)
+
+
+def _scaled(delta: torch.Tensor, box: Box) -> torch.Tensor:
+    return delta if box.scale is None else delta * box.scale
 
 
 def _col(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -34,17 +47,28 @@ def _norm(v: torch.Tensor) -> torch.Tensor:
 
 def project(x_adv: torch.Tensor, x: torch.Tensor, eps: torch.Tensor, box: Box) -> torch.Tensor:
     """Into the eps ball around x, then into the value range (which keeps it in the ball)."""
-    delta = x_adv - x
+    delta = _unscaled(x_adv - x, box)
     if box.norm == "linf":
         delta = torch.maximum(torch.minimum(delta, _col(eps, x)), -_col(eps, x))
     else:
         scale = torch.where(_norm(delta) > eps, eps / _norm(delta) * (1 - 1e-6), torch.ones_like(eps))
         delta = delta * _col(scale, x)
-    return (x + delta).clamp(box.low, box.high)
+    return _clip(x + _scaled(delta, box), box)
+
+
+def _clip(v: torch.Tensor, box: Box) -> torch.Tensor:
+    """Into the value range (one range, or per-feature bounds on tabular data)."""
+    if isinstance(box.low, torch.Tensor) or isinstance(box.high, torch.Tensor):
+        return torch.clamp(v, torch.as_tensor(box.low), torch.as_tensor(box.high))
+    return v.clamp(box.low, box.high)
 
 
 def _step(grad: torch.Tensor, box: Box) -> torch.Tensor:
-    return grad.sign() if box.norm == "linf" else grad / _col(_norm(grad), grad)
+    """Steepest-ascent direction of unit size in the ball's own units (per-feature scaled)."""
+    if box.scale is not None:
+        grad = grad * box.scale  # the gradient with respect to delta / scale
+    step = grad.sign() if box.norm == "linf" else grad / _col(_norm(grad), grad)
+    return _scaled(step, box)
 
 
 def _random_start(x: torch.Tensor, eps: torch.Tensor, box: Box, generator: torch.Generator) -> torch.Tensor:
@@ -53,7 +77,7 @@ def _random_start(x: torch.Tensor, eps: torch.Tensor, box: Box, generator: torch
         noise = (
             noise / _col(_norm(noise), x) * _col(torch.rand(len(x), generator=generator, dtype=x.dtype), x)
         )
-    return project(x + noise * _col(eps, x), x, eps, box)
+    return project(x + _scaled(noise * _col(eps, x), box), x, eps, box)
 
 
 def dlr_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:

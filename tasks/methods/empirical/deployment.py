@@ -63,8 +63,8 @@ def _ends(m: Measurement) -> list[JsonValue] | None:
     return [m.interval.low, m.interval.high] if m.interval else None
 
 
-VARIANT_BUILD_S = 0.1  # converting a small graph and opening its session
-VARIANT_BUILD_ROWS = 200.0  # conversion grows with the model: priced as this many forward rows
+VARIANT_BUILD_S = 1.5  # a child process (Python, ONNX Runtime) converts the graph and opens its session
+VARIANT_BUILD_ROWS = 5000.0  # conversion grows with the model: priced as this many forward rows
 
 
 class DeploymentParams(MethodParams):

@@ -13,20 +13,27 @@ from nnassay.schemas.results import MethodOutcome
 from nnassay.schemas.threats import InvalidInput
 from nnassay.tasks.io.model_io import to_probabilities
 from nnassay.tasks.methods.empirical.common import rate, rate_series
+from nnassay.tasks.methods.empirical.features import columns
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
 
 CASES = ("nan", "pos_inf", "neg_inf", "out_of_range", "extreme", "constant", "random_noise")
 
 
+Bounds = tuple[float, float] | tuple[np.ndarray, np.ndarray]  # one range, or one per feature
+
+
 def invalid_inputs(
-    x: np.ndarray, case: str, value_range: tuple[float, float], rng: np.random.Generator, share: float = 0.1
+    x: np.ndarray, case: str, value_range: Bounds, rng: np.random.Generator, share: float = 0.1
 ) -> np.ndarray:
     """Invalid versions of x for one case (same shape, float32).
 
     nan / pos_inf / neg_inf: a share of the values of each sample (at least one) replaced;
     out_of_range: every value pushed 1 to 2 spans outside the range; extreme: values of magnitude
     1e20 x span with random signs; constant: one random in-range level per sample; random_noise:
-    uniform noise over the range.
+    uniform noise over the range. ``value_range`` is one range for every value, or for tabular data
+    per-feature arrays (low, high) of shape (features,): then out_of_range leaves each feature's own
+    range by 1 to 2 of its own spans, and ``constant`` puts every feature at the same quantile of
+    its range.
     """
     low, high = value_range
     span = high - low
@@ -42,6 +49,8 @@ def invalid_inputs(
         )
     elif case == "extreme":
         flat = rng.choice([-1.0, 1.0], size=flat.shape) * 1e20 * span
+    elif case == "constant" and isinstance(low, np.ndarray):
+        flat = np.broadcast_to(low + rng.uniform(0, 1, (len(flat), 1)) * span, flat.shape).copy()
     elif case == "constant":
         flat = np.broadcast_to(rng.uniform(low, high, (len(flat), 1)), flat.shape).copy()
     elif case == "random_noise":
@@ -80,6 +89,15 @@ def react(ctx: RunContext, x: np.ndarray, confidence_level: float) -> dict[str, 
     }
 
 
+def _bounds(ctx: RunContext) -> Bounds:
+    """The model's value range for images; each feature's own range (declared, else observed) for tables."""
+    if ctx.data.kind != "tabular" or ctx.data.x.ndim != 2:
+        return ctx.model.value_range
+    cols = columns(ctx.data.x, ctx.data.feature_names, ctx.data.features)
+    low, high = np.array([c.low for c in cols]), np.array([c.high for c in cols])
+    return low, np.where(high > low, high, low + np.array([c.spread for c in cols]))
+
+
 class InvalidParams(MethodParams):
     """Parameters of the invalid-input test."""
 
@@ -97,7 +115,8 @@ class InvalidInputReaction(RobustnessMethod[InvalidParams, InvalidInput]):
     Reference: ISO/IEC TR 24029-1 7.3 (a posteriori testing) and Annex A; EU AI Act Art. 15(4)
     (resilience to errors and inconsistencies of inputs). Threat model: NaN / +-Inf in 10% of the
     values, out-of-range and extreme-magnitude values, constant and uniform-noise inputs, each run
-    alone on ONNX Runtime. Parameters: ``cases`` (all), ``confidence_level`` (0.9), ``per_case``
+    alone on ONNX Runtime. On tabular data the ranges are each feature's own (declared in
+    ``data.features``, else observed in the test data), not ``model.value_range``. Parameters: ``cases`` (all), ``confidence_level`` (0.9), ``per_case``
     (50). Result: ``crash_rate``, ``non_finite_rate`` and ``confident_garbage_rate`` over all invalid
     inputs (a well-behaved model rejects or flags them: all rates near 0), each per case in
     ``details`` with Clopper-Pearson intervals.
@@ -121,7 +140,7 @@ class InvalidInputReaction(RobustnessMethod[InvalidParams, InvalidInput]):
         per_case: dict[str, JsonValue] = {}
         counts: dict[str, list[tuple[int, int]]] = {k: [] for k in totals}
         for i, case in enumerate(params.cases):
-            inputs = invalid_inputs(x, case, ctx.model.value_range, np.random.default_rng([ctx.seed, i]))
+            inputs = invalid_inputs(x, case, _bounds(ctx), np.random.default_rng([ctx.seed, i]))
             seen = react(ctx, inputs, params.confidence_level)
             per_case[case] = {
                 k: rate(int(seen[k].sum()), len(x), ctx, "").model_dump(mode="json") for k in totals

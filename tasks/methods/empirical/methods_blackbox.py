@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from pydantic import Field
 
 from nnassay.schemas.goals import Layout
+from nnassay.tasks.methods.cost import Cost
 from nnassay.tasks.methods.empirical.attack_base import (
     AttackMethod,
     AttackParams,
@@ -16,9 +18,11 @@ from nnassay.tasks.methods.empirical.attack_base import (
     Search,
     distances,
     norm_of,
+    tabular_box,
 )
 from nnassay.tasks.methods.empirical.attacks_blackbox import square_l2, square_linf
 from nnassay.tasks.methods.empirical.common import check_kind, ort_wrong
+from nnassay.tasks.methods.empirical.features import FeatureBox
 from nnassay.tasks.methods.empirical.hopskipjump import IsAdversarial, hop_skip_jump
 from nnassay.tasks.methods.registry import RunContext, register
 
@@ -67,10 +71,21 @@ class SquareParams(AttackParams):
     )
 
 
+def square_cost(samples: int, radii: int, queries: int, batch_size: int) -> Cost:
+    """Square Attack: one ONNX Runtime call per query on the batch's unbroken samples, each query a
+    fresh random candidate per sample."""
+    rows = float(samples * radii * queries)
+    return Cost(forwards=rows, forward_calls=float(-(-samples // batch_size) * radii * queries), draws=rows)
+
+
 class _Square(AttackMethod[SquareParams]):
     """Square Attack base (abstract)."""
 
     data_kinds = ("image",)
+
+    @classmethod
+    def attack_cost(cls, params: SquareParams, samples: int, radii: int) -> Cost:
+        return square_cost(samples, radii, params.queries, params.batch_size)
 
     def check(self, ctx_threat: Any, data_kind: str) -> list[str]:
         return check_kind(self.name, self.data_kinds, ctx_threat, data_kind)
@@ -119,6 +134,9 @@ class SquareL2(_Square):
     priority = 85
 
 
+HSJ_ROWS_PER_CALL = 8  # HopSkipJump's queries per ONNX Runtime call, on average (counted on digits)
+
+
 class HsjParams(AttackParams):
     """Parameters of HopSkipJump."""
 
@@ -133,7 +151,8 @@ class HopSkipJump(AttackMethod[HsjParams]):
 
     Reference: Chen, Jordan & Wainwright, "HopSkipJumpAttack: A Query-Efficient Decision-Based
     Attack", IEEE S&P 2020; ISO/IEC TR 24029-1 clause 7. Threat model: black box, labels only, L2
-    or L-inf, inside the value range; the attack minimises the distance, so one run gives the whole
+    or L-inf, inside the value range (tabular: distances in units of each feature's scale, inside
+    each feature's box); the attack minimises the distance, so one run gives the whole
     curve. Parameters: ``queries`` (1000 per sample), ``init_evals`` (50), ``max_evals`` (200).
     Result: ``robust_accuracy`` / ``attack_success_rate`` at the goal's eps, and the smallest
     distance found per sample (``median_min_eps``, ``mean_min_eps``: upper bounds of the true
@@ -144,6 +163,13 @@ class HopSkipJump(AttackMethod[HsjParams]):
     metrics = ("robust_accuracy", "attack_success_rate", "median_min_eps", "mean_min_eps")
     priority = 95
 
+    @classmethod
+    def attack_cost(cls, params: HsjParams, samples: int, radii: int) -> Cost:
+        """One run per sample whatever the radii: ``queries`` label queries, in about one call per
+        HSJ_ROWS_PER_CALL rows (gradient-estimate batches, then single-row boundary searches)."""
+        rows = float(samples * params.queries)
+        return Cost(forwards=rows, forward_calls=rows / HSJ_ROWS_PER_CALL, draws=rows)
+
     def search(
         self,
         setup: Any,
@@ -153,36 +179,62 @@ class HopSkipJump(AttackMethod[HsjParams]):
         y: np.ndarray,
         grid: list[float],
     ) -> Search:
-        norm = norm_of(ctx.threat)
+        norm, box = norm_of(ctx.threat), tabular_box(ctx)
         found, x_adv = np.full(len(x), np.inf), x.copy()
-        queries = 0
+        queries, stopped = 0, {}
+        unit = np.ones(x.shape[1:]) if box is None else box.scale  # tabular: search in delta / scale
+        value_range = (
+            ctx.model.value_range
+            if box is None
+            else (float((box.low / unit).min()), float((box.high / unit).max()))
+        )
         for i in range(len(x)):
-            if ctx.time_left() <= 0:
+            if i and ctx.time_left() <= 0:
+                stopped = {"attacked_at_stop": i, "to_attack_at_stop": len(x)}
                 break
             result = hop_skip_jump(
-                _misclassified(ctx, int(y[i])),
-                x[i],
+                _misclassified(ctx, int(y[i]), _to_data(x[i], unit, box)),
+                x[i] if box is None else x[i] / unit,
                 norm=norm,
                 max_queries=params.queries,
-                value_range=ctx.model.value_range,
+                value_range=value_range,
                 rng=np.random.default_rng([ctx.seed, i]),
                 init_evals=params.init_evals,
                 max_evals=params.max_evals,
             )
             queries += result.queries
             if result.x_adv is not None:
-                x_adv[i] = result.x_adv
+                x_adv[i] = _in_data_space(result.x_adv[None], x[i], unit, box)[0]
             ctx.progress(i + 1, len(x))
         ok = ort_wrong(ctx, x_adv, y)
-        found[ok] = distances(x_adv[ok], x[ok], norm)
+        found[ok] = distances(x_adv[ok], x[ok], norm, box)
         cap = max(max(grid), float(found[np.isfinite(found)].max()) if np.isfinite(found).any() else 0.0)
-        return Search(broken_at=found, x_adv=x_adv, min_eps=found, cap=cap, info={"queries": queries})
+        info = {"queries": queries, **stopped}
+        return Search(broken_at=found, x_adv=x_adv, min_eps=found, cap=cap, info=info)
 
 
-def _misclassified(ctx: RunContext, label: int) -> IsAdversarial:
+def _in_data_space(z: np.ndarray, x: np.ndarray, unit: np.ndarray, box: FeatureBox | None) -> np.ndarray:
+    """Points of the search space (x / unit) back in data space, fitted to the feature constraints."""
+    if box is None:
+        return z
+    return box.constrain(z * unit, np.broadcast_to(x, z.shape))
+
+
+def _to_data(x: np.ndarray, unit: np.ndarray, box: FeatureBox | None) -> Callable[[np.ndarray], np.ndarray]:
+    """``_in_data_space`` for one sample's search points."""
+
+    def to_data(z: np.ndarray) -> np.ndarray:
+        return _in_data_space(z, x, unit, box)
+
+    return to_data
+
+
+def _misclassified(
+    ctx: RunContext, label: int, to_data: Callable[[np.ndarray], np.ndarray] = lambda z: z
+) -> IsAdversarial:
     """The label-only oracle of one sample: ONNX Runtime predicts another class."""
 
     def is_adv(batch: np.ndarray) -> np.ndarray:
-        return np.asarray(ctx.model.predict(batch) != label)
+        return np.asarray(ctx.model.predict(np.ascontiguousarray(to_data(batch), dtype=np.float32)) != label)
 
     return is_adv

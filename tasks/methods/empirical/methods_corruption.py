@@ -9,8 +9,9 @@ import numpy as np
 from pydantic import Field, JsonValue
 
 from nnassay.schemas.common import ClaimKind, Measurement, MethodFamily
-from nnassay.schemas.results import MethodOutcome
+from nnassay.schemas.results import MethodOutcome, TestStatus
 from nnassay.schemas.threats import CORRUPTIONS, AnyThreat, Corruption, Geometric
+from nnassay.tasks.methods.cost import Cost, passes
 from nnassay.tasks.methods.empirical.common import check_kind, rate, rate_series, rows_interval
 from nnassay.tasks.methods.empirical.corruptions import corrupt, is_identity_on
 from nnassay.tasks.methods.empirical.images import affine_warp, from_unit, to_unit
@@ -45,6 +46,28 @@ def mean_rate(per_sample: np.ndarray, ctx: RunContext, description: str) -> Meas
         is_rate=True,
         description=description,
     )
+
+
+TRANSFORM_DRAWS = 2.0  # one corrupted or warped image costs about this many noise draws ...
+TRANSFORM_IMAGE_S = 1e-4  # ... plus this (per-image Python work), timed on digits and a 32x32 CNN
+PICTURE_S = 0.2  # drawing the example picture
+
+
+def stopped_early(outcome: MethodOutcome, done: int, planned: int, what: str, samples: int) -> MethodOutcome:
+    """The outcome, made inconclusive with the reason when the time budget stopped the run after
+    ``done`` of ``planned`` grid points (each measured on all ``samples`` samples)."""
+    if done == planned:
+        return outcome
+    why = (
+        f"the time budget ran out after {done} of {planned} {what} (each on all {samples} samples); the "
+        f"metrics cover those {done} only"
+    )
+    reason = f"{why}; {outcome.reason}" if outcome.reason else why
+    return outcome.model_copy(update={"status": TestStatus.INCONCLUSIVE, "reason": reason})
+
+
+def _transforms(images: int) -> Cost:
+    return Cost(draws=TRANSFORM_DRAWS * images, fixed_s=PICTURE_S + TRANSFORM_IMAGE_S * images)
 
 
 class CorruptionParams(MethodParams):
@@ -86,6 +109,13 @@ class CorruptionAccuracy(_ImageMethod[CorruptionParams, Corruption]):
     metrics = ("mean_accuracy", "corruption_error", "relative_robustness")
     priority = 20
 
+    @classmethod
+    def cost(cls, params: CorruptionParams, samples: int) -> Cost:
+        """Clean predictions, then one corrupted copy of the data per corruption and severity (a
+        corruption costs about ``TRANSFORM_DRAWS`` noise draws: blurs and warps pass over each pixel)."""
+        copies = len(params.corruptions) * len(set(params.severities))
+        return passes(samples, 1 + copies) + _transforms(samples * copies)
+
     def derive_params(self, threat: Corruption, overrides: dict[str, Any]) -> CorruptionParams:
         return CorruptionParams(
             **{"corruptions": threat.corruptions, "severities": threat.severities, **overrides}
@@ -98,7 +128,11 @@ class CorruptionAccuracy(_ImageMethod[CorruptionParams, Corruption]):
         severities = sorted(set(params.severities))
         correct = np.zeros((len(names), len(severities), len(y)), dtype=bool)
         shown: list[np.ndarray] = []
+        planned = len(names)
         for i, name in enumerate(names):
+            if i and ctx.time_left() <= 0:  # whole corruptions only: each is measured at every severity
+                names, correct = names[:i], correct[:i]
+                break
             for j, severity in enumerate(severities):
                 rng = np.random.default_rng([ctx.seed, CORRUPTIONS.index(name)])
                 xc = corrupt(
@@ -108,7 +142,8 @@ class CorruptionAccuracy(_ImageMethod[CorruptionParams, Corruption]):
                 if j == len(severities) - 1 and len(shown) < params.examples:
                     shown.append(xc[:1])
             ctx.progress(i + 1, len(names))
-        return self._outcome(ctx, params, names, severities, correct, clean, shown)
+        outcome = self._outcome(ctx, params, names, severities, correct, clean, shown)
+        return stopped_early(outcome, len(names), planned, "corruptions", len(y))
 
     def _outcome(
         self,
@@ -267,6 +302,12 @@ class GeometricWorstCase(_ImageMethod[GeometricParams, Geometric]):
     metrics = ("worst_case_accuracy", "mean_accuracy")
     priority = 20
 
+    @classmethod
+    def cost(cls, params: GeometricParams, samples: int) -> Cost:
+        """One transformed copy of the data per value of the grid, plus clean predictions."""
+        copies = len(set(params.values))
+        return passes(samples, 2 + copies) + _transforms(samples * copies)
+
     def derive_params(self, threat: Geometric, overrides: dict[str, Any]) -> GeometricParams:
         return GeometricParams(**{"transform": threat.transform, "values": threat.values, **overrides})
 
@@ -275,13 +316,30 @@ class GeometricWorstCase(_ImageMethod[GeometricParams, Geometric]):
         grid = sorted(set(params.values))
         correct = np.zeros((len(grid), len(y)), dtype=bool)
         moved = []
+        planned = len(grid)
         for i, value in enumerate(grid):
+            if i and ctx.time_left() <= 0:
+                grid, correct = grid[:i], correct[:i]
+                break
             xt = geometric(
                 x, params.transform, value, layout=ctx.model.layout, value_range=ctx.model.value_range
             )
             correct[i] = ctx.model.predict(xt) == y
             moved.append(xt[:1])
             ctx.progress(i + 1, len(grid))
+        return stopped_early(
+            self._outcome(ctx, params, grid, correct, moved), len(grid), planned, "values", len(y)
+        )
+
+    def _outcome(
+        self,
+        ctx: RunContext[Geometric],
+        params: GeometricParams,
+        grid: list[float],
+        correct: np.ndarray,
+        moved: list[np.ndarray],
+    ) -> MethodOutcome:
+        x, y = ctx.data.x, ctx.data.y
         worst = correct.all(axis=0)
         unit = {
             "rotation": "degrees",

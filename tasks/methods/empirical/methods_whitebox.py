@@ -15,6 +15,7 @@ import torch
 from pydantic import Field, JsonValue, field_validator
 
 from nnassay.schemas.results import MethodOutcome, TestStatus
+from nnassay.tasks.methods.cost import Cost
 from nnassay.tasks.methods.empirical import attacks_whitebox as wb
 from nnassay.tasks.methods.empirical.attack_base import (
     AP,
@@ -23,12 +24,12 @@ from nnassay.tasks.methods.empirical.attack_base import (
     AttackRun,
     Ball,
     Search,
-    distances,
+    checked,
     norm_of,
+    tabular_box,
 )
-from nnassay.tasks.methods.empirical.common import ort_wrong
-from nnassay.tasks.methods.empirical.methods_blackbox import square_candidates
-from nnassay.tasks.methods.registry import RunContext, register
+from nnassay.tasks.methods.empirical.methods_blackbox import square_candidates, square_cost
+from nnassay.tasks.methods.registry import RunContext, register, usable_methods
 
 DEVIATION_WARN = 1e-3  # relative deviation of torch from ONNX Runtime logits worth a caveat
 
@@ -58,8 +59,42 @@ def torch_threads(x: np.ndarray, batch_size: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def black_box_advice(ctx: RunContext[Ball]) -> str:
+    """Which methods can measure this goal without the executor (only ones planning would accept)."""
+    names = usable_methods(ctx.threat, ctx.data.kind, ctx.metric, executor_ok=False) or usable_methods(
+        ctx.threat, ctx.data.kind, executor_ok=False
+    )
+    if not names:
+        return f"No black-box method tests threat {ctx.threat.kind!r} on {ctx.data.kind} data."
+    return "Use a black-box attack on ONNX Runtime instead: " + ", ".join(names) + "."
+
+
+def torch_box(ctx: RunContext[Ball]) -> wb.Box:
+    """The value range and norm (tabular: per-feature bounds and scales, fixed features at scale 0)."""
+    box = tabular_box(ctx)
+    if box is None:
+        return wb.Box(*ctx.model.value_range, norm_of(ctx.threat))
+
+    def tensor(v: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(v, np.float32))
+
+    scale = np.where(box.frozen, 0.0, box.scale)
+    return wb.Box(tensor(box.low), tensor(box.high), norm_of(ctx.threat), tensor(scale))
+
+
+def gradient_cost(params: AttackParams, samples: int, radii: int, steps: float) -> Cost:
+    """``steps`` forward+backward passes per sample and radius through the torch executor, in
+    batches of ``batch_size`` samples."""
+    return Cost(
+        backwards=float(samples * radii) * steps,
+        backward_calls=float(-(-samples // params.batch_size) * radii) * steps,
+    )
+
+
 class WhiteBoxAttack(AttackMethod[AP]):
     """Base of gradient attacks: builds and checks the torch executor (abstract)."""
+
+    needs_executor = True
 
     def run(self, ctx: RunContext[Ball], params: AP) -> MethodOutcome:
         with torch_threads(ctx.data.x, params.batch_size):
@@ -74,9 +109,7 @@ class WhiteBoxAttack(AttackMethod[AP]):
                 status=TestStatus.INCONCLUSIVE,
                 details={"unsupported_nodes": nodes},
                 reason=f"gradient attacks need the torch executor, which cannot run "
-                f"this model: {exc}. Use the black-box attacks on ONNX Runtime "
-                "instead: empirical.square_linf, empirical.square_l2 or "
-                "empirical.hop_skip_jump.",
+                f"this model: {exc}. {black_box_advice(ctx)}",
             )
         for p in module.parameters():
             p.requires_grad_(False)
@@ -87,8 +120,8 @@ class WhiteBoxAttack(AttackMethod[AP]):
         deviation = float(np.abs(torch_logits - ort_logits).max()) if len(sample) else 0.0
         scale = float(np.abs(ort_logits).max()) if len(sample) else 1.0
         relative = deviation / max(scale, 1.0) if np.isfinite(deviation) else float("inf")
-        box = wb.Box(*ctx.model.value_range, norm_of(ctx.threat))
-        return WhiteBox(module, deviation, box, torch.Generator().manual_seed(ctx.seed), relative), None
+        generator = torch.Generator().manual_seed(ctx.seed)
+        return WhiteBox(module, deviation, torch_box(ctx), generator, relative), None
 
     def extra_details(self, setup: Any) -> dict[str, JsonValue]:
         def finite(v: float) -> float | None:
@@ -146,6 +179,10 @@ class Fgsm(WhiteBoxAttack[AttackParams]):
     name = "empirical.fgsm"
     priority = 90
 
+    @classmethod
+    def attack_cost(cls, params: AttackParams, samples: int, radii: int) -> Cost:
+        return gradient_cost(params, samples, radii, 1)
+
     def gradient_attack(
         self, setup: WhiteBox, params: AttackParams, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor
     ) -> torch.Tensor:
@@ -182,6 +219,10 @@ class PgdLinf(WhiteBoxAttack[PgdParams]):
     name = "empirical.pgd_linf"
     threats = ("linf_ball",)
     priority = 80
+
+    @classmethod
+    def attack_cost(cls, params: PgdParams, samples: int, radii: int) -> Cost:
+        return gradient_cost(params, samples, radii, params.restarts * (params.steps + 1))
 
     def gradient_attack(
         self, setup: WhiteBox, params: PgdParams, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor
@@ -280,6 +321,12 @@ class Apgd(WhiteBoxAttack[ApgdParams]):
     name = "empirical.apgd"
     priority = 70
 
+    @classmethod
+    def attack_cost(cls, params: ApgdParams, samples: int, radii: int) -> Cost:
+        """``steps`` per run: one run per loss, one per target class for targeted DLR."""
+        runs = sum(params.targets if loss == "dlr_targeted" else 1 for loss in dict.fromkeys(params.losses))
+        return gradient_cost(params, samples, radii, runs * params.steps + 1)
+
     def attack(
         self, setup: Any, ctx: RunContext[Ball], params: ApgdParams, x: np.ndarray, y: np.ndarray, eps: float
     ) -> AttackRun:
@@ -312,7 +359,6 @@ def _worst_case(
     setup: WhiteBox,
 ) -> AttackRun:
     """Run attacks in turn, each on the samples the previous ones did not break (checked on ORT)."""
-    norm = norm_of(ctx.threat)
     best, info = x.copy(), {}
     broken = np.zeros(len(x), dtype=bool)
     for label, fn in attacks:
@@ -322,7 +368,7 @@ def _worst_case(
         xt, yt = torch.from_numpy(np.ascontiguousarray(x[todo])), torch.from_numpy(y[todo])
         found = fn(xt, yt, torch.full((len(todo),), float(eps), dtype=xt.dtype))
         cand = found.numpy() if isinstance(found, torch.Tensor) else found
-        ok = (distances(cand, x[todo], norm) <= eps * (1 + 1e-6)) & ort_wrong(ctx, cand, y[todo])
+        cand, ok = checked(ctx, cand, x[todo], y[todo], eps)
         best[todo[ok]], broken[todo[ok]] = cand[ok], True
         info[f"broken_by_{label}"] = int(ok.sum())
     return AttackRun(best, info)
@@ -351,6 +397,14 @@ class AutoAttackLite(WhiteBoxAttack[EnsembleParams]):
 
     name = "empirical.autoattack_lite"
     priority = 60  # after formal.local_robustness (50), before the single attacks
+
+    @classmethod
+    def attack_cost(cls, params: EnsembleParams, samples: int, radii: int) -> Cost:
+        """FGSM, PGD, APGD-CE, APGD-T (one run per target) and Square, each on every sample (the upper
+        end: each attack runs only on the samples the previous ones left unbroken)."""
+        steps = 1 + params.restarts * (params.steps + 1) + params.apgd_steps * (1 + params.targets)
+        square = square_cost(samples, radii, params.square_queries, params.batch_size)
+        return gradient_cost(params, samples, radii, steps) + square
 
     def attack(
         self,
@@ -410,6 +464,18 @@ class MinEps(WhiteBoxAttack[MinEpsParams]):
     metrics = ("median_min_eps", "mean_min_eps", "robust_accuracy", "attack_success_rate")
     priority = 75
 
+    @classmethod
+    def attack_cost(cls, params: MinEpsParams, samples: int, radii: int) -> Cost:
+        """A PGD probe of every sample at once per bisection step (the radii of the sweep are not run)."""
+        probes = params.bisections + 1
+        steps = float(probes * params.restarts * (params.steps + 1))
+        return Cost(
+            backwards=samples * steps,
+            backward_calls=steps,
+            forwards=float(samples * probes),
+            forward_calls=probes,
+        )
+
     def search(
         self,
         setup: Any,
@@ -447,7 +513,7 @@ class MinEps(WhiteBoxAttack[MinEpsParams]):
     ) -> _Probe:
         xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
         cand = _pgd(setup, pgd, xt, yt, torch.from_numpy(radii.astype(np.float32))).numpy()
-        hit = (distances(cand, x, norm_of(ctx.threat)) <= radii * (1 + 1e-6)) & ort_wrong(ctx, cand, y)
+        cand, hit = checked(ctx, cand, x, y, radii)
         return _Probe(hit, np.flatnonzero(hit), cand[hit])
 
 

@@ -17,6 +17,7 @@ from nnassay.schemas.threats import DomainShift, OutOfDistribution
 from nnassay.tasks.errors import AssessmentError
 from nnassay.tasks.io.data_limits import check_npz
 from nnassay.tasks.io.model_io import to_probabilities
+from nnassay.tasks.methods.cost import Cost, passes
 from nnassay.tasks.methods.empirical.common import rate, rows_interval
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
 from nnassay.tasks.stats.contrast import compare_rates
@@ -99,6 +100,9 @@ def _set_facts(ctx: RunContext, inside: np.ndarray, outside: np.ndarray) -> dict
     }
 
 
+OOD_STATISTICS_S = 0.3  # bootstrap interval of the AUROC and the histograms
+
+
 class OodParams(MethodParams):
     """Parameters of the OOD detection test."""
 
@@ -132,6 +136,12 @@ class OodDetection(RobustnessMethod[OodParams, OutOfDistribution]):
     threats = ("ood",)
     metrics = ("auroc", "fpr_at_95_tpr")
     priority = 20
+
+    @classmethod
+    def cost(cls, params: OodParams, samples: int) -> Cost:
+        """The test data and each OOD set (a file or a generated set, about as large) scored once."""
+        sets = 1 if params.path else len(params.generated)
+        return passes(samples) + passes(samples, sets, drawn=True) + Cost(fixed_s=OOD_STATISTICS_S)
 
     def derive_params(self, threat: OutOfDistribution, overrides: dict[str, Any]) -> OodParams:
         return OodParams(
@@ -266,6 +276,11 @@ class DomainShiftAccuracy(RobustnessMethod[ShiftParams, DomainShift]):
     threats = ("domain_shift",)
     metrics = ("accuracy", "accuracy_difference")
     priority = 20
+
+    @classmethod
+    def cost(cls, params: ShiftParams, samples: int) -> Cost:
+        """The test data and the shifted data (assumed about as large) predicted once each."""
+        return passes(samples, 2)
 
     def derive_params(self, threat: DomainShift, overrides: dict[str, Any]) -> ShiftParams:
         return ShiftParams(**{"path": str(threat.path), **overrides})

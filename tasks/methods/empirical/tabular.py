@@ -1,56 +1,30 @@
 """Perturbations of tabular features declared in ``data.features`` and the method that measures them.
 
 Features without a declaration are numeric, with the range observed in the test data and their
-standard deviation as spread. Pure numpy; randomness from the test's seed.
+standard deviation as scale (see ``features``). Immutable features are never perturbed; integer
+features stay whole; categorical features change only by a swap to another allowed code. Pure
+numpy; randomness from the test's seed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from pydantic import Field, JsonValue
 
 from nnassay.schemas.common import MethodFamily
-from nnassay.schemas.goals import FeatureSpec
 from nnassay.schemas.results import MethodOutcome, TestStatus
 from nnassay.schemas.threats import AnyThreat, TabularPerturbation
 from nnassay.tasks.methods.empirical.common import check_kind, rate, save_npz
+from nnassay.tasks.methods.empirical.features import Column, columns
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
 
 
-@dataclass(frozen=True)
-class Column:
-    """One feature as the perturbations see it."""
-
-    index: int
-    kind: str  # 'numeric' or 'categorical'
-    low: float
-    high: float
-    spread: float
-    values: tuple[float, ...] = ()
-
-
-def columns(x: np.ndarray, names: tuple[str, ...], specs: tuple[FeatureSpec, ...]) -> list[Column]:
-    """Every feature with its declared (else observed) range, spread and categories."""
-    by_name = {s.name: s for s in specs}
-    out = []
-    for i in range(x.shape[1]):
-        spec = by_name.get(names[i] if i < len(names) else str(i)) or (specs[i] if i < len(specs) else None)
-        low, high = spec.range if spec and spec.range else (float(x[:, i].min()), float(x[:, i].max()))
-        spread = (
-            (spec.noise_scale if spec and spec.noise_scale else float(x[:, i].std())) or (high - low) or 1.0
-        )
-        kind = spec.kind if spec else "numeric"
-        values = tuple(spec.values or ()) if spec else ()
-        out.append(Column(i, kind, float(low), float(high), float(spread), values))
-    return out
-
-
-def _pick(rng: np.random.Generator, n: int, cols: list[Column], share: float) -> np.ndarray:
+def _pick(rng: np.random.Generator, shape: tuple[int, ...], cols: list[Column], share: float) -> np.ndarray:
     """Bool (n, features): a share of the given columns per sample, at least one each."""
-    mask = np.zeros((n, max((c.index for c in cols), default=-1) + 1), dtype=bool)
+    n = shape[0]
+    mask = np.zeros((n, shape[1]), dtype=bool)
     if not cols:
         return mask
     idx = np.array([c.index for c in cols])
@@ -64,44 +38,61 @@ def perturb_tabular(
     x: np.ndarray, cols: list[Column], kind: str, strength: float, rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
     """Perturbed copies of x by variant name; the first variant is the headline one."""
-    numeric = [c for c in cols if c.kind == "numeric"]
+    movable = [c for c in cols if not c.immutable]
+    numeric = [c for c in movable if c.kind in ("numeric", "integer")]
     num_idx = np.array([c.index for c in numeric], dtype=int)
+    whole = np.array([c.kind == "integer" for c in numeric], dtype=bool)
     out = x.astype(np.float32).copy()
     if kind == "numeric_noise":
         spread = np.array([c.spread for c in numeric])
         low, high = np.array([c.low for c in numeric]), np.array([c.high for c in numeric])
         noisy = x[:, num_idx] + rng.standard_normal((len(x), len(num_idx))) * strength * spread
-        out[:, num_idx] = np.clip(noisy, low, high)
+        out[:, num_idx] = np.clip(np.where(whole, np.round(noisy), noisy), low, high)
         return {"noise": out}
     if kind == "multiplicative":
-        out[:, num_idx] = x[:, num_idx] * (1 + rng.uniform(-strength, strength, (len(x), len(num_idx))))
+        scaled = x[:, num_idx] * (1 + rng.uniform(-strength, strength, (len(x), len(num_idx))))
+        out[:, num_idx] = np.where(whole, np.round(scaled), scaled)
         return {"multiplicative": out}
     if kind == "missing":
-        mask = _pick(rng, len(x), cols, strength)
+        mask = _pick(rng, x.shape, movable, strength)
         imputed = out.copy()
         out[mask] = np.nan
-        imputed[mask] = np.broadcast_to(x.mean(axis=0), x.shape)[mask]
+        imputed[mask] = np.broadcast_to(_typed_mean(x, cols), x.shape)[mask]
         return {"nan_fed": out, "mean_imputed": imputed}
     if kind == "categorical_swap":
-        categorical = [c for c in cols if c.kind == "categorical" and len(c.values) > 1]
-        mask = _pick(rng, len(x), categorical, strength)
+        categorical = [c for c in movable if c.kind == "categorical" and len(c.values) > 1]
+        mask = _pick(rng, x.shape, categorical, strength)
         for c in categorical:
             rows = np.flatnonzero(mask[:, c.index])
             for r in rows:
                 out[r, c.index] = rng.choice([v for v in c.values if v != x[r, c.index]])
         return {"swap": out}
     if kind == "range_edge":
-        mask = _pick(rng, len(x), numeric, strength)
+        mask = _pick(rng, x.shape, numeric, strength)
         side = rng.random(x.shape) < 0.5
         low = np.array([next((c.low for c in numeric if c.index == i), 0.0) for i in range(x.shape[1])])
         high = np.array([next((c.high for c in numeric if c.index == i), 0.0) for i in range(x.shape[1])])
         at = np.where(side, low, high)
         beyond = np.where(side, low - 0.5 * (high - low), high + 0.5 * (high - low))
+        integer = np.array([c.kind == "integer" for c in cols])
+        beyond = np.where(integer, np.where(side, np.floor(beyond), np.ceil(beyond)), beyond)
         return {
             "beyond_range": np.where(mask, beyond, x).astype(np.float32),
             "at_range_edge": np.where(mask, at, x).astype(np.float32),
         }
     raise ValueError(f"unknown tabular perturbation {kind!r}")
+
+
+def _typed_mean(x: np.ndarray, cols: list[Column]) -> np.ndarray:
+    """Column means for imputation, kept to each feature's type (integers rounded, categories: mode)."""
+    mean = x.mean(axis=0)
+    for c in cols:
+        if c.kind == "integer":
+            mean[c.index] = np.round(mean[c.index])
+        elif c.kind == "categorical":
+            codes, counts = np.unique(x[:, c.index], return_counts=True)
+            mean[c.index] = codes[np.argmax(counts)]
+    return mean
 
 
 class TabularParams(MethodParams):
@@ -120,7 +111,10 @@ class TabularRobustness(RobustnessMethod[TabularParams, TabularPerturbation]):
     ``multiplicative`` (x (1 + U(-strength, strength))), ``missing`` (a share ``strength`` of features
     per sample: NaN fed to the model (headline) and, separately, replaced by the column mean),
     ``categorical_swap`` (another allowed code), ``range_edge`` (values beyond the declared range by
-    half its span (headline) and exactly at its ends). Parameters: from the threat. Result:
+    half its span (headline) and exactly at its ends). Spreads and ranges are each feature's own
+    (declared in ``data.features``, else its standard deviation and range in the test data);
+    immutable features are never perturbed, integer features stay whole (rounded), categorical ones
+    change only by a swap. Parameters: from the threat. Result:
     ``accuracy`` and ``label_flip_rate`` of the headline variant; every variant's rates with
     Clopper-Pearson intervals in ``details['variants']``.
     """
@@ -201,7 +195,13 @@ class TabularRobustness(RobustnessMethod[TabularParams, TabularPerturbation]):
                 "variants": results,
                 "clean_accuracy": float((clean == y).mean()),
                 "features": [
-                    {"index": c.index, "kind": c.kind, "range": [c.low, c.high], "spread": c.spread}
+                    {
+                        "index": c.index,
+                        "kind": c.kind,
+                        "range": [c.low, c.high],
+                        "spread": c.spread,
+                        "immutable": c.immutable,
+                    }
                     for c in cols
                 ],
             },

@@ -19,6 +19,7 @@ from nnassay.schemas.common import ClaimKind, Measurement, MethodFamily
 from nnassay.schemas.results import MethodOutcome, Series, TestStatus
 from nnassay.schemas.threats import LinfBall
 from nnassay.tasks.io.model_io import ModelRunner
+from nnassay.tasks.methods.cost import Cost, passes
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
 from nnassay.tasks.methods.statistical import sampling
 from nnassay.tasks.methods.statistical.core import per_sample, rate
@@ -143,8 +144,8 @@ class RareEventAms(RobustnessMethod[AmsParams, LinfBall]):
 
     Reference: Webb, Rainforth, Teh, Kumar, "A Statistical Approach to Assessing Neural Network
     Robustness", ICLR 2019 (adaptive multilevel splitting with Metropolis-Hastings moves); ISO/IEC
-    TR 24029-1 5.2.2. Threat model: inputs uniform over the L-inf ball of radius eps within the
-    value range (a distribution, not a worst case); a violation is a margin <= 0 of the clean
+    TR 24029-1 5.3.2 (contrastive). Threat model: inputs uniform over the L-inf ball of radius eps
+    within the value range (a distribution, not a worst case); a violation is a margin <= 0 of the clean
     prediction. Parameters: ``particles`` (300), ``rho`` (0.1), ``mh_steps`` (5), ``log10_floor``
     (-10), ``tolerated_probability`` (1e-6), ``max_samples`` (10). Result: per-sample estimates
     of the violation probability: their mean, the worst log10, and the share below the tolerance.
@@ -153,12 +154,23 @@ class RareEventAms(RobustnessMethod[AmsParams, LinfBall]):
 
     name = "statistical.rare_event_ams"
     family = MethodFamily.STATISTICAL
-    clause = "5.2.2"
+    clause = "5.3.2"  # contrastive: how often a perturbation changes the clean prediction
     threats = ("linf_ball",)
     metrics = ("violation_probability", "worst_log10_violation_probability", "rare_event_robust_fraction")
     claim = ClaimKind.ESTIMATE
     priority = 60
     default = False  # costly; chosen when a goal names it
+
+    @classmethod
+    def cost(cls, params: AmsParams, samples: int) -> Cost:
+        """Per sample (at most ``max_samples``), the particles moved ``mh_steps`` times at each level
+        down to the floor: about log(floor) / log(1 - rho) levels for a robust sample (a sample that
+        breaks ends sooner, so this is the upper end)."""
+        scored = min(samples, params.max_samples)
+        levels = math.ceil(params.log10_floor * math.log(10) / math.log(1 - params.rho))
+        calls = 1 + levels * params.mh_steps
+        rows = float(scored * params.particles * calls)
+        return passes(samples) + Cost(forwards=rows, forward_calls=float(scored * calls), draws=rows)
 
     def derive_params(self, threat: LinfBall, overrides: dict[str, Any]) -> AmsParams:
         return AmsParams(**{"eps": threat.eps, **overrides})

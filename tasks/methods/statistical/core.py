@@ -17,6 +17,7 @@ from pydantic import Field, JsonValue
 from nnassay.schemas.common import ClaimKind, Measurement, MethodFamily
 from nnassay.schemas.results import MethodOutcome, Series
 from nnassay.schemas.threats import GaussianNoise, NoThreat, UniformNoise
+from nnassay.tasks.methods.cost import Cost, passes
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
 from nnassay.tasks.stats.intervals import proportion_interval
 
@@ -99,6 +100,10 @@ class CleanAccuracy(RobustnessMethod[CleanParams, NoThreat]):
     metrics = ("accuracy", "error_rate")
     claim = ClaimKind.BOUND
     priority = 10
+
+    @classmethod
+    def cost(cls, params: CleanParams, samples: int) -> Cost:
+        return passes(samples)
 
     def run(self, ctx: RunContext[NoThreat], params: CleanParams) -> MethodOutcome:
         pred = ctx.model.predict(ctx.data.x)
@@ -187,6 +192,12 @@ class NoiseAccuracy(RobustnessMethod[NoiseParams, Noise]):
         sweep = threat.sweep or [strength * k / 4 for k in (1, 2, 3)]
         sweep = sorted({round(s, 12) for s in [*sweep, strength]})
         return NoiseParams(**{"strength": strength, "sweep": sweep, **overrides})
+
+    @classmethod
+    def cost(cls, params: NoiseParams, samples: int) -> Cost:
+        """Clean predictions, then one noisy pass per strength of the sweep and draw."""
+        strengths = len({*params.sweep, params.strength} - {None}) or 1
+        return passes(samples) + passes(samples, strengths * params.draws, drawn=True)
 
     def run(self, ctx: RunContext[Noise], params: NoiseParams) -> MethodOutcome:
         return self.merge_parts(ctx, params, [self.run_part(ctx, params, 0, len(ctx.data))])

@@ -1,6 +1,7 @@
 """Probabilistic robustness: how likely a random perturbation is to change a prediction.
 
-ISO/IEC TR 24029-1 5.2.2 (statistical assessment of robustness under a perturbation distribution).
+ISO/IEC TR 24029-1 5.3.2 (contrastive measures: the prediction under a perturbation distribution
+contrasted with the clean prediction).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from nnassay.schemas.common import ClaimKind, Confidence, MethodFamily
 from nnassay.schemas.results import MethodOutcome, Series, TestStatus
 from nnassay.schemas.threats import GaussianNoise, LinfBall, UniformNoise
+from nnassay.tasks.methods.cost import Cost, passes
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
 from nnassay.tasks.methods.statistical import sampling
 from nnassay.tasks.methods.statistical.core import per_sample, rate
@@ -79,10 +81,11 @@ def sampler_for(threat: Random, strength: float, value_range: tuple[float, float
 class ProbabilisticRobustness(RobustnessMethod[ProbabilisticParams, Random]):
     """Per-sample probability that a random perturbation changes the prediction, with upper bounds.
 
-    Reference: ISO/IEC TR 24029-1 5.2.2; Monte Carlo estimation with exact one-sided Clopper-Pearson
-    bounds (as in Webb et al., ICLR 2019, and probabilistic robustness by sampling). Threat model:
-    Gaussian noise (sigma, clipped to the value range), uniform noise (eps, clipped), or an L-inf ball
-    treated as the uniform distribution over the ball within the value range (not a worst case).
+    Reference: ISO/IEC TR 24029-1 5.3.2 (contrastive); Monte Carlo estimation with exact one-sided
+    Clopper-Pearson bounds (as in Webb et al., ICLR 2019, and probabilistic robustness by sampling).
+    Threat model: Gaussian noise (sigma, clipped to the value range), uniform noise (eps, clipped), or
+    an L-inf ball treated as the uniform distribution over the ball within the value range (not a
+    worst case).
     Parameters: ``draws`` (1000) perturbations per sample, ``tolerated_flip_probability`` (0.01),
     ``bound_confidence`` (the goal's). Result: ``robust_sample_fraction``, the share of samples
     whose upper bound on the flip probability is at most the tolerated level; and
@@ -91,12 +94,17 @@ class ProbabilisticRobustness(RobustnessMethod[ProbabilisticParams, Random]):
 
     name = "statistical.probabilistic_robustness"
     family = MethodFamily.STATISTICAL
-    clause = "5.2.2"
+    clause = "5.3.2"  # contrastive: flips of the clean prediction
     threats = ("gaussian_noise", "uniform_noise", "linf_ball")
     metrics = ("robust_sample_fraction", "mean_flip_probability")
     claim = ClaimKind.BOUND
     priority = 40
     shard_unit = 1  # every sample has its own random stream
+
+    @classmethod
+    def cost(cls, params: ProbabilisticParams, samples: int) -> Cost:
+        """Clean predictions, then ``draws`` perturbed copies of every sample in large batches."""
+        return passes(samples) + passes(samples * params.draws, batch=params.batch, drawn=True)
 
     def derive_params(self, threat: Random, overrides: dict[str, Any]) -> ProbabilisticParams:
         strength = threat.sigma if isinstance(threat, GaussianNoise) else threat.eps

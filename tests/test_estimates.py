@@ -1,0 +1,203 @@
+"""Time estimates and budgets: unit costs, every method's cost, scaling, `nnassay plan`, early stops.
+
+No assertion is on seconds measured here: counts, statuses, ratios of priced work and presence only.
+"""
+
+from __future__ import annotations
+
+import weakref
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from conftest import TinyCase, goal
+from nnassay.flows.cli.plan import register
+from nnassay.schemas.goals import AssessmentSpec
+from nnassay.schemas.results import TestStatus
+from nnassay.tasks.methods.cost import Cost, conservative_cost
+from nnassay.tasks.methods.registry import RobustnessMethod, get_method, list_methods
+from nnassay.tasks.pipeline import estimate, execute
+from nnassay.tasks.pipeline.estimate import UnitCosts, call_seconds, has_cost, method_cost
+from nnassay.tasks.pipeline.planning import PlanFacts, make_plan
+
+UNITS = UnitCosts(  # made-up unit costs: the pricing is then exact and machine-independent
+    forward=((1, 1e-4), (256, 2e-3), (2048, 1.6e-2)),
+    backward=((1, 1e-3), (64, 4e-3), (256, 1.6e-2)),
+    torch_setup_s=0.01,
+    draw_s=1e-6,
+    executor=True,
+)
+
+
+def _priced(name: str, samples: int, **overrides: Any) -> float:
+    params = get_method(name).Params(**overrides).model_dump(mode="json")
+    return UNITS.seconds(method_cost(name, params, samples))
+
+
+def test_unit_costs_are_positive_and_measured_once_per_model(
+    tabular_case: TinyCase, spec_writer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(estimate, "_MEASURED", weakref.WeakKeyDictionary())
+    calls = []
+    measure = estimate.measure_unit_costs
+    monkeypatch.setattr(estimate, "measure_unit_costs", lambda r, x: calls.append(1) or measure(r, x))
+    path = spec_writer(tabular_case, [goal("A", {"kind": "none"}, "accuracy", ">=", 0.5)])
+    _, first = execute.state_goals(path, prefer_cuda=False)
+    _, second = execute.state_goals(path, prefer_cuda=False)
+    assert len(calls) == 1 and first.unit_costs is second.unit_costs
+    units = first.unit_costs
+    assert units is not None and units.executor
+    for curve in (units.forward, units.backward):
+        assert curve[0][0] == 1 and len(curve) >= 2
+        assert all(t > 0 for _, t in curve) and [b for b, _ in curve] == sorted(b for b, _ in curve)
+    assert units.draw_s > 0 and units.torch_setup_s >= 0 and units.measure_s > 0
+
+
+def test_call_seconds_interpolates_and_extends_the_last_slope() -> None:
+    curve = ((1, 1.0), (11, 2.0), (21, 4.0))
+    assert call_seconds(curve, 1) == 1.0 and call_seconds(curve, 6) == pytest.approx(1.5)
+    assert call_seconds(curve, 31) == pytest.approx(6.0) and call_seconds(curve, 0.5) == 1.0
+
+
+@pytest.mark.parametrize("name", list_methods(), ids=str)
+def test_every_registered_method_has_a_cost(name: str) -> None:
+    """Its own count (the method's ``cost`` or a formula in estimate.py), not the default, and a
+    positive finite price with its default parameters."""
+    assert has_cost(name), f"{name} has no cost: add a `cost` classmethod next to it"
+    cost = method_cost(name, get_method(name).Params().model_dump(mode="json"), 100)
+    assert isinstance(cost, Cost) and min(cost.forwards, cost.backwards, cost.draws, cost.fixed_s) >= 0
+    assert 0 < UNITS.seconds(cost) < 1e7
+
+
+def test_the_default_cost_is_conservative() -> None:
+    """A method that states no cost inherits one far above a real single pass over the data."""
+    assert RobustnessMethod.cost.__func__(RobustnessMethod, None, 100) == conservative_cost(100)  # type: ignore[attr-defined]
+    assert UNITS.seconds(conservative_cost(100)) > 10 * _priced("statistical.clean_accuracy", 100)
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("statistical.noise_accuracy", {"strength": 0.1, "sweep": [0.05, 0.1]}),
+        ("statistical.randomized_smoothing", {}),
+        ("empirical.pgd_linf", {"eps": 0.1, "sweep": [0.05, 0.1], "batch_size": 64}),
+        ("empirical.square_linf", {"eps": 0.1, "batch_size": 64}),
+        ("empirical.corruption_accuracy", {}),
+        ("formal.local_robustness", {"eps": 0.01}),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_double_the_samples_about_doubles_the_estimate(name: str, params: dict[str, Any]) -> None:
+    ratio = _priced(name, 16384, **params) / _priced(name, 8192, **params)
+    assert 1.6 < ratio < 2.2, ratio
+
+
+@pytest.mark.parametrize(
+    ("name", "field", "low", "high"),
+    [
+        ("empirical.pgd_linf", "steps", 20, 40),
+        ("statistical.randomized_smoothing", "n", 1000, 2000),
+        ("statistical.probabilistic_robustness", "draws", 500, 1000),
+        ("empirical.square_linf", "queries", 500, 1000),
+    ],
+)
+def test_more_work_per_sample_costs_about_proportionally_more(
+    name: str, field: str, low: int, high: int
+) -> None:
+    ratio = _priced(name, 200, **{field: high}) / _priced(name, 200, **{field: low})
+    assert 1.6 < ratio < 2.2, ratio
+
+
+def _spec(*goals: dict[str, Any]) -> AssessmentSpec:
+    base = {"id": "x", "title": "t", "model": {"path": "m.onnx"}, "data": {"path": "d.npz"}}
+    return AssessmentSpec.model_validate({**base, "goals": list(goals)})
+
+
+def test_make_plan_fills_estimates_from_the_facts_and_stays_pure() -> None:
+    spec = _spec(
+        goal("A", {"kind": "none"}, "accuracy", ">=", 0.9),
+        goal("B", {"kind": "linf_ball", "eps": 0.1}, "robust_accuracy", ">=", 0.5, budget={"time_s": 0.5}),
+    )
+    bare = PlanFacts(spec_sha256="s", model_sha256="m", data_sha256="d", data_samples=400, data_kind="image")
+    without = make_plan(spec, bare)
+    assert all(t.estimate_s is None for t in without.tests)  # old facts, old plans: no estimate
+    facts = PlanFacts(**{**bare.__dict__, "unit_costs": UNITS})
+    plan = make_plan(spec, facts)
+    assert plan == make_plan(spec, facts)
+    clean, attack = plan.tests
+    assert clean.estimate_s is not None and attack.estimate_s is not None
+    assert (
+        0 < clean.estimate_s < attack.estimate_s <= 0.5 + estimate.TEST_OVERHEAD_S + 0.1
+    )  # capped by budget
+    assert estimate.total_estimate_s(plan) == pytest.approx(clean.estimate_s + attack.estimate_s)
+    assert "estimated" in estimate.estimate_line(plan) and "no time estimate" in estimate.estimate_line(
+        without
+    )
+
+
+def _cli() -> typer.Typer:
+    app = typer.Typer()
+    app.command("version")(lambda: None)  # two commands, so `plan` is a subcommand as in nnassay
+    register(app)
+    return app
+
+
+def test_plan_command_prints_every_test_and_a_total_and_runs_nothing(
+    image_case: TinyCase, spec_writer: Any, tmp_path: Path
+) -> None:
+    goals = [
+        goal("A", {"kind": "none"}, "accuracy", ">=", 0.5),
+        goal("B", {"kind": "gaussian_noise", "sigma": 0.1}, "accuracy", ">=", 0.5),
+        goal("C", {"kind": "linf_ball", "eps": 0.05}, "robust_accuracy", ">=", 0.3, budget={"samples": 10}),
+    ]
+    path = spec_writer(image_case, goals)
+    before = sorted(p for p in tmp_path.rglob("*"))
+    out = CliRunner().invoke(_cli(), ["plan", str(path), "--cpu"])
+    assert out.exit_code == 0, out.output
+    plan = make_plan(*execute.state_goals(path, prefer_cuda=False))
+    for test in plan.tests:
+        line = next(x for x in out.output.splitlines() if x.startswith(test.test_id))
+        assert test.method in line and str(test.samples) in line
+    assert any(x.startswith("total") and x.rstrip().endswith("s") for x in out.output.splitlines())
+    assert sorted(p for p in tmp_path.rglob("*")) == before  # no run folder, results or plan.json
+    bad = CliRunner().invoke(_cli(), ["plan", str(tmp_path / "missing.yaml")])
+    assert bad.exit_code == 2 and "missing.yaml" in bad.output
+
+
+BUDGET_CASES = [  # method, threat, params, a part of the reason naming what was done
+    ("empirical.hop_skip_jump", {"kind": "l2_ball", "eps": 0.5}, {"queries": 100}, "after 1 of the"),
+    (
+        "empirical.pgd_linf",
+        {"kind": "linf_ball", "eps": 0.2},
+        {"batch_size": 4, "sweep": [0.2]},
+        "after 4 of the",
+    ),
+    ("empirical.corruption_accuracy", {"kind": "corruption"}, {"severities": [1, 2]}, "after 1 of"),
+    (
+        "statistical.randomized_smoothing",
+        {"kind": "l2_ball", "eps": 0.05},
+        {"n": 200, "n0": 16},
+        "before any",
+    ),
+    ("statistical.clever", {"kind": "linf_ball", "eps": 0.05}, {"n_batches": 5, "batch_size": 8}, "after"),
+]
+
+
+@pytest.mark.parametrize(("name", "threat", "params", "done"), BUDGET_CASES, ids=[c[0] for c in BUDGET_CASES])
+def test_a_spent_budget_stops_early_and_says_how_much_was_done(
+    image_case: TinyCase,
+    context_factory: Any,
+    name: str,
+    threat: dict[str, Any],
+    params: dict[str, Any],
+    done: str,
+) -> None:
+    method = get_method(name)
+    ctx = context_factory(image_case, threat, samples=20)
+    ctx.time_s = 0.0  # the budget is already spent: the first unit of work is the most a method may do
+    outcome = method.run(ctx, method.params_for(ctx.threat, params))
+    assert outcome.status in (TestStatus.COMPLETED, TestStatus.INCONCLUSIVE)
+    assert outcome.reason is not None and "time budget ran out" in outcome.reason and done in outcome.reason
