@@ -42,8 +42,57 @@ class EmbeddedFile:
     name: str
     payload: bytes
     description: str
-    media_type: str = "application/json"
+    media_type: str = ""  # MIME type written as the embedded file's /Subtype; empty: from the name
     relationship: str = "Source"  # PDF/A-3 AFRelationship: the data the document is rendered from
+
+    @property
+    def mime(self) -> str:
+        """The declared MIME type, else the one of the name's suffix (MEDIA_TYPES), else octet-stream."""
+        return self.media_type or MEDIA_TYPES.get(Path(self.name).suffix.lower(), "application/octet-stream")
+
+
+MEDIA_TYPES = {  # by suffix: what an auditor's PDF reader shows and opens attachments with
+    ".json": "application/json",
+    ".png": "image/png",
+    ".md": "text/markdown",
+    ".pdf": "application/pdf",
+    ".txt": "text/plain",
+    ".sig": "text/plain",
+    ".pub": "application/x-pem-file",
+    ".pem": "application/x-pem-file",
+    ".html": "text/html",
+    ".xml": "application/xml",
+    ".csv": "text/csv",
+    ".yaml": "application/yaml",
+    ".npz": "application/octet-stream",
+}
+
+
+def _attachment_finisher(files: list[EmbeddedFile]) -> Any:
+    """A WeasyPrint finisher: each embedded file's /Subtype is its MIME type (WeasyPrint guesses from
+    the name), and the catalog's /AF lists each file once (WeasyPrint adds each twice)."""
+    import hashlib
+
+    by_checksum = {f"<{hashlib.md5(a.payload, usedforsecurity=False).hexdigest()}>": a.mime for a in files}
+
+    def finish(document: Any, pdf: Any) -> None:
+        for obj in pdf.objects:
+            if isinstance(obj, dict) and obj.get("Type") == "/Filespec" and "EF" in obj:
+                stream = pdf.objects[int(obj["EF"]["F"].split()[0])]  # b"12 0 R", as WeasyPrint reads it
+                mime = by_checksum.get(stream.extra["Params"]["CheckSum"])
+                if mime:
+                    stream.extra["Subtype"] = "/" + mime.replace("/", "#2f")
+        listed = pdf.catalog.get("AF")
+        if listed:
+            unique = list({_ref_key(ref): ref for ref in listed}.values())  # first-seen order
+            listed.clear()
+            listed.extend(unique)
+
+    return finish
+
+
+def _ref_key(ref: Any) -> str:
+    return ref.decode() if isinstance(ref, bytes) else str(ref)
 
 
 def environment(*, markdown: bool = False) -> Environment:
@@ -136,7 +185,8 @@ def render_pdf(
     options: dict[str, Any] = {"attachments": extra} if extra else {}
     if pdf_variant:
         options["pdf_variant"] = pdf_variant
-    return document.write_pdf(**options), list(fetcher.refused)
+    finisher = _attachment_finisher(attachments or [])
+    return document.write_pdf(finisher=finisher, **options), list(fetcher.refused)
 
 
 def evidence_attachment(ev: EvidenceBundle, evidence_json: bytes) -> EmbeddedFile:

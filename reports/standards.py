@@ -174,6 +174,21 @@ def label(c: Clause) -> str:
     return f"{SHORT[c.standard]} {c.ref}"
 
 
+@dataclass(frozen=True)
+class ClauseRef:
+    """A clause as a section cites it."""
+
+    label: str
+    title: str
+    mark: str
+    uncertain: bool
+
+
+def clause_ref(c: Clause) -> ClauseRef:
+    """A clause of the map as the dossier cites it."""
+    return ClauseRef(label(c), c.title, c.mark, c.uncertain)
+
+
 _S = [(RM, "6.7")]
 SECTIONS: dict[str, list[tuple[str, str]]] = {
     "summary": [(RM, "6.4.4"), (RM, "6.5"), (MS, "6.1.3"), (AIA, "Art. 9"), (NIST, "MEASURE 2.6")],
@@ -241,6 +256,14 @@ SECTIONS: dict[str, list[tuple[str, str]]] = {
         (NIST, "MANAGE 4.1"),
     ],
 }
+LIFECYCLE = [  # evidenced only by a series of assessments (at least two in the evidence chain)
+    (RM, "6.6"),
+    (MS, "A.6.2.6"),
+    (AIA, "Art. 15(1)"),
+    (AIA, "Art. 72"),
+    (NIST, "MEASURE 2.4"),
+    (NIST, "MANAGE 4.1"),
+]
 FAMILY_CLAUSES = {"statistical": ["5.2", "5.3"], "formal": ["6.2", "6.3"], "empirical": ["7.3", "7.4"]}
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,18 +18,21 @@ from typing import Any
 
 from nnassay.reports import standards as st
 from nnassay.reports.charts import chart_svg, group_series
+from nnassay.reports.register import (
+    BOUND_CLAIMS,
+    LIKELIHOOD_RULE,
+    CrosswalkRow,
+    RiskRow,
+    assessments_in_chain,
+    crosswalk_rows,
+    risk_rows,
+)
+from nnassay.reports.standards import ClauseRef, clause_ref
 from nnassay.schemas.common import ClaimKind, Measurement, Verdict
 from nnassay.schemas.evidence import EvidenceBundle, GoalVerdict
 from nnassay.schemas.goals import Goal
 from nnassay.schemas.results import ArtifactRef, MethodResult, Series
 
-CLAIM_WORDING = {
-    ClaimKind.ESTIMATE: "estimate",
-    ClaimKind.BOUND: "bound",
-    ClaimKind.CERTIFICATE: "certificate",
-    ClaimKind.PROOF: "proof",
-    ClaimKind.OBSERVATION: "observation",
-}
 SECTION_TITLES = [
     ("summary", "Summary"),
     ("scope", "Scope and context"),
@@ -42,7 +47,10 @@ SECTION_TITLES = [
     ("history", "History"),
 ]
 FAMILIES = ("statistical", "formal", "empirical")
-LIKELIHOOD = [(0.2, "likely"), (0.05, "possible"), (0.01, "unlikely"), (0.0, "rare")]
+INDEPENDENCE_KEY = "duplicate_inputs"  # details key the runner sets: test samples repeating an earlier input
+CLASS_COLUMNS = frozenset(
+    {"label", "true_label", "target", "prediction", "predicted", "predicted_label", "adversarial_label"}
+)
 
 
 def fmt_measure(m: Measurement | None) -> str:
@@ -56,41 +64,52 @@ def fmt_measure(m: Measurement | None) -> str:
     return text
 
 
-SHORT_CLAIM = {
-    ClaimKind.ESTIMATE: "estimate",
-    ClaimKind.BOUND: "bound at {conf} confidence",
-    ClaimKind.CERTIFICATE: "certificate (per sample)",
-    ClaimKind.PROOF: "proof (per sample)",
-    ClaimKind.OBSERVATION: "observation",
+PER_SAMPLE_GUARANTEE = {
+    ClaimKind.PROOF: "each counted sample proved by a sound verifier (counterexamples re-executed)",
+    ClaimKind.CERTIFICATE: "each counted sample certified (randomized smoothing; each certificate holds "
+    "with high probability)",
 }
 
 
+def claim_kind(m: Measurement) -> str:
+    """The kind label of a number, a function of the kind of its interval and guarantee, never of the
+    row it stands in: 'bound' for a share of samples each proved or certified (claim proof or
+    certificate: a lower bound on the samples tested); 'estimate' for any other number with a
+    confidence interval (Clopper-Pearson, Wilson, Newcombe or bootstrap intervals of a measured
+    quantity: no guarantee); 'observation' or 'estimate' for a number without an interval."""
+    if m.claim in BOUND_CLAIMS:
+        return "bound"
+    if m.interval is None and m.claim == ClaimKind.OBSERVATION:
+        return "observation"
+    return "estimate"
+
+
 def fmt_claim(m: Measurement | None, short: bool = False) -> str:
-    """What kind of statement a number makes, worded with its confidence: estimate, bound at a
-    confidence, certificate, proof or observation (from ``Measurement.claim``, never guessed)."""
+    """What kind of statement a number makes (``claim_kind``), worded with its interval's confidence.
+
+    Every confidence interval is worded as an estimate, whatever the method that computed it; the
+    proved or certified share of samples is a bound on the samples tested."""
     if m is None:
         return "no claim: not measured"
+    kind = claim_kind(m)
     conf = f"{m.interval.confidence:.0%}" if m.interval else None
+    if kind == "bound":
+        guarantee = PER_SAMPLE_GUARANTEE[m.claim]
+        if short:
+            return f"bound ({m.claim.value} per sample)" + (f"; {conf} interval: estimate" if conf else "")
+        return f"bound on the samples tested: {guarantee}" + (
+            f"; the {conf} {m.interval.method} interval is an estimate for the population"
+            if m.interval
+            else "; no interval"
+        )
+    if kind == "observation":
+        return "observation" if short else "observation on the tested samples, no interval"
     if short:
-        return SHORT_CLAIM[m.claim].format(conf=conf) if conf or m.claim != ClaimKind.BOUND else "bound"
-    if m.claim == ClaimKind.BOUND:
-        return (
-            f"bound at {conf} confidence: the true value lies in the interval"
-            if conf
-            else "bound (no interval recorded)"
-        )
-    if m.claim == ClaimKind.CERTIFICATE:
-        return "certificate per sample (randomized smoothing, holds with high probability); " + (
-            f"{conf} interval for the population rate" if conf else "no interval"
-        )
-    if m.claim == ClaimKind.PROOF:
-        return "proof per sample (sound verifier; counterexamples re-executed); " + (
-            f"{conf} interval for the population rate" if conf else "no interval"
-        )
-    if m.claim == ClaimKind.OBSERVATION:
-        return "observation on the tested samples" + (f", {conf} interval" if conf else ", no interval")
-    return "estimate" + (
-        f" with a {conf} interval (not a guarantee)" if conf else ", no interval (not a guarantee)"
+        return f"estimate ({conf} interval)" if conf else "estimate, no interval"
+    return (
+        f"estimate with a {conf} {m.interval.method} confidence interval (not a guarantee)"
+        if m.interval
+        else "estimate, no interval (not a guarantee)"
     )
 
 
@@ -127,20 +146,6 @@ def fmt_criterion(gv: GoalVerdict | Goal) -> str:
     return f"{gv.metric} {c.comparator.value} {c.threshold:g} at {c.confidence:.0%} confidence"
 
 
-@dataclass(frozen=True)
-class ClauseRef:
-    """A clause as a section cites it."""
-
-    label: str
-    title: str
-    mark: str
-    uncertain: bool
-
-
-def clause_ref(c: st.Clause) -> ClauseRef:
-    return ClauseRef(st.label(c), c.title, c.mark, c.uncertain)
-
-
 @dataclass
 class Section:
     """One numbered dossier section and the clauses it evidences."""
@@ -173,31 +178,6 @@ class FamilyView:
 
 
 @dataclass
-class RiskRow:
-    """One line of the risk register (ISO/IEC 23894 6.4.2 to 6.5)."""
-
-    goal_id: str
-    risk_id: str
-    description: str
-    source: str
-    source_ref: ClauseRef | None
-    failure: str
-    likelihood: str
-    impact: str
-    treatment: str
-    status: str
-
-
-@dataclass
-class CrosswalkRow:
-    """One control or paragraph with the evidence in this dossier that supports it."""
-
-    ref: ClauseRef
-    evidence: str
-    status: str
-
-
-@dataclass
 class ReportView:
     """Everything the template shows, pre-formatted."""
 
@@ -217,6 +197,8 @@ class ReportView:
     residual: str = ""
     model_name: str = ""
     assessed_at: str = ""
+    likelihood_rule: str = LIKELIHOOD_RULE
+    independence: str = ""  # what the intervals assume about the samples, and where duplicates were found
 
     @property
     def title(self) -> str:
@@ -234,8 +216,15 @@ def build_view(ev: EvidenceBundle, run_dir: Path | None, pictures: PictureSource
         model_name=ev.spec.model.name or Path(ev.spec.model.path).name,
         assessed_at=f"{ev.provenance.started_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC",
     )
+    view.controls, view.regulation = crosswalk_rows(ev)
+    unsupported = unsupported_clauses(ev, [*view.controls, *view.regulation])
     view.sections = {
-        sid: Section(sid, i + 1, title, [clause_ref(c) for c in st.section_clauses(sid)])
+        sid: Section(
+            sid,
+            i + 1,
+            title,
+            [clause_ref(c) for c in st.section_clauses(sid) if st.label(c) not in unsupported],
+        )
         for i, (sid, title) in enumerate(SECTION_TITLES)
     }
     view.families = _families(ev, run_dir, pictures)
@@ -246,15 +235,25 @@ def build_view(ev: EvidenceBundle, run_dir: Path | None, pictures: PictureSource
         f"{start:%Y-%m-%d %H:%M:%S} UTC / {end:%Y-%m-%d %H:%M:%S} UTC ({(end - start).total_seconds():.0f} s)"
     )
     view.reproduce = reproduce_command(ev)
-    view.risks = [_risk_row(ev, gv) for gv in ev.verdicts]
+    view.risks = risk_rows(ev)
+    view.independence = independence_statement(ev)
     view.residual = residual_statement(ev)
-    view.controls, view.regulation = _crosswalk(ev)
     view.history_rows, view.history_goals, view.history_chart = _history(ev)
     return view
 
 
+def unsupported_clauses(ev: EvidenceBundle, crosswalk: list[CrosswalkRow]) -> set[str]:
+    """Labels a section heading must not cite: crosswalk items the evidence does not support, and the
+    lifecycle items (st.LIFECYCLE) while the chain holds a single assessment."""
+    found = {r.ref.label for r in crosswalk if r.status != "evidenced"}
+    if assessments_in_chain(ev) < 2:
+        found |= {st.label(st.get(standard, ref)) for standard, ref in st.LIFECYCLE}
+    return found
+
+
 def _families(ev: EvidenceBundle, run_dir: Path | None, pictures: PictureSource | None) -> list[FamilyView]:
     plan_params = {t.test_id: t.params for t in ev.plan.tests}
+    labels = list(ev.spec.model.labels or [])
     found = []
     for family in FAMILIES:
         results = [r for r in ev.results if r.family.value == family]
@@ -268,7 +267,7 @@ def _families(ev: EvidenceBundle, run_dir: Path | None, pictures: PictureSource 
                 _charts(r),
                 _pictures(r, run_dir, pictures),
                 fmt_params(plan_params.get(r.test_id, {})),
-                per_sample_table(r),
+                per_sample_table(r, labels),
             )
             for r in results
         ]
@@ -277,18 +276,56 @@ def _families(ev: EvidenceBundle, run_dir: Path | None, pictures: PictureSource 
 
 
 def _metrics(result: MethodResult) -> list[tuple[str, str, str, str]]:
+    repeated = duplicate_inputs(result)
+    caveat = (
+        f" (assumes independent samples; {repeated} exact duplicate input(s) present)" if repeated else ""
+    )
     return [
-        (name, fmt_measure(m) + (f"; n = {m.n}" if m.n is not None else ""), fmt_claim(m), m.description)
+        (
+            name,
+            fmt_measure(m) + (f"; n = {m.n}" if m.n is not None else ""),
+            fmt_claim(m),
+            m.description + (caveat if m.interval else ""),
+        )
         for name, m in sorted(result.metrics.items())
     ]
+
+
+def duplicate_inputs(result: MethodResult) -> int | None:
+    """Exact duplicate inputs among a test's samples as the runner recorded them; None: not checked."""
+    found = result.details.get(INDEPENDENCE_KEY)
+    return found if isinstance(found, int) and not isinstance(found, bool) else None
+
+
+def independence_statement(ev: EvidenceBundle) -> str:
+    """Every interval assumes independent samples: say where exact duplicate inputs were found (their
+    intervals are flagged, not recomputed), that none were, or that the run did not check."""
+    counts = {r.test_id: duplicate_inputs(r) for r in ev.results}
+    found = {t: n for t, n in counts.items() if n}
+    if found:
+        where = "; ".join(f"{t}: {n}" for t, n in found.items())
+        return (
+            "Every confidence interval assumes independent samples. Exact duplicate inputs were found "
+            f"among the samples of these tests ({where}): their intervals are narrower than the data "
+            "support and are flagged; the duplicates were not removed."
+        )
+    if counts and all(n is not None for n in counts.values()):
+        return "Every confidence interval assumes independent samples; no test's samples hold exact duplicate inputs."
+    return (
+        "Every confidence interval assumes independent samples; this run did not record a check for "
+        "exact duplicate inputs."
+    )
 
 
 PER_SAMPLE_ROWS = 25
 
 
-def per_sample_table(result: MethodResult) -> tuple[list[str], list[list[str]], int] | None:
+def per_sample_table(
+    result: MethodResult, labels: list[str] | None = None
+) -> tuple[list[str], list[list[str]], int] | None:
     """``details.per_sample`` (a list of flat records, e.g. the formal verdict of each sample) as a
-    table: columns in first-seen order, scalar cells only, at most PER_SAMPLE_ROWS rows shown."""
+    table: columns in first-seen order, scalar cells only, at most PER_SAMPLE_ROWS rows shown; class
+    indices (CLASS_COLUMNS) shown by their declared label (``model.labels``)."""
     found = result.details.get("per_sample")
     if not isinstance(found, list) or not found:
         return None
@@ -298,8 +335,23 @@ def per_sample_table(result: MethodResult) -> tuple[list[str], list[list[str]], 
     columns: list[str] = []
     for r in rows:
         columns += [k for k, v in r.items() if k not in columns and not isinstance(v, list | dict)]
-    cells = [[fmt_value(r[c]) if c in r else "" for c in columns] for r in rows[:PER_SAMPLE_ROWS]]
+    names = labels or []
+    cells = [
+        [
+            (class_name(r[c], names) if c in CLASS_COLUMNS else fmt_value(r[c])) if c in r else ""
+            for c in columns
+        ]
+        for r in rows[:PER_SAMPLE_ROWS]
+    ]
     return (columns, cells, len(rows)) if columns else None
+
+
+def class_name(index: Any, labels: list[str]) -> str:
+    """A class index as its declared label ('cat', or 'cat (3)' when the label is not the index)."""
+    if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < len(labels):
+        name = labels[index]
+        return name if name == str(index) else f"{name} ({index})"
+    return fmt_value(index)
 
 
 def _charts(result: MethodResult) -> list[str]:
@@ -379,71 +431,63 @@ def criteria_rows(ev: EvidenceBundle) -> list[dict[str, str]]:
 
 
 def reproduce_command(ev: EvidenceBundle) -> tuple[str, str]:
-    """The install step and the exact command line, run from the folder it was run from.
+    """The install step and the command line, with paths relative to the project: never an absolute
+    path of the machine that ran it.
 
-    The folder is ``provenance.extra['cwd']`` when recorded; otherwise it is derived from the spec
-    argument of the command and the absolute ``spec_path`` (both recorded), or left out with a note.
+    The project folder is the folder the command ran from (``provenance.extra['cwd']``, or derived
+    from the relative spec argument and the absolute ``spec_path``) when the spec lies inside it,
+    otherwise the spec's own folder. Path arguments are shown relative to that folder; an absolute
+    path outside it keeps only its name (an output folder goes to ``runs/<name>``).
     """
-    import shlex
-
     p = ev.provenance
     install = "pip install -c constraints.txt -e ." + (
         f"   # in a checkout of {p.code_version}" if p.code_version else ""
     )
-    recorded = p.extra.get("cwd")
-    cwd = recorded if isinstance(recorded, str) else None
-    if cwd is None:
-        try:
-            words = shlex.split(p.command)
-        except ValueError:
-            words = []
-        arg = words[words.index("assess") + 1] if "assess" in words[:-1] else None
-        spec = Path(p.spec_path)
-        if arg and spec.is_absolute() and not Path(arg).is_absolute():
-            parts, tail = spec.parts, Path(arg).parts
-            if ".." not in tail and len(parts) > len(tail) and parts[-len(tail) :] == tail:
-                cwd = str(Path(*parts[: -len(tail)]))
-    if cwd is None and not Path(p.spec_path).is_absolute():
-        return install, p.command + "   # run from the folder the spec path is relative to (not recorded)"
-    return install, (f"cd {shlex.quote(cwd)} && " if cwd else "") + p.command
+    try:
+        words = shlex.split(p.command)
+    except ValueError:
+        words = p.command.split()
+    cwd = _command_folder(p.extra.get("cwd"), words, p.spec_path)
+    spec = Path(p.spec_path) if Path(p.spec_path).is_absolute() else None
+    if spec is None and cwd is not None:
+        spec = Path(os.path.normpath(Path(cwd) / p.spec_path))
+    inside = spec is not None and cwd is not None and spec.is_relative_to(cwd)
+    root = Path(cwd) if inside and cwd else (spec.parent if spec is not None else None)
+    where = "the project folder" if inside else "the spec's folder"
+    shown = [_relative_word(w, prev, root, cwd) for prev, w in zip(["", *words], words, strict=False)]
+    return install, shlex.join(shown) + f"   # run from {where}"
 
 
-def failure_rate(gv: GoalVerdict) -> tuple[float, float] | None:
-    """The measured failure rate and its conservative (upper) end, when the metric is a rate."""
-    m = gv.measured
-    if m is None or not m.is_rate:
-        return None
-    if gv.criterion.comparator.higher_is_better:
-        return 1.0 - m.value, 1.0 - (m.interval.low if m.interval else m.value)
-    return m.value, m.interval.high if m.interval else m.value
+def _command_folder(recorded: Any, words: list[str], spec_path: str) -> str | None:
+    """The folder the command ran from: recorded, or the absolute spec path minus its relative argument."""
+    if isinstance(recorded, str) and Path(recorded).is_absolute():
+        return recorded
+    arg = words[words.index("assess") + 1] if "assess" in words[:-1] else None
+    spec = Path(spec_path)
+    if arg and spec.is_absolute() and not Path(arg).is_absolute():
+        parts, tail = spec.parts, Path(arg).parts
+        if ".." not in tail and len(parts) > len(tail) and parts[-len(tail) :] == tail:
+            return str(Path(*parts[: -len(tail)]))
+    return None
 
 
-def _risk_row(ev: EvidenceBundle, gv: GoalVerdict) -> RiskRow:
-    goal = next(g for g in ev.spec.goals if g.id == gv.goal_id)
-    rate = failure_rate(gv)
-    if rate is None:
-        failure, likelihood = "not a rate", "not quantified"
-    else:
-        failure = f"{rate[0]:.3g} (up to {rate[1]:.3g})"
-        likelihood = next(word for floor, word in LIKELIHOOD if rate[1] >= floor)
-    source = st.risk_source(goal.risk.source)
-    treatment, status = {
-        Verdict.PASS: ("accept; keep monitoring by re-assessment", "within tolerance"),
-        Verdict.FAIL: (f"treat, then re-test: {gv.recommendation}", "open: exceeds tolerance"),
-        Verdict.INCONCLUSIVE: (f"decide first: {gv.recommendation}", "open: undetermined"),
-    }[gv.verdict]
-    return RiskRow(
-        gv.goal_id,
-        goal.risk.id,
-        goal.risk.description,
-        goal.risk.source,
-        clause_ref(source) if source else None,
-        failure,
-        likelihood,
-        goal.risk.impact,
-        treatment,
-        status,
-    )
+def _relative_word(word: str, previous: str, root: Path | None, cwd: str | None) -> str:
+    """One word of the command with any path in it relative to ``root`` (URIs keep their scheme)."""
+    for scheme in ("sqlite:///", "file://"):
+        if word.startswith(scheme) and word[len(scheme) :].startswith("/"):
+            return scheme + _relative_path(word[len(scheme) :], root, None, previous)
+    if word.startswith("-") or "://" in word or ":" in word.split("/", 1)[0]:
+        return word
+    if Path(word).is_absolute() or (cwd and root and Path(cwd) != root and "/" in word):
+        return _relative_path(word, root, cwd, previous)
+    return word
+
+
+def _relative_path(path: str, root: Path | None, cwd: str | None, previous: str) -> str:
+    full = Path(os.path.normpath(Path(cwd) / path if cwd and not Path(path).is_absolute() else path))
+    if root is not None and full.is_relative_to(root):
+        return full.relative_to(root).as_posix() or "."
+    return f"runs/{full.name}" if previous == "--output" else full.name
 
 
 def residual_statement(ev: EvidenceBundle) -> str:
@@ -478,101 +522,6 @@ def residual_statement(ev: EvidenceBundle) -> str:
     if undecided := risks(Verdict.INCONCLUSIVE):
         parts.append(f"Not yet determined (the confidence interval straddles the threshold): {undecided}.")
     return text + " ".join(parts) + " Treat and decide these before release, then re-assess."
-
-
-def _crosswalk(ev: EvidenceBundle) -> tuple[list[CrosswalkRow], list[CrosswalkRow]]:
-    tests = f"{len(ev.plan.tests)} planned tests, {len(ev.results)} results, {len(ev.verdicts)} goal verdicts"
-    goals_for: dict[str, list[str]] = {}
-    for g in ev.spec.goals:
-        for c in g.controls:
-            goals_for.setdefault(c, []).append(g.id)
-    p, s = ev.provenance, ev.spec
-    gate = (
-        f"registry model {p.model_registry_uri} tagged with verdict {ev.overall.value}"
-        if p.model_registry_uri
-        else f"overall verdict {ev.overall.value} recorded as the release gate input"
-    )
-    evidence = {
-        "A.3.2": "; ".join(f"{k}: {v}" for k, v in s.roles.model_dump().items() if v) or "no roles declared",
-        "A.4.3": f"data {Path(p.data_path).name} sha256 {p.data_sha256[:16]}…",
-        "A.4.4": f"{p.code_version}; {len(p.packages)} package versions; constraints sha256 "
-        f"{(p.constraints_sha256 or 'not recorded')[:16]}",
-        "A.4.5": f"{p.device}; {p.execution_provider}",
-        "A.6.1.2": f"{len(s.goals)} robustness goals (section 3)",
-        "A.6.2.2": "goals with acceptance criteria (sections 2, 3)",
-        "A.6.2.4": tests + " (sections 4 to 6)",
-        "A.6.2.5": gate,
-        "A.6.2.6": f"{len(ev.history)} earlier assessment(s) of spec {s.id} (section 11)",
-        "A.6.2.7": "this dossier with the evidence bundle embedded",
-        "A.6.2.8": f"MLflow run {p.mlflow_run_id or 'not tracked'}; Prefect flow run "
-        f"{p.prefect_flow_run_id or 'none'}; timestamps (section 10)",
-        "A.7.5": f"data sha256 {p.data_sha256[:16]}…; source: {s.data.source or 'not declared'}",
-        "A.7.6": "perturbation parameters and seeds per test (section 4)",
-        "A.9.4": f"intended use: {s.model.intended_use or 'not declared'}",
-    }
-    refs = sorted(set(evidence) | set(goals_for), key=_control_order)
-    controls = []
-    for ref in refs:
-        control = st.control(ref)
-        cref = (
-            clause_ref(control)
-            if control
-            else ClauseRef(f"42001 {ref}", "not in the standards map", "U", True)
-        )
-        found = evidence.get(ref, "")
-        if ref in goals_for:
-            found = (found + "; " if found else "") + "declared by goal(s) " + ", ".join(goals_for[ref])
-        controls.append(CrosswalkRow(cref, found, "evidenced" if ref in evidence else "declared only"))
-    return controls, _regulation(ev, tests)
-
-
-def _control_order(ref: str) -> tuple[int, ...]:
-    return tuple(int(x) if x.isdigit() else 0 for x in ref.removeprefix("A.").split("."))
-
-
-def _regulation(ev: EvidenceBundle, tests: str) -> list[CrosswalkRow]:
-    by_family = {f: [r.test_id for r in ev.results if r.family.value == f] for f in FAMILIES}
-    attacks = by_family["empirical"] + by_family["formal"]
-    rows = [
-        (
-            st.AIA,
-            "Art. 15(1)",
-            f"{len(ev.history) + 1} assessment(s) of this spec in the record series",
-            True,
-        ),
-        (st.AIA, "Art. 15(3)", "metrics with intervals and conditions of measurement (sections 4, 5)", True),
-        (
-            st.AIA,
-            "Art. 15(4)",
-            "perturbation tests: " + (", ".join(by_family["statistical"]) or "none"),
-            bool(by_family["statistical"]),
-        ),
-        (
-            st.AIA,
-            "Art. 15(5)",
-            "adversarial/formal tests: " + (", ".join(attacks) or "none in this plan"),
-            bool(attacks),
-        ),
-        (st.NIST, "MEASURE 2.1", "data, metrics and tool versions (sections 4, 9)", True),
-        (
-            st.NIST,
-            "MEASURE 2.3",
-            f"operating domain: {ev.spec.model.operating_domain or 'not declared'}",
-            ev.spec.model.operating_domain is not None,
-        ),
-        (st.NIST, "MEASURE 2.5", tests, True),
-        (st.NIST, "MEASURE 2.6", "residual-risk statement (section 1) and risk register (section 7)", True),
-        (
-            st.NIST,
-            "MEASURE 2.7",
-            "adversarial tests: " + (", ".join(by_family["empirical"]) or "none"),
-            bool(by_family["empirical"]),
-        ),
-    ]
-    return [
-        CrosswalkRow(clause_ref(st.get(std, ref)), text, "evidenced" if found else "not evidenced")
-        for std, ref, text, found in rows
-    ]
 
 
 def _history(ev: EvidenceBundle) -> tuple[list[dict[str, Any]], list[str], str | None]:
