@@ -2,26 +2,39 @@
 
 from __future__ import annotations
 
-from prefect import flow
-from prefect.task_runners import ThreadPoolTaskRunner
+from typing import Any, cast
 
-from nnassay.flows import lifecycle_steps, steps
+from prefect import flow
+from prefect.futures import PrefectFuture
+from prefect.states import State
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+from nnassay.flows import lifecycle_steps, runs, steps
 from nnassay.schemas.evidence import EvidenceBundle
 from nnassay.schemas.settings import AssessRequest
-from nnassay.tasks.governance.records import fail_run, load_signer
+from nnassay.tasks.governance.records import EVIDENCE, fail_run, load_signer
 from nnassay.tasks.pipeline import evidence as ev
 
+# Prefect types TaskRunner invariantly in its future type; a thread pool's futures are PrefectFutures
+LOCAL_THREADS = cast("TaskRunner[PrefectFuture[Any]]", ThreadPoolTaskRunner(max_workers=2))
 
-@flow(name="assess", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=False)
-def assess(request: AssessRequest) -> EvidenceBundle:
-    """Assess one ONNX model against its robustness goals and leave governance records."""
+
+@flow(
+    name="assess",
+    flow_run_name=runs.run_name,
+    task_runner=LOCAL_THREADS,
+    log_prints=False,
+)
+def assess(request: AssessRequest) -> EvidenceBundle | State[Any]:
+    """Assess one ONNX model against its robustness goals and leave governance records; the run ends
+    Failed, naming the goals, when a goal failed or was inconclusive (the state carries the bundle)."""
     started = ev.now()
     request.output.mkdir(parents=True, exist_ok=True)
     spec, facts = steps.state_goals(request)  # 1. goals
     test_plan = steps.plan(spec, facts, request)  # 2. planning
     signer = load_signer(request.sign_key)  # None: the run is not signed
     tracker = steps.make_tracker(request)
-    handle = steps.open_tracking(tracker, spec, test_plan)
+    handle = steps.open_tracking(tracker, spec, test_plan, request)
     try:
         past = steps.read_history(tracker, spec, request)  # the spec's earlier assessments, read once
         lifecycle_steps.link_attempts(tracker, handle, request, past)  # crashed attempts
@@ -36,4 +49,5 @@ def assess(request: AssessRequest) -> EvidenceBundle:
     except BaseException as exc:
         fail_run(tracker, handle, f"{type(exc).__name__}: {exc}")
         raise
-    return bundle
+    runs.add_tags(f"verdict:{bundle.overall.value}")
+    return runs.final_state(bundle, request.output / EVIDENCE)

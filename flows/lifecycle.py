@@ -2,38 +2,36 @@
 
 Each run assesses the current model (the ``assess`` flow as a subflow) in its own folder, compares
 every goal with the previous assessment of the same spec id (regressions become findings, MLflow
-tags and a metric trend) and ends Failed, naming the goals, when a goal failed. Deployed by
-``nnassay schedule`` (``flow.serve``) or by ``prefect deploy`` with the repository's prefect.yaml.
+tags and a metric trend) and ends Failed, naming the goals, when a goal failed or was inconclusive.
+Deployed by ``nnassay schedule`` (``flow.serve``) or by ``prefect deploy`` with the repository's
+prefect.yaml.
 """
 
 # No `from __future__ import annotations`: Prefect builds the parameter schema from the real types
 # when a worker loads this file by path (deployment entrypoint).
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
-from prefect import flow, runtime
-from prefect.states import Failed, State
+from prefect import flow, runtime, tags
+from prefect.states import State
 
+from nnassay.flows import runs
 from nnassay.flows.assess import assess
-from nnassay.schemas.common import Verdict
 from nnassay.schemas.evidence import EvidenceBundle
 from nnassay.schemas.settings import AssessRequest, LifecycleRequest, Settings
 
 
-@flow(name="lifecycle-assess", log_prints=False)
-def lifecycle_assess(request: LifecycleRequest) -> EvidenceBundle | State:
-    """Assess the current model, compare each goal with the previous assessment, fail on a failed goal."""
+@flow(name="lifecycle-assess", flow_run_name=runs.run_name, log_prints=False)
+def lifecycle_assess(request: LifecycleRequest) -> EvidenceBundle | State[Any]:
+    """Assess the current model, compare each goal with the previous assessment; end Failed, naming
+    the goals, when a goal failed or was inconclusive."""
     settings = Settings()
     scheduled = runtime.flow_run.scheduled_start_time
     run_request = assess_request(request, settings, scheduled, str(runtime.flow_run.id or "local"))
     bundle = assess_runner(run_request.dask_address)(run_request)
-    failed = [v.goal_id for v in bundle.verdicts if v.verdict == Verdict.FAIL]
-    if failed:
-        return Failed(
-            message=f"goal(s) {', '.join(failed)} of {bundle.spec.id!r} failed; see "
-            f"{run_request.output / 'evidence.json'}",
-            data=bundle,
-        )
-    return bundle
+    runs.add_tags(*runs.creation_tags(request.spec_path), f"verdict:{bundle.overall.value}")
+    return runs.final_state(bundle, run_request.output / "evidence.json")
 
 
 def assess_request(
@@ -52,15 +50,25 @@ def assess_request(
         compare_history=True,
         command=f"lifecycle-assess {request.spec_path}",
         sign_key=request.sign_key,
+        sign_cert=request.sign_cert,
         model_uri=request.model_uri,
         dask_address=request.dask_address or settings.dask_address,
     )
 
 
-def assess_runner(dask_address: str | None):  # type: ignore[no-untyped-def]
-    """The assess flow on local threads, or on the Dask cluster at ``dask_address``."""
-    if not dask_address:
-        return assess
-    from prefect_dask import DaskTaskRunner
+def assess_runner(dask_address: str | None) -> Callable[[AssessRequest], EvidenceBundle]:
+    """Run the assess flow (on local threads, or on the Dask cluster at ``dask_address``), tagged with
+    the spec id at creation; return its evidence whether the run ended Completed or Failed (a goal
+    not passed), raise what a crashed run raised."""
+    runner = assess
+    if dask_address:
+        from prefect_dask import DaskTaskRunner
 
-    return assess.with_options(task_runner=DaskTaskRunner(address=dask_address))  # type: ignore[arg-type]
+        runner = assess.with_options(task_runner=DaskTaskRunner(address=dask_address))  # type: ignore[arg-type]
+
+    def run(request: AssessRequest) -> EvidenceBundle:
+        with tags(*runs.creation_tags(request.spec_path)):
+            state = runner(request, return_state=True)
+        return runs.bundle_of(state)
+
+    return run

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 from datetime import datetime
@@ -12,6 +13,7 @@ from prefect import runtime, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 
+from nnassay.flows.runs import add_tags, run_log
 from nnassay.schemas.evidence import ArtifactDigest, EvidenceBundle, GoalVerdict, Provenance
 from nnassay.schemas.goals import AssessmentSpec
 from nnassay.schemas.plan import AssessmentPlan, TestSpec
@@ -48,6 +50,14 @@ def plan(spec: AssessmentSpec, facts: planning.PlanFacts, request: AssessRequest
     test_plan = planning.make_plan(spec, facts)
     write_json(request.output / records.PLAN, test_plan)
     shutil.copyfile(request.spec_path, request.output / f"spec{request.spec_path.suffix}")
+    add_tags(f"spec:{spec.id}", f"model:{test_plan.model_sha256[:12]}")
+    run_log().info(
+        "spec %r: %d goal(s), %d test(s) planned; model sha256 %s",
+        spec.id,
+        len(spec.goals),
+        len(test_plan.tests),
+        test_plan.model_sha256[:16],
+    )
     return test_plan
 
 
@@ -72,7 +82,21 @@ def run_test(test: TestSpec, spec: AssessmentSpec, request: AssessRequest) -> Me
     result = execute.run_test(test, spec, request.output, prefer_cuda=request.prefer_cuda, progress=progress)
     if request.progress:
         print_progress(f"{test.test_id}: {result.status.value} in {result.time_s:.1f}s")
+    _log_result(result)
     return result
+
+
+def _log_result(result: MethodResult) -> None:
+    metrics = ", ".join(f"{k} = {m.value:.4g}" for k, m in result.metrics.items())
+    run_log().info(
+        "test %s (goal %s): %s in %.1fs%s%s",
+        result.test_id,
+        result.goal_id,
+        result.status.value,
+        result.time_s,
+        f"; {metrics}" if metrics else "",
+        f"; {result.reason}" if result.reason else "",
+    )
 
 
 @task(
@@ -96,16 +120,16 @@ def merge_shards(
         print_progress(
             f"{test.test_id}: {result.status.value} ({len(shards)} shards, {result.time_s:.1f}s busy)"
         )
+    _log_result(result)
     return result
 
 
 def submit_test(test: TestSpec, spec: AssessmentSpec, request: AssessRequest) -> PrefectFuture[MethodResult]:
     """Submit one test whole, or as shards plus a merge when it is large; results persist in the run folder."""
-    options: dict[str, Any] = {
-        "result_storage": resume.cache_dir(request.output),
-        "refresh_cache": not request.resume,
-    }
+    options = resume.result_options(request.output, resume=request.resume)  # JSON, digest-checked
     shards = sharding.plan_shards(test, request.shard_samples)
+    if request.resume:  # cache entries not exactly as nnassay writes them are never read
+        resume.screen_cache(request.output, test, spec, prefer_cuda=request.prefer_cuda, shards=shards)
     if not shards:
         return run_test.with_options(**options).submit(test, spec, request)
     parts = [run_shard.with_options(**options).submit(test, spec, request, s) for s in shards]
@@ -114,8 +138,24 @@ def submit_test(test: TestSpec, spec: AssessmentSpec, request: AssessRequest) ->
 
 @task(name="interpret", cache_policy=NO_CACHE)
 def interpret(spec: AssessmentSpec, results: list[MethodResult]) -> list[GoalVerdict]:
-    """Step 3, interpretation: one verdict per goal against its criterion."""
-    return ev.interpret_all(spec, results)
+    """Step 3, interpretation: one verdict per goal against its criterion (each in the run's log)."""
+    verdicts = ev.interpret_all(spec, results)
+    log = run_log()
+    for v in verdicts:
+        value = f"{v.measured.value:.4g}" if v.measured else "not measured"
+        criterion = f"{v.criterion.comparator} {v.criterion.threshold:g}"
+        level = logging.INFO if v.verdict.value == "pass" else logging.WARNING
+        log.log(
+            level,
+            "goal %s: %s (%s = %s, needs %s): %s",
+            v.goal_id,
+            v.verdict.value.upper(),
+            v.metric,
+            value,
+            criterion,
+            v.reason,
+        )
+    return verdicts
 
 
 def make_tracker(request: AssessRequest) -> Tracker | None:
@@ -123,16 +163,31 @@ def make_tracker(request: AssessRequest) -> Tracker | None:
     if not request.track:
         return None
     uri = request.tracking_uri()
-    remote = uri.startswith(("http://", "https://", "databricks"))  # the server decides where artifacts go
-    return MlflowTracker(uri, artifact_root=None if remote else request.output / "mlartifacts")
+    return MlflowTracker(uri, artifact_root=artifact_root(uri))
+
+
+def artifact_root(uri: str) -> Path | None:
+    """Where a new experiment of a local SQLite store keeps artifacts: 'mlartifacts' beside the
+    database (shared by every run folder using it); None: the store or server decides."""
+    prefix = "sqlite:///"
+    return Path(uri.removeprefix(prefix)).parent / "mlartifacts" if uri.startswith(prefix) else None
 
 
 @task(name="open tracking", cache_policy=NO_CACHE)
 def open_tracking(
-    tracker: Tracker | None, spec: AssessmentSpec, test_plan: AssessmentPlan
+    tracker: Tracker | None, spec: AssessmentSpec, test_plan: AssessmentPlan, request: AssessRequest
 ) -> records.TrackingHandle:
-    """Start the MLflow parent run."""
-    return records.open_run(tracker, spec, test_plan, records.new_assessment_id(), ev.code_version())
+    """Start the MLflow parent run (MLflow's system tags, the data sets and the model as its inputs)."""
+    source_type = "JOB" if runtime.deployment.id else "LOCAL"  # a deployment's runs are scheduled jobs
+    system = records.system_tags(request.command or command_line(), source_type, ev.git_commit())
+    handle = records.open_run(
+        tracker, spec, test_plan, records.new_assessment_id(), ev.code_version(), system
+    )
+    try:
+        records.log_lineage(tracker, handle, spec, test_plan)
+    except Exception as exc:  # noqa: BLE001 (lineage links help readers; the evidence does not need them)
+        run_log().warning("MLflow lineage (data sets, model) not recorded: %s", exc)
+    return handle
 
 
 @task(name="read history", cache_policy=NO_CACHE)
@@ -169,7 +224,11 @@ def provenance(
         mlflow_tracking_uri=handle.uri,
         signer_public_key_sha256=records.signer_fingerprint(signer),
         model_registry_uri=registry_models.registry_uri_of(Path(spec.model.path)),
-        extra={"run_folder": str(request.output.resolve()), "cwd": str(Path.cwd())},
+        extra={
+            "run_folder": str(request.output.resolve()),
+            "cwd": str(Path.cwd()),
+            **resume.cache_notes(request.output, started),  # cached results refused, recomputed
+        },
     )
 
 
@@ -186,11 +245,11 @@ def record(
     past: history.SpecHistory,
 ) -> EvidenceBundle:
     """Step 'record': nested MLflow runs per test and the evidence bundle (evidence.json)."""
-    records.log_results(tracker, handle, test_plan, results)
     out = request.output
     files = records.write_results(out, results) + [
         ArtifactDigest(path=records.PLAN, sha256=sha256_file(out / records.PLAN), role="plan")
     ]
+    records.log_results(tracker, handle, test_plan, results, out)  # each with its files
     files += records.copy_registry_model(spec, out)
     manifest = ev.manifest(request.spec_path, spec, prov.spec_sha256, test_plan, results, files)
     earlier = past.finished(HISTORY_ROWS)
@@ -228,11 +287,13 @@ def report(
         html=out / records.DOSSIER_HTML,
         markdown=out / records.SUMMARY,
         signing_key=signer,
+        certificate=request.sign_cert,  # PAdES-signed before the manifest digests it
     )
     if request.junit_xml is not None:
         dossier.write_junit(bundle, request.junit_xml)
     records.seal(tracker, handle, bundle, out, f"spec{request.spec_path.suffix}", signer)
-    records.publish_summary(bundle, (out / records.SUMMARY).read_text())
+    link = tracker.run_link(handle.run_id) if tracker and handle.run_id else None
+    records.publish_summary(bundle, (out / records.SUMMARY).read_text(), mlflow_run=link, dossier=files.pdf)
     return files.pdf
 
 

@@ -16,7 +16,8 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = Field(
         default=None,
         validation_alias=AliasChoices("NNASSAY_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
-        description="MLflow tracking URI; default: a SQLite store in the output folder.",
+        description="MLflow tracking URI; default: the project store <folder holding the run folders>/"
+        "mlflow.db (see AssessRequest.tracking_uri).",
     )
     output: Path = Field(default=Path("runs"), description="Default output folder of assessments.")
     prefer_cuda: bool = Field(default=True, description="Use CUDA when ONNX Runtime can really use it.")
@@ -40,6 +41,12 @@ class Settings(BaseSettings):
     resume: bool = Field(
         default=True, description="Reuse test results persisted in the run folder by an earlier attempt."
     )
+    prefect_startup_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="Seconds to wait for the embedded Prefect server of `nnassay assess` to answer"
+        " (it boots while the inputs are checked; a busy 2-core machine can need a minute).",
+    )
 
 
 class AssessRequest(BaseModel):
@@ -50,7 +57,9 @@ class AssessRequest(BaseModel):
     spec_path: Path = Field(description="The assessment spec file (YAML or JSON).")
     output: Path = Field(description="Run folder: evidence.json, dossier.pdf, plan.json, artifacts.")
     mlflow_tracking_uri: str | None = Field(
-        default=None, description="MLflow tracking URI; None: sqlite store in the run folder."
+        default=None,
+        description="MLflow tracking URI; None: the project store, a SQLite file mlflow.db in the folder"
+        " that holds the run folder (runs/a and runs/b share runs/mlflow.db, so history links them).",
     )
     track: bool = Field(default=True, description="Log to MLflow.")
     prefer_cuda: bool = Field(default=True, description="Use CUDA when it really works.")
@@ -75,6 +84,11 @@ class AssessRequest(BaseModel):
         description="Ed25519 private key (PEM) that signs manifest.json and the evidence embedded in the"
         " dossier; its public key fingerprint goes into the evidence. None: the run is not signed.",
     )
+    sign_cert: Path | None = Field(
+        default=None,
+        description="X.509 certificate (PEM, the signer's first, then its issuers) of ``sign_key`` for"
+        " the dossier's PAdES signature; None: a self-signed certificate made from the key.",
+    )
     model_uri: str | None = Field(
         default=None,
         description="MLflow registry model (models:/NAME/VERSION or models:/NAME@ALIAS) to assess instead"
@@ -93,8 +107,19 @@ class AssessRequest(BaseModel):
     )
 
     def tracking_uri(self) -> str:
-        """The MLflow URI to use."""
-        return self.mlflow_tracking_uri or f"sqlite:///{(self.output / 'mlflow.db').resolve()}"
+        """The MLflow URI to use: the requested one, else the project store (``project_store``)."""
+        return self.mlflow_tracking_uri or f"sqlite:///{project_store(self.output)}"
+
+
+def project_store(run_folder: Path) -> Path:
+    """The default MLflow store of a run folder: mlflow.db in the folder that holds it, shared by every
+    assessment written beside it (``runs/a``, ``runs/b`` -> ``runs/mlflow.db``); the run folder itself
+    when it is the working directory or a filesystem root (never a folder above where one works)."""
+    folder = run_folder.resolve()
+    holder = folder.parent
+    if folder == Path.cwd().resolve() or holder == folder:
+        holder = folder
+    return holder / "mlflow.db"
 
 
 class LifecycleRequest(BaseModel):
@@ -117,6 +142,11 @@ class LifecycleRequest(BaseModel):
         default=None,
         description="Ed25519 private key (PEM) every run signs its records with (read on the machine"
         " that runs the flow); None: unsigned runs.",
+    )
+    sign_cert: Path | None = Field(
+        default=None,
+        description="X.509 certificate (PEM) of ``sign_key`` for the dossier's PAdES signature; None:"
+        " a self-signed certificate made from the key.",
     )
     model_uri: str | None = Field(
         default=None,

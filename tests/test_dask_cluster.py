@@ -25,9 +25,8 @@ def test_sharded_assessment_on_two_dask_workers_equals_local_run(
     tmp_path: Path, image_case, spec_writer, prefect_harness
 ) -> None:
     from distributed import Client
-    from prefect_dask import DaskTaskRunner
 
-    from nnassay.flows.assess import assess
+    from nnassay.flows.lifecycle import assess_runner
     from nnassay.schemas.settings import AssessRequest
 
     spec = spec_writer(
@@ -45,7 +44,7 @@ def test_sharded_assessment_on_two_dask_workers_equals_local_run(
             goal("FLIPS", {"kind": "uniform_noise", "eps": 0.1}, "label_flip_rate", "<=", 0.5),
         ],
     )
-    local = assess(
+    local = assess_runner(None)(  # the evidence, also when a goal did not pass (run Failed)
         AssessRequest(
             spec_path=spec, output=tmp_path / "local", track=False, prefer_cuda=False, shard_samples=0
         )
@@ -58,7 +57,7 @@ def test_sharded_assessment_on_two_dask_workers_equals_local_run(
             shard_samples=64,
             mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
         )
-        remote = assess.with_options(task_runner=DaskTaskRunner(address=address))(request)
+        remote = assess_runner(address)(request)
         with Client(address, timeout=30) as client:
             # both workers did work: each ran at least one task of the assessment
             ran = client.run(lambda dask_worker: len(dask_worker.state.log))  # type: ignore[no-untyped-call]

@@ -26,7 +26,7 @@ def test_flow_leaves_evidence_mlflow_run_and_pdf(
 ) -> None:
     from mlflow.tracking import MlflowClient
 
-    from nnassay.flows.assess import assess
+    from nnassay.flows.lifecycle import assess_runner
 
     spec = spec_writer(
         image_case,
@@ -37,6 +37,7 @@ def test_flow_leaves_evidence_mlflow_run_and_pdf(
     )
     out = tmp_path / "run"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assess = assess_runner(None)  # the evidence, also when the flow run ends Failed (a goal failed)
     bundle = assess(AssessRequest(spec_path=spec, output=out, mlflow_tracking_uri=uri, prefer_cuda=False))
 
     # evidence: one verdict per goal, stored bundle equals the returned one

@@ -168,7 +168,7 @@ def test_non_sqlite_mlflow_db_is_refused(tmp_path: Path, image_case: Any, spec_w
     out = tmp_path / "out"
     out.mkdir()
     if where == "run folder":
-        store = out / "mlflow.db"
+        store = out.parent / "mlflow.db"  # the default project store: beside the run folder
         store.write_text(f"just text, {SECRET}\n")
         proc = run_cli(spec, out, drop_env=("MLFLOW_TRACKING_URI", "NNASSAY_MLFLOW_TRACKING_URI"))
     else:

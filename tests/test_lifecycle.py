@@ -180,11 +180,12 @@ def test_lifecycle_run_with_a_failed_goal_ends_failed(tmp_path: Path, image_case
 
 
 def test_rates_comparison_when_the_data_changed(tmp_path: Path, image_case, prefect_harness) -> None:
-    from nnassay.flows.assess import assess
+    from nnassay.flows.lifecycle import assess_runner
     from nnassay.schemas.settings import AssessRequest
     from nnassay.tasks.governance import lifecycle
 
     spec, model = _series(tmp_path, image_case, noisy_threshold=0.9)
+    assess = assess_runner(None)  # the evidence, also when the run ends Failed
     before = assess(AssessRequest(spec_path=spec, output=tmp_path / "a", track=False, prefer_cuda=False))
     build_mlp(model, [36, 16, 3], image_shape=(1, 6, 6), seed=9)
     after = assess(AssessRequest(spec_path=spec, output=tmp_path / "b", track=False, prefer_cuda=False))

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from nnassay.flows.cli.options import Dask, ModelUri, SignKey, check_sign_key
+from nnassay.flows.cli.options import Dask, ModelUri, SignCert, SignKey, check_sign_cert, check_sign_key
 
 EXIT_PASS, EXIT_NOT_PASSED, EXIT_INVALID = 0, 1, 2
 
@@ -45,12 +45,14 @@ def _request(
     cpu: bool,
     *,
     sign_key: Path | None = None,
+    sign_cert: Path | None = None,
     model_uri: str | None = None,
     dask: str | None = None,
 ) -> Any:
     from nnassay.schemas.settings import LifecycleRequest, Settings
 
     check_sign_key(sign_key)  # an unusable key fails now, not at the first scheduled run
+    check_sign_cert(sign_cert, sign_key)
     settings = Settings()
     return LifecycleRequest(
         spec_path=spec.resolve(),
@@ -58,6 +60,7 @@ def _request(
         mlflow_tracking_uri=mlflow_uri,
         prefer_cuda=settings.prefer_cuda and not cpu,
         sign_key=sign_key.resolve() if sign_key else None,
+        sign_cert=sign_cert.resolve() if sign_cert else None,
         model_uri=model_uri,
         dask_address=dask,
     )
@@ -70,6 +73,7 @@ def lifecycle(
     cpu: Cpu = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and Prefect debug logs.")] = False,
     sign_key: SignKey = None,
+    sign_cert: SignCert = None,
     model_uri: ModelUri = None,
     dask: Dask = None,
 ) -> None:
@@ -86,7 +90,16 @@ def lifecycle(
     from nnassay.tasks.pipeline.execute import preflight
 
     started = time.monotonic()
-    request = _request(spec, output_root, mlflow_uri, cpu, sign_key=sign_key, model_uri=model_uri, dask=dask)
+    request = _request(
+        spec,
+        output_root,
+        mlflow_uri,
+        cpu,
+        sign_key=sign_key,
+        sign_cert=sign_cert,
+        model_uri=model_uri,
+        dask=dask,
+    )
     try:
         preflight(
             request.spec_path,
@@ -126,6 +139,7 @@ def schedule(
     mlflow_uri: MlflowUri = None,
     cpu: Cpu = False,
     sign_key: SignKey = None,
+    sign_cert: SignCert = None,
     model_uri: ModelUri = None,
     dask: Dask = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the deployment and exit.")] = False,
@@ -145,7 +159,16 @@ def schedule(
     except ScheduleOptionError as exc:
         typer.echo(f"nnassay: error: {exc}", err=True)
         raise typer.Exit(EXIT_INVALID) from None
-    request = _request(spec, output_root, mlflow_uri, cpu, sign_key=sign_key, model_uri=model_uri, dask=dask)
+    request = _request(
+        spec,
+        output_root,
+        mlflow_uri,
+        cpu,
+        sign_key=sign_key,
+        sign_cert=sign_cert,
+        model_uri=model_uri,
+        dask=dask,
+    )
     try:
         spec_id = read_spec(request.spec_path).id
     except AssessmentError as exc:

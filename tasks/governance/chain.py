@@ -92,7 +92,7 @@ def check_chain(
         found = index.get(wanted) or (_find_in_mlflow(uri, current.spec.id, wanted, v) if uri else None)
         if found is STOP:
             return
-        if found is None:
+        if not isinstance(found, Found):
             v.problems.append(_missing_message(current, wanted, index, history, uri))
             return
         if wanted in seen:
@@ -100,8 +100,8 @@ def check_chain(
             return
         seen.add(wanted)
         links += 1
-        _check_copies(found.evidence, wanted, index, v)  # type: ignore[union-attr]
-        current = found.evidence  # type: ignore[union-attr]
+        _check_copies(found.evidence, wanted, index, v)
+        current = found.evidence
     v.checked.append(f"chain: {links} earlier assessment(s) linked and found intact, back to the first")
 
 

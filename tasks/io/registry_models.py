@@ -1,7 +1,9 @@
 """Models from the MLflow model registry: ``models:/NAME/VERSION`` (or ``models:/NAME@ALIAS``).
 
-Only the ONNX file of the version is downloaded (never a pickle, nothing is deserialised but ONNX),
-with a sidecar ``registry.json`` naming where it came from. After the assessment the version is
+The version's whole artifact folder is downloaded as MLflow saved it (``mlflow.onnx.log_model`` keeps
+the weights of a large model in an external-data file beside ``model.onnx``); only its single ONNX
+file is ever loaded (no pickle, no pyfunc: nothing is deserialised but ONNX). A sidecar
+``registry.json`` beside the ONNX file names where it came from. After the assessment the version is
 tagged with the verdict, run id and evidence digest: a deployment gate (ISO/IEC 42001 A.6.2.5).
 """
 
@@ -46,7 +48,8 @@ def _client(registry_uri: str | None) -> Any:
 
 
 def download_onnx(uri: str, registry_uri: str | None = None) -> Path:
-    """Download the single ONNX file of a registered model version; return its local path."""
+    """Download a registered model version's artifact folder (holding exactly one ONNX file and any
+    external-data files); return the ONNX file's local path."""
     match = _URI.match(uri)
     if match is None:
         raise ModelError(
@@ -101,12 +104,16 @@ def _onnx_files(root: str) -> list[str]:
 
 
 def _fetch(root: str, rel: str, uri: str, registry_uri: str, version: Any) -> Path:
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+    import shutil
+
+    from mlflow.artifacts import download_artifacts
 
     key = sha256_bytes(f"{registry_uri}|{version.name}|{version.version}".encode())[:16]
     folder = Path(tempfile.gettempdir()) / "nnassay-registry" / key
-    folder.mkdir(parents=True, exist_ok=True)
-    path = Path(get_artifact_repository(root).download_artifacts(rel, str(folder)))  # this one file only
+    shutil.rmtree(folder, ignore_errors=True)  # a version's files never change: a fresh, complete copy
+    folder.mkdir(parents=True)
+    local = Path(download_artifacts(artifact_uri=root, dst_path=str(folder), tracking_uri=registry_uri))
+    path = local / rel
     write_atomic(
         path.parent / SIDECAR,
         json.dumps(
@@ -117,11 +124,23 @@ def _fetch(root: str, rel: str, uri: str, registry_uri: str, version: Any) -> Pa
                 "version": str(version.version),
                 "source": str(version.source),
                 "file": rel,
+                "model_id": logged_model_id(version),
             },
             indent=2,
         ),
     )
     return path.resolve()
+
+
+def logged_model_id(version: Any) -> str:
+    """The MLflow 3 logged model behind a registered version ('' for one registered from a run path):
+    its ``model_id``, else the id in a ``models:/m-...`` source."""
+    found = getattr(version, "model_id", None)
+    if found:
+        return str(found)
+    source = str(version.source)
+    match = re.match(r"^models:/(m-[0-9a-f]+)$", source)
+    return match[1] if match else ""
 
 
 def origin(model_path: Path) -> dict[str, str] | None:
@@ -131,6 +150,20 @@ def origin(model_path: Path) -> dict[str, str] | None:
         return None
     data = json.loads(sidecar.read_text())
     return data if Path(model_path).name == Path(data.get("file", "")).name else None
+
+
+def model_files(model_path: Path) -> list[Path]:
+    """The ONNX file and the external-data files it names (read without loading any tensor)."""
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    tensors = list(model.graph.initializer) + [
+        a.t for node in model.graph.node for a in node.attribute if a.HasField("t")
+    ]
+    names = {e.value for t in tensors for e in t.external_data if e.key == "location"}
+    folder = model_path.parent.resolve()
+    found = [(folder / n).resolve() for n in sorted(names)]
+    return [model_path] + [f for f in found if f.is_file() and f.is_relative_to(folder)]  # never outside
 
 
 def registry_uri_of(model_path: Path) -> str | None:
