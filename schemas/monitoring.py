@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from nnassay.schemas.common import SCHEMA_VERSION, Interval, Probability, Record
+from nnassay.schemas.results import Series
 
 
 class DriftVerdict(StrEnum):
@@ -59,6 +62,11 @@ class DriftFinding(Record):
     )
     drifted: bool = Field(description="True when the corrected test rejects 'no change' at alpha.")
     sentence: str = Field(description="The finding in one plain-language sentence.")
+    distribution: list[Series] = Field(
+        default_factory=list,
+        description="The compared quantity on the reference and the field data (shares per bin or"
+        " value), for the report's plots; empty for rates and accuracies (their interval says it).",
+    )
 
 
 class MonitoringReport(Record):
@@ -91,3 +99,83 @@ class MonitoringReport(Record):
         default=None, description="SHA-256 of the evidence of the assessment this monitoring checks."
     )
     seed: int = Field(ge=0, description="Seed of the permutation test and the bootstrap.")
+
+
+class MonitoredBatch(Record):
+    """One field batch of a monitoring run, with its drift report."""
+
+    name: str = Field(description="File or folder name of the batch.")
+    modified: datetime = Field(description="When the batch was last changed (UTC): its time in MLflow.")
+    report: MonitoringReport = Field(description="Drift of the batch against the reference data.")
+
+
+class Reassessment(Record):
+    """The assessment a drift finding led to (``nnassay monitor --reassess``)."""
+
+    batch: str = Field(description="The drifted, labelled field batch the derived spec assesses.")
+    derived_spec: str = Field(description="The derived spec, relative to the monitoring folder.")
+    derived_spec_sha256: str = Field(description="SHA-256 of the derived spec file.")
+    run_folder: str | None = Field(default=None, description="Folder of the re-assessment, if it ran.")
+    evidence_sha256: str | None = Field(
+        default=None, description="SHA-256 of the re-assessment's evidence.json, if it ran."
+    )
+    overall: str | None = Field(default=None, description="Overall verdict of the re-assessment.")
+    reason: str = Field(default="", description="Why no re-assessment ran, when none did.")
+
+
+class MonitoringRecord(Record):
+    """monitoring.json: one monitoring run of a spec's field data, linked to the assessment it checks."""
+
+    schema_version: Literal["1"] = Field(default=SCHEMA_VERSION, description="Schema version.")
+    monitoring_id: str = Field(description="Unique id of this monitoring run.")
+    spec_id: str = Field(description="Which assessment series is monitored?")
+    spec_path: str = Field(description="The assessment spec the reference data come from.")
+    spec_sha256: str = Field(description="SHA-256 of the spec file.")
+    field_path: str = Field(description="The field data file or folder that was monitored.")
+    created_at: datetime = Field(description="When the monitoring ran (UTC).")
+    verdict: DriftVerdict = Field(
+        description="drift when a batch drifted, else insufficient_data when a batch had too few"
+        " samples, else no_drift."
+    )
+    summary: str = Field(description="The outcome over all batches in plain words.")
+    batches: list[MonitoredBatch] = Field(min_length=1, description="Every batch, oldest name first.")
+    assessment_evidence_sha256: str | None = Field(
+        default=None,
+        description="SHA-256 of the evidence of the spec's latest assessment (hash chain); None: no"
+        " tracked assessment of the spec was found.",
+    )
+    assessment_run_id: str | None = Field(
+        default=None, description="MLflow run of that assessment, if found."
+    )
+    mlflow_run_id: str | None = Field(default=None, description="MLflow run of this monitoring.")
+    mlflow_tracking_uri: str | None = Field(default=None, description="Where that run is stored.")
+    reassessment: Reassessment | None = Field(
+        default=None, description="The re-assessment a drift finding led to, when asked for."
+    )
+
+
+class MonitorRequest(BaseModel):
+    """One monitoring run (the Prefect flow's parameter): which spec, which field data, which records."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    spec_path: Path = Field(description="The assessment spec (YAML or JSON) whose data are the reference.")
+    field_path: Path = Field(description="A field batch file, an image folder, or a folder of batches.")
+    output: Path = Field(default=Path("runs/monitor"), description="Folder of monitoring.json and reports.")
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI; None: $MLFLOW_TRACKING_URI, else mlflow.db in the folder"
+        " that holds the output folder (where `nnassay assess` keeps it by default).",
+    )
+    track: bool = Field(default=True, description="Log a run to MLflow and link the latest assessment.")
+    reassess: bool = Field(
+        default=False, description="On drift in a labelled batch, assess the derived spec (lifecycle)."
+    )
+    alpha: Probability = Field(default=0.05, description="Family-wise false-alarm rate per batch.")
+    seed: int = Field(default=0, ge=0, description="Seed of the permutation test and the bootstrap.")
+    prefer_cuda: bool = Field(default=False, description="Use CUDA when it really works.")
+    run_subfolder: bool = Field(
+        default=False,
+        description="Write each run to <output>/<UTC time of the run> (served schedules) instead of"
+        " <output> itself.",
+    )

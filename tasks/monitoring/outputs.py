@@ -26,6 +26,7 @@ from scipy.spatial.distance import cdist, pdist
 from scipy.stats import ks_2samp
 
 from nnassay.schemas.monitoring import DriftFinding, FindingKind
+from nnassay.tasks.monitoring.distribution import histograms, shares
 from nnassay.tasks.monitoring.tabular import chi_squared
 
 LOG_FLOOR = 1e-6  # softmax values below this count as this (log p >= -13.8)
@@ -125,6 +126,7 @@ def _class_finding(reference: np.ndarray, field: np.ndarray) -> DriftFinding:
         drifted=False,
         sentence=f"The share of predictions per class changed with Cramér's V = {v:.3f}; the largest "
         f"change is class {top} ({moved[top]:+.1%}).",
+        distribution=shares(list(range(classes)), counts, "predicted class"),
     )
 
 
@@ -145,4 +147,5 @@ def _confidence_finding(reference: np.ndarray, field: np.ndarray) -> DriftFindin
         drifted=False,
         sentence=f"Mean confidence is {np.mean(field):.3f} on the field data against "
         f"{np.mean(reference):.3f} on the reference data ({change:+.3f}).",
+        distribution=histograms(reference, field, "maximum softmax probability"),
     )

@@ -18,6 +18,7 @@ from scipy.stats.contingency import association
 
 from nnassay.schemas.goals import FeatureSpec
 from nnassay.schemas.monitoring import DriftFinding, FindingKind
+from nnassay.tasks.monitoring.distribution import histograms, shares
 
 MAX_LEVELS = 10  # integer-valued features with at most this many values are tested as categories
 
@@ -66,6 +67,7 @@ def numeric_finding(reference: np.ndarray, field: np.ndarray, what: str) -> Drif
         drifted=False,
         sentence=f"The distribution of {what} differs by at most {result.statistic:.3f} in cumulative "
         f"share (KS distance); its mean moved by {smd:+.2f} standard deviations.",
+        distribution=histograms(reference, field, what),
     )
 
 
@@ -93,6 +95,7 @@ def categorical_finding(reference: np.ndarray, field: np.ndarray, what: str) -> 
         drifted=False,
         sentence=f"The shares of the {table.shape[1]} values of {what} changed with Cramér's V = {v:.3f} "
         "(0: same shares, 1: the batches share no value).",
+        distribution=shares(np.unique(np.concatenate([reference, field])), table, what),
     )
 
 
