@@ -2,18 +2,41 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
-import threading
+import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from nnassay.flows.cli import lifecycle as cli_lifecycle
+from nnassay.flows.cli import monitor as cli_monitor
+from nnassay.flows.cli import plan as cli_plan
 from nnassay.flows.cli import records as cli_records
-from nnassay.flows.cli.options import Dask, JunitXml, ModelUri, SignKey, check_sign_key
+from nnassay.flows.cli.options import (
+    Dask,
+    JunitXml,
+    ModelUri,
+    SignCert,
+    SignKey,
+    check_sign_cert,
+    check_sign_key,
+)
+from nnassay.flows.cli.servers import (
+    EmbeddedPrefect,
+    Interrupted,
+    check_mlflow_server,
+    check_prefect_api,
+    configured_prefect_api,
+    install_signal_handlers,
+)
+
+if TYPE_CHECKING:
+    from nnassay.schemas.evidence import EvidenceBundle
+    from nnassay.schemas.settings import AssessRequest
 
 app = typer.Typer(
     name="nnassay",
@@ -28,6 +51,24 @@ app = typer.Typer(
 EXIT_PASS, EXIT_NOT_PASSED, EXIT_INVALID = 0, 1, 2
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"nnassay {version('nnassay')}")
+        raise typer.Exit(EXIT_PASS)
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True),
+    ] = False,
+) -> None:
+    """Assess the robustness of an ONNX neural network and leave governance records."""
+
+
 def _fail(exc: BaseException, debug: bool) -> None:
     if debug:
         raise exc
@@ -38,7 +79,7 @@ def _fail(exc: BaseException, debug: bool) -> None:
 def _quiet_prefect(debug: bool) -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "DEBUG" if debug else "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # the embedded (ephemeral) Prefect server can need more than Prefect's 20 s on a busy 2-core machine
+    # Prefect's own embedded server (lifecycle runs) can need more than its 20 s on a busy 2-core machine
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
@@ -53,7 +94,8 @@ def assess(
         str | None,
         typer.Option(
             "--mlflow-uri",
-            help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite in the run folder).",
+            help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else <folder holding --output>/mlflow.db,"
+            " shared by the runs beside it).",
         ),
     ] = None,
     no_track: Annotated[bool, typer.Option("--no-track", help="Do not log to MLflow.")] = False,
@@ -61,6 +103,7 @@ def assess(
     dask: Dask = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and Prefect debug logs.")] = False,
     sign_key: SignKey = None,
+    sign_cert: SignCert = None,
     junit_xml: JunitXml = None,
     model_uri: ModelUri = None,
 ) -> None:
@@ -68,16 +111,15 @@ def assess(
     2: invalid input or the run could not be done."""
     _quiet_prefect(debug)
     check_sign_key(sign_key)  # an unusable key fails before anything starts
+    check_sign_cert(sign_cert, sign_key)
+    install_signal_handlers()  # SIGTERM/SIGINT: stop, keep finished results, exit 143/130
     from nnassay.schemas.settings import AssessRequest, Settings
     from nnassay.tasks.errors import AssessmentError
-    from nnassay.tasks.io.files import ensure_writable_dir
-    from nnassay.tasks.pipeline.execute import preflight
 
     settings = Settings()
     started = time.monotonic()
-    warming = _start_embedded_prefect()  # boots while the inputs are checked
+    server: EmbeddedPrefect | None = None
     try:
-        ensure_writable_dir(output)
         request = AssessRequest(
             spec_path=spec,
             output=output,
@@ -86,26 +128,75 @@ def assess(
             prefer_cuda=settings.prefer_cuda and not cpu,
             command=_command_line(spec, output, mlflow_uri, no_track, cpu, dask, model_uri),
             sign_key=sign_key,
+            sign_cert=sign_cert,
             model_uri=model_uri,
             junit_xml=junit_xml,
             dask_address=dask or settings.dask_address,
             progress=True,
         )
-        preflight(  # bad input fails here, fast
-            spec,
-            prefer_cuda=request.prefer_cuda,
-            model_uri=request.model_uri,
-            registry_uri=request.mlflow_tracking_uri,
-        )
-        warming.join()
-        bundle = _run_flow(request)
+        server = _prefect_server()  # boots while the inputs are checked
+        _check_inputs(request)
+        if server is not None:
+            server.wait_ready(settings.prefect_startup_timeout_s)
+        bundle = _run_flow(request, server)
     except AssessmentError as exc:
+        _stop(server)
         _fail(exc, debug)
         return
+    except MemoryError:
+        _stop(server)
+        _fail(
+            AssessmentError("ran out of memory; assess fewer samples (goal budget.samples) or free memory"),
+            debug,
+        )
+        return
+    except Interrupted as stop:
+        _stop(server)
+        typer.echo(
+            f"nnassay: {stop}: finished tests are kept in {output}; run the same command again to resume",
+            err=True,
+        )
+        sys.stderr.flush()
+        os._exit(stop.exit_code)  # running test threads cannot be joined within seconds
+    _stop(server)
     _print_summary(bundle, output, time.monotonic() - started)
     if junit_xml is not None:
         typer.echo(f"junit:    {junit_xml}")
     raise typer.Exit(EXIT_PASS if bundle.overall.value == "pass" else EXIT_NOT_PASSED)
+
+
+def _check_inputs(request: AssessRequest) -> None:
+    """Fail fast, before any work: writable output, the servers in use answer, the inputs are valid."""
+    from nnassay.tasks.io.files import ensure_writable_dir
+    from nnassay.tasks.io.stores import check_tracking_store
+    from nnassay.tasks.pipeline.estimate import estimate_line
+    from nnassay.tasks.pipeline.execute import preflight
+
+    ensure_writable_dir(request.output)
+    if request.track:
+        check_mlflow_server(request.tracking_uri())
+        check_tracking_store(request.tracking_uri())
+    plan = preflight(  # bad input fails here, fast
+        request.spec_path,
+        prefer_cuda=request.prefer_cuda,
+        model_uri=request.model_uri,
+        registry_uri=request.mlflow_tracking_uri,
+    )
+    typer.echo(estimate_line(plan), err=True)
+
+
+def _prefect_server() -> EmbeddedPrefect | None:
+    """The user's Prefect API when one is configured (checked to answer), else nnassay's embedded one."""
+    api_url, ephemeral = configured_prefect_api()
+    if api_url:
+        check_prefect_api(api_url)
+        return None
+    return EmbeddedPrefect().start() if ephemeral else None
+
+
+def _stop(server: EmbeddedPrefect | None) -> None:
+    if server is not None:
+        server.stop()
 
 
 def _command_line(
@@ -126,34 +217,11 @@ def _command_line(
     return shlex.join(args)
 
 
-def _start_embedded_prefect() -> threading.Thread:
-    """Start Prefect's embedded (temporary) server in a background thread when no server is set.
-
-    It takes seconds to boot; starting it while preflight loads the model and data hides part of that.
-    Any failure is left for the flow itself to meet and report.
-    """
-
-    def boot() -> None:
-        try:
-            from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
-
-            if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
-                return
-            from prefect.server.api.server import SubprocessASGIServer
-
-            SubprocessASGIServer().start()
-        except Exception:  # noqa: BLE001 (the flow starts it again and reports the error)
-            return
-
-    thread = threading.Thread(target=boot, name="prefect-embedded-server", daemon=True)
-    thread.start()
-    return thread
-
-
-def _run_flow(request):  # type: ignore[no-untyped-def]
+def _run_flow(request: AssessRequest, server: EmbeddedPrefect | None) -> EvidenceBundle:
     from nnassay.flows.lifecycle import assess_runner
 
-    return assess_runner(request.dask_address)(request)
+    with server.settings() if server is not None else contextlib.nullcontext():
+        return assess_runner(request.dask_address)(request)
 
 
 def _print_summary(bundle, output: Path, elapsed: float) -> None:  # type: ignore[no-untyped-def]
@@ -167,6 +235,9 @@ def _print_summary(bundle, output: Path, elapsed: float) -> None:  # type: ignor
         typer.echo(
             f"mlflow:   run {bundle.provenance.mlflow_run_id} at {bundle.provenance.mlflow_tracking_uri}"
         )
+    from nnassay.flows.cli.runs import echo_flow_run
+
+    echo_flow_run(bundle)
 
 
 @app.command()
@@ -224,6 +295,8 @@ def verify(ctx: typer.Context) -> None:
 
 cli_lifecycle.register(app)  # lifecycle, schedule
 cli_records.register(app)  # evidence verify / keygen, report
+cli_monitor.register(app)  # monitor, monitor-verify, monitor-schedule
+cli_plan.register(app)  # plan
 
 
 def main() -> None:
