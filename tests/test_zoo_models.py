@@ -48,6 +48,7 @@ def _scores_from_ort(path: Path, x: np.ndarray) -> tuple[str, np.ndarray]:
     raise AssertionError(f"{path}: no float output")
 
 
+@pytest.mark.slow  # building the ten models trains them briefly (about a minute for the ResNet-18)
 @pytest.mark.parametrize("name", zoo_models.ALL_MODELS)
 def test_executor_agrees_with_onnx_runtime_on_every_zoo_model(name: str, zoo_dir: Path) -> None:
     model = _tiny(name, zoo_dir)
