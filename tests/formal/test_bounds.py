@@ -7,6 +7,7 @@ import onnx
 import onnx_kit
 import pytest
 import torch
+from bound_cases_extra import extra_op_models, softmax_tail_models
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import helper
@@ -188,9 +189,17 @@ def op_models(kit: type) -> dict[str, tuple[object, int]]:
     }
 
 
+_base_op_models = op_models
+
+
+def op_models(kit: type) -> dict[str, tuple[object, int]]:  # noqa: F811 (the cases above plus the new ops)
+    return {**_base_op_models(kit), **extra_op_models(kit)}
+
+
 OP_CASES = sorted(op_models(onnx_kit.Kit))
 CASE_OPS = {
-    name: {n.op_type for n in model.graph.node} for name, (model, _) in op_models(onnx_kit.Kit).items()
+    name: {n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}:{n.op_type}" for n in model.graph.node}
+    for name, (model, _) in op_models(onnx_kit.Kit).items()
 }
 
 
@@ -338,8 +347,8 @@ def test_unsupported_bound_ops_are_collected(kit: type) -> None:
     model = kit.make_model(
         [
             node("Relu", ["x"], ["a"], name="r"),
-            node("Mul", ["a", "a"], ["b"], name="square"),
-            node("Softmax", ["b"], ["c"], name="mid_softmax"),
+            node("Abs", ["a"], ["b"], name="abs"),
+            node("Softsign", ["b"], ["c"], name="softsign"),
             node("Relu", ["c"], ["y"], name="r2"),
         ],
         ["N", 3],
@@ -347,7 +356,7 @@ def test_unsupported_bound_ops_are_collected(kit: type) -> None:
     with pytest.raises(UnsupportedOpsError) as info:
         build_network(model)
     names = [n for n, _ in info.value.nodes]
-    assert names == ["square", "mid_softmax"]
+    assert names == ["abs", "softsign"]
 
 
 def dag_models(kit: type) -> dict[str, tuple[object, int]]:
@@ -495,19 +504,28 @@ def test_random_residual_networks_are_sound(kit: type, seed: int, eps: float) ->
     assert (y >= out_lo - 1e-9).all() and (y <= out_hi + 1e-9).all()
 
 
-def test_product_of_branches_is_unsupported(kit: type) -> None:
+def test_product_of_three_branches_is_unsupported(kit: type) -> None:
     node = helper.make_node
     model = kit.make_model(
         [
             node("Relu", ["x"], ["a"], name="r"),
             node("Neg", ["x"], ["n"], name="neg"),
-            node("Mul", ["a", "n"], ["y"], name="prod"),
+            node("Pow", ["a", "n"], ["y"], name="pow"),
         ],
         ["N", 3],
     )
     with pytest.raises(UnsupportedOpsError) as info:
         build_network(model)
-    assert [n for n, _ in info.value.nodes] == ["prod"]
+    assert [n for n, _ in info.value.nodes] == ["pow"]
+
+
+@pytest.mark.parametrize("name", sorted(softmax_tail_models(onnx_kit.Kit)), ids=str)
+def test_order_keeping_tail_is_dropped_and_logits_are_bounded(name: str, kit: type) -> None:
+    """skl2onnx's LinearClassifier(SOFTMAX) + Normalizer(L1): bounds are about the logits."""
+    model, logits = softmax_tail_models(kit)[name]
+    assert build_network(model).output_softmax
+    centre = torch.rand(4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    _check_contains(model, centre - 0.3, centre + 0.3, sampled=logits)
 
 
 def test_vnncomp_style_prefixes_are_fused_and_exact(kit: type) -> None:

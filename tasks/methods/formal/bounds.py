@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from nnassay.tasks.methods.formal.layers import Activation, Affine, Diag, Layer, MaxPool, Network, splittable
+from nnassay.tasks.methods.formal.relax_attention import NonlinearMap
 
 Tensor = torch.Tensor
 INTER_SLACK = 1e-10  # relative widening of every intermediate bound (float64 rounding)
@@ -88,7 +89,7 @@ def backward(
         if record is not None:
             record[k] = a
         l_k, u_k = rel.pre[k]
-        if isinstance(layer, MaxPool):
+        if isinstance(layer, MaxPool | NonlinearMap):
             a, extra = layer.backward_bound(a, l_k, u_k)
             bias = bias + extra
             continue

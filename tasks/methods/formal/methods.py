@@ -10,9 +10,13 @@ box maps to a box (widened by a few float32 ulps so the proof covers the float32
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
+import tempfile
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -152,7 +156,7 @@ class _FormalBase(RobustnessMethod[LP, LinfBall]):
         )
         began = time.monotonic()
         try:
-            outcome = engine.verify(ctx.model.path, prop, timeout_s=budget)
+            outcome = engine.verify(score_model_path(ctx), prop, timeout_s=budget)
         except Exception as exc:  # the engine failed on this sample: undecided, with the reason
             return SampleResult(
                 index, label, "unknown", time.monotonic() - began, reason=f"{type(exc).__name__}: {exc}"
@@ -200,7 +204,7 @@ class _FormalBase(RobustnessMethod[LP, LinfBall]):
         if affine.uniform and hasattr(engine, "certified_radius"):
             a, b = float(affine.a.reshape(-1)[0]), float(affine.b.reshape(-1)[0])
             r_lo, r_hi = engine.certified_radius(
-                ctx.model.path,
+                score_model_path(ctx),
                 (affine.a * x + affine.b).reshape(-1),
                 label,
                 lower=a * low + b,
@@ -238,6 +242,22 @@ class _FormalBase(RobustnessMethod[LP, LinfBall]):
                 break
             eps = (lo + cap) / 2
         return lo, refuted
+
+
+def score_model_path(ctx: RunContext) -> str:
+    """The ONNX file the verifier bounds: the model cut to its class scores (``ModelRunner.score_graph``:
+    no label output, ArgMax or ZipMap; the logits before a final Softmax), written once per content."""
+    model = ctx.model
+    graph = model.score_graph() if hasattr(model, "score_graph") else None
+    if graph is None:
+        return str(model.path)
+    data = graph.SerializeToString()
+    path = Path(tempfile.gettempdir()) / f"nnassay-scores-{hashlib.sha256(data).hexdigest()[:24]}.onnx"
+    if not path.exists():
+        part = path.with_suffix(f".{os.getpid()}.part")
+        part.write_bytes(data)
+        part.replace(path)
+    return str(path)
 
 
 def _model_space(prop: Property, box: Box) -> Property:

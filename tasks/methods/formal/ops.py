@@ -11,8 +11,6 @@ are not affine (a product of two branches, ...), are all collected and reported 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from nnassay.tasks.engine.onnx_torch import (
     handler_for,
     load_onnx_module,
 )
+from nnassay.tasks.methods.formal.graph_trace import batch_constants, check_reproduces, output_of, tail_of
 from nnassay.tasks.methods.formal.layers import (
     Activation,
     Affine,
@@ -45,63 +44,22 @@ from nnassay.tasks.methods.formal.layers import (
     Sigmoid,
     Tanh,
 )
+from nnassay.tasks.methods.formal.op_context import (
+    STANDARD,
+    BoundOp,
+    BoundOpError,
+    Layout,
+    OpContext,
+    layout_of,
+    no_layer,
+    probe_affine,
+    sample_shape,
+)
+from nnassay.tasks.methods.formal.ops_combine import combine_nonlinear, split_layers
+from nnassay.tasks.methods.formal.ops_extra import EXTRA_BOUND_OPS
+from nnassay.tasks.methods.formal.relax_attention import NonlinearMap
 
 Tensor = torch.Tensor
-MAX_PROBE_ENTRIES = 30_000_000  # largest dense matrix built by probing a generic affine op
-
-
-@dataclass
-class OpContext:
-    """What a bound operator sees: its node, constant inputs (None for the live one), shapes."""
-
-    node: Node
-    consts: list[Any]
-    live_index: int
-    in_shape: tuple[int, ...]  # per sample, batch axis dropped
-    out_shape: tuple[int, ...]
-    is_last: bool
-
-    @property
-    def n_in(self) -> int:
-        return math.prod(self.in_shape)
-
-    @property
-    def n_out(self) -> int:
-        return math.prod(self.out_shape)
-
-    def apply(self, x: Tensor) -> Tensor:
-        """Run the ONNX op on a batch of flat live inputs (constants filled in), flat output."""
-        args = list(self.consts)
-        args[self.live_index] = x.reshape(x.shape[0], *self.in_shape)
-        args = [a.double() if isinstance(a, Tensor) and a.is_floating_point() else a for a in args]
-        from nnassay.tasks.engine.onnx_torch import RunContext
-
-        out = handler_for(self.node.op_type)(self.node, args, RunContext(x.shape[0], None))  # type: ignore[misc]
-        out = out[0] if isinstance(out, tuple) else out
-        return out.reshape(x.shape[0], -1)
-
-
-class BoundOpError(ValueError):
-    """This node cannot be turned into IR layers; the message says why and what would work."""
-
-
-BoundOp = Callable[[OpContext], list[Layer]]
-
-
-def _no_layer(ctx: OpContext) -> list[Layer]:
-    return []  # row-major order of the sample is unchanged: nothing to do on flat vectors
-
-
-def _probe_affine(ctx: OpContext) -> list[Layer]:
-    """Any affine op as a dense layer: ``b = f(0)``, column ``i`` of ``W`` = ``f(e_i) - f(0)``."""
-    if ctx.n_in * ctx.n_out > MAX_PROBE_ENTRIES:
-        raise BoundOpError(
-            f"{ctx.n_in}x{ctx.n_out} dense matrix is too large (limit {MAX_PROBE_ENTRIES} entries)"
-        )
-    with torch.no_grad():
-        zero = ctx.apply(torch.zeros(1, ctx.n_in, dtype=torch.float64))[0]
-        cols = ctx.apply(torch.eye(ctx.n_in, dtype=torch.float64)) - zero
-    return [Dense(cols.T.contiguous(), zero)]
 
 
 def _elementwise(ctx: OpContext) -> list[Layer]:
@@ -113,7 +71,7 @@ def _elementwise(ctx: OpContext) -> list[Layer]:
     if ctx.node.op_type == "Mul" and all(c is None for i, c in enumerate(ctx.consts) if i != ctx.live_index):
         raise BoundOpError("product of two computed tensors is not supported")
     if ctx.in_shape != ctx.out_shape:
-        return _probe_affine(ctx)
+        return probe_affine(ctx)
     with torch.no_grad():
         zero = ctx.apply(torch.zeros(1, ctx.n_in, dtype=torch.float64))[0]
         one = ctx.apply(torch.ones(1, ctx.n_in, dtype=torch.float64))[0]
@@ -123,7 +81,7 @@ def _elementwise(ctx: OpContext) -> list[Layer]:
 def _gemm(ctx: OpContext) -> list[Layer]:
     node = ctx.node
     if ctx.live_index != 0 or len(ctx.in_shape) != 1:
-        return _probe_affine(ctx)
+        return probe_affine(ctx)
     w = ctx.consts[1].double()
     w = w if node.attr("transB", 0) else w.T
     if node.attr("transA", 0):
@@ -138,16 +96,16 @@ def _mat_mul(ctx: OpContext) -> list[Layer]:
     if ctx.live_index == 0 and len(ctx.in_shape) == 1 and ctx.consts[1].dim() == 2:
         w = ctx.consts[1].double()
         return [Dense(w.T.contiguous(), torch.zeros(w.shape[1], dtype=torch.float64))]
-    return _probe_affine(ctx)
+    return probe_affine(ctx)
 
 
 def _conv(ctx: OpContext) -> list[Layer]:
     node = ctx.node
     if len(ctx.in_shape) != 3 or ctx.live_index != 0:
-        return _probe_affine(ctx)
+        return probe_affine(ctx)
     pads = list(node.attr("pads", [0, 0, 0, 0]))
     if pads[:2] != pads[2:] or node.attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
-        return _probe_affine(ctx)
+        return probe_affine(ctx)
     (c_in, h_in, w_in), (c_out, h_out, w_out) = ctx.in_shape, ctx.out_shape
     (stride_h, stride_w), (dilation_h, dilation_w) = (
         node.attr("strides", [1, 1]),
@@ -235,31 +193,25 @@ def _max_pool(ctx: OpContext) -> list[Layer]:
     return [MaxPool(windows, ctx.n_in)]
 
 
-def _softmax(ctx: OpContext) -> list[Layer]:
-    if not ctx.is_last:
-        raise BoundOpError("Softmax is supported only as the last op (argmax properties)")
-    return []  # dropped; the caller records it via Network.output_softmax
-
-
 BOUND_OPS: dict[str, BoundOp] = {
-    "Identity": _no_layer,
-    "Dropout": _no_layer,
-    "Flatten": _no_layer,
-    "Reshape": _no_layer,
-    "Squeeze": _no_layer,
-    "Unsqueeze": _no_layer,
+    "Identity": no_layer,
+    "Dropout": no_layer,
+    "Flatten": no_layer,
+    "Reshape": no_layer,
+    "Squeeze": no_layer,
+    "Unsqueeze": no_layer,
     "Add": _elementwise,
     "Sub": _elementwise,
     "Mul": _elementwise,
     "Div": _elementwise,
     "Neg": _elementwise,
-    "Transpose": _probe_affine,
-    "Pad": _probe_affine,
-    "Slice": _probe_affine,
-    "Concat": _probe_affine,
-    "Gather": _probe_affine,
-    "AveragePool": _probe_affine,
-    "GlobalAveragePool": _probe_affine,
+    "Transpose": probe_affine,
+    "Pad": probe_affine,
+    "Slice": probe_affine,
+    "Concat": probe_affine,
+    "Gather": probe_affine,
+    "AveragePool": probe_affine,
+    "GlobalAveragePool": probe_affine,
     "Gemm": _gemm,
     "MatMul": _mat_mul,
     "Conv": _conv,
@@ -270,8 +222,25 @@ BOUND_OPS: dict[str, BoundOp] = {
     "Tanh": _tanh,
     "Clip": _clip,
     "MaxPool": _max_pool,
-    "Softmax": _softmax,
 }
+BOUND_OPS.update(EXTRA_BOUND_OPS)  # smooth activations, attention, reductions, ai.onnx.ml (``ops_extra``)
+
+
+AFFINE_OPS = {
+    no_layer,
+    probe_affine,
+    _elementwise,
+    _gemm,
+    _mat_mul,
+    _conv,
+    _batch_normalization,
+    EXTRA_BOUND_OPS["Cast"],
+}
+LAYOUT_FREE = {  # elementwise, or told where the batch axis is (``OpContext.in_layout``)
+    "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "HardSigmoid", "HardSwish", "Erf", "Gelu", "Exp", "Log",
+    "Sqrt", "Reciprocal", "Softplus", "Elu", "Selu", "Pow", "Softmax", "LayerNormalization", "ReduceMax",
+    "ReduceMin",
+}  # fmt: skip
 
 
 def bound_op_for(op_type: str) -> BoundOp | None:
@@ -284,34 +253,58 @@ def supported_bound_ops() -> list[str]:
     return sorted(BOUND_OPS)
 
 
-def build_network(source: Path | str | Any) -> Network:
-    """The IR chain of an ONNX model (path or ModelProto).
+def build_network(source: Path | str | Any, output_name: str | None = None) -> Network:
+    """The IR chain of an ONNX model (path or ModelProto) up to ``output_name`` (default: the first output).
 
     Raises:
         UnsupportedOpsError: every node without a bound operator, or that combines computed tensors
             in a way that is not affine.
     """
     module = load_onnx_module(source)
-    return network_from_module(module, str(source) if isinstance(source, Path | str) else "the ONNX model")
+    name = str(source) if isinstance(source, Path | str) else "the ONNX model"
+    return network_from_module(module, name, output_name)
 
 
-def network_from_module(module: OnnxModule, source: str = "") -> Network:
+def network_from_module(module: OnnxModule, source: str = "", output_name: str | None = None) -> Network:
     """Trace ``module`` once (batch of 2, float64) and convert every live node.
 
     A single chain becomes a plain chain of layers. A branching graph (a tensor used by several
     nodes, a residual Add/Sub or a Concat of computed tensors) becomes a chain over the *state*:
     the concatenation of every computed tensor still needed. Each node then routes the state
     (``Select``), works on its own slot at the end and lets the other slots pass unchanged
-    (``Embedded``/``EmbeddedActivation``).
+    (``Embedded``/``EmbeddedActivation``). Nodes whose inputs are all constants or shapes were
+    computed by the trace and are constants here (constant folding).
     """
     parsed = module.parsed
     if -1 in module.sample_shape:
         raise UnsupportedOpsError([(parsed.input_name, "symbolic input shape")], source)
     module = module.double()
-    with torch.no_grad():
-        env = module.run(torch.zeros(2, *module.sample_shape, dtype=torch.float64))
-    final = parsed.output_names[0]
+    with torch.no_grad():  # distinct samples, so that the trace shows where each tensor keeps the batch
+        probe = torch.rand(
+            3, *module.sample_shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+        )
+        env = module.run(probe[:2])
+        env3 = module.run(probe)
+        env1 = module.run(probe[:1])
+    batch_consts = batch_constants(env, env3)
+    ints = {  # shape constants that follow the batch size ([T, B, 3, D] for a Reshape): affine in it
+        name: (v, env3[name])
+        for name, v in env.items()
+        if isinstance(v, Tensor)
+        and not v.is_floating_point()
+        and isinstance(env3.get(name), Tensor)
+        and env3[name].shape == v.shape
+        and not bool((env3[name] == v).all())
+    }
+    layouts = {
+        name: lay
+        for name, v in env.items()
+        if (lay := layout_of(v, env3.get(name), env1.get(name))) is not None
+    }
+    final = output_name or parsed.output_names[0]
     nodes = _needed_nodes(parsed.nodes, final)
+    producers = {name: node for node in nodes for name in node.outputs}
+    tail = tail_of(nodes, final)
     live = {parsed.input_name}
     for node in nodes:
         if node.op_type != "Shape" and any(name in live for name in node.inputs):
@@ -323,6 +316,7 @@ def network_from_module(module: OnnxModule, source: str = "") -> Network:
         for name in node.inputs
         if name in live
     }
+    used = set(last_use)
     state = _State([(parsed.input_name, math.prod(module.sample_shape))])
     layers: list[Layer] = []
     problems: list[tuple[str, str]] = []
@@ -331,39 +325,55 @@ def network_from_module(module: OnnxModule, source: str = "") -> Network:
         live_idx = [j for j, name in enumerate(node.inputs) if name in live]
         if not live_idx or node.op_type == "Shape":
             continue
-        out = node.outputs[0]
-        size = math.prod(env[out].shape[1:]) if isinstance(env.get(out), Tensor) else 0
+        index = output_of(node, env, final, used)
+        out = node.outputs[index]
+        size = env[out].numel() // 2 if isinstance(env.get(out), Tensor) else 0
         keep = [
             name for name, _ in state.slots if last_use.get(name, -1) > i or (name == final and out != final)
         ]
         if problems:  # the network will not be built: only collect what else is unsupported
             if len(live_idx) == 1:
-                _, problem = _convert(node, live_idx[0], env, out == final)
+                _, problem, _ = _convert(
+                    node, live_idx[0], env, out in tail, index, softmax, batch_consts, layouts, ints
+                )
                 if problem:
                     problems.append((node.name, f"{node.op_type} ({problem})"))
             continue
-        if len(live_idx) == 1:
-            new_layers, problem = _convert(node, live_idx[0], env, out == final)
-            if problem:
-                problems.append((node.name, f"{node.op_type} ({problem})"))
+        try:
+            if node.op_type == "Split" and len(live_idx) == 1 and live_idx[0] == 0:
+                layers += split_layers(state, node, node.inputs[0], keep, env)
                 continue
-            src = node.inputs[live_idx[0]]
-            layers += state.route(keep, [src])
-            layers += (
-                _embed(new_layers, state.size - state.sizes[src]) if len(state.slots) > 1 else new_layers
-            )
-            state.replace_last(out, size)
-            softmax = softmax or node.op_type == "Softmax"
-        else:
-            try:
-                layers += state.combine(node, live_idx, keep, env, size)
-            except BoundOpError as exc:
-                problems.append((node.name, f"{node.op_type} ({exc})"))
+            if len(live_idx) > 1:
+                if node.op_type in ("Add", "Sub", "Concat", "Where", "Sum"):
+                    if any(layouts.get(node.inputs[j]) != STANDARD for j in live_idx):
+                        raise BoundOpError(
+                            "combining tensors whose batch axis is not the first is not supported"
+                        )
+                    layers += state.combine(node, live_idx, keep, env, size)
+                else:
+                    layers += combine_nonlinear(state, node, live_idx, keep, env, producers, layouts)
+                continue
+        except (BoundOpError, RuntimeError, IndexError) as exc:  # a shape the probe cannot replay: reported
+            problems.append((node.name, f"{node.op_type} ({exc})"))
+            continue
+        new_layers, problem, dropped = _convert(
+            node, live_idx[0], env, out in tail, index, softmax, batch_consts, layouts, ints
+        )
+        if problem:
+            problems.append((node.name, f"{node.op_type} ({problem})"))
+            continue
+        src = node.inputs[live_idx[0]]
+        layers += state.route(keep, [src])
+        layers += _embed(new_layers, state.size - state.sizes[src]) if len(state.slots) > 1 else new_layers
+        state.replace_last(out, size)
+        softmax = softmax or dropped
     if not problems:
         layers += state.route([], [final]) if [n for n, _ in state.slots] != [final] else []
     if problems:
         raise UnsupportedOpsError(problems, source)
-    return Network(fuse_affine(layers), math.prod(module.sample_shape), output_softmax=softmax)
+    net = Network(fuse_affine(layers), math.prod(module.sample_shape), output_softmax=softmax)
+    check_reproduces(net, probe[:2], env[final], layouts.get(final), source)
+    return net
 
 
 def fuse_affine(layers: list[Layer]) -> list[Layer]:
@@ -456,7 +466,7 @@ class _State:
         self, node: Node, live_idx: list[int], keep: list[str], env: dict[str, Any], size: int
     ) -> list[Layer]:
         """A ``Select`` for Add/Sub/Concat of computed tensors: kept slots, then the node's output."""
-        if node.op_type not in ("Add", "Sub", "Concat"):
+        if node.op_type not in ("Add", "Sub", "Concat", "Where", "Sum"):
             raise BoundOpError("only Add, Sub and Concat may combine two computed tensors (branching graph)")
         n_in, sizes = self.size, self.sizes
         consts = [env[name] if name and j not in live_idx else None for j, name in enumerate(node.inputs)]
@@ -523,6 +533,8 @@ def _embed(layers: list[Layer], keep: int) -> list[Layer]:
             out.append(Embedded(layer, keep))
         elif isinstance(layer, Activation):
             out.append(EmbeddedActivation(layer, keep))
+        elif isinstance(layer, NonlinearMap):
+            out.append(layer.embedded(keep))
         elif isinstance(layer, MaxPool):
             head = torch.full((keep, layer.windows.shape[1]), -1, dtype=torch.long)
             head[:, 0] = torch.arange(keep)
@@ -533,16 +545,58 @@ def _embed(layers: list[Layer], keep: int) -> list[Layer]:
     return out
 
 
-def _convert(node: Node, live_index: int, env: dict[str, Any], is_last: bool) -> tuple[list[Layer], str]:
+def _convert(
+    node: Node,
+    live_index: int,
+    env: dict[str, Any],
+    is_last: bool,
+    output_index: int = 0,
+    tail_dropped: bool = False,
+    batch_consts: set[str] | None = None,
+    layouts: dict[str, Layout] | None = None,
+    batch_ints: dict[str, tuple[Tensor, Tensor]] | None = None,
+) -> tuple[list[Layer], str, bool]:
+    """The node's layers, the reason when it has none, and whether it dropped itself as a final Softmax."""
     op = bound_op_for(node.op_type)
     if op is None:
-        return [], "no bound operator"
-    x_in, x_out = env[node.inputs[live_index]], env[node.outputs[0]]
-    if x_in.shape[0] != 2 or x_out.shape[0] != 2:
-        return [], "mixes the batch axis"
+        return [], "no bound operator", False
+    name_in, name_out = node.inputs[live_index], node.outputs[output_index]
+    x_in, x_out = env[name_in], env[name_out]
+    lay_in, lay_out = (layouts or {}).get(name_in), (layouts or {}).get(name_out)
+    if lay_in is None or lay_out is None or not isinstance(x_out, Tensor):
+        return [], "mixes the batch axis", False
+    if STANDARD not in (lay_in, lay_out) or lay_in != lay_out:
+        if op in AFFINE_OPS:
+            op = probe_affine  # the probe runs the op with the batch where the graph has it
+        elif not (lay_in == lay_out and node.op_type in LAYOUT_FREE):
+            why = (
+                "the batch axis is not the first one here; only affine and elementwise ops are bounded there"
+            )
+            return [], why, False
     consts = [None if i == live_index or not name else env[name] for i, name in enumerate(node.inputs)]
-    ctx = OpContext(node, consts, live_index, tuple(x_in.shape[1:]), tuple(x_out.shape[1:]), is_last)
+    ctx = OpContext(
+        node,
+        consts,
+        live_index,
+        sample_shape(x_in, lay_in),
+        sample_shape(x_out, lay_out),
+        is_last,
+        output_index,
+        tail_dropped,
+        batch_consts=tuple(
+            i for i, name in enumerate(node.inputs) if i != live_index and name in (batch_consts or ())
+        ),
+        in_layout=lay_in,
+        out_layout=lay_out,
+        batch_ints={
+            i: (batch_ints or {})[name] for i, name in enumerate(node.inputs) if name in (batch_ints or {})
+        },
+    )
     try:
-        return op(ctx), ""
-    except BoundOpError as exc:
-        return [], str(exc)
+        return op(ctx), "", ctx.dropped_tail
+    except (
+        BoundOpError,
+        RuntimeError,
+        IndexError,
+    ) as exc:  # e.g. a constant that follows the batch elsewhere
+        return [], str(exc)[:300], False

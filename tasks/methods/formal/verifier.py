@@ -24,17 +24,43 @@ from nnassay.tasks.engine.onnx_torch import (
     handler_for,
     load_onnx_module,
     max_deviation_from_ort,
+    op_key,
 )
 from nnassay.tasks.methods.formal.bab import BabResult, bab_input_portfolio, bab_relu
 from nnassay.tasks.methods.formal.bounds import alpha_crown, crown, sound_lower
 from nnassay.tasks.methods.formal.falsify import OrtChecker, Spec, falsify_region
 from nnassay.tasks.methods.formal.layers import Network
+from nnassay.tasks.methods.formal.memory_guard import plan_memory
 from nnassay.tasks.methods.formal.ops import bound_op_for, network_from_module
 from nnassay.tasks.methods.formal.property import Property, Region, local_robustness
 
 Verdict = Literal["sat", "unsat", "unknown", "timeout"]
 RUNGS = ("falsifier", "ibp", "crown", "alpha-crown", "bab-input", "bab-relu")
 INPUT_SPLIT_MAX_DIMS = 10
+# Ops with no bound operator that are fine on constants and shapes (folded by the trace); on a
+# computed tensor the graph walk still reports them.
+FOLDED_ONLY = (  # fmt: skip
+    "Constant",
+    "Shape",
+    "ConstantOfShape",
+    "Equal",
+    "Mod",
+    "Range",
+    "Less",
+    "Greater",
+    "LessOrEqual",
+    "GreaterOrEqual",
+    "Not",
+    "And",
+    "Or",
+    "Xor",
+    "Floor",
+    "Ceil",
+    "Sign",
+    "ArgMax",
+    "ArgMin",
+    "Abs",
+)
 # The root alpha-CROWN also optimises the slopes behind the intermediate bounds on nets of up to this
 # many nonlinear neurons (the ALPHA_SHARE time limit applies). Measured at 60 s: the bound left when
 # ReLU splitting timed out went from -2756 to -1600 (MNIST-FC 256x6 prop_11), -16.7 to -5.3 (256x4
@@ -78,6 +104,7 @@ class _Run:
     device: torch.device
     deviation: float = 0.0  # max |torch - ORT| on sample points
     branches: int = 0
+    memory_budget: int | None = None  # bytes the bounds may use (None: half the available memory)
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
@@ -109,6 +136,7 @@ def verify(
     timeout_s: float,
     deadline: float | None = None,
     incomplete: bool = False,
+    memory_budget: int | None = None,
 ) -> VerificationOutcome:
     """Decide ``prop`` on the model: sat (counterexample), unsat (proof), unknown or timeout.
 
@@ -118,6 +146,8 @@ def verify(
         timeout_s: time budget from now, in seconds.
         deadline: an absolute ``time.monotonic()`` limit; the earlier of the two applies.
         incomplete: stop after alpha-CROWN (no branch and bound), e.g. for certified radii.
+        memory_budget: bytes the linear bounds may take (default: half the available memory); a rung
+            whose estimate exceeds it is skipped and the verdict names both numbers.
     """
     start = time.monotonic()
     stop = min(start + timeout_s, deadline if deadline is not None else math.inf)
@@ -125,6 +155,7 @@ def verify(
     run = _prepare(str(onnx_path), prop, start, stop)
     if isinstance(run, VerificationOutcome):
         return run
+    run.memory_budget = memory_budget
     device = pick_device()
     if device.type == "cpu":
         return _ladder(run, incomplete)
@@ -153,15 +184,11 @@ def unsupported_nodes(model: onnx.ModelProto) -> list[tuple[str, str]]:
     """Every node that either the torch executor or the bound propagation cannot handle."""
     found = []
     for k, node in enumerate(model.graph.node):
-        if (
-            node.domain not in ("", "ai.onnx")
-            or handler_for(node.op_type) is None
-            or (
-                bound_op_for(node.op_type) is None
-                and node.op_type not in ("Constant", "Shape", "Cast", "ConstantOfShape")
-            )
+        key = op_key(node.op_type, node.domain)
+        if handler_for(node.op_type, node.domain) is None or (
+            bound_op_for(key) is None and key not in FOLDED_ONLY
         ):
-            found.append((node.name or f"{node.op_type}_{k}", node.op_type))
+            found.append((node.name or f"{node.op_type}_{k}", key))
     return found
 
 
@@ -268,14 +295,21 @@ def _prove_region(
     lo, hi = low.unsqueeze(0), high.unsqueeze(0)
     if bool((lo > hi).any()):
         return "unsat", "ibp", math.inf, {"reason": "empty input box"}
-    margin = -math.inf
-    for method in ("ibp", "crown"):
-        lb, rel, _ = crown(net, c, lo, hi, method=method)
-        margin = max(margin, float(spec.objective(sound_lower(net, c, lb, lo, hi))[0]))
-        if margin > 0:
-            return "unsat", method, margin, {}
+    lb, rel, _ = crown(net, c, lo, hi, method="ibp")
+    margin = float(spec.objective(sound_lower(net, c, lb, lo, hi))[0])
+    if margin > 0:
+        return "unsat", "ibp", margin, {}
+    plan = plan_memory(net, rel, c.shape[1], run.memory_budget)
+    if not plan.fits(plan.crown):  # never ask torch for more than the budget: IBP is the last word
+        return "unknown", "ibp", margin, {"reason": plan.reason("CROWN bounds", plan.crown)}
+    lb, rel, _ = crown(net, c, lo, hi, method="crown")
+    margin = max(margin, float(spec.objective(sound_lower(net, c, lb, lo, hi))[0]))
+    if margin > 0:
+        return "unsat", "crown", margin, {}
     if run.left() <= 0:
         return "timeout", "crown", margin, {"reason": "deadline reached after CROWN"}
+    if not plan.fits(plan.alpha):
+        return "unknown", "crown", margin, {"reason": plan.reason("alpha-CROWN bounds", plan.alpha)}
     neurons = sum(layer.n_out for layer in net.layers if layer.nonlinear)
     budget = time.monotonic() + ALPHA_SHARE * run.left()
     lb, rel = alpha_crown(
@@ -287,7 +321,8 @@ def _prove_region(
         iters=30 if neurons <= ALPHA_ITERS_SMALL_NET else 20,
         lr=0.1,
         optimise_intermediate=neurons <= ALPHA_INTERMEDIATE_MAX_NEURONS
-        and net.n_inputs > INPUT_SPLIT_MAX_DIMS,
+        and net.n_inputs > INPUT_SPLIT_MAX_DIMS
+        and plan.fits(plan.alpha_intermediate),
         deadline=budget,
         start=lb,
     )
