@@ -137,16 +137,21 @@ def test_claims_are_worded_by_kind_with_their_confidence() -> None:
 
     interval = Interval(low=0.8, high=0.9, confidence=0.9, method="clopper-pearson")
     words = {kind: fmt_claim(Measurement(value=0.85, interval=interval, claim=kind)) for kind in ClaimKind}
-    assert words[ClaimKind.BOUND].startswith("bound at 90% confidence")
-    assert words[ClaimKind.PROOF].startswith("proof per sample") and "90% interval" in words[ClaimKind.PROOF]
-    assert words[ClaimKind.CERTIFICATE].startswith("certificate per sample")
-    assert words[ClaimKind.ESTIMATE].startswith("estimate") and "not a guarantee" in words[ClaimKind.ESTIMATE]
-    assert words[ClaimKind.OBSERVATION].startswith("observation")
+    for kind in (ClaimKind.BOUND, ClaimKind.ESTIMATE, ClaimKind.OBSERVATION):  # one interval kind, one word
+        assert (
+            words[kind].startswith("estimate with a 90% clopper-pearson") and "not a guarantee" in words[kind]
+        )
+    assert (
+        words[ClaimKind.PROOF].startswith("bound") and "proved by a sound verifier" in words[ClaimKind.PROOF]
+    )
+    assert words[ClaimKind.CERTIFICATE].startswith("bound") and "certified" in words[ClaimKind.CERTIFICATE]
+    assert "90% clopper-pearson interval is an estimate" in words[ClaimKind.PROOF]
     assert (
         fmt_claim(Measurement(value=0.85, interval=interval, claim=ClaimKind.BOUND), short=True)
-        == "bound at 90% confidence"
+        == "estimate (90% interval)"
     )
     assert "no interval" in fmt_claim(Measurement(value=0.85, claim=ClaimKind.ESTIMATE))
+    assert fmt_claim(Measurement(value=0.85, claim=ClaimKind.OBSERVATION)).startswith("observation")
 
 
 def test_pdf_shows_parameters_as_text_not_json_and_claims_in_the_summary(runs: Runs) -> None:
@@ -154,7 +159,7 @@ def test_pdf_shows_parameters_as_text_not_json_and_claims_in_the_summary(runs: R
     flat = " ".join(text.split())
     params = [line for line in text.splitlines() if line.startswith("Parameters:")]
     assert params and not any("{" in line or '"' in line for line in params), params
-    assert "Kind of claim" in flat and "bound at 95% confidence" in flat
+    assert "Kind of claim" in flat and "estimate (95% interval)" in flat
     assert "Reproduce with" in flat and "pip install -c constraints.txt -e ." in flat
 
 
@@ -180,11 +185,11 @@ def test_reproduce_command_names_the_folder_it_ran_in() -> None:
         }
     )
     _, command = reproduce_command(ev.model_copy(update={"provenance": p}))
-    assert command == "cd /srv/work && nnassay assess specs/a.yaml --output run"
-    p = p.model_copy(update={"extra": {"cwd": "/home/x y"}})
-    assert reproduce_command(ev.model_copy(update={"provenance": p}))[1].startswith("cd '/home/x y' && ")
-    p = p.model_copy(update={"extra": {}, "spec_path": "/elsewhere/b.yaml"})
-    assert not reproduce_command(ev.model_copy(update={"provenance": p}))[1].startswith("cd ")
+    assert command == "nnassay assess specs/a.yaml --output run   # run from the project folder"
+    p = p.model_copy(update={"extra": {"cwd": "/home/x y"}})  # the spec lies outside the folder it ran in
+    command = reproduce_command(ev.model_copy(update={"provenance": p}))[1]
+    assert command.startswith("nnassay assess a.yaml ") and command.endswith("# run from the spec's folder")
+    assert "/home" not in command and "/srv" not in command
 
 
 def test_residual_statement_groups_open_risks_by_verdict() -> None:

@@ -14,8 +14,16 @@ SignKey = Annotated[
     Path | None,
     typer.Option(
         "--sign-key",
-        help="Ed25519 private key (PEM) to sign manifest.json with; its public key fingerprint"
-        " goes into the evidence. Keep it chmod 600 (a warning names looser modes).",
+        help="Ed25519 private key (PEM) to sign manifest.json and the dossier PDF (PAdES) with; its"
+        " public key fingerprint goes into the evidence. Keep it chmod 600 (a warning names looser modes).",
+    ),
+]
+SignCert = Annotated[
+    Path | None,
+    typer.Option(
+        "--sign-cert",
+        help="X.509 certificate (PEM: the signer's first, then its issuers) of --sign-key for the"
+        " dossier's PAdES signature (default: a self-signed certificate made from the key).",
     ),
 ]
 JunitXml = Annotated[
@@ -55,3 +63,29 @@ def check_sign_key(path: Path | None) -> None:
     except SigningKeyError as exc:
         typer.echo(f"nnassay: error: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+def check_sign_cert(path: Path | None, sign_key: Path | None) -> None:
+    """Read the dossier certificate before the run starts: exit 2 when it cannot be read, is given
+    without --sign-key, or is for another key than --sign-key."""
+    if path is None:
+        return
+    if sign_key is None:
+        typer.echo("nnassay: error: --sign-cert needs --sign-key (the key the certificate is for)", err=True)
+        raise typer.Exit(2)
+    from nnassay.tasks.governance.pdf_keys import PdfSignatureError, key_fingerprint, load_certificates
+    from nnassay.tasks.governance.records import load_signer
+
+    try:
+        cert = load_certificates(path)[0]
+        key = load_signer(sign_key, warn=lambda message: None)
+    except PdfSignatureError as exc:
+        typer.echo(f"nnassay: error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if key is not None and key_fingerprint(cert.public_key()) != key_fingerprint(key.public_key()):
+        typer.echo(
+            f"nnassay: error: {path}: the certificate ({cert.subject.rfc4514_string()}) is for another key"
+            f" than {sign_key}; pass the certificate issued for the signing key",
+            err=True,
+        )
+        raise typer.Exit(2)

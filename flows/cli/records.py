@@ -18,7 +18,13 @@ evidence_app = typer.Typer(
 
 @evidence_app.command("verify")
 def verify_cmd(
-    path: Annotated[Path, typer.Argument(help="A run folder, an evidence.json or a dossier PDF.")],
+    path: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A run folder, an evidence.json, a dossier PDF, or an MLflow run as runs:/RUN_ID"
+            " (with --mlflow-uri)."
+        ),
+    ] = None,
     history: Annotated[
         list[Path] | None,
         typer.Option(
@@ -40,15 +46,40 @@ def verify_cmd(
         Path | None,
         typer.Option(
             "--public-key",
-            help="Trusted Ed25519 public key (PEM) the signature must verify with (default: manifest.pub of the run, checked against the fingerprint in the evidence).",
+            help="Trusted public key (PEM) the signatures must verify with: manifest.sig and the dossier's"
+            " PDF signature (default: manifest.pub of the run, checked against the fingerprint in the"
+            " evidence); a missing or different signature is then tampering.",
+        ),
+    ] = None,
+    trusted_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--trusted-cert",
+            help="Certificate (PEM or DER: the signer's, or its issuing CA) the dossier PDF's signer must"
+            " chain to; a missing or different signature is then tampering.",
+        ),
+    ] = None,
+    mlflow_run: Annotated[
+        str | None,
+        typer.Option(
+            "--mlflow-run",
+            help="Verify the records stored on this MLflow run (RUN_ID or runs:/RUN_ID; with"
+            " --mlflow-uri): artifacts against its manifest and the digests tagged on the run.",
         ),
     ] = None,
 ) -> None:
-    """Check digests, signature, MLflow tags and hash chain. Exit 0 intact, 1 tampered (each mismatch
-    is named), 2 unreadable."""
-    from nnassay.tasks.governance.integrity import VerifyOptions, verify
+    """Check digests, signatures, MLflow tags and copies, the result cache and the hash chain; a dossier
+    PDF also against a fresh rendering of its evidence. Exit 0 intact, 1 tampered (each mismatch is
+    named), 2 unreadable."""
+    from nnassay.tasks.governance.integrity import RUNS_URI, VerifyOptions, verify
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if (path is None) == (mlflow_run is None):
+        typer.echo("nnassay: error: give one PATH (or runs:/RUN_ID), or --mlflow-run RUN_ID", err=True)
+        raise typer.Exit(EXIT_UNREADABLE)
+    if mlflow_run is not None:
+        path = Path(RUNS_URI + mlflow_run.removeprefix(RUNS_URI))
+    assert path is not None
     result = verify(
         path,
         VerifyOptions(
@@ -56,6 +87,7 @@ def verify_cmd(
             tracking_uri=mlflow_uri,
             use_tracker=not no_mlflow,
             public_key=public_key,
+            trusted_cert=trusted_cert,
         ),
     )
     for line in result.checked:
@@ -66,7 +98,7 @@ def verify_cmd(
         typer.echo(f"  TAMPERED {line}")
     if result.unreadable:
         typer.echo(f"nnassay: error: {result.unreadable}", err=True)
-    typer.echo(f"{result.status}: {path}")
+    typer.echo(f"{result.status}: {result.target}")
     raise typer.Exit(result.exit_code)
 
 
@@ -109,7 +141,14 @@ def report_cmd(
         Path | None,
         typer.Option(
             "--sign-key",
-            help="The run's Ed25519 key: embed a signature of the evidence, as the original dossier of a signed run does.",
+            help="The run's Ed25519 key: embed a signature of the evidence and sign the PDF (PAdES), as the original dossier of a signed run is.",
+        ),
+    ] = None,
+    sign_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--sign-cert",
+            help="Certificate (PEM) of --sign-key for the PDF signature (default: self-signed from the key).",
         ),
     ] = None,
 ) -> None:
@@ -126,6 +165,9 @@ def report_cmd(
     except (OSError, ValidationError) as exc:
         typer.echo(f"nnassay: error: {evidence}: not a readable evidence bundle: {str(exc)[:500]}", err=True)
         raise typer.Exit(2) from None
+    from nnassay.flows.cli.options import check_sign_cert
+
+    check_sign_cert(sign_cert, sign_key)
     key = None
     if sign_key is not None:
         try:
@@ -148,6 +190,7 @@ def report_cmd(
         html=output.with_suffix(".html") if html else None,
         markdown=output.with_suffix(".md") if markdown else None,
         signing_key=key,
+        certificate=sign_cert,
     )
     for path in (files.pdf, files.html, files.markdown):
         if path:

@@ -2,8 +2,10 @@
 
 ``manifest.json`` closes a run folder: the SHA-256 of every file (evidence and dossier included)
 and of the inputs outside it. Its digest goes to MLflow; with a key it is signed (``manifest.sig``).
-Verification checks digests, the signature, the MLflow anchor and the hash chain of earlier runs
-(``nnassay.tasks.governance.chain``), and names every mismatch.
+Verification checks digests, the signature, the MLflow anchor and the artifact copies stored there
+(``mlflow_copies``), the hash chain of earlier runs (``chain``), the result cache, and for a dossier
+PDF its PAdES signature and its pages against a fresh rendering (``pdf_verify``); it names every
+mismatch. Every file of a run folder is covered but the documented caches (``NOT_COVERED_DIRS``).
 """
 
 from __future__ import annotations
@@ -31,8 +33,21 @@ MANIFEST, SIGNATURE, PUBLIC_KEY = "manifest.json", "manifest.sig", "manifest.pub
 # signature of its evidence (the manifest, written after the PDF, cannot be inside it)
 EVIDENCE_SIGNATURE, SIGNER_KEY = "evidence.json.sig", "signer.pub"
 EVIDENCE, DOSSIER = "evidence.json", "dossier.pdf"
-NOT_COVERED = {MANIFEST, SIGNATURE, PUBLIC_KEY, "mlflow.db", "mlflow.db-journal"}
-NOT_COVERED_DIRS = {"mlartifacts", "mlruns", ".nnassay-cache"}  # tracker stores and result caches
+RUNS_URI = "runs:/"  # an MLflow run to verify: runs:/RUN_ID
+# written with or after the manifest, or by the MLflow SQLite store while the run is logged
+NOT_COVERED = {
+    MANIFEST,
+    SIGNATURE,
+    PUBLIC_KEY,
+    "mlflow.db",
+    "mlflow.db-journal",
+    "mlflow.db-wal",
+    "mlflow.db-shm",
+}
+# the only folders of a run folder where an added file is not tampering: MLflow's artifact stores
+# (their copies are checked against the manifest by ``mlflow_copies``) and the result cache (each
+# entry is checked against its digest before reuse, ``result_cache``)
+NOT_COVERED_DIRS = {"mlartifacts", "mlruns", ".nnassay-cache"}
 ROLES = {
     EVIDENCE: "evidence",
     DOSSIER: "dossier",
@@ -160,13 +175,14 @@ def generate_key(path: Path) -> tuple[Path, Path]:
 
 
 def covered_files(run_dir: Path) -> list[Path]:
-    """Files of a run folder the manifest covers (tracker stores, caches and temp files excluded)."""
+    """Files of a run folder the manifest covers: every file, dot-files included, but the manifest's
+    own files, the MLflow SQLite store and the cache folders (``NOT_COVERED_DIRS``)."""
     found = []
     for path in sorted(run_dir.rglob("*")):
         rel = path.relative_to(run_dir)
-        if not path.is_file() or rel.parts[0] in NOT_COVERED_DIRS or str(rel) in NOT_COVERED:
+        if rel.parts[0] in NOT_COVERED_DIRS or str(rel) in NOT_COVERED:
             continue
-        if any(part.startswith(".") for part in rel.parts):
+        if path.is_dir() and not path.is_symlink():  # a link is an entry of its own, never followed
             continue
         found.append(path)
     return found
@@ -246,13 +262,20 @@ class VerifyOptions:
     tracking_uri: str | None = None
     use_tracker: bool = True
     public_key: Path | None = None
+    trusted_cert: Path | None = None  # the dossier's PAdES signer must chain to this certificate
 
 
 def verify(path: Path, options: VerifyOptions = VerifyOptions()) -> Verification:
-    """Verify a run folder, an evidence file or a dossier PDF."""
+    """Verify a run folder, an evidence file, a dossier PDF, or an MLflow run (``runs:/RUN_ID``)."""
+    from nnassay.tasks.governance.pdf_keys import PdfSignatureError
+
     v = Verification(str(path))
     try:
-        if path.is_dir():
+        if str(path).startswith(RUNS_URI):
+            from nnassay.tasks.governance.mlflow_copies import verify_mlflow_run
+
+            verify_mlflow_run(str(path).removeprefix(RUNS_URI).strip("/"), v, options)
+        elif path.is_dir():
             _verify_run_dir(path, v, options)
         elif path.suffix.lower() == ".pdf":
             _verify_pdf(path, v, options)
@@ -260,12 +283,12 @@ def verify(path: Path, options: VerifyOptions = VerifyOptions()) -> Verification
             _verify_evidence_file(path, v, options)
         else:
             v.unreadable = f"{path} does not exist"
-    except SigningKeyError as exc:
+    except (SigningKeyError, PdfSignatureError) as exc:
         v.unreadable = str(exc)
     return v
 
 
-def _read_evidence(payload: bytes, where: str, v: Verification) -> EvidenceBundle | None:
+def read_evidence(payload: bytes, where: str, v: Verification) -> EvidenceBundle | None:
     try:
         return EvidenceBundle.model_validate_json(payload)
     except ValidationError as exc:
@@ -284,10 +307,16 @@ def _verify_run_dir(run_dir: Path, v: Verification, options: VerifyOptions) -> N
         v.problems.append(f"{EVIDENCE}: missing from the run folder")
         return
     evidence_bytes = (run_dir / EVIDENCE).read_bytes()
-    evidence = _read_evidence(evidence_bytes, EVIDENCE, v)
+    evidence = read_evidence(evidence_bytes, EVIDENCE, v)
     manifest_sha = _check_manifest(run_dir, evidence, v, options)
+    _check_cache(run_dir, v)
+    signer = evidence.provenance.signer_public_key_sha256 if evidence is not None else None
+    if (run_dir / DOSSIER).is_file() and (signer or options.public_key or options.trusted_cert):
+        from nnassay.tasks.governance import pdf_verify
+
+        pdf_verify.check_signature(run_dir / DOSSIER, evidence, v, options, in_run_folder=True)
     if evidence is not None:
-        _check_external(evidence, sha256_bytes(evidence_bytes), manifest_sha, v, options)
+        check_external(evidence, sha256_bytes(evidence_bytes), manifest_sha, v, options, copies=True)
 
 
 def _verify_evidence_file(path: Path, v: Verification, options: VerifyOptions) -> None:
@@ -300,23 +329,30 @@ def _verify_evidence_file(path: Path, v: Verification, options: VerifyOptions) -
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         v.unreadable = f"{path} is not JSON: {exc}"
         return
-    evidence = _read_evidence(payload, path.name, v)
+    evidence = read_evidence(payload, path.name, v)
     v.notes.append(f"no {MANIFEST} beside {path.name}: file digests and signature not checked")
     if evidence is not None:
-        _check_external(evidence, sha256_bytes(payload), None, v, options)
+        check_external(evidence, sha256_bytes(payload), None, v, options)
 
 
 def _verify_pdf(path: Path, v: Verification, options: VerifyOptions) -> None:
+    from nnassay.tasks.governance import pdf_verify
+
     try:
-        embedded = extract_embedded(path, EVIDENCE)
+        payload = path.read_bytes()
+        attachments = pdf_verify.embedded_files(payload)
     except Exception as exc:  # pypdf raises many types for a damaged file
         v.unreadable = f"{path} cannot be read as a PDF: {type(exc).__name__}: {exc}"
         return
+    embedded = attachments.get(EVIDENCE)
     if embedded is None:
         v.unreadable = f"{path} carries no embedded {EVIDENCE} (not an nnassay dossier, or stripped)"
         return
     v.checked.append(f"{path.name}: embedded {EVIDENCE} extracted (sha256 {sha256_bytes(embedded)})")
-    evidence = _read_evidence(embedded, f"{path.name} embedded {EVIDENCE}", v)
+    evidence = read_evidence(embedded, f"{path.name} embedded {EVIDENCE}", v)
+    signed = pdf_verify.check_signature(path, evidence, v, options)
+    if v.unreadable:
+        return
     if evidence is not None:
         _check_embedded_signature(path, embedded, evidence, v, options)
     run_dir = path.parent
@@ -328,10 +364,9 @@ def _verify_pdf(path: Path, v: Verification, options: VerifyOptions) -> None:
     else:
         manifest_sha = None
         v.notes.append(f"no {MANIFEST} beside {path.name}: the PDF's own digest is not checked")
-        if evidence is not None:
-            _check_visible_text(path, evidence, v)
     if evidence is not None:
-        _check_external(evidence, sha256_bytes(embedded), manifest_sha, v, options)
+        pdf_verify.check_pages(path, payload, signed, evidence, attachments, v)
+        check_external(evidence, sha256_bytes(embedded), manifest_sha, v, options)
 
 
 def _check_embedded_signature(
@@ -344,9 +379,9 @@ def _check_embedded_signature(
     signature = extract_embedded(path, EVIDENCE_SIGNATURE)
     if signature is None:
         if declared:
-            v.notes.append(
+            v.problems.append(
                 f"{path.name}: the run was signed by key {declared}, but the PDF embeds no "
-                f"{EVIDENCE_SIGNATURE} (rendered again without the key?): check the run folder"
+                f"{EVIDENCE_SIGNATURE} (rendered again without the key)"
             )
         return
     if options.public_key is not None:
@@ -383,29 +418,6 @@ def _check_embedded_signature(
         )
 
 
-def _check_visible_text(path: Path, evidence: EvidenceBundle, v: Verification) -> None:
-    """A PDF without its manifest: compare what it shows with a fresh rendering of the evidence it
-    embeds, so an edited page (a verdict, a number) is caught. A difference is tampering when this
-    nnassay version rendered the dossier; with another version it can be a template change: a note."""
-    from nnassay.reports.render import compare_text
-    from nnassay.tasks.pipeline.evidence import code_version
-
-    try:
-        difference = compare_text(evidence, path.read_bytes())
-    except ValueError as exc:
-        v.notes.append(f"{path.name}: visible text not compared: {exc}")
-        return
-    if difference is None:
-        v.checked.append(f"{path.name}: visible text equals a fresh rendering of the embedded {EVIDENCE}")
-        return
-    here, there = code_version(), evidence.provenance.code_version
-    message = f"{path.name}: visible text differs from a rendering of the embedded {EVIDENCE}: {difference}"
-    if here == there:
-        v.problems.append(message)
-    else:
-        v.notes.append(f"{message} (rendered by {there}, compared with {here}: re-check with that version)")
-
-
 def extract_embedded(pdf: Path, name: str) -> bytes | None:
     """The bytes of an embedded file of a PDF, or None when it has none of that name."""
     from pypdf import PdfReader
@@ -432,9 +444,9 @@ def _check_manifest(
         v.problems.append(f"{MANIFEST}: does not parse as a run manifest ({exc.errors()[0]['msg']})")
         return None
     _check_files(run_dir, manifest, v)
-    _check_signature(run_dir, payload, manifest, evidence, v, options)
+    check_manifest_signature(run_dir, payload, manifest, evidence, v, options)
     if evidence is not None:
-        _check_evidence_digests(evidence, manifest, v)
+        check_evidence_digests(evidence, manifest, v)
     return sha256_bytes(payload)
 
 
@@ -455,11 +467,15 @@ def _check_files(run_dir: Path, manifest: RunManifest, v: Verification) -> None:
                 f"changed: {item.path} ({item.role}) has sha256 {actual}, {MANIFEST} records {item.sha256}"
             )
     extra = [p for p in covered_files(run_dir) if p.resolve() not in listed]
-    v.notes += [f"file {p.relative_to(run_dir)} is not covered by {MANIFEST} (added later)" for p in extra]
+    v.problems += [
+        f"added: {p.relative_to(run_dir)} is in the run folder but not in {MANIFEST} (only "
+        f"{', '.join(sorted(NOT_COVERED_DIRS))} may hold files added later)"
+        for p in extra
+    ]
     v.checked.append(f"{MANIFEST}: {len(manifest.files)} file digests compared")
 
 
-def _check_evidence_digests(evidence: EvidenceBundle, manifest: RunManifest, v: Verification) -> None:
+def check_evidence_digests(evidence: EvidenceBundle, manifest: RunManifest, v: Verification) -> None:
     recorded = {a.path: a.sha256 for a in manifest.files}
     for item in evidence.manifest:
         if item.path in recorded and recorded[item.path] != item.sha256:
@@ -474,7 +490,7 @@ def _check_evidence_digests(evidence: EvidenceBundle, manifest: RunManifest, v: 
         )
 
 
-def _check_signature(
+def check_manifest_signature(
     run_dir: Path,
     payload: bytes,
     manifest: RunManifest,
@@ -518,12 +534,32 @@ def _check_signature(
     v.checked.append(f"{SIGNATURE}: Ed25519 signature valid (key sha256 {used})")
 
 
-def _check_external(
+def _check_cache(run_dir: Path, v: Verification) -> None:
+    """Entries of the result cache must be as nnassay wrote them (a changed one is never reused,
+    but it was changed); entries refused by an earlier resume are named."""
+    from nnassay.tasks.governance import result_cache
+
+    cache = run_dir / result_cache.CACHE_DIR
+    entries = [p for p in sorted(cache.iterdir()) if p.is_file()] if cache.is_dir() else []
+    for path in entries:
+        try:
+            result_cache.check_entry(path.read_bytes())
+        except result_cache.CacheEntryError as exc:
+            v.problems.append(f"changed: {result_cache.CACHE_DIR}/{path.name} (result cache): {exc}")
+    for note in result_cache.rejections(cache):
+        v.notes.append(f"result cache: entry {note['key']} was refused on {note['at']} ({note['reason']})")
+    if entries:
+        v.checked.append(f"{result_cache.CACHE_DIR}: {len(entries)} cached result(s) match their digests")
+
+
+def check_external(
     evidence: EvidenceBundle,
     evidence_sha: str,
     manifest_sha: str | None,
     v: Verification,
     options: VerifyOptions,
+    *,
+    copies: bool = False,
 ) -> None:
     from nnassay.tasks.governance import chain
 
@@ -532,4 +568,8 @@ def _check_external(
         v.notes.append("MLflow not checked (no reachable tracking store; pass --mlflow-uri)")
     else:
         chain.check_tracker(evidence, evidence_sha, manifest_sha, uri, v)
+        if copies and evidence.provenance.mlflow_run_id:
+            from nnassay.tasks.governance.mlflow_copies import check_copies
+
+            check_copies(evidence.provenance.mlflow_run_id, uri, v, options)
     chain.check_chain(evidence, evidence_sha, options.history, uri, v)

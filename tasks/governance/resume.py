@@ -12,11 +12,15 @@ import functools
 import hashlib
 import inspect
 import json
+from datetime import datetime
 from pathlib import Path
+from typing import Any
+
+from pydantic import JsonValue
 
 from nnassay.schemas.goals import AssessmentSpec
 from nnassay.schemas.plan import TestSpec
-from nnassay.tasks.governance import history
+from nnassay.tasks.governance import history, result_cache
 from nnassay.tasks.governance.tracking import Tracker
 from nnassay.tasks.io.files import sha256_file
 from nnassay.tasks.methods.registry import get_method
@@ -24,7 +28,7 @@ from nnassay.tasks.pipeline.evidence import code_version
 from nnassay.tasks.pipeline.execute import load_inputs
 from nnassay.tasks.pipeline.sharding import Shard
 
-CACHE_DIR = ".nnassay-cache"  # under the run folder: persisted task results, keyed by test_key
+CACHE_DIR = result_cache.CACHE_DIR  # under the run folder: persisted task results, keyed by test_key
 OUTPUT_TAG = "nnassay.output"
 PREVIOUS_ATTEMPT_TAG = "nnassay.previous_attempt"
 
@@ -51,7 +55,7 @@ def test_key(
         "model": model.sha256,
         "data": data.sha256,
         "provider": model.provider,
-        "test": test.model_dump(mode="json"),
+        "test": test.model_dump(mode="json", exclude={"estimate_s"}),  # timed afresh per process
         "shard": [shard.start, shard.stop] if shard else None,
         "code": _code_version(),
         "method_source": method_source_sha256(test.method),
@@ -62,6 +66,43 @@ def test_key(
 def cache_dir(output: Path) -> Path:
     """Where the persisted task results of a run folder live."""
     return output.resolve() / CACHE_DIR
+
+
+def result_options(output: Path, *, resume: bool) -> dict[str, Any]:
+    """Prefect task options of a persisted test result: JSON with its digest in the run folder's
+    cache (``result_cache``); ``resume=False`` recomputes everything."""
+    return {
+        "result_storage": cache_dir(output),
+        "result_serializer": result_cache.result_serializer(),
+        "refresh_cache": not resume,
+    }
+
+
+def screen_cache(
+    output: Path, test: TestSpec, spec: AssessmentSpec, *, prefer_cuda: bool, shards: list[Shard]
+) -> list[str]:
+    """Before a test is submitted: move aside each of its cache entries that is not exactly what
+    nnassay writes (``result_cache.screen``), so Prefect never reads it; return why, per entry."""
+    folder = cache_dir(output)
+    if not folder.is_dir():
+        return []
+    if shards:
+        keys = [test_key(test, spec, prefer_cuda=prefer_cuda, step="merge")]
+        keys += [test_key(test, spec, prefer_cuda=prefer_cuda, step="shard", shard=s) for s in shards]
+    else:
+        keys = [test_key(test, spec, prefer_cuda=prefer_cuda)]
+    found = [result_cache.screen(folder / key) for key in keys]
+    return [reason for reason in found if reason is not None]
+
+
+def cache_notes(output: Path, since: datetime) -> dict[str, JsonValue]:
+    """For the evidence's provenance: the cached results refused (and so computed again) in this
+    attempt; empty when none was."""
+    refused: list[JsonValue] = [
+        {key: value for key, value in note.items()}
+        for note in result_cache.rejections(cache_dir(output), since=since)
+    ]
+    return {"result_cache_refused": refused} if refused else {}
 
 
 def crashed_attempts(

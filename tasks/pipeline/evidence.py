@@ -49,17 +49,43 @@ def manifest(
     results: list[MethodResult],
     extra: list[ArtifactDigest],
 ) -> list[ArtifactDigest]:
-    """Digests of the inputs and every artefact the tests wrote."""
+    """Digests of the inputs (spec, model, data, and every file a goal reads) and every artefact
+    the tests wrote."""
     items = [
         ArtifactDigest(path=str(spec_path), sha256=spec_sha, role="spec"),
         ArtifactDigest(path=str(spec.model.path), sha256=plan.model_sha256, role="model"),
         ArtifactDigest(path=str(spec.data.path), sha256=plan.data_sha256, role="data"),
+        *goal_inputs(spec),
         *extra,
     ]
     items += [
         ArtifactDigest(path=a.path, sha256=a.sha256, role="artifact") for r in results for a in r.artifacts
     ]
     return items
+
+
+def goal_inputs(spec: AssessmentSpec) -> list[ArtifactDigest]:
+    """Digests of the files the goals' threats read (shifted data, OOD sets, field data, VNN-LIB
+    properties: every path in a threat), once each, with the ids of the goals reading them."""
+    readers: dict[str, list[str]] = {}
+    for g in spec.goals:
+        for path in _paths(g.threat.model_dump()):
+            readers.setdefault(str(path), []).append(g.id)
+    return [
+        ArtifactDigest(path=path, sha256=sha256_file(Path(path)), role=f"goal input ({', '.join(ids)})")
+        for path, ids in readers.items()
+        if Path(path).exists()
+    ]
+
+
+def _paths(value: Any) -> list[Path]:
+    if isinstance(value, Path):
+        return [value]
+    if isinstance(value, dict):
+        return [p for v in value.values() for p in _paths(v)]
+    if isinstance(value, list | tuple):
+        return [p for v in value for p in _paths(v)]
+    return []
 
 
 def assemble_evidence(
