@@ -44,7 +44,7 @@ def _register_model(uri: str, model: Path, root: Path) -> str:
     folder = root / "to-register"
     folder.mkdir()
     (folder / "model.onnx").write_bytes(model.read_bytes())
-    (folder / "not-loaded.pkl").write_bytes(b"\x80\x04K\x01.")  # a pickle that must never be fetched
+    (folder / "not-loaded.pkl").write_bytes(b"\x80\x04K\x01.")  # a pickle that must never be loaded
     client.log_artifacts(run.info.run_id, str(folder), "model")
     client.set_terminated(run.info.run_id)
     client.create_registered_model("tiny-model")

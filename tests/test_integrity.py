@@ -205,13 +205,15 @@ def test_loose_key_permissions_warn(tmp_path: Path) -> None:
         load_signing_key(key)
 
 
-def test_registry_model_downloaded_only_onnx_and_tagged(runs: Runs) -> None:
+def test_registry_model_onnx_only_copied_and_tagged(runs: Runs) -> None:
+    """The version's folder is downloaded whole (external-data files), but only ONNX is loaded: the
+    pickle beside it is neither loaded nor copied into the run's records."""
     from mlflow.tracking import MlflowClient
 
     b = EvidenceBundle.model_validate_json((runs.b / "evidence.json").read_text())
     assert b.provenance.model_registry_uri == "models:/tiny-model/1"
-    downloaded = Path(b.spec.model.path).parent
-    assert not list(downloaded.glob("*.pkl"))
+    assert not list((runs.b / "model").glob("*.pkl"))
+    assert not any(a.path.endswith(".pkl") for a in b.manifest)
     assert (runs.b / "model" / "model.onnx").is_file()
     version = MlflowClient(tracking_uri=runs.uri, registry_uri=runs.uri).get_model_version("tiny-model", "1")
     assert version.tags["nnassay.verdict"] == b.overall.value
