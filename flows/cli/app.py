@@ -166,13 +166,12 @@ def assess(
 
 
 def _check_inputs(request: AssessRequest) -> None:
-    """Fail fast, before any work: writable output, the servers in use answer, the inputs are valid."""
+    """Fail fast, before any work: the servers in use answer, the inputs are valid, the output is writable."""
     from nnassay.tasks.io.files import ensure_writable_dir
     from nnassay.tasks.io.stores import check_tracking_store
     from nnassay.tasks.pipeline.estimate import estimate_line
     from nnassay.tasks.pipeline.execute import preflight
 
-    ensure_writable_dir(request.output)
     if request.track:
         check_mlflow_server(request.tracking_uri())
         check_tracking_store(request.tracking_uri())
@@ -182,6 +181,7 @@ def _check_inputs(request: AssessRequest) -> None:
         model_uri=request.model_uri,
         registry_uri=request.mlflow_tracking_uri,
     )
+    ensure_writable_dir(request.output)  # after the input checks: bad input leaves no empty folder
     typer.echo(estimate_line(plan), err=True)
 
 

@@ -32,7 +32,7 @@ MlflowUri = Annotated[
     str | None,
     typer.Option(
         "--mlflow-uri",
-        help="MLflow tracking URI (default: $NNASSAY_MLFLOW_TRACKING_URI, else mlflow.db beside the"
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else mlflow.db beside the"
         " output folder, where `nnassay assess` keeps it).",
     ),
 ]

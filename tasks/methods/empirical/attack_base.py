@@ -241,8 +241,8 @@ class AttackMethod(RobustnessMethod[AP, Ball]):
                 n,
                 ctx,
                 f"Share of test samples classified correctly and not "
-                f"broken by {self.name} within {unit.split(',')[0]} {eps:g}, checked on "
-                "ONNX Runtime (an upper bound of the true robust accuracy).",
+                f"broken by {self.name} within {'L-inf' if norm == 'linf' else 'L2'} eps {eps:g} ({units}),"
+                " checked on ONNX Runtime (an upper bound of the true robust accuracy).",
                 ClaimKind.OBSERVATION,
             ),
             "attack_success_rate": rate(
