@@ -24,6 +24,8 @@ from nnassay.flows.cli.servers import (
 )
 from nnassay.tasks.governance.resume import cache_dir
 
+pytestmark = pytest.mark.slow  # whole assessments, renderings or child processes: the full lane
+
 REPO = Path(__file__).resolve().parents[1]
 SERVER_MARK = "prefect.server.api.server:create_app"
 

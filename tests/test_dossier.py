@@ -16,6 +16,8 @@ from nnassay.reports.view import SECTION_TITLES
 from nnassay.schemas.evidence import EvidenceBundle
 from nnassay.schemas.results import Series
 
+pytestmark = pytest.mark.slow  # whole assessments, renderings or child processes: the full lane
+
 GOLDEN = Path(__file__).parent / "golden"
 
 

@@ -23,6 +23,8 @@ from nnassay.tasks.errors import PlanError  # noqa: E402
 from nnassay.tasks.methods.registry import get_method, list_methods, usable_methods  # noqa: E402
 from nnassay.tasks.pipeline.planning import PlanFacts, make_plan  # noqa: E402
 
+pytestmark = pytest.mark.slow  # whole assessments, renderings or child processes: the full lane
+
 REPO = Path(__file__).resolve().parents[1]
 NO_EXECUTOR = {"executor_ok": False, "executor_missing_ops": ("ai.onnx.ml:TreeEnsembleClassifier",)}
 

@@ -12,6 +12,8 @@ from conftest import goal
 from nnassay.schemas.evidence import EvidenceBundle
 from nnassay.schemas.settings import AssessRequest
 
+pytestmark = pytest.mark.slow  # whole assessments, renderings or child processes: the full lane
+
 
 @pytest.fixture(scope="module")
 def prefect_harness():  # type: ignore[no-untyped-def]

@@ -30,6 +30,8 @@ from conftest import TinyCase, goal, write_spec
 from nnassay.schemas.evidence import EvidenceBundle
 from nnassay.tasks.governance.integrity import Verification, VerifyOptions, generate_key, verify
 
+pytestmark = pytest.mark.slow  # whole assessments, renderings or child processes: the full lane
+
 OFFLINE = VerifyOptions(use_tracker=False)
 
 

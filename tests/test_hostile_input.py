@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import goal, write_spec
+from conftest import TinyCase, goal, write_spec
 from nnassay.schemas.goals import DataSpec, ModelSpec
 from nnassay.tasks.errors import AssessmentError, DataError, ModelError, OutputError, SpecError
 from nnassay.tasks.io import data_io, data_limits, spec_io
@@ -523,3 +523,23 @@ def test_npy_writer_matches_numpy() -> None:
         {"descr": "<i8", "fortran_order": False, "shape": (4,)}, np.arange(4, dtype="<i8").tobytes()
     )
     assert np.array_equal(np.load(io.BytesIO(member)), np.arange(4))
+
+
+@pytest.mark.parametrize("entry", ["results", "tests"])
+def test_a_run_folder_with_linked_entries_is_refused_and_nothing_is_written_outside(
+    tmp_path: Path, image_case: TinyCase, entry: str
+) -> None:
+    """`results/` or `tests/` linked to an outside folder would make the run write outside --output."""
+    import subprocess
+    import sys
+
+    spec = write_spec(tmp_path / "spec", image_case, [goal("G1", {"kind": "none"}, "accuracy", ">=", 0.5)])
+    outside, run = tmp_path / "outside", tmp_path / "run"
+    outside.mkdir()
+    run.mkdir()
+    (run / entry).symlink_to(outside, target_is_directory=True)
+    cmd = [sys.executable, "-m", "nnassay.flows", "assess", str(spec), "--output", str(run), "--no-track"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "symbolic link" in done.stderr and "Traceback" not in done.stderr
+    assert not any(outside.iterdir())

@@ -21,6 +21,8 @@ from nnassay.tasks.governance.integrity import (
 )
 from nnassay.tasks.io.files import sha256_file
 
+pytestmark = pytest.mark.slow  # whole assessments, renderings or child processes: the full lane
+
 OFFLINE = VerifyOptions(use_tracker=False)
 
 

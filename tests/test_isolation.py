@@ -29,6 +29,7 @@ from nnassay.tasks.engine.ort_check import isolated_session_check, isolated_vari
 from nnassay.tasks.methods.empirical.deployment import float16_model
 
 CPU = ["CPUExecutionProvider"]
+pytestmark = pytest.mark.slow  # whole assessments, renderings or child processes: the full lane
 
 
 def _parent_goes_on() -> None:

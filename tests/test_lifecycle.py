@@ -11,6 +11,8 @@ import yaml
 from conftest import REPO, build_mlp, goal
 from nnassay.tasks.methods.registry import get_method
 
+pytestmark = pytest.mark.slow  # whole assessments, renderings or child processes: the full lane
+
 
 @pytest.fixture(scope="module")
 def prefect_harness():  # type: ignore[no-untyped-def]

@@ -16,6 +16,8 @@ import pytest
 
 from conftest import goal
 
+pytestmark = pytest.mark.slow  # whole assessments, renderings or child processes: the full lane
+
 
 @pytest.fixture(scope="module")
 def prefect_harness() -> Iterator[None]:

@@ -20,6 +20,8 @@ from nnassay.flows.cli.monitor import register
 from nnassay.schemas.monitoring import DriftVerdict, MonitoredBatch, MonitoringRecord
 from nnassay.tasks.monitoring import records
 
+pytestmark = pytest.mark.slow  # whole assessments, renderings or child processes: the full lane
+
 SPEC = DIGITS / "assessment.yaml"
 SAME = DIGITS / "field" / "batch-01-same.npz"
 SHIFTED = DIGITS / "field" / "batch-02-shifted.npz"

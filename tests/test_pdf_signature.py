@@ -32,6 +32,8 @@ from nnassay.tasks.governance.pdf_keys import PdfSignatureError, key_fingerprint
 from nnassay.tasks.governance.pdf_signature import sign_pdf, verify_pdf_signature
 from nnassay.tasks.io.files import sha256_bytes
 
+pytestmark = pytest.mark.slow  # whole assessments, renderings or child processes: the full lane
+
 GOLDEN = Path(__file__).parent / "golden"
 
 

@@ -18,6 +18,8 @@ from test_servers import Servers, _prefect, servers  # noqa: F401 (the module-sc
 
 from conftest import REPO, goal
 
+pytestmark = pytest.mark.slow  # whole assessments, renderings or child processes: the full lane
+
 FAILING = [
     goal("CLEAN", {"kind": "none"}, "accuracy", ">=", 0.5),
     goal("NOISY", {"kind": "gaussian_noise", "sigma": 0.05}, "label_flip_rate", "<=", 0.0001),

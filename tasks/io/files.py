@@ -160,7 +160,8 @@ def human_bytes(size: float) -> str:
 
 
 def write_atomic(path: Path, payload: bytes | str) -> Path:
-    """Write to a temporary file beside ``path``, then rename it into place."""
+    """Write to a temporary file beside ``path``, then rename it into place (a link at ``path`` is replaced,
+    never followed; links inside the run folder are refused up front by ``ensure_writable_dir``)."""
     data = payload.encode() if isinstance(payload, str) else payload
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -187,8 +188,25 @@ def write_json(path: Path, value: BaseModel | dict[str, Any] | list[Any]) -> Pat
     return write_atomic(path, text + "\n")
 
 
+def linked_entries(folder: Path) -> list[Path]:
+    """Symbolic links inside ``folder`` (not followed), which would let writes escape it."""
+    found = []
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        found += [Path(root, n) for n in dirs + files if Path(root, n).is_symlink()]
+    return sorted(found)
+
+
 def ensure_writable_dir(path: Path) -> Path:
-    """Create ``path`` if needed and check that files can be written in it."""
+    """Create ``path`` if needed and check that files can be written in it and none of its entries is a
+    link (a ``results/`` linked elsewhere would make the run write outside ``--output``)."""
+    links = linked_entries(path) if path.is_dir() else []
+    if links:
+        shown = ", ".join(str(p) for p in links[:5])
+        raise OutputError(
+            f"output folder {path} holds symbolic links ({shown}): writing through them could leave the folder",
+            file=str(path),
+            fix="remove the links or choose a new output folder",
+        )
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".nnassay-probe-"):
