@@ -151,6 +151,15 @@ def tabular_case(tiny_dir: Path) -> TinyCase:
     return TinyCase(model, data, "NC", "tabular", 3)
 
 
+def build_slow_case(folder: Path) -> TinyCase:
+    """The tiny image MLP on 2,048 samples, so that a noise test with many draws takes seconds."""
+    model = build_mlp(folder / "image.onnx", [36, 16, 3], image_shape=(1, 6, 6), seed=1)
+    x = np.random.default_rng(2).uniform(0, 1, (2048, 1, 6, 6)).astype(np.float32)
+    data = folder / "image.npz"
+    np.savez(data, x=x, y=label_with_model(model, x, flip=0.1, seed=3))
+    return TinyCase(model, data, "NCHW", "image", 3)
+
+
 def goal(
     goal_id: str, threat: dict[str, Any], metric: str, comparator: str, threshold: float, **extra: Any
 ) -> dict[str, Any]:

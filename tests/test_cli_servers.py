@@ -11,11 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import psutil
 import pytest
 
-from conftest import TinyCase, build_mlp, goal, label_with_model, write_spec
+from conftest import TinyCase, build_slow_case, goal, write_spec
 from nnassay.flows.cli.servers import (
     EmbeddedPrefect,
     ServerUnavailableError,
@@ -58,12 +57,7 @@ def _assert_one_line_exit_2(done: subprocess.CompletedProcess[str], *words: str)
 
 @pytest.fixture(scope="module")
 def slow_case(tmp_path_factory: pytest.TempPathFactory) -> TinyCase:
-    folder = tmp_path_factory.mktemp("slow")
-    model = build_mlp(folder / "image.onnx", [36, 16, 3], image_shape=(1, 6, 6), seed=1)
-    x = np.random.default_rng(2).uniform(0, 1, (2048, 1, 6, 6)).astype(np.float32)
-    data = folder / "image.npz"
-    np.savez(data, x=x, y=label_with_model(model, x, flip=0.1, seed=3))
-    return TinyCase(model, data, "NCHW", "image", 3)
+    return build_slow_case(tmp_path_factory.mktemp("slow"))
 
 
 def _slow_spec(folder: Path, case: TinyCase) -> Path:

@@ -12,23 +12,16 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from conftest import TinyCase, build_mlp, goal, label_with_model, write_spec
+from conftest import TinyCase, build_slow_case, goal, write_spec
 
 SHARD = 512
 
 
 @pytest.fixture(scope="module")
 def slow_case(tmp_path_factory: pytest.TempPathFactory) -> TinyCase:
-    """The tiny image MLP on 2,048 samples, so that a noise test with many draws takes seconds."""
-    folder = tmp_path_factory.mktemp("slow")
-    model = build_mlp(folder / "image.onnx", [36, 16, 3], image_shape=(1, 6, 6), seed=1)
-    x = np.random.default_rng(2).uniform(0, 1, (2048, 1, 6, 6)).astype(np.float32)
-    data = folder / "image.npz"
-    np.savez(data, x=x, y=label_with_model(model, x, flip=0.1, seed=3))
-    return TinyCase(model, data, "NCHW", "image", 3)
+    return build_slow_case(tmp_path_factory.mktemp("slow"))
 
 
 def _nnassay(spec: Path, out: Path, uri: str, home: Path) -> subprocess.Popen[bytes]:

@@ -56,7 +56,7 @@ from nnassay.tasks.methods.formal.op_context import (
     sample_shape,
 )
 from nnassay.tasks.methods.formal.ops_combine import combine_nonlinear, split_layers
-from nnassay.tasks.methods.formal.ops_extra import EXTRA_BOUND_OPS
+from nnassay.tasks.methods.formal.ops_extra import EXTRA_BOUND_OPS, clip_layers
 from nnassay.tasks.methods.formal.relax_attention import NonlinearMap
 
 Tensor = torch.Tensor
@@ -154,20 +154,7 @@ def _clip(ctx: OpContext) -> list[Layer]:
     else:
         low = float(ctx.consts[1]) if len(ctx.consts) > 1 and ctx.consts[1] is not None else -math.inf
         high = float(ctx.consts[2]) if len(ctx.consts) > 2 and ctx.consts[2] is not None else math.inf
-    n, ones = ctx.n_in, torch.ones(ctx.n_in, dtype=torch.float64)
-    if math.isinf(low) and math.isinf(high):
-        return []
-    if math.isinf(high):
-        return [Diag(ones, -low * ones), Relu(n), Diag(ones, low * ones)]
-    if math.isinf(low):
-        return [Diag(-ones, high * ones), Relu(n), Diag(-ones, high * ones)]
-    return [
-        Diag(ones, -low * ones),
-        Relu(n),
-        Diag(-ones, (high - low) * ones),
-        Relu(n),
-        Diag(-ones, high * ones),
-    ]
+    return clip_layers(ctx.n_in, low, high)
 
 
 def _max_pool(ctx: OpContext) -> list[Layer]:
