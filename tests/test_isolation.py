@@ -25,8 +25,7 @@ from nnassay.tasks.engine.isolation import (
     ChildTimeout,
     run_isolated,
 )
-from nnassay.tasks.engine.ort_check import isolated_session_check, isolated_variant
-from nnassay.tasks.methods.empirical.deployment import float16_model
+from nnassay.tasks.engine.ort_check import convert_variant, isolated_session_check, isolated_variant
 
 CPU = ["CPUExecutionProvider"]
 pytestmark = pytest.mark.slow  # whole assessments, renderings or child processes: the full lane
@@ -130,8 +129,8 @@ def test_an_exception_that_cannot_travel_is_described() -> None:
 
 
 def _float16(model: Path, folder: Path) -> Path:
-    """The deployment test's float16 variant (tasks/methods/empirical/deployment.py)."""
-    return float16_model(model, folder / f"{model.stem}_float16.onnx")
+    """The deployment test's float16 variant, converted in this process."""
+    return Path(convert_variant("float16", model, folder / f"{model.stem}_float16.onnx"))
 
 
 def test_float16_session_of_the_tiny_zoo_vit_does_not_crash_here(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ and outputs kept float32) and dynamic int8 (``onnxruntime.quantization.quantize_
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,21 +15,11 @@ from nnassay.schemas.common import ClaimKind, Measurement, MethodFamily
 from nnassay.schemas.results import MethodOutcome, TestStatus
 from nnassay.schemas.threats import Deployment
 from nnassay.tasks.engine.isolation import IsolationError
-from nnassay.tasks.engine.ort_check import convert_variant, isolated_variant
+from nnassay.tasks.engine.ort_check import isolated_variant
 from nnassay.tasks.io.model_io import CPU, CUDA, ModelRunner, cuda_available
 from nnassay.tasks.methods.cost import Cost, passes
 from nnassay.tasks.methods.empirical.common import rate
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
-
-
-def float16_model(source: Path, target: Path) -> Path:
-    """Write a float16 copy of the model (float32 inputs and outputs kept)."""
-    return Path(convert_variant("float16", source, target))
-
-
-def int8_model(source: Path, target: Path) -> Path:
-    """Write a dynamically quantised (int8 weights, activations quantised at run time) copy."""
-    return Path(convert_variant("int8_dynamic", source, target))
 
 
 def _variant_runner(ctx: RunContext, variant: str) -> tuple[ModelRunner | None, str]:
