@@ -8,7 +8,6 @@ here writes files or holds keys: attachments (the evidence, a signature) arrive 
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,6 @@ __all__ = [
     "render_pdf",
     "EmbeddedFile",
     "evidence_attachment",
-    "compare_text",
-    "pdf_text",
 ]
 
 
@@ -194,72 +191,3 @@ def evidence_attachment(ev: EvidenceBundle, evidence_json: bytes) -> EmbeddedFil
     return EmbeddedFile(
         "evidence.json", evidence_json, f"nnassay evidence bundle of assessment {ev.provenance.assessment_id}"
     )
-
-
-def pdf_text(payload: bytes) -> str:
-    """The text of every page of a PDF, as pypdf extracts it, pages joined by newlines."""
-    import io
-
-    from pypdf import PdfReader
-
-    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(payload)).pages)
-
-
-def _pdf_images(payload: bytes) -> list[str]:
-    """The raster images of a PDF once each, in the order the renderer added them (document order),
-    as PNG data URIs. Pages share their resources, so each image is decoded once."""
-    import io
-
-    from pypdf import PdfReader
-
-    seen: set[str] = set()
-    resources: set[int | None] = set()
-    found = []
-    for page in PdfReader(io.BytesIO(payload)).pages:
-        key = getattr(page.raw_get("/Resources"), "idnum", None)
-        if key is not None and key in resources:
-            continue  # the renderer shares one resource dictionary between pages: decode it once
-        resources.add(key)
-        for image in page.images:
-            if image.name in seen:
-                continue
-            seen.add(image.name)
-            buffer = io.BytesIO()
-            assert image.image is not None, f"image {image.name} cannot be decoded"
-            image.image.save(buffer, format="PNG")
-            found.append("data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode())
-    return found
-
-
-def compare_text(ev: EvidenceBundle, payload: bytes) -> str | None:
-    """Compare a dossier PDF's text with a fresh rendering of the evidence bundle it carries.
-
-    Pictures are taken from the PDF itself (only their size shapes the layout), matched to the
-    bundle's picture artifacts by document order, skipping the rasters inside charts; so the PDF
-    alone suffices. Whitespace is ignored. Returns None when equal, else where the texts first
-    differ. Raises ValueError when the PDF's pictures cannot be matched to the bundle.
-    """
-    view = build_view(ev, None, pictures=lambda a: "")
-    slots: list[tuple[Any, int] | None] = []  # (result view, picture index) per raster; None: in a chart
-    for family in view.families:
-        for r in family.results:
-            for chart in r.charts:
-                slots += [None] * base64.b64decode(chart.split(",", 1)[1]).count(b"<image")
-            slots += [(r, i) for i in range(len(r.pictures))]
-    images = _pdf_images(payload)
-    if len(images) != len(slots):
-        raise ValueError(
-            f"the PDF holds {len(images)} raster images where the evidence's charts and "
-            f"pictures make {len(slots)}"
-        )
-    for slot, uri in zip(slots, images, strict=True):
-        if slot is not None:
-            r, i = slot
-            r.pictures[i] = (uri, r.pictures[i][1])
-    fresh = pdf_text(render_pdf(_render_view(view, ev), pdf_variant=None)[0])  # text as in PDF/A
-    shown = pdf_text(payload)
-    a, b = "".join(shown.split()), "".join(fresh.split())
-    if a == b:
-        return None
-    at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
-    return f"the document shows '…{a[max(0, at - 40) : at + 40]}…' where the evidence renders '…{b[max(0, at - 40) : at + 40]}…'"

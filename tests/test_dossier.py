@@ -215,9 +215,10 @@ def test_pictures_per_sample_rows_and_a_pdf_alone_compare(tmp_path: Path) -> Non
 
     from PIL import Image
 
-    from nnassay.reports.render import EmbeddedFile, compare_text
     from nnassay.schemas.results import ArtifactRef
-    from nnassay.tasks.governance.dossier import write_pdf
+    from nnassay.tasks.governance.dossier import dossier_attachments, rerender, write_pdf
+    from nnassay.tasks.governance.pdf_compare import compare_pages
+    from nnassay.tasks.governance.pdf_verify import embedded_files
     from nnassay.tasks.io.files import sha256_bytes
 
     ev = EvidenceBundle.model_validate_json((GOLDEN / "evidence_v1_before_integrity.json").read_text())
@@ -254,11 +255,15 @@ def test_pictures_per_sample_rows_and_a_pdf_alone_compare(tmp_path: Path) -> Non
     assert "original next to perturbed" in html and "NOT SHOWN" not in html
     assert "First 25 of 30 samples shown" in html and "falsified" in html
     payload = ev.model_dump_json().encode()
-    pdf, _ = write_pdf(html, tmp_path / "d.pdf", attachments=[EmbeddedFile("evidence.json", payload, "e")])
-    assert compare_text(ev, pdf.read_bytes()) is None
+    attachments = dossier_attachments(
+        ev, payload, [], tmp_path
+    )  # evidence and pictures, as a run embeds them
+    pdf, _ = write_pdf(html, tmp_path / "d.pdf", attachments=attachments)
+    embedded = embedded_files(pdf.read_bytes())
+    assert compare_pages(pdf.read_bytes(), rerender(ev, payload, embedded)) == []  # the PDF alone compares
     forged = ev.model_copy(
         update={"verdicts": [ev.verdicts[0].model_copy(update={"reason": "all fine"}), *ev.verdicts[1:]]}
     )
-    pdf, _ = write_pdf(render_html(forged, tmp_path), tmp_path / "f.pdf")
-    difference = compare_text(ev, pdf.read_bytes())
-    assert difference is not None and "allfine" in difference
+    pdf, _ = write_pdf(render_html(forged, tmp_path), tmp_path / "f.pdf", attachments=attachments)
+    differences = compare_pages(pdf.read_bytes(), rerender(ev, payload, embedded))
+    assert differences and any("allfine" in d for d in differences), differences  # whitespace dropped
