@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, JsonValue
 
 from nnassay.schemas.common import SCHEMA_VERSION, Measurement, Record, Verdict
+from nnassay.schemas.explain import ExplanationSet
 from nnassay.schemas.goals import AssessmentSpec, Criterion
 from nnassay.schemas.plan import AssessmentPlan
 from nnassay.schemas.results import MethodResult
@@ -88,6 +89,10 @@ class EvidenceBundle(Record):
     results: list[MethodResult] = Field(description="What each test measured (step 3).")
     verdicts: list[GoalVerdict] = Field(description="Per-goal interpretation (step 3).")
     overall: Verdict = Field(description="fail if any goal failed, else inconclusive if any was, else pass.")
+    explanations: list[ExplanationSet] = Field(
+        default_factory=list,
+        description="Why goals failed: attributions of failed samples with their faithfulness, per goal.",
+    )
     provenance: Provenance = Field(description="Where, when and with what it ran.")
     manifest: list[ArtifactDigest] = Field(
         default_factory=list, description="Digest of every artefact of the assessment."

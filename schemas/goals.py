@@ -225,6 +225,18 @@ class Roles(Record):
     approver: str | None = Field(default=None, description="Who approves the outcome.")
 
 
+class ExplainSettings(Record):
+    """Whether and how far failures are explained after interpretation (TR 24029-1 transparency)."""
+
+    enabled: bool = Field(default=True, description="Explain failed and inconclusive goals' failures?")
+    samples: int = Field(
+        default=8, ge=1, le=64, description="Failed samples explained per goal (k), chosen deterministically."
+    )
+    contrast: int = Field(
+        default=2, ge=0, le=16, description="Correctly handled samples explained beside them, for contrast."
+    )
+
+
 class AssessmentSpec(Record):
     """A whole assessment: model, data and goals. Written by the user as YAML or JSON."""
 
@@ -237,6 +249,10 @@ class AssessmentSpec(Record):
     goals: list[Goal] = Field(min_length=1, description="Robustness goals.")
     seed: int = Field(default=0, ge=0, description="Master seed; every test derives its own.")
     roles: Roles = Field(default_factory=Roles, description="Accountable people.")
+    explain: ExplainSettings = Field(
+        default_factory=ExplainSettings,
+        description="Explanations of failures (attributions with faithfulness); 'enabled: false' turns them off.",
+    )
     lifecycle_stage: str | None = Field(
         default=None, description="Life-cycle stage, e.g. 'verification and validation'."
     )

@@ -60,3 +60,9 @@ class AssessmentPlan(Record):
     data_samples: int = Field(ge=1, description="Samples available in the data.")
     tests: list[TestSpec] = Field(min_length=1, description="Planned tests, in execution order.")
     notes: list[str] = Field(default_factory=list, description="Planning remarks for the reader.")
+    explain_estimate_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="Estimated time of explaining failures, in seconds, if every goal that can have "
+        "per-sample failures fails (None: explanations off or not estimated).",
+    )
