@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field
 
 from nnassay.schemas.common import Interval, Record
+from nnassay.schemas.results import ArtifactRef
 
 SCHEMA_VERSION: Literal["1"] = "1"
 
@@ -74,6 +75,11 @@ class ExplainedSample(Record):
     input_sha256: str = Field(description="SHA-256 of the explained input file (.npy).")
     attribution_file: str = Field(description="Attribution array file name, in the explanation folder.")
     input_file: str = Field(description="Explained input file name, in the explanation folder.")
+    picture: ArtifactRef | None = Field(
+        default=None,
+        description="The dossier's picture of this explanation (heat-map overlay for an image, ranked "
+        "bar chart for a table), relative to the run folder; None: not drawn.",
+    )
 
 
 class FaithfulnessSummary(Record):
