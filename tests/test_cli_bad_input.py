@@ -92,3 +92,17 @@ def test_bad_input_does_not_touch_an_existing_run(tmp_path, image_case, spec_wri
 def test_planning_problem_names_the_goal(tmp_path, image_case, spec_writer) -> None:
     spec = spec_writer(image_case, [goal("G9", {"kind": "none"}, "happiness", ">=", 0.5)])
     check_clean_error(*assess(spec, tmp_path / "out"), "goal G9", "happiness")
+
+
+def test_misspelt_key_gets_the_closest_name(tmp_path, image_case, spec_writer) -> None:
+    spec = spec_writer(image_case, [goal("G1", {"kind": "none"}, "accuracy", ">=", 0.5, budgte={"samples": 5})])
+    check_clean_error(*assess(spec, tmp_path / "out"), "goals[G1].budgte", "did you mean 'budget'?")
+
+
+def test_misspelt_method_parameter_gets_the_closest_name(tmp_path, image_case, spec_writer) -> None:
+    methods = [{"name": "empirical.pgd_linf", "params": {"step": 10}}]
+    spec = spec_writer(
+        image_case, [goal("G2", {"kind": "linf_ball", "eps": 0.1}, "robust_accuracy", ">=", 0.5, methods=methods)]
+    )
+    code, text = assess(spec, tmp_path / "out")
+    check_clean_error(code, text, "goal G2", "'step'", "unknown parameter (did you mean 'steps'?)")

@@ -7,13 +7,16 @@ names the line and column, never the file's text.
 
 from __future__ import annotations
 
+import difflib
 import json
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
+from nnassay.schemas.common import Record
 from nnassay.schemas.goals import AssessmentSpec
 from nnassay.tasks.errors import SpecError
 from nnassay.tasks.io.files import human_bytes
@@ -218,7 +221,12 @@ def _field(loc: tuple[Any, ...], raw: dict[str, Any] | None) -> str:
 def _explain(err: Any) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
-        return "unknown key (check the spelling; unknown keys are rejected)"
+        guess = _did_you_mean(err["loc"][-1] if err.get("loc") else None)
+        return (
+            "unknown key ("
+            + (f"did you mean {guess!r}? " if guess else "")
+            + ("check the spelling; unknown keys are rejected)")
+        )
     if kind == "missing":
         return "required field is missing"
     if kind == "value_error":
@@ -226,3 +234,23 @@ def _explain(err: Any) -> str:
     if kind == "string_pattern_mismatch" and isinstance(err.get("input"), str):
         return f"{err['msg']}, got {err['input'][:64]!r}"
     return str(err["msg"])
+
+
+@cache
+def _known_keys() -> frozenset[str]:
+    """Every field name of every spec record (the vocabulary a misspelt key is matched against)."""
+    seen: set[type[Record]] = set()
+    todo: list[type[Record]] = [Record]
+    while todo:
+        cls = todo.pop()
+        seen.add(cls)
+        todo.extend(c for c in cls.__subclasses__() if c not in seen)
+    return frozenset(name for cls in seen for name in getattr(cls, "model_fields", {}))
+
+
+def _did_you_mean(key: object) -> str | None:
+    """The closest known key to a misspelt one ('sampels' -> 'samples'), or None."""
+    if not isinstance(key, str) or len(key) > 64:
+        return None
+    close = difflib.get_close_matches(key.lower(), sorted(_known_keys()), n=1, cutoff=0.75)
+    return close[0] if close else None

@@ -5,6 +5,7 @@ Every problem of the whole spec is collected and reported at once (a PlanError l
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 from dataclasses import dataclass
 
@@ -120,8 +121,10 @@ def _plan_test(
     try:
         params = method.params_for(goal.threat, dict(overrides))
     except ValidationError as exc:
-        fields = "; ".join(f"field '{'.'.join(map(str, e['loc']))}': {e['msg']}" for e in exc.errors())
-        return None, f"goal {goal.id}: method {name!r}: {fields}"
+        return (
+            None,
+            f"goal {goal.id}: method {name!r}: {_params_problems(exc, sorted(method.Params.model_fields))}",
+        )
     except (ValueError, TypeError) as exc:
         return None, f"goal {goal.id}: method {name!r}: {exc}"
     test_id = f"{goal.id}/{name}"
@@ -193,3 +196,17 @@ def _sample_notes(goal: Goal, tests: list[TestSpec]) -> list[str]:
     return (
         [] if ok else [f"goal {goal.id} ({goal.metric}, {primary.samples} samples, if it is a rate): {why}"]
     )
+
+
+def _params_problems(exc: ValidationError, known: list[str]) -> str:
+    """Each parameter error; a misspelt key gets the closest parameter name, or the list of them."""
+    out = []
+    for err in exc.errors():
+        field = ".".join(map(str, err["loc"]))
+        if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}?" if close else f"parameters are: {', '.join(known) or 'none'}"
+            out.append(f"field '{field}': unknown parameter ({hint})")
+        else:
+            out.append(f"field '{field}': {err['msg']}")
+    return "; ".join(out)
