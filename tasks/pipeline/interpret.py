@@ -106,7 +106,7 @@ def interpret_goal(goal: Goal, results: list[MethodResult]) -> GoalVerdict:
         measured=measured,
         reason=reason,
         samples_needed=needed,
-        recommendation=_recommend(goal, verdict, needed),
+        recommendation=_recommend(goal, verdict, needed, measured.n),
         findings=[independence_note(repeated)] if repeated and measured.interval else [],
         **base,
     )
@@ -135,10 +135,17 @@ def _undecided_reason(goal: Goal, primary: MethodResult | None) -> str:
     return f"test {primary.test_id} did not report metric {goal.metric!r}"
 
 
-def _recommend(goal: Goal, verdict: Verdict, needed: int | None) -> str:
+def _recommend(goal: Goal, verdict: Verdict, needed: int | None, used: int | None) -> str:
     if verdict == Verdict.PASS:
         return "no action needed; keep re-assessing on schedule"
     if verdict == Verdict.INCONCLUSIVE:
+        cap = goal.budget.samples
+        if needed and cap is not None and used is not None and used >= cap:
+            # the goal's own budget stopped it: raising the budget comes before collecting data
+            return (
+                f"raise goals[{goal.id}].budget.samples from {cap} to about {used + needed} (and add test "
+                "samples if the data file holds fewer), then assess again"
+            )
         return (
             f"add about {needed} test samples (or draws) and assess again"
             if needed
