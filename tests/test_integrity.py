@@ -309,3 +309,16 @@ def test_report_re_renders_a_signed_dossier_with_its_key_only(runs: Runs, tmp_pa
     generate_key(tmp_path / "keys" / "other.pem")
     result = CliRunner().invoke(app, [*args, "--sign-key", str(tmp_path / "keys" / "other.pem")])
     assert result.exit_code == 2 and "is not the key that signed this run" in result.output
+
+
+def test_written_files_get_the_umask_mode_and_a_new_key_is_private(tmp_path: Path) -> None:
+    from nnassay.tasks.governance.integrity import generate_key
+    from nnassay.tasks.io.files import write_atomic
+
+    plain = (tmp_path / "plain.txt").open("w")
+    plain.close()
+    expected = (tmp_path / "plain.txt").stat().st_mode & 0o777
+    assert write_atomic(tmp_path / "evidence.json", "{}").stat().st_mode & 0o777 == expected
+    key, pub = generate_key(tmp_path / "signing.pem")
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert pub.stat().st_mode & 0o777 == expected

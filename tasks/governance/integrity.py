@@ -165,8 +165,7 @@ def generate_key(path: Path) -> tuple[Path, Path]:
 
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-    write_atomic(path, pem)
-    path.chmod(0o600)
+    write_atomic(path, pem, mode=0o600)  # never readable by others, not even for a moment
     pub = write_atomic(path.with_name(path.name + ".pub"), public_pem(key.public_key()))
     return path, pub
 

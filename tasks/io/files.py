@@ -159,13 +159,26 @@ def human_bytes(size: float) -> str:
     raise AssertionError("unreachable")
 
 
-def write_atomic(path: Path, payload: bytes | str) -> Path:
+def _file_mode() -> int:
+    """0666 less the process umask: the mode ``open()`` gives new files (read once, at import)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+FILE_MODE = _file_mode()
+
+
+def write_atomic(path: Path, payload: bytes | str, *, mode: int | None = None) -> Path:
     """Write to a temporary file beside ``path``, then rename it into place (a link at ``path`` is replaced,
-    never followed; links inside the run folder are refused up front by ``ensure_writable_dir``)."""
+    never followed; links inside the run folder are refused up front by ``ensure_writable_dir``).
+    ``mode``: the file's permissions (default: what ``open()`` gives under the umask), set before any
+    byte is written."""
     data = payload.encode() if isinstance(payload, str) else payload
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, FILE_MODE if mode is None else mode)  # mkstemp makes 0600; default like open()
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(tmp, path)
