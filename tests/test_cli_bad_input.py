@@ -95,14 +95,17 @@ def test_planning_problem_names_the_goal(tmp_path, image_case, spec_writer) -> N
 
 
 def test_misspelt_key_gets_the_closest_name(tmp_path, image_case, spec_writer) -> None:
-    spec = spec_writer(image_case, [goal("G1", {"kind": "none"}, "accuracy", ">=", 0.5, budgte={"samples": 5})])
+    spec = spec_writer(
+        image_case, [goal("G1", {"kind": "none"}, "accuracy", ">=", 0.5, budgte={"samples": 5})]
+    )
     check_clean_error(*assess(spec, tmp_path / "out"), "goals[G1].budgte", "did you mean 'budget'?")
 
 
 def test_misspelt_method_parameter_gets_the_closest_name(tmp_path, image_case, spec_writer) -> None:
     methods = [{"name": "empirical.pgd_linf", "params": {"step": 10}}]
     spec = spec_writer(
-        image_case, [goal("G2", {"kind": "linf_ball", "eps": 0.1}, "robust_accuracy", ">=", 0.5, methods=methods)]
+        image_case,
+        [goal("G2", {"kind": "linf_ball", "eps": 0.1}, "robust_accuracy", ">=", 0.5, methods=methods)],
     )
     code, text = assess(spec, tmp_path / "out")
     check_clean_error(code, text, "goal G2", "'step'", "unknown parameter (did you mean 'steps'?)")

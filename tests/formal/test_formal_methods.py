@@ -20,6 +20,7 @@ from nnassay.schemas.results import TestStatus
 from nnassay.schemas.threats import LinfBall, VnnlibProperty
 from nnassay.tasks.io.data_io import load_dataset
 from nnassay.tasks.io.model_io import ModelRunner
+from nnassay.tasks.methods.empirical.features import tabular_box
 from nnassay.tasks.methods.formal import methods, verifier
 from nnassay.tasks.methods.formal.command import check_counterexample, run_model
 from nnassay.tasks.methods.formal.methods import affine_of
@@ -114,12 +115,15 @@ def run(name: str, ctx: RunContext, **overrides: Any) -> Any:
 
 
 def attack_by_sampling(ctx: RunContext, index: int, eps: float, draws: int = 200) -> bool:
-    """True when a random point of the data-space ball (corners included) is misclassified."""
+    """True when a random point of the data-space ball (corners included) is misclassified; on
+    tabular data the ball is the per-feature box the attacks use (eps x each feature's scale)."""
     x, label = ctx.data.x[index], ctx.data.y[index]
+    box = tabular_box(ctx)
+    radius = eps * box.scale if box is not None else eps
     rng = np.random.default_rng(index)
     signs = rng.choice([-1.0, 1.0], size=(draws, *x.shape))
     noise = np.concatenate([signs[: draws // 2], rng.uniform(-1, 1, (draws - draws // 2, *x.shape))])
-    batch = np.clip(x + eps * noise, 0, 1).astype(np.float32)
+    batch = np.clip(x + radius * noise, 0, 1).astype(np.float32)
     return bool((ctx.model.predict(batch) != label).any())
 
 

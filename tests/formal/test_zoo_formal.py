@@ -23,6 +23,7 @@ from nnassay.schemas.results import TestStatus
 from nnassay.schemas.threats import LinfBall
 from nnassay.tasks.io.data_io import load_dataset
 from nnassay.tasks.io.model_io import ModelRunner
+from nnassay.tasks.methods.empirical.features import tabular_box
 from nnassay.tasks.methods.formal import verifier
 from nnassay.tasks.methods.formal.property import local_robustness
 from nnassay.tasks.methods.registry import RunContext, get_method
@@ -65,10 +66,12 @@ def test_local_robustness_decides_every_sample_of_the_zoo_model(
     assert outcome.status == TestStatus.COMPLETED, outcome.reason
     details = outcome.details
     assert details["verified"] + details["falsified"] == 2, details["per_sample"]
+    box = tabular_box(ctx)  # tables: eps in units of each feature's scale, as for the attacks
+    radius = EPS[name] * box.scale if box is not None else EPS[name]
     for index in details["verified_indices"]:  # proved samples resist random corners and points
         x, label = ctx.data.x[index], ctx.data.y[index]
         rng = np.random.default_rng(index)
-        noise = rng.choice([-1.0, 1.0], size=(64, *x.shape)) * EPS[name]
+        noise = rng.choice([-1.0, 1.0], size=(64, *x.shape)) * radius
         batch = (x + noise).astype(np.float32)
         batch = np.clip(batch, *ctx.model.value_range)
         assert (ctx.model.predict(batch) == label).all()

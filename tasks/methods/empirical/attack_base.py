@@ -30,9 +30,10 @@ from nnassay.tasks.methods.empirical.common import (
     save_npz,
     strength_grid,
 )
-from nnassay.tasks.methods.empirical.features import FeatureBox, feature_box
+from nnassay.tasks.methods.empirical.features import FeatureBox, tabular_box
 from nnassay.tasks.methods.empirical.pictures import save_examples
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext
+from nnassay.tasks.methods.statistical.budget import BUDGET_CUT, cut_facts
 
 
 class AttackParams(MethodParams):
@@ -73,13 +74,6 @@ def norm_of(threat: AnyThreat) -> str:
     return "linf" if isinstance(threat, LinfBall) else "l2"
 
 
-def tabular_box(ctx: RunContext) -> FeatureBox | None:
-    """The per-feature box of tabular data (None for images: eps stays in data units)."""
-    if ctx.data.kind != "tabular" or ctx.data.x.ndim != 2:
-        return None
-    return feature_box(ctx.data.x, ctx.data.feature_names, ctx.data.features, ctx.model.value_range)
-
-
 def checked(
     ctx: RunContext, candidates: np.ndarray, x: np.ndarray, y: np.ndarray, eps: float | np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -98,17 +92,6 @@ def distances(x_adv: np.ndarray, x: np.ndarray, norm: str, box: FeatureBox | Non
         return box.distances(x_adv, x, norm)
     delta = (x_adv.astype(np.float64) - x).reshape(len(x), -1)
     return np.abs(delta).max(axis=1) if norm == "linf" else np.sqrt((delta**2).sum(axis=1))
-
-
-def _box_details(box: FeatureBox | None) -> dict[str, JsonValue]:
-    if box is None:
-        return {}
-    return {
-        "feature_scale": [float(v) for v in box.scale],
-        "feature_bounds": [[float(lo), float(hi)] for lo, hi in zip(box.low, box.high, strict=True)],
-        "fixed_features": [int(i) for i in np.flatnonzero(box.frozen)],
-        "integer_features": [int(i) for i in np.flatnonzero(box.integer)],
-    }
 
 
 def grid_size(params: AttackParams) -> int:
@@ -275,7 +258,7 @@ class AttackMethod(RobustnessMethod[AP, Ball]):
             "eps": eps,
             "norm": norm,
             "eps_units": units,
-            **_box_details(tabular_box(ctx)),
+            **(box.details() if (box := tabular_box(ctx)) is not None else {}),
             "grid": list(grid),
             "clean_correct": n_correct,
             "successful_indices": [int(i) for i in rows],
@@ -296,6 +279,15 @@ class AttackMethod(RobustnessMethod[AP, Ball]):
                 f"{found.info['to_attack_at_stop']} samples to attack{at} were attacked; the others count "
                 "as robust (an upper bound)"
             )
+        if "attacked_at_stop" in found.info:
+            details[BUDGET_CUT] = cut_facts(
+                int(found.info["attacked_at_stop"]),
+                int(found.info["to_attack_at_stop"]),
+                f"samples to attack at eps {found.info.get('stopped_at_eps', eps):g}",
+            )
+        elif "stopped_before_eps" in found.info:
+            done = sum(e < found.info["stopped_before_eps"] for e in grid)
+            details[BUDGET_CUT] = cut_facts(done, len(grid), "radii")
         reason = "; ".join(n for n in notes if n) or None
         return MethodOutcome(
             status=TestStatus.COMPLETED,

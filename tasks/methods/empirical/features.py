@@ -1,11 +1,13 @@
 """Tabular features as threats see them: each feature's type, valid range and scale, and the
-per-feature box that noise, invalid input and attacks share.
+per-feature box that noise, invalid input, attacks and formal proofs share.
 
 Threat magnitudes on tabular data are in units of each feature's scale (declared ``scale`` or
 ``noise_scale``, else its standard deviation in the test data, else its range, else 1): noise of
 strength s has spread s x scale, and an attack radius eps is the box x +- eps x scale (L-inf) or the
 ellipsoid ``sum((delta / scale)^2) <= eps^2`` (L2). Immutable and categorical features stay fixed
 under attacks; integer features stay whole. Image data has no features: nothing here applies.
+The formal methods bound the same L-inf box (``FeatureBox.ball``), with integer features relaxed to
+their continuous interval (a sound over-approximation), and snap counterexamples with ``constrain``.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from pydantic import JsonValue
 
 from nnassay.schemas.goals import FeatureSpec
+from nnassay.tasks.methods.registry import RunContext
 
 
 @dataclass(frozen=True)
@@ -76,20 +80,51 @@ class FeatureBox:
     high: np.ndarray
     frozen: np.ndarray  # bool: immutable or categorical, never moved by an attack
     integer: np.ndarray  # bool: moves in whole steps
+    names: tuple[str, ...] = ()  # feature names (CSV column, or index as text)
+
+    def ball(self, x: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper corners (float64) of the L-inf ball of radius eps around one sample x:
+        x +- eps x scale within each feature's bounds, frozen features fixed (lower == upper == x).
+
+        Every point ``constrain`` returns at radius eps lies inside; integer features span their
+        continuous interval, which holds every whole value the attacks can reach.
+        """
+        x64 = np.asarray(x, np.float64)
+        radius = np.where(self.frozen, 0.0, eps * self.scale)
+        return np.clip(x64 - radius, self.low, self.high), np.clip(x64 + radius, self.low, self.high)
 
     def constrain(self, x_adv: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """Candidates with frozen features reset, integer steps truncated towards x, inside the bounds.
+        """Candidates with frozen features reset, integer steps truncated towards x, inside the bounds
+        (integer features: inside the whole values of their bounds, so they stay whole).
 
         Truncating an integer step towards zero only shrinks it, so a point in the ball stays there.
         """
         delta = np.asarray(x_adv, np.float64) - x
         delta = np.where(self.frozen, 0.0, np.where(self.integer, np.trunc(delta), delta))
-        return np.clip(x + delta, self.low, self.high).astype(np.float32)
+        low, high = self.whole_bounds()
+        return np.clip(x + delta, low, high).astype(np.float32)
+
+    def whole_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each feature's bounds, narrowed to whole values for integer features (when one fits)."""
+        low, high = np.ceil(self.low), np.floor(self.high)
+        whole = self.integer & (low <= high)
+        return np.where(whole, low, self.low), np.where(whole, high, self.high)
 
     def distances(self, x_adv: np.ndarray, x: np.ndarray, norm: str) -> np.ndarray:
         """Per-sample L-inf or L2 distance in units of each feature's scale."""
         delta = (np.asarray(x_adv, np.float64) - x) / self.scale
         return np.abs(delta).max(axis=1) if norm == "linf" else np.sqrt((delta**2).sum(axis=1))
+
+    def details(self) -> dict[str, JsonValue]:
+        """The box's units for the evidence: per feature its name, scale and bounds, and which
+        features are fixed (immutable or categorical) or whole (integer)."""
+        return {
+            "feature_names": list(self.names) or [str(i) for i in range(len(self.scale))],
+            "feature_scale": [float(v) for v in self.scale],
+            "feature_bounds": [[float(lo), float(hi)] for lo, hi in zip(self.low, self.high, strict=True)],
+            "fixed_features": [int(i) for i in np.flatnonzero(self.frozen)],
+            "integer_features": [int(i) for i in np.flatnonzero(self.integer)],
+        }
 
 
 def feature_box(
@@ -104,4 +139,12 @@ def feature_box(
         high=np.array([c.high if c.bounded else vr_high for c in cols]),
         frozen=np.array([c.immutable or c.kind == "categorical" for c in cols]),
         integer=np.array([c.kind == "integer" for c in cols]),
+        names=tuple(names[i] if i < len(names) else str(i) for i in range(len(cols))),
     )
+
+
+def tabular_box(ctx: RunContext) -> FeatureBox | None:
+    """The per-feature box of a test's tabular data (None for images: eps stays in data units)."""
+    if ctx.data.kind != "tabular" or ctx.data.x.ndim != 2:
+        return None
+    return feature_box(ctx.data.x, ctx.data.feature_names, ctx.data.features, ctx.model.value_range)

@@ -15,6 +15,7 @@ from nnassay.tasks.io.model_io import to_probabilities
 from nnassay.tasks.methods.empirical.common import rate, rate_series
 from nnassay.tasks.methods.empirical.features import columns
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
+from nnassay.tasks.methods.statistical.budget import budget_cut
 
 CASES = ("nan", "pos_inf", "neg_inf", "out_of_range", "extreme", "constant", "random_noise")
 
@@ -60,33 +61,51 @@ def invalid_inputs(
     return flat.reshape(x.shape).astype(np.float32)
 
 
-def react(ctx: RunContext, x: np.ndarray, confidence_level: float) -> dict[str, np.ndarray]:
-    """Run every input alone on ONNX Runtime, so one crash does not hide the others.
+REACTIONS = ("crashed", "non_finite", "confident")
 
-    Returns bool arrays: crashed, non_finite (some output is NaN or infinite), confident (finite
-    output with top-class probability above ``confidence_level``).
+
+def react(ctx: RunContext, x: np.ndarray, confidence_level: float) -> tuple[str | None, str]:
+    """Run one input alone on ONNX Runtime, so one crash does not hide the others.
+
+    Returns the reaction, ``crashed``, ``non_finite`` (some output is NaN or infinite), ``confident``
+    (finite output with top-class probability above ``confidence_level``) or None, and the first
+    line of the error message of a crash ('' otherwise).
     """
-    crashed, non_finite, confident = (np.zeros(len(x), dtype=bool) for _ in range(3))
-    messages: list[str] = []
-    for i in range(len(x)):
-        try:
-            out = ctx.model.logits(x[i : i + 1])
-        except Exception as exc:  # onnxruntime raises several unrelated types
-            crashed[i] = True
-            messages.append(str(exc).splitlines()[0][:200])
-            continue
-        if not np.isfinite(out).all():
-            non_finite[i] = True
-            continue
-        confident[i] = (
-            to_probabilities(out, "logits").max() > confidence_level
-        )  # logits(): log p for probabilities
-    return {
-        "crashed": crashed,
-        "non_finite": non_finite,
-        "confident": confident,
-        "messages": np.array(sorted(set(messages))[:5], dtype=object),
-    }
+    try:
+        out = ctx.model.logits(x[None])
+    except Exception as exc:  # onnxruntime raises several unrelated types
+        return "crashed", str(exc).splitlines()[0][:200]
+    if not np.isfinite(out).all():
+        return "non_finite", ""
+    confident = to_probabilities(out, "logits").max() > confidence_level  # logits(): log p for probabilities
+    return ("confident" if confident else None), ""
+
+
+def react_all(
+    ctx: RunContext, inputs: list[np.ndarray], confidence_level: float
+) -> tuple[int, list[dict[str, np.ndarray]], list[set[str]]]:
+    """Reactions to every case's inputs, row by row across the cases, so a time budget that runs out
+    leaves every case measured on the same first rows.
+
+    Returns the rows done, and per case the reaction flags (bool arrays over the rows done) and the
+    error messages seen.
+    """
+    rows = len(inputs[0]) if inputs else 0
+    flags = [{k: np.zeros(rows, dtype=bool) for k in REACTIONS} for _ in inputs]
+    messages: list[set[str]] = [set() for _ in inputs]
+    done = rows
+    for row in range(rows):
+        if row and ctx.time_left() <= 0:
+            done = row
+            break
+        for case, batch in enumerate(inputs):
+            reaction, message = react(ctx, batch[row], confidence_level)
+            if reaction is not None:
+                flags[case][reaction][row] = True
+            if message:
+                messages[case].add(message)
+        ctx.progress(row + 1, rows)
+    return done, [{k: v[:done] for k, v in f.items()} for f in flags], messages
 
 
 def _bounds(ctx: RunContext) -> Bounds:
@@ -119,7 +138,8 @@ class InvalidInputReaction(RobustnessMethod[InvalidParams, InvalidInput]):
     ``data.features``, else observed in the test data), not ``model.value_range``. Parameters: ``cases`` (all), ``confidence_level`` (0.9), ``per_case``
     (50). Result: ``crash_rate``, ``non_finite_rate`` and ``confident_garbage_rate`` over all invalid
     inputs (a well-behaved model rejects or flags them: all rates near 0), each per case in
-    ``details`` with Clopper-Pearson intervals.
+    ``details`` with Clopper-Pearson intervals. A spent time budget stops the run between rows: every
+    case is measured on the same first rows (``details['budget_cut']``).
     """
 
     name = "empirical.invalid_input"
@@ -136,20 +156,32 @@ class InvalidInputReaction(RobustnessMethod[InvalidParams, InvalidInput]):
 
     def run(self, ctx: RunContext[InvalidInput], params: InvalidParams) -> MethodOutcome:
         x = ctx.data.x[: params.per_case]
-        totals = {"crashed": 0, "non_finite": 0, "confident": 0}
+        inputs = [
+            invalid_inputs(x, case, _bounds(ctx), np.random.default_rng([ctx.seed, i]))
+            for i, case in enumerate(params.cases)
+        ]
+        rows, flags, messages = react_all(ctx, inputs, params.confidence_level)
+        totals = {k: sum(int(f[k].sum()) for f in flags) for k in REACTIONS}
+        counts = {k: [(int(f[k].sum()), rows) for f in flags] for k in REACTIONS}
         per_case: dict[str, JsonValue] = {}
-        counts: dict[str, list[tuple[int, int]]] = {k: [] for k in totals}
-        for i, case in enumerate(params.cases):
-            inputs = invalid_inputs(x, case, _bounds(ctx), np.random.default_rng([ctx.seed, i]))
-            seen = react(ctx, inputs, params.confidence_level)
-            per_case[case] = {
-                k: rate(int(seen[k].sum()), len(x), ctx, "").model_dump(mode="json") for k in totals
-            } | {"errors": [str(m) for m in seen["messages"]]}
-            for k in totals:
-                totals[k] += int(seen[k].sum())
-                counts[k].append((int(seen[k].sum()), len(x)))
-            ctx.progress(i + 1, len(params.cases))
-        n = len(x) * len(params.cases)
+        for case, f, m in zip(params.cases, flags, messages, strict=True):
+            facts: dict[str, JsonValue] = {
+                k: rate(int(f[k].sum()), rows, ctx, "").model_dump(mode="json") for k in REACTIONS
+            }
+            per_case[case] = facts | {"errors": list(sorted(m)[:5])}
+        outcome = self._outcome(ctx, params, rows, totals, counts, per_case)
+        return budget_cut(outcome, rows, len(x), "inputs per case")
+
+    def _outcome(
+        self,
+        ctx: RunContext[InvalidInput],
+        params: InvalidParams,
+        rows: int,
+        totals: dict[str, int],
+        counts: dict[str, list[tuple[int, int]]],
+        per_case: dict[str, JsonValue],
+    ) -> MethodOutcome:
+        n = rows * len(params.cases)
         label = "case (" + ", ".join(f"{i}={c}" for i, c in enumerate(params.cases)) + ")"
         return MethodOutcome(
             metrics={
@@ -181,5 +213,5 @@ class InvalidInputReaction(RobustnessMethod[InvalidParams, InvalidInput]):
                     ("non_finite", "non-finite outputs"),
                 )
             ],
-            details={"per_case": per_case, "inputs_per_case": len(x)},
+            details={"per_case": per_case, "inputs_per_case": rows},
         )

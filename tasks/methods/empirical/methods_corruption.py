@@ -17,6 +17,7 @@ from nnassay.tasks.methods.empirical.corruptions import corrupt, is_identity_on
 from nnassay.tasks.methods.empirical.images import affine_warp, from_unit, to_unit
 from nnassay.tasks.methods.empirical.pictures import save_examples
 from nnassay.tasks.methods.registry import MethodParams, P, RobustnessMethod, RunContext, T, register
+from nnassay.tasks.methods.statistical.budget import BUDGET_CUT, cut_facts
 
 
 def _channels_side(ctx: RunContext) -> tuple[int, int]:
@@ -55,7 +56,8 @@ PICTURE_S = 0.2  # drawing the example picture
 
 def stopped_early(outcome: MethodOutcome, done: int, planned: int, what: str, samples: int) -> MethodOutcome:
     """The outcome, made inconclusive with the reason when the time budget stopped the run after
-    ``done`` of ``planned`` grid points (each measured on all ``samples`` samples)."""
+    ``done`` of ``planned`` grid points (each measured on all ``samples`` samples): the metrics
+    average over the grid, so a partial grid measures something else, not a noisier estimate."""
     if done == planned:
         return outcome
     why = (
@@ -63,7 +65,10 @@ def stopped_early(outcome: MethodOutcome, done: int, planned: int, what: str, sa
         f"metrics cover those {done} only"
     )
     reason = f"{why}; {outcome.reason}" if outcome.reason else why
-    return outcome.model_copy(update={"status": TestStatus.INCONCLUSIVE, "reason": reason})
+    details = {**outcome.details, BUDGET_CUT: cut_facts(done, planned, what)}
+    return outcome.model_copy(
+        update={"status": TestStatus.INCONCLUSIVE, "reason": reason, "details": details}
+    )
 
 
 def _transforms(images: int) -> Cost:

@@ -6,6 +6,10 @@ decide is ``unknown``/``inconclusive`` with the reason, never a verdict it did n
 The verifier works on the ONNX graph (model space); L-inf balls are given in data space and mapped
 through the declared preprocessing ``(x * scale - mean) / std``, which is monotone per value, so a
 box maps to a box (widened by a few float32 ulps so the proof covers the float32 preprocessing).
+On tabular data the ball is the attacks' per-feature box (``features.FeatureBox.ball``): eps in
+units of each feature's scale, within each feature's bounds, immutable and categorical features
+fixed; integer features are relaxed to their continuous interval (sound for proofs), and a
+counterexample counts only once snapped to whole values and re-checked on ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import io
 import os
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,12 +30,19 @@ from nnassay.schemas.common import ClaimKind, Measurement, MethodFamily
 from nnassay.schemas.goals import Layout
 from nnassay.schemas.results import MethodOutcome, Series, TestStatus
 from nnassay.schemas.threats import LinfBall, VnnlibProperty
+from nnassay.tasks.methods.empirical.features import FeatureBox, tabular_box
 from nnassay.tasks.methods.formal.method_artifacts import save_counterexamples
-from nnassay.tasks.methods.formal.property import Box, Property, local_robustness
+from nnassay.tasks.methods.formal.property import Box, robustness_property
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
 from nnassay.tasks.stats.intervals import proportion_interval
 
 ULPS = 4.0  # float32 ulps added on each side of a mapped box
+RELAXATION = (
+    "the proof covers each feature's continuous interval (integer features relaxed: a sound "
+    "over-approximation); immutable and categorical features stay at the sample's value; a "
+    "counterexample counts only after integer features are snapped to whole values inside the box "
+    "and ONNX Runtime still misclassifies it"
+)
 
 
 def load_engine() -> Any:
@@ -65,6 +76,52 @@ class Affine:
 
 def _ulp(v: np.ndarray) -> np.ndarray:
     return np.spacing(np.abs(v).astype(np.float32)).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class Space:
+    """Where one test's balls live: the data-to-model map, and the per-feature box on tabular data
+    (None on images, where eps is in data units and the ball is clipped to the value range)."""
+
+    affine: Affine
+    box: FeatureBox | None = None
+
+    def ball(self, ctx: RunContext, x: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
+        """Data-space corners (float64, shape of x) of the L-inf ball of radius eps around x."""
+        if self.box is not None:
+            lower, upper = self.box.ball(x.reshape(-1), eps)
+            return lower.reshape(x.shape), upper.reshape(x.shape)
+        low, high = ctx.model.value_range
+        return np.clip(x - eps, low, high).astype(np.float64), np.clip(x + eps, low, high).astype(np.float64)
+
+    def valid(
+        self, x_adv: np.ndarray, x: np.ndarray, lower: np.ndarray, upper: np.ndarray
+    ) -> list[np.ndarray]:
+        """Candidates a counterexample may be reported as: itself on images; on tables the attacks'
+        constraints (``FeatureBox.constrain``) applied to it, integer features truncated towards x
+        or rounded to the nearest whole value of the ball, keeping only points inside the ball."""
+        if self.box is None:
+            return [x_adv]
+        flat, x0, lo, hi = (np.asarray(v, np.float64).reshape(1, -1) for v in (x_adv, x, lower, upper))
+        rounded = np.where(self.box.integer, np.clip(np.round(flat), np.ceil(lo), np.floor(hi)), flat)
+        out = [self.box.constrain(c, x0) for c in (flat, rounded)]
+        slack = 1e-6 * np.maximum(np.abs(lo), np.abs(hi)) + 1e-30
+        return [c.reshape(x.shape) for c in out if np.all(c >= lo - slack) and np.all(c <= hi + slack)]
+
+    @property
+    def units(self) -> str:
+        return "units of each feature's scale" if self.box is not None else "data units"
+
+    def details(self) -> dict[str, JsonValue]:
+        """The ball's units for the evidence (tabular: each feature's name, scale and bounds)."""
+        if self.box is None:
+            return {"eps_units": self.units}
+        return {"eps_units": self.units, **self.box.details(), "box_relaxation": RELAXATION}
+
+
+def space_of(ctx: RunContext) -> Space:
+    """The data-to-model map of ``ctx`` and, on tabular data, the attacks' per-feature box."""
+    return Space(affine_of(ctx), tabular_box(ctx))
 
 
 def affine_of(ctx: RunContext) -> Affine:
@@ -113,7 +170,12 @@ class SampleResult:
 class LocalParams(MethodParams):
     """Parameters of the local-robustness proof."""
 
-    eps: float | None = Field(default=None, gt=0, description="L-inf radius in data units; from the threat.")
+    eps: float | None = Field(
+        default=None,
+        gt=0,
+        description="L-inf radius, from the threat: data units on images, units of each feature's "
+        "scale on tabular data.",
+    )
     time_per_sample_s: float = Field(default=10.0, gt=0, description="Verifier budget per sample.")
     certified_radius: bool = Field(default=False, description="Also search each sample's certified radius.")
     eps_max: float | None = Field(default=None, gt=0, description="Largest radius searched (default 4 eps).")
@@ -132,9 +194,10 @@ class _FormalBase(RobustnessMethod[LP, LinfBall]):
         return super().derive_params(threat, {"eps": threat.eps, **overrides})
 
     def verify_sample(
-        self, engine: Any, ctx: RunContext, index: int, budget: float, eps: float, affine: Affine
+        self, engine: Any, ctx: RunContext, index: int, budget: float, eps: float, space: Space
     ) -> SampleResult:
-        """Prove or refute robustness of one sample at ``eps``; counterexamples are re-run on ORT."""
+        """Prove or refute robustness of one sample at ``eps``; counterexamples are re-run on ORT
+        (on tables after snapping integer features, see ``Space.valid``)."""
         x, label = ctx.data.x[index], int(ctx.data.y[index])
         pred = int(ctx.model.predict(x[None])[0])
         if pred != label:
@@ -146,13 +209,12 @@ class _FormalBase(RobustnessMethod[LP, LinfBall]):
                 x_adv=x.copy(),
                 reason="misclassified without perturbation",
             )
-        low, high = ctx.model.value_range
-        lower, upper = (
-            np.clip(x - eps, low, high).astype(np.float64),
-            np.clip(x + eps, low, high).astype(np.float64),
-        )
-        prop = _model_space(
-            local_robustness(x, label, eps, ctx.model.n_classes, low, high), affine.box(lower, upper)
+        lower, upper = space.ball(ctx, x, eps)
+        prop = robustness_property(
+            space.affine.box(lower, upper),
+            label,
+            ctx.model.n_classes,
+            f"local_robustness(label={label}, eps={eps:g} {space.units}) (model space)",
         )
         began = time.monotonic()
         try:
@@ -173,11 +235,16 @@ class _FormalBase(RobustnessMethod[LP, LinfBall]):
         if outcome.verdict == "unsat":
             result.verdict = "robust"
         elif outcome.verdict == "sat" and outcome.counterexample is not None:
-            x_adv = np.clip(
-                affine.to_data(outcome.counterexample[0]), lower.reshape(x.shape), upper.reshape(x.shape)
-            ).astype(np.float32)
-            if int(ctx.model.predict(x_adv[None])[0]) != label:
-                result.verdict, result.x_adv = "falsified", x_adv
+            x_adv = np.clip(space.affine.to_data(outcome.counterexample[0]), lower, upper).astype(np.float32)
+            candidates = space.valid(x_adv, x, lower, upper)
+            wrong = ctx.model.predict(np.stack(candidates)) != label if candidates else np.zeros(0, bool)
+            if wrong.any():
+                result.verdict, result.x_adv = "falsified", candidates[int(np.argmax(wrong))]
+            elif space.box is not None:
+                result.reason = (
+                    "the verifier's counterexample is not misclassified once integer features are "
+                    "whole and fixed features at the sample's value (checked on ONNX Runtime)"
+                )
             else:
                 result.reason = "the verifier's counterexample is not misclassified after preprocessing"
         elif outcome.verdict != "sat":
@@ -192,16 +259,18 @@ class _FormalBase(RobustnessMethod[LP, LinfBall]):
         budget: float,
         eps_max: float,
         tol: float,
-        affine: Affine,
+        space: Space,
         known: float = 0.0,
     ) -> tuple[float, float | None]:
-        """Certified L-inf radius of one sample in data units: (proved lower bound, refuted upper bound).
+        """Certified L-inf radius of one sample (data units; on tables units of each feature's scale):
+        (proved lower bound, refuted upper bound).
 
         ``known`` is a radius already proved (the lower bound never drops below it).
         """
         x, label = ctx.data.x[index], int(ctx.data.y[index])
         low, high = ctx.model.value_range
-        if affine.uniform and hasattr(engine, "certified_radius"):
+        affine = space.affine
+        if space.box is None and affine.uniform and hasattr(engine, "certified_radius"):
             a, b = float(affine.a.reshape(-1)[0]), float(affine.b.reshape(-1)[0])
             r_lo, r_hi = engine.certified_radius(
                 score_model_path(ctx),
@@ -214,7 +283,7 @@ class _FormalBase(RobustnessMethod[LP, LinfBall]):
                 tol=tol,
             )
             return max(float(r_lo) / a, known), (None if r_hi is None else float(r_hi) / a)
-        return self.bisect(engine, ctx, index, budget, eps_max, tol, affine, known)
+        return self.bisect(engine, ctx, index, budget, eps_max, tol, space, known)
 
     def bisect(
         self,
@@ -224,7 +293,7 @@ class _FormalBase(RobustnessMethod[LP, LinfBall]):
         budget: float,
         eps_max: float,
         tol: float,
-        affine: Affine,
+        space: Space,
         known: float,
     ) -> tuple[float, float | None]:
         """Bisection on eps with one proof per step: probe eps_max, then halve [proved, not proved]."""
@@ -232,7 +301,7 @@ class _FormalBase(RobustnessMethod[LP, LinfBall]):
         lo, cap, refuted = known, eps_max, None
         eps = eps_max
         while lo < cap and time.monotonic() < stop:
-            res = self.verify_sample(engine, ctx, index, max(stop - time.monotonic(), 0.01), eps, affine)
+            res = self.verify_sample(engine, ctx, index, max(stop - time.monotonic(), 0.01), eps, space)
             if res.verdict == "robust":
                 lo = eps
             else:
@@ -260,11 +329,6 @@ def score_model_path(ctx: RunContext) -> str:
     return str(path)
 
 
-def _model_space(prop: Property, box: Box) -> Property:
-    region = replace(prop.regions[0], box=box)
-    return replace(prop, regions=(region,), source=prop.source + " (model space)")
-
-
 def fair_share(ctx: RunContext, per_sample: float, remaining: int) -> float:
     """The budget of the next sample: its own limit, within an equal share of the test's time left."""
     return max(min(per_sample, ctx.time_left() / max(remaining, 1)), 0.0)
@@ -276,7 +340,9 @@ class LocalRobustness(_FormalBase[LocalParams]):
 
     Reference: ISO/IEC TR 24029-1 6.3.4 (abstract interpretation: sound bound propagation with branch
     and bound) for the maximum stable space property of 6.2.3. Threat model: L-inf ball of radius
-    ``eps`` in data units, clipped to the value range. Parameters: ``time_per_sample_s`` (10),
+    ``eps`` in data units, clipped to the value range; on tabular data the attacks' per-feature box
+    (eps x each feature's scale within its bounds, immutable and categorical features fixed, integer
+    features relaxed for the proof and whole in counterexamples). Parameters: ``time_per_sample_s`` (10),
     ``certified_radius`` (off). Result: ``verified_fraction`` (samples proved robust, a lower bound
     of the robust fraction on these samples) and ``falsified_fraction`` (samples with a counterexample
     re-executed on ONNX Runtime, misclassified ones included); the rest are undecided.
@@ -301,10 +367,10 @@ class LocalRobustness(_FormalBase[LocalParams]):
         """Verdicts of samples [start, stop)."""
         assert params.eps is not None
         engine = load_engine()
-        affine, results = affine_of(ctx), []
+        space, results = space_of(ctx), []
         for i in range(start, stop):
             budget = fair_share(ctx, params.time_per_sample_s, stop - i)
-            res = self.verify_sample(engine, ctx, i, budget, params.eps, affine)
+            res = self.verify_sample(engine, ctx, i, budget, params.eps, space)
             if params.certified_radius and res.verdict == "robust":
                 res.radius = self.radius(
                     engine,
@@ -313,7 +379,7 @@ class LocalRobustness(_FormalBase[LocalParams]):
                     budget,
                     params.eps_max or 4 * params.eps,
                     params.tol,
-                    affine,
+                    space,
                     known=params.eps,
                 )
             results.append(res)
@@ -339,7 +405,7 @@ def summarize(ctx: RunContext, results: list[SampleResult], eps: float) -> Metho
         return MethodOutcome(
             status=TestStatus.INCONCLUSIVE,
             reason=f"no sample was decided at eps {eps:g}: " + "; ".join(reasons[:3]),
-            details={"per_sample": [r.as_json() for r in results]},
+            details={"per_sample": [r.as_json() for r in results], **space_of(ctx).details()},
         )
     metrics = {
         "verified_fraction": _rate(
@@ -368,6 +434,7 @@ def summarize(ctx: RunContext, results: list[SampleResult], eps: float) -> Metho
         "per_sample": [r.as_json() for r in results],
         "verifier": "nnassay sound bound propagation + branch and bound (nnassay.tasks.methods.formal.verifier)",
         "verifier_devices": list(sorted({r.device for r in results if r.device})),
+        **space_of(ctx).details(),
     }
     reason = f"{undecided} of {n} samples undecided within the time budget" if undecided else None
     found = [(r.index, r.label, r.x_adv, r.method == "clean") for r in results if r.x_adv is not None]
@@ -499,7 +566,8 @@ class MaxStableSpace(_FormalBase[StableSpaceParams]):
 
     Reference: ISO/IEC TR 24029-1 6.2.3 (maximum stable space for perturbation resistance), proved by
     abstract interpretation (6.3.4). Threat model: L-inf balls in data units, clipped to the value
-    range, searched up to ``eps_max`` (4 eps). Parameters: ``time_per_sample_s`` (10), ``tol`` (0.05
+    range (on tabular data the attacks' per-feature box, radii in units of each feature's scale),
+    searched up to ``eps_max`` (4 eps). Parameters: ``time_per_sample_s`` (10), ``tol`` (0.05
     relative). Result: ``mean_certified_radius`` (mean proved radius, 0 for misclassified samples)
     and ``certified_fraction_at_eps`` (samples whose proved radius reaches eps), plus the certified
     accuracy curve over the sweep. Used only when a goal names it (slow). The radius search stops on
@@ -529,7 +597,7 @@ class MaxStableSpace(_FormalBase[StableSpaceParams]):
         """(index, proved radius, refuted radius) of samples [start, stop)."""
         assert params.eps is not None
         engine = load_engine()
-        affine, eps_max = affine_of(ctx), params.eps_max or 4 * params.eps
+        space, eps_max = space_of(ctx), params.eps_max or 4 * params.eps
         predicted = ctx.model.predict(ctx.data.x[start:stop])
         radii: list[tuple[int, float, float | None]] = []
         for i in range(start, stop):
@@ -537,7 +605,7 @@ class MaxStableSpace(_FormalBase[StableSpaceParams]):
                 radii.append((i, 0.0, 0.0))
             else:
                 budget = fair_share(ctx, params.time_per_sample_s, stop - i)
-                radii.append((i, *self.radius(engine, ctx, i, budget, eps_max, params.tol, affine)))
+                radii.append((i, *self.radius(engine, ctx, i, budget, eps_max, params.tol, space)))
             ctx.progress(i - start + 1, stop - start)
         return radii
 
@@ -561,6 +629,7 @@ class MaxStableSpace(_FormalBase[StableSpaceParams]):
         assert params.eps is not None
         lower = np.array([r[0] for r in radii])
         n = len(radii)
+        space = space_of(ctx)
         certified = [i for i in range(n) if lower[i] >= params.eps]
         grid = sorted({*params.sweep, params.eps})
         curve = [float((lower >= e).mean()) if n else 0.0 for e in grid]
@@ -584,7 +653,7 @@ class MaxStableSpace(_FormalBase[StableSpaceParams]):
             series=[
                 Series(
                     name="certified accuracy",
-                    x_label="eps (L-inf, data units)",
+                    x_label=f"eps (L-inf, {space.units})",
                     y_label="fraction of samples",
                     x=grid,
                     y=curve,
@@ -595,5 +664,6 @@ class MaxStableSpace(_FormalBase[StableSpaceParams]):
                 "radius_upper": [None if r[1] is None else float(r[1]) for r in radii],
                 "verified_indices": list(certified),
                 "eps_max": eps_max,
+                **space.details(),
             },
         )

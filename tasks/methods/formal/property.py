@@ -61,6 +61,12 @@ def local_robustness(
     lo = np.broadcast_to(np.asarray(lower, dtype=np.float64), flat.shape)
     hi = np.broadcast_to(np.asarray(upper, dtype=np.float64), flat.shape)
     box = Box(lower=np.clip(flat - eps, lo, hi), upper=np.clip(flat + eps, lo, hi))
+    return robustness_property(box, label, n_classes, f"local_robustness(label={label}, eps={eps:g})")
+
+
+def robustness_property(box: Box, label: int, n_classes: int, source: str) -> Property:
+    """Local robustness over any input box: violated where some class ``j != label`` has
+    ``Y_label - Y_j <= 0``."""
     clauses = []
     for j in range(n_classes):
         if j != label:
@@ -68,9 +74,4 @@ def local_robustness(
             coeffs[label], coeffs[j] = 1.0, -1.0
             clauses.append((Halfspace(coeffs=coeffs, rhs=0.0),))
     region = Region(box=box, disjuncts=tuple(clauses))
-    return Property(
-        regions=(region,),
-        n_inputs=flat.size,
-        n_outputs=n_classes,
-        source=f"local_robustness(label={label}, eps={eps:g})",
-    )
+    return Property(regions=(region,), n_inputs=box.lower.size, n_outputs=n_classes, source=source)

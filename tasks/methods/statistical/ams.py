@@ -22,6 +22,7 @@ from nnassay.tasks.io.model_io import ModelRunner
 from nnassay.tasks.methods.cost import Cost, passes
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
 from nnassay.tasks.methods.statistical import sampling
+from nnassay.tasks.methods.statistical.budget import budget_cut
 from nnassay.tasks.methods.statistical.core import per_sample, rate
 from nnassay.tasks.stats.bootstrap import bootstrap_interval
 
@@ -204,12 +205,10 @@ class RareEventAms(RobustnessMethod[AmsParams, LinfBall]):
                 status=TestStatus.INCONCLUSIVE,
                 reason="the time budget ran out before any sample's estimate ended",
             )
-        return _outcome(ctx, params, complete, finished=len(complete) == len(x))
+        return budget_cut(_outcome(ctx, params, complete), len(complete), len(x))
 
 
-def _outcome(
-    ctx: RunContext, params: AmsParams, estimates: list[AmsEstimate], finished: bool
-) -> MethodOutcome:
+def _outcome(ctx: RunContext, params: AmsParams, estimates: list[AmsEstimate]) -> MethodOutcome:
     log10 = np.array([e.log_p / math.log(10) for e in estimates])
     p = np.where([e.floored for e in estimates], 0.0, 10.0**log10)
     robust = p < params.tolerated_probability
@@ -258,17 +257,4 @@ def _outcome(
         "below_floor": int(sum(e.floored for e in estimates)),
         "per_sample": per_sample(rare_event_robust_fraction=robust),
     }
-    reason = (
-        None
-        if finished
-        else (
-            f"the time budget ran out: {len(p)} of {min(len(ctx.data), params.max_samples)} samples estimated"
-        )
-    )
-    return MethodOutcome(
-        status=TestStatus.COMPLETED if finished else TestStatus.INCONCLUSIVE,
-        metrics=metrics,
-        series=[series],
-        details=details,
-        reason=reason,
-    )
+    return MethodOutcome(metrics=metrics, series=[series], details=details)

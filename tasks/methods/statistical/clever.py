@@ -21,6 +21,7 @@ from nnassay.schemas.threats import L2Ball, LinfBall
 from nnassay.tasks.methods.cost import Cost, passes
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
 from nnassay.tasks.methods.statistical import sampling
+from nnassay.tasks.methods.statistical.budget import budget_cut
 from nnassay.tasks.methods.statistical.core import per_sample, rate
 from nnassay.tasks.stats.bootstrap import bootstrap_interval
 
@@ -249,7 +250,7 @@ class Clever(RobustnessMethod[CleverParams, LinfBall | L2Ball]):
             ctx.progress(i + 1, len(x))
         if not scores:
             return MethodOutcome(status=TestStatus.INCONCLUSIVE, reason="the time budget ran out first")
-        return _outcome(ctx, params, np.array(scores), norm, radius, fits, len(scores) == len(x))
+        return budget_cut(_outcome(ctx, params, np.array(scores), norm, radius, fits), len(scores), len(x))
 
 
 def _executor_mismatch(module: Any, x: np.ndarray, logits: np.ndarray) -> str | None:
@@ -274,7 +275,6 @@ def _outcome(
     norm: str,
     radius: float,
     fits: list[float],
-    finished: bool,
 ) -> MethodOutcome:
     eps = params.eps or 0.0
     above = scores >= eps
@@ -317,16 +317,9 @@ def _outcome(
         "weibull_fit_ks_p_median": float(np.median(fits)) if fits else None,
         "per_sample": per_sample(fraction_clever_above_eps=above),
     }
-    reason = "CLEVER scores are estimates, not guarantees"
-    if not finished:
-        reason = (
-            f"the time budget ran out after {len(scores)} of {min(len(ctx.data), params.max_samples)} samples; "
-            + reason
-        )
     return MethodOutcome(
-        status=TestStatus.COMPLETED if finished else TestStatus.INCONCLUSIVE,
         metrics=metrics,
         series=[series],
         details=details,
-        reason=reason,
+        reason="CLEVER scores are estimates, not guarantees",
     )

@@ -19,6 +19,7 @@ from nnassay.schemas.results import MethodOutcome, Series
 from nnassay.schemas.threats import GaussianNoise, NoThreat, UniformNoise
 from nnassay.tasks.methods.cost import Cost, passes
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
+from nnassay.tasks.methods.statistical.budget import budget_cut
 from nnassay.tasks.stats.intervals import proportion_interval
 
 DEFAULT_INTERVAL = "clopper-pearson"
@@ -55,6 +56,7 @@ def rate(
 
 
 BLOCK = 64  # samples per noise stream; shards are whole blocks, so any sharding draws the same noise
+MAX_CHUNK_BLOCKS = 64  # blocks measured between two looks at the time budget (4096 samples)
 MAX_OUTCOME_BITS = 2_000_000  # per-sample outcomes larger than this are not kept in details
 
 
@@ -176,7 +178,9 @@ class NoiseAccuracy(RobustnessMethod[NoiseParams, Noise]):
     radius ``eps``, clipped to the declared value range. Parameters: ``draws`` noise draws per sample
     (default 1, so samples are independent and the binomial interval is exact). Result: ``accuracy``
     under noise, ``label_flip_rate`` (prediction differs from the clean one) and ``accuracy_drop``,
-    each at every strength of the sweep (chart) and at the goal's strength (headline).
+    each at every strength of the sweep (chart) and at the goal's strength (headline). A spent time
+    budget stops the run between blocks of samples; the metrics then cover the samples done
+    (``nnassay.tasks.methods.statistical.budget``).
     """
 
     name = "statistical.noise_accuracy"
@@ -208,13 +212,48 @@ class NoiseAccuracy(RobustnessMethod[NoiseParams, Noise]):
 
     def run_part(self, ctx: RunContext[Noise], params: NoiseParams, start: int, stop: int) -> NoisePart:
         """Counts for samples [start, stop); the noise of block b, strength step s and draw d comes
-        from its own stream seeded (seed, s, d, b), so shards reproduce the unsharded run exactly."""
+        from its own stream seeded (seed, s, d, b), so shards reproduce the unsharded run exactly.
+
+        Blocks are measured in chunks (1, 2, 4, ... up to ``MAX_CHUNK_BLOCKS`` blocks); once the
+        time budget is spent the part stops after the current chunk, with the samples done so far.
+        """
         assert params.strength is not None and start % BLOCK == 0
         began = time.monotonic()
-        x, y = ctx.data.x[start:stop], ctx.data.y[start:stop]
-        clean = ctx.model.predict(x)
         strengths = sorted({*params.sweep, params.strength})
-        blocks = range(start // BLOCK, -(-stop // BLOCK))
+        blocks = list(range(start // BLOCK, -(-stop // BLOCK)))
+        chunks: list[tuple[np.ndarray, ...]] = []
+        taken, size = 0, 1
+        while taken < len(blocks) and (not taken or ctx.time_left() > 0):
+            chunk = blocks[taken : taken + size]
+            lo, hi = chunk[0] * BLOCK, min((chunk[-1] + 1) * BLOCK, stop)
+            chunks.append(self._measure(ctx, params, strengths, chunk, ctx.data.x[lo:hi], ctx.data.y[lo:hi]))
+            taken, size = taken + len(chunk), min(2 * size, MAX_CHUNK_BLOCKS)
+            ctx.progress(hi - start, stop - start)
+        clean, correct, flipped = (np.concatenate(parts, axis=1) for parts in zip(*chunks, strict=True))
+        head = strengths.index(params.strength)
+        return NoisePart(
+            start=start,
+            correct=correct.sum(axis=(1, 2)),
+            flips=flipped.sum(axis=(1, 2)),
+            clean_correct=clean[0],
+            head_correct=correct[head],
+            head_flipped=flipped[head],
+            time_s=time.monotonic() - began,
+            total=stop - start,
+        )
+
+    @staticmethod
+    def _measure(
+        ctx: RunContext[Noise],
+        params: NoiseParams,
+        strengths: list[float],
+        blocks: list[int],
+        x: np.ndarray,
+        y: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(clean correct [1, n], correct [strengths, n, draws], flipped [strengths, n, draws]) of
+        the samples of consecutive ``blocks``."""
+        clean = ctx.model.predict(x)
         correct = np.zeros((len(strengths), len(y), params.draws), dtype=bool)
         flipped = np.zeros_like(correct)
         for step, strength in enumerate(strengths):
@@ -222,35 +261,25 @@ class NoiseAccuracy(RobustnessMethod[NoiseParams, Noise]):
                 noisy = np.concatenate(
                     [
                         perturb(
-                            x[(b - blocks[0]) * BLOCK : (b - blocks[0] + 1) * BLOCK],
+                            x[k * BLOCK : (k + 1) * BLOCK],
                             ctx.threat,
                             strength,
                             np.random.default_rng([ctx.seed, step, draw, b]),
                             ctx.model.value_range,
                         )
-                        for b in blocks
+                        for k, b in enumerate(blocks)
                     ]
                 )
                 pred = ctx.model.predict(noisy)
                 correct[step, :, draw], flipped[step, :, draw] = pred == y, pred != clean
-            ctx.progress(step + 1, len(strengths))
-        head = strengths.index(params.strength)
-        return NoisePart(
-            start=start,
-            correct=correct.sum(axis=(1, 2)),
-            flips=flipped.sum(axis=(1, 2)),
-            clean_correct=clean == y,
-            head_correct=correct[head],
-            head_flipped=flipped[head],
-            time_s=time.monotonic() - began,
-        )
+        return (clean == y)[None], correct, flipped
 
     def merge_parts(
         self, ctx: RunContext[Noise], params: NoiseParams, parts: list[NoisePart]
     ) -> MethodOutcome:
         """The outcome of the whole test from its parts (sums and concatenations: exact)."""
         assert params.strength is not None
-        parts = sorted(parts, key=lambda p: p.start)
+        parts = _prefix(sorted(parts, key=lambda p: p.start))
         strengths = sorted({*params.sweep, params.strength})
         n_all = sum(len(p.clean_correct) for p in parts) * params.draws
         correct_all = np.sum([p.correct for p in parts], axis=0)
@@ -264,7 +293,7 @@ class NoiseAccuracy(RobustnessMethod[NoiseParams, Noise]):
         head_flipped = np.concatenate([p.head_flipped for p in parts])
         unit = "sigma" if isinstance(ctx.threat, GaussianNoise) else "eps (L-inf)"
         drop, test = accuracy_drop(clean_correct, head_correct, ctx)
-        return MethodOutcome(
+        outcome = MethodOutcome(
             metrics={
                 "accuracy": rate(
                     correct,
@@ -293,6 +322,7 @@ class NoiseAccuracy(RobustnessMethod[NoiseParams, Noise]):
                 "per_sample": per_sample(accuracy=head_correct, label_flip_rate=head_flipped),
             },
         )
+        return budget_cut(outcome, len(clean_correct), len(ctx.data))
 
 
 def accuracy_drop(
@@ -360,6 +390,21 @@ class NoisePart:
     head_correct: np.ndarray  # bool (samples, draws) at the goal's strength
     head_flipped: np.ndarray  # bool (samples, draws) at the goal's strength
     time_s: float = 0.0
+    total: int | None = None  # samples asked for (more than measured when the time budget cut it)
+
+    @property
+    def complete(self) -> bool:
+        return self.total is None or len(self.clean_correct) >= self.total
+
+
+def _prefix(parts: list[NoisePart]) -> list[NoisePart]:
+    """Parts up to and including the first incomplete one (later samples would leave a gap)."""
+    kept = []
+    for part in parts:
+        kept.append(part)
+        if not part.complete:
+            break
+    return kept
 
 
 def _curves(

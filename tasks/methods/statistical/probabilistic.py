@@ -19,6 +19,7 @@ from nnassay.schemas.threats import GaussianNoise, LinfBall, UniformNoise
 from nnassay.tasks.methods.cost import Cost, passes
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
 from nnassay.tasks.methods.statistical import sampling
+from nnassay.tasks.methods.statistical.budget import budget_cut
 from nnassay.tasks.methods.statistical.core import per_sample, rate
 from nnassay.tasks.stats.intervals import upper_bounds
 
@@ -142,7 +143,6 @@ class ProbabilisticRobustness(RobustnessMethod[ProbabilisticParams, Random]):
         """The outcome over all parts (concatenation of per-sample counts: exact)."""
         assert params.strength is not None
         parts = sorted(parts, key=lambda p: p.start)
-        complete = [p for p in parts if len(p.flips) == p.total]
         flips = np.concatenate([p.flips for p in _prefix(parts)]) if parts else np.zeros(0, np.int64)
         confidence = params.bound_confidence or ctx.confidence
         sampler = sampler_for(ctx.threat, params.strength, ctx.model.value_range)
@@ -169,7 +169,7 @@ class ProbabilisticRobustness(RobustnessMethod[ProbabilisticParams, Random]):
                 details=facts,
                 reason="the time budget ran out before any sample was assessed",
             )
-        return self._outcome(ctx, params, flips, confidence, facts, len(complete) == len(parts))
+        return budget_cut(self._outcome(ctx, params, flips, confidence, facts), len(flips), len(ctx.data))
 
     def _outcome(
         self,
@@ -178,7 +178,6 @@ class ProbabilisticRobustness(RobustnessMethod[ProbabilisticParams, Random]):
         flips: np.ndarray,
         confidence: float,
         facts: dict[str, Any],
-        finished: bool,
     ) -> MethodOutcome:
         bounds = upper_bounds(flips, params.draws, confidence)
         robust = bounds <= params.tolerated_flip_probability
@@ -219,18 +218,8 @@ class ProbabilisticRobustness(RobustnessMethod[ProbabilisticParams, Random]):
             "application/x-npz",
             "Per-sample flip counts and upper bounds of the flip probability.",
         )
-        reason = (
-            None
-            if finished
-            else (f"the time budget ran out: only the first {n} of {len(ctx.data)} samples were assessed")
-        )
         return MethodOutcome(
-            status=TestStatus.COMPLETED if finished else TestStatus.INCONCLUSIVE,
-            metrics=metrics,
-            series=[_histogram(bounds, tol, confidence)],
-            artifacts=[artifact],
-            details=facts,
-            reason=reason,
+            metrics=metrics, series=[_histogram(bounds, tol, confidence)], artifacts=[artifact], details=facts
         )
 
 

@@ -23,6 +23,7 @@ from nnassay.tasks.io.model_io import ModelRunner
 from nnassay.tasks.methods.cost import Cost, passes
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
 from nnassay.tasks.methods.statistical import sampling
+from nnassay.tasks.methods.statistical.budget import budget_cut
 from nnassay.tasks.methods.statistical.core import per_sample, rate
 from nnassay.tasks.stats.bootstrap import bootstrap_interval
 from nnassay.tasks.stats.intervals import lower_bounds
@@ -276,8 +277,7 @@ class RandomizedSmoothing(RobustnessMethod[SmoothingParams, L2Ball]):
             if params.predict and all(p.smoothed is not None for p in kept)
             else None
         )
-        finished = len(kept) == len(parts) and len(kept[-1].certificates.prediction) == kept[-1].total
-        return _outcome(ctx, params, certs, y, smoothed, finished)
+        return budget_cut(_outcome(ctx, params, certs, y, smoothed), n, len(ctx.data))
 
 
 def _prefix(parts: list[SmoothingPart]) -> list[SmoothingPart]:
@@ -295,7 +295,6 @@ def _outcome(
     certs: Certificates,
     y: np.ndarray,
     smoothed: np.ndarray | None,
-    finished: bool,
 ) -> MethodOutcome:
     eps = params.eps if params.eps is not None else 0.0
     n = len(y)
@@ -354,10 +353,7 @@ def _outcome(
         f"certificates are for {g}, a different classifier from the base ONNX model: deploy the "
         "smoothed classifier to rely on them"
     )
-    if not finished:
-        caveat = f"the time budget ran out after {n} of {len(ctx.data)} samples; " + caveat
     return MethodOutcome(
-        status=TestStatus.COMPLETED if finished else TestStatus.INCONCLUSIVE,
         metrics=metrics,
         series=[_curve(ctx, certs.radius, correct, eps)],
         details=details,
