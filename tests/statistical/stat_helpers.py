@@ -10,7 +10,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from pydantic import TypeAdapter
 
-from nnassay.schemas.goals import Layout, ModelSpec
+from nnassay.schemas.goals import FeatureSpec, Layout, ModelSpec
 from nnassay.schemas.threats import Threat
 from nnassay.tasks.io.data_io import Dataset
 from nnassay.tasks.io.model_io import ModelRunner
@@ -47,8 +47,13 @@ def context(
     seed: int = 0,
     confidence: float = 0.95,
     time_s: float = 300.0,
+    unit_scales: bool = True,
 ) -> RunContext:
-    """A RunContext over in-memory tabular data (value range wide: no clipping unless asked)."""
+    """A RunContext over in-memory tabular data (value range wide: no clipping unless asked).
+
+    Threat magnitudes on tabular data are in units of each feature's scale; with ``unit_scales``
+    every feature declares scale 1, so they are data units and the closed forms below hold.
+    """
     model = ModelRunner(
         ModelSpec(path=model_path, layout=Layout.FLAT, value_range=value_range), prefer_cuda=False
     )
@@ -59,6 +64,7 @@ def context(
         kind="tabular",
         path=model_path,
         sha256="0" * 64,
+        features=tuple(FeatureSpec(name=str(i), scale=1.0) for i in range(x.shape[1])) if unit_scales else (),
     )
     out.mkdir(parents=True, exist_ok=True)
     return RunContext(

@@ -14,12 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import JsonValue
 
 from nnassay.schemas.goals import FeatureSpec
 from nnassay.tasks.methods.registry import RunContext
+
+if TYPE_CHECKING:
+    from nnassay.tasks.io.data_io import Dataset
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,12 @@ def feature_box(
 
 def tabular_box(ctx: RunContext) -> FeatureBox | None:
     """The per-feature box of a test's tabular data (None for images: eps stays in data units)."""
-    if ctx.data.kind != "tabular" or ctx.data.x.ndim != 2:
+    return data_box(ctx.data, ctx.model.value_range)
+
+
+def data_box(data: Dataset, value_range: tuple[float, float]) -> FeatureBox | None:
+    """``tabular_box`` from a test's data and the model's value range, where no RunContext is at hand
+    (e.g. drawing a test's noise again to explain it)."""
+    if data.kind != "tabular" or data.x.ndim != 2:
         return None
-    return feature_box(ctx.data.x, ctx.data.feature_names, ctx.data.features, ctx.model.value_range)
+    return feature_box(data.x, data.feature_names, data.features, value_range)

@@ -2,7 +2,9 @@
 
 Estimates the probability that an input drawn uniformly from the L-inf ball around a sample (within
 the value range) violates the prediction (margin <= 0), down to probabilities far below what plain
-Monte Carlo can reach, with Metropolis-Hastings moves between the levels.
+Monte Carlo can reach, with Metropolis-Hastings moves between the levels. On tabular data the ball
+is the attacks' per-feature box x +- eps x scale within each feature's bounds, fixed features
+unchanged, integer features uniform over their whole values (``feature_noise.FeatureNoise.ball``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,13 @@ from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunCo
 from nnassay.tasks.methods.statistical import sampling
 from nnassay.tasks.methods.statistical.budget import budget_cut
 from nnassay.tasks.methods.statistical.core import per_sample, rate
+from nnassay.tasks.methods.statistical.feature_noise import (
+    BALL_RULE,
+    DATA_UNITS,
+    EPS_UNITS,
+    FeatureNoise,
+    features_of,
+)
 from nnassay.tasks.stats.bootstrap import bootstrap_interval
 
 Score = Callable[[np.ndarray], np.ndarray]  # inputs (N, ...) -> violation score (N,), >= 0 violates
@@ -125,6 +134,32 @@ def violation_score(model: ModelRunner, label: int) -> Score:
     return score
 
 
+def snapped(score: Score, features: FeatureNoise, low: np.ndarray, high: np.ndarray) -> Score:
+    """``score`` of the points after integer features are rounded and every feature clipped to
+    [low, high] (the whole values of the ball): uniform points of the sampling box then score as
+    uniform valid points of the ball."""
+
+    def inner(x: np.ndarray) -> np.ndarray:
+        valid = x.copy()
+        features.snap(valid, low, high)
+        return score(valid)
+
+    return inner
+
+
+def region(
+    sample: np.ndarray, label: int, eps: float, ctx: RunContext, features: FeatureNoise | None
+) -> tuple[Score, np.ndarray, np.ndarray]:
+    """The violation score and the box AMS samples uniformly: the L-inf ball within the value range
+    (images), or the per-feature ball with integer features snapped to whole values (tabular)."""
+    score = violation_score(ctx.model, label)
+    if features is None:
+        low, high = sampling.box(sample, eps, ctx.model.value_range)
+        return score, low, high
+    low, high, snap_low, snap_high = (v.astype(np.float32) for v in features.ball(sample, eps))
+    return snapped(score, features, snap_low, snap_high), low, high
+
+
 class AmsParams(MethodParams):
     """Parameters of adaptive multilevel splitting (names as in Webb et al.)."""
 
@@ -147,7 +182,8 @@ class RareEventAms(RobustnessMethod[AmsParams, LinfBall]):
     Robustness", ICLR 2019 (adaptive multilevel splitting with Metropolis-Hastings moves); ISO/IEC
     TR 24029-1 5.3.2 (contrastive). Threat model: inputs uniform over the L-inf ball of radius eps
     within the value range (a distribution, not a worst case); a violation is a margin <= 0 of the clean
-    prediction. Parameters: ``particles`` (300), ``rho`` (0.1), ``mh_steps`` (5), ``log10_floor``
+    prediction. On tabular data eps is in units of each feature's scale (the attacks' box; fixed
+    features unchanged, integer features uniform over their whole values). Parameters: ``particles`` (300), ``rho`` (0.1), ``mh_steps`` (5), ``log10_floor``
     (-10), ``tolerated_probability`` (1e-6), ``max_samples`` (10). Result: per-sample estimates
     of the violation probability: their mean, the worst log10, and the share below the tolerance.
     The estimates carry no guarantee: they are consistent but their error is not bounded.
@@ -181,13 +217,14 @@ class RareEventAms(RobustnessMethod[AmsParams, LinfBall]):
         x = ctx.data.x[: params.max_samples]
         clean = ctx.model.predict(x)
         estimates: list[AmsEstimate] = []
+        features = features_of(ctx)
         for i, (sample, label) in enumerate(zip(x, clean, strict=True)):
             if ctx.time_left() <= 0:
                 break
-            low, high = sampling.box(sample, params.eps, ctx.model.value_range)
+            score, low, high = region(sample, int(label), params.eps, ctx, features)
             estimates.append(
                 ams(
-                    violation_score(ctx.model, int(label)),
+                    score,
                     low,
                     high,
                     sampling.stream(ctx.seed, 4, i),
@@ -205,14 +242,21 @@ class RareEventAms(RobustnessMethod[AmsParams, LinfBall]):
                 status=TestStatus.INCONCLUSIVE,
                 reason="the time budget ran out before any sample's estimate ended",
             )
-        return budget_cut(_outcome(ctx, params, complete), len(complete), len(x))
+        return budget_cut(_outcome(ctx, params, complete, features), len(complete), len(x))
 
 
-def _outcome(ctx: RunContext, params: AmsParams, estimates: list[AmsEstimate]) -> MethodOutcome:
+def _outcome(
+    ctx: RunContext, params: AmsParams, estimates: list[AmsEstimate], features: FeatureNoise | None
+) -> MethodOutcome:
     log10 = np.array([e.log_p / math.log(10) for e in estimates])
     p = np.where([e.floored for e in estimates], 0.0, 10.0**log10)
     robust = p < params.tolerated_probability
     where = f"inputs drawn uniformly from the L-inf ball of radius {params.eps:g} within the value range"
+    if features is not None:
+        where = (
+            f"inputs drawn uniformly from the L-inf ball of radius {params.eps:g} in {EPS_UNITS} within "
+            "each feature's bounds (integer features: its whole values; fixed features unchanged)"
+        )
     metrics = {
         "violation_probability": Measurement(
             value=float(p.mean()),
@@ -256,5 +300,6 @@ def _outcome(ctx: RunContext, params: AmsParams, estimates: list[AmsEstimate]) -
         "mean_acceptance": float(np.mean([e.acceptance for e in estimates])),
         "below_floor": int(sum(e.floored for e in estimates)),
         "per_sample": per_sample(rare_event_robust_fraction=robust),
+        **({"eps_units": DATA_UNITS} if features is None else features.details(BALL_RULE)),
     }
     return MethodOutcome(metrics=metrics, series=[series], details=details)

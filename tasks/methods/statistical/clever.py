@@ -3,6 +3,12 @@
 Gradients come from the shared ONNX-to-torch executor (``ModelRunner.torch_module``); when it cannot
 run the model, the test is inconclusive with the executor's reason. The scores are estimates with
 no guarantee: a sampled maximum can miss the true local Lipschitz constant.
+
+On tabular data CLEVER works in the scaled space z = x / scale (each feature's scale, as the attacks
+use it): it samples the attacks' ball (L-inf: x +- R x scale; L2: sum((delta / scale)^2) <= R^2) over
+the movable features within each feature's bounds, integer features relaxed to their continuous
+interval (gradients need it), fixed features held; the gradient norms are those with respect to z
+(gradient x scale, fixed features zero), so scores are distances in units of each feature's scale.
 """
 
 from __future__ import annotations
@@ -23,7 +29,19 @@ from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunCo
 from nnassay.tasks.methods.statistical import sampling
 from nnassay.tasks.methods.statistical.budget import budget_cut
 from nnassay.tasks.methods.statistical.core import per_sample, rate
+from nnassay.tasks.methods.statistical.feature_noise import (
+    DATA_UNITS,
+    EPS_UNITS,
+    FeatureNoise,
+    features_of,
+)
 from nnassay.tasks.stats.bootstrap import bootstrap_interval
+
+SCALED_RULE = (
+    "CLEVER samples the ball over the movable features within each feature's bounds (integer features "
+    "relaxed to their continuous interval, fixed features held) and takes gradient norms with respect to "
+    "x / scale, so scores are in units of each feature's scale"
+)
 
 
 @dataclass(frozen=True)
@@ -69,8 +87,12 @@ def sample_ball(
     norm: str,
     count: int,
     value_range: tuple[float, float],
+    features: FeatureNoise | None = None,
 ) -> np.ndarray:
-    """``count`` points uniform in the L-inf or L2 ball around x0, clipped to the value range."""
+    """``count`` points uniform in the L-inf or L2 ball around x0, clipped to the value range; with
+    ``features`` (tabular), the ball in units of each feature's scale (``scaled_ball``)."""
+    if features is not None:
+        return scaled_ball(rng, x0, radius, norm, count, features)
     if norm == "linf":
         low, high = sampling.box(x0, radius, value_range)
         return (low + rng.random((count, *x0.shape), dtype=np.float32) * (high - low)).astype(np.float32)
@@ -80,6 +102,23 @@ def sample_ball(
     r = radius * rng.random((count, 1)) ** (1.0 / d)
     points = x0.reshape(1, -1) + direction * r
     return np.clip(points, *value_range).reshape(count, *x0.shape).astype(np.float32)
+
+
+def scaled_ball(
+    rng: np.random.Generator, x0: np.ndarray, radius: float, norm: str, count: int, features: FeatureNoise
+) -> np.ndarray:
+    """``count`` points uniform in the ball of radius ``radius`` in the scaled space x / scale over the
+    movable features (L-inf: a box; L2: an ellipsoid in data units), clipped to each feature's bounds."""
+    if norm == "linf":
+        low, high = features.interval(x0, radius)
+        return (low + rng.random((count, *x0.shape)) * (high - low)).astype(np.float32)
+    movable = features.spread > 0
+    direction = np.zeros((count, x0.size))
+    direction[:, movable] = rng.standard_normal((count, int(movable.sum())))
+    direction /= np.maximum(np.linalg.norm(direction, axis=1, keepdims=True), 1e-300)
+    r = radius * rng.random((count, 1)) ** (1.0 / max(int(movable.sum()), 1))
+    points = x0.reshape(1, -1).astype(np.float64) + direction * r * features.spread
+    return np.clip(points, features.low, features.high).reshape(count, *x0.shape).astype(np.float32)
 
 
 def clever_score(
@@ -95,20 +134,24 @@ def clever_score(
     batch_size: int,
     rng: np.random.Generator,
     value_range: tuple[float, float],
+    features: FeatureNoise | None = None,
 ) -> tuple[float, list[LipschitzEstimate]]:
     """Untargeted CLEVER score of one sample: min over targets j of min(margin_j / L_j, radius).
 
     ``margins[j]`` is logit_label - logit_j at x0; L_j estimates the largest dual norm (L1 for an
-    L-inf ball, L2 for an L2 ball) of the gradient of logit_label - logit_j in the ball.
+    L-inf ball, L2 for an L2 ball) of the gradient of logit_label - logit_j in the ball. With
+    ``features`` (tabular) the ball and the gradients are in the scaled space x / scale.
     """
     import torch
 
     dual = 1 if norm == "linf" else 2
     maxima = np.zeros((len(targets), n_batches))
     for b in range(n_batches):
-        points = torch.from_numpy(sample_ball(rng, x0, radius, norm, batch_size, value_range))
+        points = torch.from_numpy(sample_ball(rng, x0, radius, norm, batch_size, value_range, features))
         points.requires_grad_(True)
         grads = _target_gradients(module(points), points, label, targets)
+        if features is not None:  # d/d(x / scale) = scale x d/dx; fixed features cannot move
+            grads = grads * torch.from_numpy(features.spread.reshape(x0.shape)).to(grads.dtype)
         norms = torch.linalg.vector_norm(grads.reshape(len(targets), batch_size, -1), ord=dual, dim=2)
         maxima[:, b] = norms.max(dim=1).values.detach().numpy()
     estimates = [estimate_lipschitz(m) for m in maxima]
@@ -226,6 +269,7 @@ class Clever(RobustnessMethod[CleverParams, LinfBall | L2Ball]):
     ) -> MethodOutcome:
         norm = "linf" if ctx.threat.kind == "linf_ball" else "l2"
         radius = params.sample_radius or params.eps or 0.0
+        features = features_of(ctx)
         scores, fits = [], []
         for i, (x0, row) in enumerate(zip(x, logits, strict=True)):
             if i and ctx.time_left() <= 0:  # one sample at least, so a spent budget still shows a score
@@ -244,13 +288,15 @@ class Clever(RobustnessMethod[CleverParams, LinfBall | L2Ball]):
                 batch_size=params.batch_size,
                 rng=sampling.stream(ctx.seed, 5, i),
                 value_range=ctx.model.value_range,
+                features=features,
             )
             scores.append(score)
             fits += [e.ks_p_value for e in estimates if e.ks_p_value is not None]
             ctx.progress(i + 1, len(x))
         if not scores:
             return MethodOutcome(status=TestStatus.INCONCLUSIVE, reason="the time budget ran out first")
-        return budget_cut(_outcome(ctx, params, np.array(scores), norm, radius, fits), len(scores), len(x))
+        outcome = _outcome(ctx, params, np.array(scores), norm, radius, fits, features)
+        return budget_cut(outcome, len(scores), len(x))
 
 
 def _executor_mismatch(module: Any, x: np.ndarray, logits: np.ndarray) -> str | None:
@@ -275,10 +321,12 @@ def _outcome(
     norm: str,
     radius: float,
     fits: list[float],
+    features: FeatureNoise | None = None,
 ) -> MethodOutcome:
     eps = params.eps or 0.0
     above = scores >= eps
-    unit = "L-inf" if norm == "linf" else "L2"
+    units = DATA_UNITS if features is None else EPS_UNITS
+    unit = f"{'L-inf' if norm == 'linf' else 'L2'} ({units})"
     metrics = {
         "mean_clever_score": Measurement(
             value=float(scores.mean()),
@@ -316,6 +364,7 @@ def _outcome(
         "gradients_per_target": params.n_batches * params.batch_size,
         "weibull_fit_ks_p_median": float(np.median(fits)) if fits else None,
         "per_sample": per_sample(fraction_clever_above_eps=above),
+        **({"eps_units": DATA_UNITS} if features is None else features.details(SCALED_RULE)),
     }
     return MethodOutcome(
         metrics=metrics,

@@ -20,6 +20,13 @@ from nnassay.schemas.threats import GaussianNoise, NoThreat, UniformNoise
 from nnassay.tasks.methods.cost import Cost, passes
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
 from nnassay.tasks.methods.statistical.budget import budget_cut
+from nnassay.tasks.methods.statistical.feature_noise import (
+    DATA_UNITS,
+    EPS_UNITS,
+    FeatureNoise,
+    features_of,
+    perturb_features,
+)
 from nnassay.tasks.stats.intervals import proportion_interval
 
 DEFAULT_INTERVAL = "clopper-pearson"
@@ -159,9 +166,18 @@ Noise = GaussianNoise | UniformNoise  # the threats of the noise measurements
 
 
 def perturb(
-    x: np.ndarray, threat: Noise, strength: float, rng: np.random.Generator, value_range: tuple[float, float]
+    x: np.ndarray,
+    threat: Noise,
+    strength: float,
+    rng: np.random.Generator,
+    value_range: tuple[float, float],
+    features: FeatureNoise | None = None,
 ) -> np.ndarray:
-    """Add Gaussian (sigma) or uniform L-inf (eps) noise and clip to the value range."""
+    """Add Gaussian (sigma) or uniform L-inf (eps) noise and clip to the value range; with
+    ``features`` (tabular data), noise in units of each feature's scale inside each feature's bounds
+    (``feature_noise``)."""
+    if features is not None:
+        return perturb_features(x, features, isinstance(threat, GaussianNoise), strength, rng)
     if isinstance(threat, GaussianNoise):
         noise = rng.normal(0.0, strength, size=x.shape)
     else:
@@ -175,7 +191,9 @@ class NoiseAccuracy(RobustnessMethod[NoiseParams, Noise]):
 
     Reference: ISO/IEC TR 24029-1 5.3.2 (contrastive measures) and Annex A (data perturbation).
     Threat model: additive Gaussian noise of std ``sigma``, or uniform noise in the L-inf ball of
-    radius ``eps``, clipped to the declared value range. Parameters: ``draws`` noise draws per sample
+    radius ``eps``, clipped to the declared value range. On tabular data the strength is in units of
+    each feature's scale, fixed features keep their values, integer features are rounded and every
+    feature stays in its bounds (``feature_noise``). Parameters: ``draws`` noise draws per sample
     (default 1, so samples are independent and the binomial interval is exact). Result: ``accuracy``
     under noise, ``label_flip_rate`` (prediction differs from the clean one) and ``accuracy_drop``,
     each at every strength of the sweep (chart) and at the goal's strength (headline). A spent time
@@ -221,12 +239,14 @@ class NoiseAccuracy(RobustnessMethod[NoiseParams, Noise]):
         began = time.monotonic()
         strengths = sorted({*params.sweep, params.strength})
         blocks = list(range(start // BLOCK, -(-stop // BLOCK)))
+        features = features_of(ctx)
         chunks: list[tuple[np.ndarray, ...]] = []
         taken, size = 0, 1
         while taken < len(blocks) and (not taken or ctx.time_left() > 0):
             chunk = blocks[taken : taken + size]
             lo, hi = chunk[0] * BLOCK, min((chunk[-1] + 1) * BLOCK, stop)
-            chunks.append(self._measure(ctx, params, strengths, chunk, ctx.data.x[lo:hi], ctx.data.y[lo:hi]))
+            x, y = ctx.data.x[lo:hi], ctx.data.y[lo:hi]
+            chunks.append(self._measure(ctx, params, strengths, chunk, x, y, features))
             taken, size = taken + len(chunk), min(2 * size, MAX_CHUNK_BLOCKS)
             ctx.progress(hi - start, stop - start)
         clean, correct, flipped = (np.concatenate(parts, axis=1) for parts in zip(*chunks, strict=True))
@@ -250,6 +270,7 @@ class NoiseAccuracy(RobustnessMethod[NoiseParams, Noise]):
         blocks: list[int],
         x: np.ndarray,
         y: np.ndarray,
+        features: FeatureNoise | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(clean correct [1, n], correct [strengths, n, draws], flipped [strengths, n, draws]) of
         the samples of consecutive ``blocks``."""
@@ -266,6 +287,7 @@ class NoiseAccuracy(RobustnessMethod[NoiseParams, Noise]):
                             strength,
                             np.random.default_rng([ctx.seed, step, draw, b]),
                             ctx.model.value_range,
+                            features,
                         )
                         for k, b in enumerate(blocks)
                     ]
@@ -291,6 +313,8 @@ class NoiseAccuracy(RobustnessMethod[NoiseParams, Noise]):
         clean_acc = float(clean_correct.mean())
         head_correct = np.concatenate([p.head_correct for p in parts])
         head_flipped = np.concatenate([p.head_flipped for p in parts])
+        features = features_of(ctx)
+        units = DATA_UNITS if features is None else EPS_UNITS
         unit = "sigma" if isinstance(ctx.threat, GaussianNoise) else "eps (L-inf)"
         drop, test = accuracy_drop(clean_correct, head_correct, ctx)
         outcome = MethodOutcome(
@@ -299,7 +323,7 @@ class NoiseAccuracy(RobustnessMethod[NoiseParams, Noise]):
                     correct,
                     n,
                     ctx,
-                    f"Accuracy on noisy inputs at {unit} {params.strength:g}.",
+                    f"Accuracy on noisy inputs at {unit} {params.strength:g} ({units}).",
                     ClaimKind.BOUND,
                     params.interval,
                 ),
@@ -313,11 +337,12 @@ class NoiseAccuracy(RobustnessMethod[NoiseParams, Noise]):
                 ),
                 "accuracy_drop": drop,
             },
-            series=_curves(curve, unit, ctx, params.interval, clean_acc),
+            series=_curves(curve, f"{unit}, {units}", ctx, params.interval, clean_acc),
             details={
                 "clean_accuracy": clean_acc,
                 "draws": params.draws,
                 "noise": unit,
+                **({"eps_units": DATA_UNITS} if features is None else features.details()),
                 "accuracy_drop_test": test,
                 "per_sample": per_sample(accuracy=head_correct, label_flip_rate=head_flipped),
             },
@@ -418,7 +443,7 @@ def _curves(
         series.append(
             Series(
                 name=name,
-                x_label=f"noise strength ({unit}, data units)",
+                x_label=f"noise strength ({unit})",
                 y_label=name,
                 x=xs,
                 y=[first, *(p.value for p in points)],

@@ -21,6 +21,15 @@ from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunCo
 from nnassay.tasks.methods.statistical import sampling
 from nnassay.tasks.methods.statistical.budget import budget_cut
 from nnassay.tasks.methods.statistical.core import per_sample, rate
+from nnassay.tasks.methods.statistical.feature_noise import (
+    BALL_RULE,
+    DATA_UNITS,
+    FeatureBall,
+    FeatureGaussian,
+    FeatureNoise,
+    FeatureUniform,
+    features_of,
+)
 from nnassay.tasks.stats.intervals import upper_bounds
 
 
@@ -69,8 +78,17 @@ class FlipPart:
 Random = GaussianNoise | UniformNoise | LinfBall  # the threats sampled here (a ball: uniformly)
 
 
-def sampler_for(threat: Random, strength: float, value_range: tuple[float, float]) -> sampling.Sampler:
-    """The perturbation distribution of a threat: clipped Gaussian, clipped uniform, uniform box."""
+def sampler_for(
+    threat: Random, strength: float, value_range: tuple[float, float], features: FeatureNoise | None = None
+) -> sampling.Sampler:
+    """The perturbation distribution of a threat: clipped Gaussian, clipped uniform, uniform box;
+    with ``features`` (tabular data), the same in units of each feature's scale (``feature_noise``)."""
+    if features is not None:
+        if isinstance(threat, GaussianNoise):
+            return FeatureGaussian(strength, features)
+        if isinstance(threat, UniformNoise):
+            return FeatureUniform(strength, features)
+        return FeatureBall(strength, features)
     if isinstance(threat, GaussianNoise):
         return sampling.Gaussian(strength, clip=value_range)
     if isinstance(threat, UniformNoise):
@@ -86,7 +104,8 @@ class ProbabilisticRobustness(RobustnessMethod[ProbabilisticParams, Random]):
     Clopper-Pearson bounds (as in Webb et al., ICLR 2019, and probabilistic robustness by sampling).
     Threat model: Gaussian noise (sigma, clipped to the value range), uniform noise (eps, clipped), or
     an L-inf ball treated as the uniform distribution over the ball within the value range (not a
-    worst case).
+    worst case). On tabular data the strength is in units of each feature's scale, fixed features keep
+    their values, integer features stay whole and every feature stays in its bounds (``feature_noise``).
     Parameters: ``draws`` (1000) perturbations per sample, ``tolerated_flip_probability`` (0.01),
     ``bound_confidence`` (the goal's). Result: ``robust_sample_fraction``, the share of samples
     whose upper bound on the flip probability is at most the tolerated level; and
@@ -121,7 +140,7 @@ class ProbabilisticRobustness(RobustnessMethod[ProbabilisticParams, Random]):
         assert params.strength is not None
         x = ctx.data.x[start:stop]
         clean = ctx.model.predict(x)
-        sampler = sampler_for(ctx.threat, params.strength, ctx.model.value_range)
+        sampler = sampler_for(ctx.threat, params.strength, ctx.model.value_range, features_of(ctx))
         counts, done = sampling.class_counts(
             ctx.model,
             x,
@@ -145,9 +164,14 @@ class ProbabilisticRobustness(RobustnessMethod[ProbabilisticParams, Random]):
         parts = sorted(parts, key=lambda p: p.start)
         flips = np.concatenate([p.flips for p in _prefix(parts)]) if parts else np.zeros(0, np.int64)
         confidence = params.bound_confidence or ctx.confidence
-        sampler = sampler_for(ctx.threat, params.strength, ctx.model.value_range)
+        features = features_of(ctx)
+        sampler = sampler_for(ctx.threat, params.strength, ctx.model.value_range, features)
+        units: dict[str, Any] = {"eps_units": DATA_UNITS}
+        if features is not None:
+            units = features.details(BALL_RULE) if isinstance(ctx.threat, LinfBall) else features.details()
         facts: dict[str, Any] = {
             "perturbation": sampler.label,
+            **units,
             "draws": params.draws,
             "bound_confidence": confidence,
             "samples_assessed": len(flips),

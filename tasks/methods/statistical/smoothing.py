@@ -1,9 +1,18 @@
 """Randomized smoothing (Cohen, Rosenfeld, Kolter, ICML 2019): L2 certificates of a smoothed model.
 
 The smoothed classifier g(x) = argmax_c P(f(x + d) = c), d ~ N(0, sigma^2 I), is a different
-classifier from the base ONNX model f; every number here is about g. Noise is added in data space
-(the units of the threat's eps) and is not clipped to the value range, because the certificate
-holds only for exactly Gaussian noise; the base model therefore sees some out-of-range values.
+classifier from the base ONNX model f; every number here is about g. On images noise is added in
+data space (the units of the threat's eps) and is not clipped to the value range, so the base model
+sees some out-of-range values.
+
+On tabular data the smoothing happens in the scaled space z = x / scale (each feature's scale, as
+the attacks use it, ``nnassay.tasks.methods.empirical.features``): d ~ N(0, sigma^2 I) over the
+movable features, i.e. noise sigma x scale_j on feature j, with immutable and categorical features
+held at their values. The base classifier reads each noisy input after rounding integer features and
+clipping every feature to its bounds (``feature_noise``): a fixed function of the noisy input, so
+Cohen et al.'s argument holds unchanged. The certified radius R is then an L2 radius in units of each
+feature's scale: g is constant on sum_j ((x'_j - x_j) / scale_j)^2 <= R^2 over the movable features
+(fixed features unchanged), the ellipsoid the L2 attacks search on tabular data.
 """
 
 from __future__ import annotations
@@ -25,6 +34,13 @@ from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunCo
 from nnassay.tasks.methods.statistical import sampling
 from nnassay.tasks.methods.statistical.budget import budget_cut
 from nnassay.tasks.methods.statistical.core import per_sample, rate
+from nnassay.tasks.methods.statistical.feature_noise import (
+    DATA_UNITS,
+    EPS_UNITS,
+    FeatureGaussian,
+    FeatureNoise,
+    features_of,
+)
 from nnassay.tasks.stats.bootstrap import bootstrap_interval
 from nnassay.tasks.stats.intervals import lower_bounds
 
@@ -53,17 +69,20 @@ def certify(
     first_index: int = 0,
     batch: int = 10_000,
     keep_going: Callable[[], bool] = lambda: True,
+    features: FeatureNoise | None = None,
 ) -> tuple[Certificates, int]:
     """CERTIFY of Cohen et al. (Algorithm 1) for each sample of ``x``.
 
     n0 noisy draws choose the class cA; n fresh draws give the one-sided (1 - alpha) Clopper-Pearson
     lower bound pA of P(f(x + d) = cA); the sample is certified at L2 radius sigma * Phi^-1(pA) when
     pA > 1/2, else CERTIFY abstains. Each certificate is wrong with probability at most alpha.
+    With ``features`` (tabular data) the noise and the radius are in units of each feature's scale
+    (module docstring).
 
     Returns:
         (certificates, done): done leading samples are valid (fewer when ``keep_going`` stopped).
     """
-    noise = sampling.Gaussian(sigma)
+    noise = _noise(sigma, features)
     chosen, done0 = sampling.class_counts(
         model,
         x,
@@ -103,6 +122,7 @@ def predict(
     seed: int,
     first_index: int = 0,
     batch: int = 10_000,
+    features: FeatureNoise | None = None,
 ) -> np.ndarray:
     """PREDICT of Cohen et al.: the top class of n noisy draws when a two-sided binomial test of its
     count against the runner-up's rejects equality at level alpha, else ABSTAIN (-1).
@@ -110,7 +130,14 @@ def predict(
     The returned class differs from g(x) with probability at most alpha.
     """
     counts, _ = sampling.class_counts(
-        model, x, sampling.Gaussian(sigma), n, seed=seed, stage=PREDICT, first_index=first_index, batch=batch
+        model,
+        x,
+        _noise(sigma, features),
+        n,
+        seed=seed,
+        stage=PREDICT,
+        first_index=first_index,
+        batch=batch,
     )
     order = np.argsort(-counts, axis=1, kind="stable")
     out = np.full(len(x), ABSTAIN, np.int64)
@@ -119,6 +146,11 @@ def predict(
         if binomtest(n_a, n_a + n_b, 0.5).pvalue <= alpha:
             out[i] = a
     return out
+
+
+def _noise(sigma: float, features: FeatureNoise | None) -> sampling.Sampler:
+    """Unclipped Gaussian noise in data units (images), or in feature scales, snapped (tabular)."""
+    return sampling.Gaussian(sigma) if features is None else FeatureGaussian(sigma, features)
 
 
 def max_radius(sigma: float, n: int, alpha: float) -> float:
@@ -130,7 +162,11 @@ def max_radius(sigma: float, n: int, alpha: float) -> float:
 class SmoothingParams(MethodParams):
     """Parameters of randomized smoothing (names as in Cohen et al.)."""
 
-    sigma: float = Field(default=0.25, gt=0, description="Noise standard deviation, data units.")
+    sigma: float = Field(
+        default=0.25,
+        gt=0,
+        description="Noise standard deviation, data units (tabular: units of each feature's scale).",
+    )
     n: int = Field(default=1000, ge=1, description="Noisy draws per sample that estimate pA.")
     n0: int = Field(
         default=100, ge=1, validate_default=True, description="Noisy draws per sample that choose the class."
@@ -186,7 +222,8 @@ class RandomizedSmoothing(RobustnessMethod[SmoothingParams, L2Ball]):
     Reference: Cohen, Rosenfeld, Kolter, "Certified Adversarial Robustness via Randomized
     Smoothing", ICML 2019 (CERTIFY and PREDICT exactly as there); ISO/IEC TR
     24029-1 5.3 (no sub-clause fits certificates: the general one).
-    Threat model: L2 ball of radius eps (data units). Parameters: ``sigma`` (0.25), ``n0`` (100),
+    Threat model: L2 ball of radius eps (data units; on tabular data, units of each feature's scale:
+    smoothing in the scaled space x / scale, see the module docstring). Parameters: ``sigma`` (0.25), ``n0`` (100),
     ``n`` (1000), ``alpha`` (0.001), ``predict`` (False). Result: ``certified_accuracy`` at eps
     (CERTIFY's class is right and its radius is at least eps), ``abstention_rate`` and
     ``mean_certified_radius`` (0 for wrong or abstained samples), and the certified accuracy curve
@@ -227,6 +264,7 @@ class RandomizedSmoothing(RobustnessMethod[SmoothingParams, L2Ball]):
     ) -> SmoothingPart:
         """CERTIFY (and PREDICT) on samples [start, stop); stops early when the time runs out."""
         x = ctx.data.x[start:stop]
+        features = features_of(ctx)
         certs, done = certify(
             ctx.model,
             x,
@@ -238,6 +276,7 @@ class RandomizedSmoothing(RobustnessMethod[SmoothingParams, L2Ball]):
             first_index=start,
             batch=params.batch,
             keep_going=lambda: ctx.time_left() > 0,
+            features=features,
         )
         smoothed = None
         if params.predict and done:
@@ -250,6 +289,7 @@ class RandomizedSmoothing(RobustnessMethod[SmoothingParams, L2Ball]):
                 seed=ctx.seed,
                 first_index=start,
                 batch=params.batch,
+                features=features,
             )
         ctx.progress(done, len(x))
         return SmoothingPart(start=start, total=stop - start, certificates=certs, smoothed=smoothed)
@@ -302,14 +342,17 @@ def _outcome(
     abstained = certs.prediction == ABSTAIN
     radius = np.where(correct, certs.radius, 0.0)
     at_eps = correct & (certs.radius >= eps)
-    g = f"the smoothed classifier (base model under Gaussian noise, sigma {params.sigma:g})"
+    features = features_of(ctx)
+    units = DATA_UNITS if features is None else EPS_UNITS
+    g = f"the smoothed classifier (base model under Gaussian noise, sigma {params.sigma:g} {units})"
+    l2 = f"L2 radius ({units})" if features is None else f"L2 radius (in {units}, over the movable features)"
     metrics = {
         "certified_accuracy": rate(
             int(at_eps.sum()),
             n,
             ctx,
             (
-                f"Share of test samples that {g} classifies correctly with a certified L2 radius of at least "
+                f"Share of test samples that {g} classifies correctly with a certified {l2} of at least "
                 f"{eps:g}; each certificate holds with probability at least {1 - params.alpha:g}."
             ),
             ClaimKind.CERTIFICATE,
@@ -329,7 +372,7 @@ def _outcome(
             n=n,
             claim=ClaimKind.ESTIMATE,
             interval=bootstrap_interval(radius, np.mean, ctx.confidence, np.random.default_rng(ctx.seed)),
-            description=f"Average certified L2 radius of {g} over test samples, counting 0 for wrong or "
+            description=f"Average certified {l2} of {g} over test samples, counting 0 for wrong or "
             "abstained samples (interval: bootstrap over samples).",
         ),
     }
@@ -340,7 +383,12 @@ def _outcome(
         "n": params.n,
         "alpha": params.alpha,
         "samples_assessed": n,
-        "noise": "Gaussian in data space, not clipped",
+        "noise": "Gaussian in data space, not clipped"
+        if features is None
+        else "Gaussian in the scaled space x / scale (sigma x scale on each movable feature); the base "
+        "classifier rounds integer features and clips each feature to its bounds",
+        "radius_units": f"L2, {units}",
+        **({"eps_units": DATA_UNITS} if features is None else features.details()),
         "per_sample": per_sample(certified_accuracy=at_eps),
         "radius_quartiles": [float(q) for q in np.quantile(radius, [0.25, 0.5, 0.75])],
     }
@@ -355,19 +403,19 @@ def _outcome(
     )
     return MethodOutcome(
         metrics=metrics,
-        series=[_curve(ctx, certs.radius, correct, eps)],
+        series=[_curve(ctx, certs.radius, correct, eps, units)],
         details=details,
         reason=caveat,
     )
 
 
-def _curve(ctx: RunContext, radius: np.ndarray, correct: np.ndarray, eps: float) -> Series:
+def _curve(ctx: RunContext, radius: np.ndarray, correct: np.ndarray, eps: float, units: str) -> Series:
     top = max(2 * eps, float(radius.max()) if len(radius) else 0.0, 1e-6)
     grid = sorted({*np.round(np.linspace(0.0, top, 21), 6).tolist(), eps})
     points = [rate(int((correct & (radius >= r)).sum()), len(radius), ctx, "") for r in grid]
     return Series(
         name="smoothed classifier certified accuracy",
-        x_label="L2 radius (data units)",
+        x_label=f"L2 radius ({units})",
         y_label="certified accuracy",
         x=[float(r) for r in grid],
         y=[p.value for p in points],
