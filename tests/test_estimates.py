@@ -9,6 +9,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -62,6 +63,47 @@ def test_call_seconds_interpolates_and_extends_the_last_slope() -> None:
     assert call_seconds(curve, 31) == pytest.approx(6.0) and call_seconds(curve, 0.5) == 1.0
 
 
+class FakeClock:
+    """A clock that only moves when a fake model call says so: timing without time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_one_stalled_window_does_not_set_the_unit_cost(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every call takes 1 ms but one (a 1 s stall of the process on a busy machine): the time is the
+    median window's mean, 1 ms, where one window's mean would say up to 50 ms."""
+    clock = FakeClock()
+    monkeypatch.setattr(estimate.time, "perf_counter", clock)
+    calls = []
+
+    def call() -> None:
+        calls.append(1)
+        clock.now += 1.0 if len(calls) == 3 else 1e-3
+
+    assert estimate._timed(call) == pytest.approx(1e-3)
+    assert len(calls) > estimate.WINDOWS  # several windows, each of several calls
+
+
+def test_a_slow_first_row_still_times_a_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call of one row over the call budget: the first batch size is timed all the same, so rows
+    are priced by the measured slope, not each as a whole call."""
+    clock = FakeClock()
+    monkeypatch.setattr(estimate.time, "perf_counter", clock)
+    per_call, per_row = 2 * estimate.CALL_BUDGET_S, 1e-4
+
+    def call(batch: np.ndarray) -> None:
+        clock.now += per_call + per_row * len(batch)
+
+    rows = np.zeros((4, 3), dtype=np.float32)
+    curve = estimate._curve(call, rows, estimate.FORWARD_BATCHES, floats=3)
+    assert [b for b, _ in curve] == [1, estimate.FORWARD_BATCHES[0]]  # the budget stops after the batch
+    assert call_seconds(curve, 1000) == pytest.approx(per_call + per_row * 1000)
+
+
 @pytest.mark.parametrize("name", list_methods(), ids=str)
 def test_every_registered_method_has_a_cost(name: str) -> None:
     """Its own count (the method's ``cost`` or a formula in estimate.py), not the default, and a
@@ -109,6 +151,60 @@ def test_more_work_per_sample_costs_about_proportionally_more(
 ) -> None:
     ratio = _priced(name, 200, **{field: high}) / _priced(name, 200, **{field: low})
     assert 1.6 < ratio < 2.2, ratio
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("empirical.pgd_linf", {"eps": 0.1, "sweep": [0.025, 0.05, 0.075, 0.1]}),
+        ("empirical.autoattack_lite", {"eps": 0.1, "sweep": [0.025, 0.05, 0.075, 0.1]}),
+        ("empirical.square_linf", {"eps": 0.1, "sweep": [0.05, 0.1]}),
+        ("empirical.tabular_random_search", {"eps": 0.1, "sweep": [0.05, 0.1]}),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_an_attack_is_priced_between_one_radius_and_every_radius(
+    name: str, params: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Expected work: the smallest radius in full, half the work of the larger ones (a broken sample
+    is not attacked again), so below the upper end (no sample ever broken) and above one radius."""
+    expected = _priced(name, 200, **params)
+    one = _priced(name, 200, **{**params, "sweep": [params["eps"]]})
+    share = estimate.ATTACK_UNBROKEN_SHARE
+    monkeypatch.setattr(estimate, "ATTACK_UNBROKEN_SHARE", 1.0)
+    upper = _priced(name, 200, **params)
+    assert one < expected < upper
+    radii = len(params["sweep"])
+    assert expected / upper == pytest.approx((1 + share * (radii - 1)) / radii, rel=0.1)
+
+
+def test_an_attack_whose_work_ignores_the_radii_is_priced_at_its_cost() -> None:
+    """HopSkipJump searches each sample's smallest radius once, whatever the sweep: no discount."""
+    method = get_method("empirical.hop_skip_jump")
+    typed = method.Params(eps=0.5, sweep=[0.25, 0.5], queries=100)
+    assert _priced("empirical.hop_skip_jump", 50, **typed.model_dump()) == pytest.approx(
+        UNITS.seconds(type(method).cost(typed, 50))
+    )
+
+
+def test_a_scaled_cost_prices_proportionally() -> None:
+    cost = Cost(forwards=1000.0, backwards=64.0, fixed_s=0.5, draws=10.0)
+    half = cost.scaled(0.5)
+    assert (half.forwards, half.backwards, half.fixed_s, half.draws) == (500.0, 32.0, 0.25, 5.0)
+    assert half.calls() == (cost.calls()[0] * 0.5, cost.calls()[1] * 0.5)
+
+
+def test_child_processes_are_priced_by_the_measured_slowdown() -> None:
+    """A child's start is interpreter and import work: it takes longer as the machine gets busier,
+    which the measured slowdown says; the model's own work does not move with it (already timed)."""
+    idle, busy = UNITS, UnitCosts(**{**UNITS.__dict__, "slowdown": 10.0})
+    variants = {"variants": ["float16", "int8_dynamic"]}
+    cost = method_cost("empirical.deployment_consistency", variants, 100)
+    assert cost.children == 4  # per converted variant: the conversion's child and the session check's
+    extra = busy.seconds(cost) - idle.seconds(cost)
+    assert extra == pytest.approx(4 * estimate.CHILD_START_S * 9)
+    assert method_cost("empirical.deployment_consistency", {"variants": ["providers"]}, 100).children == 0
+    assert 1.0 <= estimate.measure_slowdown() < 1e6
 
 
 def _spec(*goals: dict[str, Any]) -> AssessmentSpec:

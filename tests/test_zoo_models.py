@@ -95,3 +95,29 @@ def test_standard_spec_gives_every_goal_a_verdict(name: str, zoo_dir: Path, tmp_
     by_goal = {r["goal_id"]: r for r in evidence["results"]}
     assert by_goal["ATTACK"]["status"] == "completed", by_goal["ATTACK"]  # an attack or its fallback measured
     assert by_goal["CLEAN"]["status"] == "completed"
+
+
+def test_int8_variant_of_a_model_listing_a_domain_twice(tmp_path: Path) -> None:
+    """skl2onnx writes the default domain's opset twice for a scaler + logistic regression; ONNX
+    Runtime's quantiser refused that ("Failed to find proper ai.onnx domain"), so the deployment
+    test compared no int8 copy. The variant is now written and scores as the model does."""
+    import onnx
+
+    from nnassay.tasks.engine.ort_check import convert_variant
+
+    model = zoo_models.build("sk_logreg", tmp_path, tiny=True)
+    domains = [o.domain for o in onnx.load(model.path).opset_import]
+    assert domains.count("") == 2  # the exporter's quirk this test is about
+    target = convert_variant("int8_dynamic", model.path, tmp_path / "int8.onnx")
+    assert sorted(o.domain for o in onnx.load(target).opset_import).count("") == 1
+    x = np.load(model.data)["x"][:50]
+    _, expected = _scores_from_ort(model.path, x)
+    _, got = _scores_from_ort(Path(target), x)
+    assert got.shape == expected.shape and (got.argmax(1) == expected.argmax(1)).mean() > 0.9
+
+
+def test_built_returns_what_build_wrote_and_nothing_else(tmp_path: Path) -> None:
+    assert zoo_models.built("sk_logreg", tmp_path) is None
+    model = zoo_models.build("sk_logreg", tmp_path, tiny=True)
+    assert zoo_models.built("sk_logreg", tmp_path) == model
+    assert zoo_models.built("tabular_mlp", tmp_path) is None

@@ -241,14 +241,17 @@ def _torch_model(name: str, tiny: bool) -> nn.Module:
     return NhwcCnn(width=4 if tiny else 16)
 
 
-def build_image_model(name: str, folder: Path, *, tiny: bool, samples: int = 400, seed: int = 0) -> ZooModel:
-    """Build, train briefly and export one of the torch image architectures with its data."""
+def build_image_model(
+    name: str, folder: Path, *, tiny: bool, samples: int = 400, seed: int = 0, steps: int | None = None
+) -> ZooModel:
+    """Build, train briefly (``steps`` Adam steps of 64 images; default 20 tiny, 300 full width) and
+    export one of the torch image architectures with its data."""
     torch.manual_seed(seed)
     x, y = digits_images(n=samples)
     model = _torch_model(name, tiny)
     nhwc = name == "nhwc_cnn"
     x_in = (x.transpose(0, 2, 3, 1) * 255.0).astype(np.float32) if nhwc else x
-    _train(model, x_in, y, steps=20 if tiny else 300, seed=seed)
+    _train(model, x_in, y, steps=steps or (20 if tiny else 300), seed=seed)
     path = _export(model, x_in, folder / f"{name}.onnx")
     data = folder / f"{name}.npz"
     np.savez(data, x=x_in, y=y)
@@ -298,16 +301,30 @@ def build_sklearn_model(name: str, folder: Path, *, tiny: bool, seed: int = 0) -
     return ZooModel(name, path, data, "tabular", "NC", None, 3)
 
 
-def build(name: str, folder: Path, *, tiny: bool, seed: int = 0) -> ZooModel:
-    """Build one zoo model by name into folder."""
+def build(name: str, folder: Path, *, tiny: bool, seed: int = 0, steps: int | None = None) -> ZooModel:
+    """Build one zoo model by name into folder (``steps``: training steps of the torch image models,
+    when not their default)."""
     folder.mkdir(parents=True, exist_ok=True)
     if name in IMAGE_MODELS:
-        return build_image_model(name, folder, tiny=tiny, seed=seed)
+        return build_image_model(name, folder, tiny=tiny, seed=seed, steps=steps)
     if name == "tabular_mlp":
         return build_tabular_mlp(folder, tiny=tiny, seed=seed)
     if name in SKLEARN_MODELS:
         return build_sklearn_model(name, folder, tiny=tiny, seed=seed)
     raise ValueError(f"unknown zoo model {name!r}; expected one of {ALL_MODELS}")
+
+
+def built(name: str, folder: Path) -> ZooModel | None:
+    """The model ``build`` made before in folder (its ONNX file and data are there), else None. The
+    width is not recorded: the caller knows whether that folder holds tiny or full models."""
+    path, data = folder / f"{name}.onnx", folder / f"{name}.npz"
+    if name not in ALL_MODELS or not path.exists() or not data.exists():
+        return None
+    if name in IMAGE_MODELS:
+        nhwc = name == "nhwc_cnn"
+        vr = (0.0, 255.0) if nhwc else (0.0, 1.0)
+        return ZooModel(name, path, data, "image", "NHWC" if nhwc else "NCHW", vr, 10)
+    return ZooModel(name, path, data, "tabular", "NC", None, 3)
 
 
 def standard_goals(m: ZooModel, *, samples: int) -> list[dict[str, Any]]:

@@ -11,9 +11,12 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from nnassay.tasks.engine.isolation import run_isolated
+
+if TYPE_CHECKING:
+    from onnx import ModelProto
 
 Optimization = Literal["disable", "basic", "extended", "all"]  # ONNX Runtime graph optimisation levels
 
@@ -112,10 +115,30 @@ def convert_variant(kind: str, source: str | os.PathLike[str], target: str | os.
     elif kind == "int8_dynamic":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quantize_dynamic(os.fspath(source), os.fspath(target), weight_type=QuantType.QInt8)
+        quantize_dynamic(_one_opset_per_domain(source), os.fspath(target), weight_type=QuantType.QInt8)
     else:
         raise ValueError(f"unknown variant {kind!r}; expected one of {VARIANTS}")
     return os.fspath(target)
+
+
+def _one_opset_per_domain(source: str | os.PathLike[str]) -> str | ModelProto:
+    """The model's path, or the model with one opset import per domain (the highest version) when
+    it lists a domain twice: skl2onnx writes ``('', 17)`` twice for some pipelines, and ONNX Runtime's
+    quantiser then stops with "Failed to find proper ai.onnx domain"."""
+    import onnx
+
+    model = onnx.load(os.fspath(source), load_external_data=False)
+    domains = [o.domain or "ai.onnx" for o in model.opset_import]
+    if len(set(domains)) == len(domains):
+        return os.fspath(source)
+    model = onnx.load(os.fspath(source))
+    highest: dict[str, int] = {}
+    for o in model.opset_import:
+        highest[o.domain] = max(highest.get(o.domain, 0), o.version)
+    del model.opset_import[:]
+    for domain, version in highest.items():
+        model.opset_import.add(domain=domain, version=version)
+    return model
 
 
 def isolated_variant(

@@ -23,6 +23,8 @@ class Cost:
         forward_calls: ONNX Runtime calls, when known; default: ``forwards / forward_batch``.
         backward_calls: torch calls, when known; default: ``backwards / backward_batch``.
         draws: input-sized random perturbations drawn in numpy (noise, corruptions, invalid inputs).
+        children: child processes started (``nnassay.tasks.engine.isolation``: a new interpreter
+            importing numpy and ONNX Runtime), priced by the machine's measured slowdown.
         forward_batch: rows per ONNX Runtime call, used when ``forward_calls`` is not given.
         backward_batch: rows per torch call, used when ``backward_calls`` is not given.
     """
@@ -33,6 +35,7 @@ class Cost:
     forward_calls: float | None = None
     backward_calls: float | None = None
     draws: float = 0.0
+    children: float = 0.0
     forward_batch: int = DEFAULT_FORWARD_BATCH
     backward_batch: int = DEFAULT_BACKWARD_BATCH
 
@@ -48,6 +51,20 @@ class Cost:
         )
         return fwd, bwd
 
+    def scaled(self, factor: float) -> Cost:
+        """The same work ``factor`` times over (counts and fixed seconds times ``factor``, batch
+        sizes kept; call counts made explicit)."""
+        fwd, bwd = self.calls()
+        return Cost(
+            forwards=self.forwards * factor,
+            backwards=self.backwards * factor,
+            fixed_s=self.fixed_s * factor,
+            forward_calls=fwd * factor,
+            backward_calls=bwd * factor,
+            draws=self.draws * factor,
+            children=self.children * factor,
+        )
+
     def __add__(self, other: Cost) -> Cost:
         """Two pieces of work done one after the other (counts add up; call counts are made explicit)."""
         mine, theirs = self.calls(), other.calls()
@@ -58,6 +75,7 @@ class Cost:
             forward_calls=mine[0] + theirs[0],
             backward_calls=mine[1] + theirs[1],
             draws=self.draws + other.draws,
+            children=self.children + other.children,
         )
 
 

@@ -4,8 +4,9 @@ A method counts its work in model evaluations (``RobustnessMethod.cost``, or a f
 families whose modules others own); ``UnitCosts.seconds`` prices it with the model's measured call
 times: for each engine, the time of one call at a few batch sizes (interpolated between them, the
 last slope beyond), because a row costs several times more in a large batch than in a small one
-on a busy machine. Measuring takes a few timed calls (well under a second on small models) and
-happens once per loaded model.
+on a busy machine. Each time is the median of a few short windows, so that one stall of the process
+on a busy machine (a window ten or a hundred times too slow) does not price every test. Measuring
+takes a few timed calls (about a second on small models) and happens once per loaded model.
 """
 
 from __future__ import annotations
@@ -20,14 +21,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nnassay.tasks.methods.cost import Cost
+from nnassay.tasks.methods.cost import Cost, passes
+from nnassay.tasks.methods.empirical.attack_base import AttackMethod, grid_size
 from nnassay.tasks.methods.registry import RobustnessMethod, get_method
 
 if TYPE_CHECKING:
     from nnassay.schemas.plan import AssessmentPlan
     from nnassay.tasks.io.model_io import ModelRunner
 
-WINDOW_S = 0.02  # each batch size is timed over this window (mean seconds per call)
+WINDOW_S = 0.02  # each batch size is timed over windows this long (mean seconds per call) ...
+WINDOWS = 5  # ... this many of them, the median kept (a stalled window is an outlier, not the cost)
 MIN_CALLS, MAX_CALLS = 1, 2000  # calls per window, at least and at most
 FORWARD_BATCHES = (16, 256, 2048)  # ONNX Runtime batch sizes timed (attacks; Monte Carlo batches)
 DRAW_BATCH = 1024  # rows of the timed noise draw
@@ -41,6 +44,10 @@ FORMAL_SAMPLE_S = 0.02  # a formal test: per sample, besides the bounds (the att
 FORMAL_BOUND_CALLS = 150.0  # a formal test: one sample's bounds cost about this many torch calls ...
 FORMAL_BOUND_ROWS = 64  # ... of this many rows (CROWN back-substitutes a batch of neurons at a time)
 INVALID_INPUT_S = 0.35e-3  # an invalid input alone: the call's Python work besides the model
+ATTACK_UNBROKEN_SHARE = 0.5  # an attack's radii past the smallest: the share of its work expected
+CHILD_START_S = 0.2  # a child process (interpreter, numpy, ONNX Runtime) on an idle core, times ...
+SLOWDOWN_FAST_S, SLOWDOWN_FAST_WINDOWS = 0.001, 30  # ... the slowdown: Python work in the fastest of
+# these short windows (the process running alone on a core) against the median of WINDOWS windows
 
 Curve = tuple[tuple[int, float], ...]  # (rows per call, seconds per call), rows ascending
 
@@ -71,6 +78,9 @@ class UnitCosts:
         executor: True when the torch executor runs the model; else ``backward`` is the forward curve
             times ``BACKWARD_PER_FORWARD``, a guess (nothing was timed).
         measure_s: seconds the measurement itself took.
+        slowdown: how much slower Python work runs now than alone on a core (at least 1; the
+            machine's load as this process sees it): prices the child processes, whose start is
+            interpreter and import work, ``CHILD_START_S`` each on an idle core.
     """
 
     forward: Curve
@@ -79,11 +89,13 @@ class UnitCosts:
     draw_s: float
     executor: bool
     measure_s: float = 0.0
+    slowdown: float = 1.0
 
     def seconds(self, cost: Cost) -> float:
         """Seconds of the work ``cost`` on this model (the per-test overhead included)."""
         forward_calls, backward_calls = cost.calls()
         total = cost.fixed_s + TEST_OVERHEAD_S + cost.draws * self.draw_s
+        total += cost.children * CHILD_START_S * self.slowdown
         if forward_calls > 0:
             total += forward_calls * call_seconds(self.forward, cost.forwards / forward_calls)
         if backward_calls > 0:
@@ -106,12 +118,35 @@ def measure_unit_costs(runner: ModelRunner, x_sample: np.ndarray) -> UnitCosts:
     forward = _curve(lambda b: runner.logits(b, batch_size=len(b)), rows, FORWARD_BATCHES, floats)
     big = _tile(rows, min(forward[-1][0], DRAW_BATCH))
     draw_s = _timed(lambda: _draw(big, runner.value_range)) / len(big)
+    slowdown = measure_slowdown()
     measured = _measure_backward(runner, rows, floats)
     if measured is None:
         guess = tuple((b, BACKWARD_PER_FORWARD * t) for b, t in forward)
-        return UnitCosts(forward, guess, 0.0, draw_s, False, time.perf_counter() - began)
+        return UnitCosts(forward, guess, 0.0, draw_s, False, time.perf_counter() - began, slowdown)
     setup_s, backward = measured
-    return UnitCosts(forward, backward, setup_s, draw_s, True, time.perf_counter() - began)
+    return UnitCosts(forward, backward, setup_s, draw_s, True, time.perf_counter() - began, slowdown)
+
+
+def _python_work() -> int:
+    total = 0
+    for i in range(2000):  # about 0.05 ms alone on a core: many fit in the shortest window
+        total += i * i
+    return total
+
+
+def measure_slowdown() -> float:
+    """How much slower Python work runs now than alone on a core: the median window's mean (as
+    ``_timed``) over the fastest of ``SLOWDOWN_FAST_WINDOWS`` windows of ``SLOWDOWN_FAST_S`` (one
+    such window fits in the time slice the scheduler gives the process, so the fastest is the work
+    running alone). At least 1; about 0.15 s."""
+    fastest = math.inf
+    for _ in range(SLOWDOWN_FAST_WINDOWS):
+        calls, start = 0, time.perf_counter()
+        while calls < 1 or time.perf_counter() - start < SLOWDOWN_FAST_S:
+            _python_work()
+            calls += 1
+        fastest = min(fastest, (time.perf_counter() - start) / calls)
+    return max(_timed(_python_work) / fastest, 1.0)
 
 
 _MEASURED: weakref.WeakKeyDictionary[Any, UnitCosts] = weakref.WeakKeyDictionary()
@@ -128,26 +163,31 @@ def _tile(rows: np.ndarray, n: int) -> np.ndarray:
     return np.ascontiguousarray(np.resize(rows, (n, *rows.shape[1:])))
 
 
-def _timed(call: Callable[[], object]) -> float:
-    """Mean seconds per call over a window of ``WINDOW_S`` (at least ``MIN_CALLS`` calls), after a
-    warm-up call: a window, not the quickest call, so that a busy machine's sharing of the cores is
-    in the number, as it will be in the tests' times."""
+def _timed(call: Callable[[], object], windows: int = WINDOWS) -> float:
+    """Seconds per call: the median over ``windows`` windows of the mean over a window of ``WINDOW_S``
+    (at least ``MIN_CALLS`` calls), after a warm-up call. Means over windows, not the quickest call,
+    so that a busy machine's steady sharing of the cores is in the number, as it will be in the
+    tests' times; their median, so that one window in which the process stalled is not."""
     call()  # warm-up: first-call allocations and lazy initialisation are not unit costs
-    calls, start = 0, time.perf_counter()
-    while calls < MIN_CALLS or (time.perf_counter() - start < WINDOW_S and calls < MAX_CALLS):
-        call()
-        calls += 1
-    return max((time.perf_counter() - start) / calls, 1e-7)
+    means = []
+    for _ in range(max(windows, 1)):
+        calls, start = 0, time.perf_counter()
+        while calls < MIN_CALLS or (time.perf_counter() - start < WINDOW_S and calls < MAX_CALLS):
+            call()
+            calls += 1
+        means.append((time.perf_counter() - start) / calls)
+    return max(float(np.median(means)), 1e-7)
 
 
 def _curve(
     call: Callable[[np.ndarray], object], rows: np.ndarray, batches: tuple[int, ...], floats: int
 ) -> Curve:
     """Call times at one row and at each batch size in turn, until a call takes ``CALL_BUDGET_S``
+    (the first batch size is always timed: a one-row time alone would price every row as a call)
     or the next batch would pass ``MAX_BATCH_FLOATS``; times never decrease with the batch."""
     points = [(1, _timed(partial(call, rows[:1])))]
     for size in batches:
-        if size * floats > MAX_BATCH_FLOATS or points[-1][1] > CALL_BUDGET_S:
+        if size * floats > MAX_BATCH_FLOATS or (len(points) > 1 and points[-1][1] > CALL_BUDGET_S):
             break
         points.append((size, max(_timed(partial(call, _tile(rows, size))), points[-1][1])))
     return tuple(points)
@@ -173,10 +213,16 @@ def _measure_backward(runner: ModelRunner, rows: np.ndarray, floats: int) -> tup
         setup_s = time.perf_counter() - start
 
         def step(batch: np.ndarray) -> object:
-            x = torch.from_numpy(batch).requires_grad_(True)
+            """One attack step: forward, backward, and the update a gradient attack makes with the
+            gradient (sign step, projection on the ball and the value range), which on a small
+            model costs as much as the model."""
+            x0 = torch.from_numpy(batch)
+            x = x0.clone().requires_grad_(True)
             labels = torch.zeros(len(batch), dtype=torch.int64)
             loss = torch.nn.functional.cross_entropy(module(x), labels, reduction="sum")
-            return torch.autograd.grad(loss, x)[0]
+            grad = torch.autograd.grad(loss, x)[0]
+            moved = torch.minimum(torch.maximum(x.detach() + 0.01 * grad.sign(), x0 - 0.1), x0 + 0.1)
+            return torch.clamp(moved, float(x0.min()), float(x0.max()))
 
         with torch_threads(rows, max(BACKWARD_BATCHES)):
             return setup_s, _curve(step, rows, BACKWARD_BATCHES, floats)
@@ -185,11 +231,30 @@ def _measure_backward(runner: ModelRunner, rows: np.ndarray, floats: int) -> tup
 
 
 def method_cost(name: str, params: dict[str, Any], samples: int) -> Cost:
-    """The work of one planned test: the method's own ``cost``, or this module's formula for it."""
+    """The work of one planned test: the method's own ``cost``, or this module's formula for it (an
+    attack: its expected work, ``attack_expected_cost``)."""
     method = get_method(name)
     typed = method.Params.model_validate(params)
     formula = FORMULAS.get(name)
-    return formula(typed, samples) if formula else type(method).cost(typed, samples)
+    if formula:
+        return formula(typed, samples)
+    if isinstance(method, AttackMethod):
+        return attack_expected_cost(type(method), typed, samples)
+    return type(method).cost(typed, samples)
+
+
+def attack_expected_cost(cls: type[AttackMethod[Any]], params: Any, samples: int) -> Cost:
+    """An attack's expected work, between the ends of its range: the work of the smallest radius in
+    full, and ``ATTACK_UNBROKEN_SHARE`` of the rest (a sample broken at one radius is not attacked
+    at the larger ones, nor by an ensemble's later attacks; how many break is what the test measures,
+    unknown when planning), plus the ONNX Runtime checks of ``AttackMethod.cost``. ``cls.cost`` is
+    the upper end (a model no attack breaks): with the default four radii, this estimate is 0.625
+    of it, within 2 times of both that end and a model whose samples all break at the second radius."""
+    radii = grid_size(params)
+    work = ATTACK_COSTS.get(getattr(cls, "name", ""), cls.attack_cost)
+    first, full = work(params, samples, 1), work(params, samples, radii)
+    share = ATTACK_UNBROKEN_SHARE if radii > 1 else 1.0
+    return first.scaled(1.0 - share) + full.scaled(share) + passes(samples, 2 + radii)
 
 
 def estimate_seconds(
@@ -240,7 +305,8 @@ def estimate_line(plan: AssessmentPlan) -> str:
     return f"plan: {len(plan.tests)} tests, estimated {format_duration(total)} of test time (their estimates added up)"
 
 
-# Formulas for methods whose modules are edited by others right now (formal, tabular, invalid input).
+# Formulas for methods whose modules are edited by others right now (formal, tabular, invalid input,
+# deployment).
 
 
 def _formal(params: Any, samples: int) -> Cost:
@@ -279,12 +345,36 @@ def _invalid(params: Any, samples: int) -> Cost:
     return Cost(forwards=inputs, forward_calls=inputs, draws=inputs, fixed_s=INVALID_INPUT_S * inputs)
 
 
+def _deployment(params: Any, samples: int) -> Cost:
+    """The data through the model and each variant; a converted variant (float16, int8) is written
+    by one child process and its session checked by another, then loaded here (about
+    ``VARIANT_BUILD_ROWS`` forward rows: conversion grows with the model)."""
+    from nnassay.tasks.methods.empirical.deployment import VARIANT_BUILD_ROWS
+
+    variants = len(params.variants)
+    converted = sum(v in ("float16", "int8_dynamic") for v in params.variants)
+    return passes(samples, 1 + variants) + Cost(
+        forwards=VARIANT_BUILD_ROWS * converted, forward_calls=0.0, children=2.0 * converted
+    )
+
+
+def _tabular_search(params: Any, samples: int, radii: int) -> Cost:
+    """Per radius, up to ``queries`` ONNX Runtime calls on the samples not yet broken, each row a
+    freshly drawn proposal (the random search of ``empirical.tabular_random_search``)."""
+    rows = float(samples * params.queries * radii)
+    return Cost(forwards=rows, forward_calls=float(params.queries * radii), draws=rows)
+
+
+ATTACK_COSTS: dict[str, Callable[[Any, int, int], Cost]] = {  # an attack's work, when it states none
+    "empirical.tabular_random_search": _tabular_search,
+}
 FORMULAS: dict[str, Callable[[Any, int], Cost]] = {
     "formal.local_robustness": _formal,
     "formal.max_stable_space": _formal,
     "formal.vnnlib_property": _vnnlib,
     "empirical.tabular_perturbation": _tabular,
     "empirical.invalid_input": _invalid,
+    "empirical.deployment_consistency": _deployment,
 }
 CAPS: dict[str, Callable[[Any, int], float]] = {
     "formal.local_robustness": _formal_cap,
