@@ -6,11 +6,8 @@ only displays. Nothing here reads the clock or recomputes a measurement.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import shlex
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +15,9 @@ from typing import Any
 
 from nnassay.reports import standards as st
 from nnassay.reports.charts import chart_svg, group_series
+from nnassay.reports.explain_view import ExplanationView, explanation_views
+from nnassay.reports.pictures import PictureSource, load_picture
+from nnassay.reports.plan_notes import UnitsView, explain_plan_line, fallback_line, tabular_data, units_view
 from nnassay.reports.register import (
     BOUND_CLAIMS,
     LIKELIHOOD_RULE,
@@ -31,7 +31,7 @@ from nnassay.reports.standards import ClauseRef, clause_ref
 from nnassay.schemas.common import ClaimKind, Measurement, Verdict
 from nnassay.schemas.evidence import EvidenceBundle, GoalVerdict
 from nnassay.schemas.goals import Goal
-from nnassay.schemas.results import ArtifactRef, MethodResult, Series
+from nnassay.schemas.results import MethodResult, Series
 
 SECTION_TITLES = [
     ("summary", "Summary"),
@@ -166,6 +166,9 @@ class ResultView:
     pictures: list[tuple[str, str]]  # data URI (empty: not shown), caption
     params: list[str]
     per_sample: tuple[list[str], list[list[str]], int] | None = None  # columns, rows, total rows
+    fallback: str = ""  # 'Planned as X instead of Y because ...' when the test replaces another method
+    units: UnitsView | None = None  # tabular data: the unit of eps and each feature's scale and bounds
+    explanation: ExplanationView | None = None  # why the goal failed, shown beside its deciding test
 
 
 @dataclass
@@ -199,6 +202,9 @@ class ReportView:
     assessed_at: str = ""
     likelihood_rule: str = LIKELIHOOD_RULE
     independence: str = ""  # what the intervals assume about the samples, and where duplicates were found
+    explanations: dict[str, ExplanationView] = field(default_factory=dict)  # by goal id
+    unplaced_explanations: list[ExplanationView] = field(default_factory=list)  # goals without a result
+    explain_plan: str = ""  # what the plan says about explaining failures (off, or samples and estimate)
 
     @property
     def title(self) -> str:
@@ -228,7 +234,11 @@ def build_view(ev: EvidenceBundle, run_dir: Path | None, pictures: PictureSource
         for i, (sid, title) in enumerate(SECTION_TITLES)
     }
     view.families = _families(ev, run_dir, pictures)
+    labels = list(ev.spec.model.labels or [])
+    view.explanations = explanation_views(ev, run_dir, lambda i: class_name(i, labels), pictures)
+    view.unplaced_explanations = place_explanations(ev, view.families, view.explanations)
     view.plan_rows = _plan_rows(ev)
+    view.explain_plan = explain_plan_line(ev.spec, ev.plan.explain_estimate_s)
     view.criteria = criteria_rows(ev)
     start, end = ev.provenance.started_at.astimezone(UTC), ev.provenance.finished_at.astimezone(UTC)
     view.started_finished = (
@@ -252,8 +262,9 @@ def unsupported_clauses(ev: EvidenceBundle, crosswalk: list[CrosswalkRow]) -> se
 
 
 def _families(ev: EvidenceBundle, run_dir: Path | None, pictures: PictureSource | None) -> list[FamilyView]:
-    plan_params = {t.test_id: t.params for t in ev.plan.tests}
+    tests = {t.test_id: t for t in ev.plan.tests}
     labels = list(ev.spec.model.labels or [])
+    tabular = tabular_data(ev.spec)
     found = []
     for family in FAMILIES:
         results = [r for r in ev.results if r.family.value == family]
@@ -266,13 +277,35 @@ def _families(ev: EvidenceBundle, run_dir: Path | None, pictures: PictureSource 
                 _metrics(r),
                 _charts(r),
                 _pictures(r, run_dir, pictures),
-                fmt_params(plan_params.get(r.test_id, {})),
+                fmt_params(tests[r.test_id].params if r.test_id in tests else {}),
                 per_sample_table(r, labels),
+                fallback_line(tests.get(r.test_id)),
+                units_view(r, tests.get(r.test_id), tabular),
             )
             for r in results
         ]
         found.append(FamilyView(family, clauses, views))
     return found
+
+
+def place_explanations(
+    ev: EvidenceBundle, families: list[FamilyView], explanations: dict[str, ExplanationView]
+) -> list[ExplanationView]:
+    """Put each goal's explanations beside its deciding (primary) test's result, else its last result;
+    return those of goals with no result shown."""
+    primary = {t.test_id for t in ev.plan.tests if t.primary}
+    by_goal: dict[str, ResultView] = {}
+    for view in (v for fam in families for v in fam.results):
+        goal = view.result.goal_id
+        if goal not in by_goal or by_goal[goal].result.test_id not in primary:
+            by_goal[goal] = view
+    unplaced = []
+    for goal, explanation in explanations.items():
+        if goal in by_goal:
+            by_goal[goal].explanation = explanation
+        else:
+            unplaced.append(explanation)
+    return unplaced
 
 
 def _metrics(result: MethodResult) -> list[tuple[str, str, str, str]]:
@@ -358,9 +391,6 @@ def _charts(result: MethodResult) -> list[str]:
     return [chart_svg(group, result.test_id) for group in group_series(result.series)]
 
 
-PictureSource = Callable[[ArtifactRef], str]  # picture artifact -> data URI to show in its place
-
-
 def _pictures(
     result: MethodResult, run_dir: Path | None, source: PictureSource | None = None
 ) -> list[tuple[str, str]]:
@@ -368,20 +398,10 @@ def _pictures(
     for artifact in result.artifacts:
         if artifact.media_type != "image/png":
             continue
-        if source is not None:
-            found.append((source(artifact), artifact.caption))
-            continue
-        if run_dir is None:
-            continue
-        path = (run_dir / artifact.path).resolve()
-        if not path.is_relative_to(run_dir.resolve()) or not path.is_file():
-            found.append(("", f"{artifact.caption} (NOT SHOWN: file not found beside the evidence)"))
-            continue
-        payload = path.read_bytes()
-        if hashlib.sha256(payload).hexdigest() != artifact.sha256:
-            found.append(("", f"{artifact.caption} (NOT SHOWN: file changed since the assessment)"))
-            continue
-        found.append(("data:image/png;base64," + base64.b64encode(payload).decode(), artifact.caption))
+        loaded = load_picture(artifact, run_dir, source)
+        if loaded is not None:
+            uri, problem = loaded
+            found.append((uri, f"{artifact.caption} ({problem})" if problem else artifact.caption))
     return found
 
 
@@ -402,6 +422,7 @@ def _plan_rows(ev: EvidenceBundle) -> list[dict[str, Any]]:
                     "params": fmt_params(own),
                     "clause": clause_ref(clause) if clause else None,
                     "clause_text": t.clause,
+                    "fallback": fallback_line(t),
                 }
             )
     return rows

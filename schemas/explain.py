@@ -75,6 +75,11 @@ class ExplainedSample(Record):
     input_sha256: str = Field(description="SHA-256 of the explained input file (.npy).")
     attribution_file: str = Field(description="Attribution array file name, in the explanation folder.")
     input_file: str = Field(description="Explained input file name, in the explanation folder.")
+    origin: str | None = Field(
+        default=None,
+        description="What made the failing input explained (e.g. 'invalid input: random_noise', "
+        "'gaussian noise, sigma 0.3'); None: the test row itself, or not recorded.",
+    )
     picture: ArtifactRef | None = Field(
         default=None,
         description="The dossier's picture of this explanation (heat-map overlay for an image, ranked "
@@ -126,9 +131,20 @@ class ExplanationSet(Record):
         default=None, description="Largest |logit| difference between the torch executor and ONNX Runtime."
     )
     failures_available: int = Field(ge=0, description="How many failed samples could have been explained?")
+    source: str | None = Field(
+        default=None,
+        description="Where the failures came from (the test and its file or details), e.g. "
+        "'G6/empirical.pgd_linf: tests/G6__empirical.pgd_linf/pgd_linf_adversarial.npz'.",
+    )
     samples: list[ExplainedSample] = Field(description="Every explained sample, per method.")
     faithfulness: list[FaithfulnessSummary] = Field(description="Faithfulness per method, over failures.")
     sanity: list[SanityCheck] = Field(description="Model-randomisation check per method.")
     baseline: str = Field(description="What replaced removed features (the reference input).")
     statement: str = Field(description="What the explanations show, in plain words for an auditor.")
     time_s: float = Field(ge=0, description="Wall time of the explanation step, in seconds.")
+    picture: ArtifactRef | None = Field(
+        default=None,
+        description="One panel of the goal's explained samples (a row per sample: the input and each "
+        "method's heat-map overlay, or each method's top-feature bars for a table), relative to the run "
+        "folder; None: not drawn (older bundles drew one picture per sample instead).",
+    )

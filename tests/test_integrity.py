@@ -227,14 +227,19 @@ def test_registry_model_onnx_only_copied_and_tagged(runs: Runs) -> None:
 def _forged_pdf(runs: Runs, target: Path) -> None:
     """A dossier whose pages say something else than the evidence it embeds (a forged reason)."""
     from nnassay.reports.render import EmbeddedFile, render_html
-    from nnassay.tasks.governance.dossier import write_pdf
+    from nnassay.tasks.governance.dossier import picture_attachments, write_pdf
 
     payload = (runs.b / "evidence.json").read_bytes()
     ev = EvidenceBundle.model_validate_json(payload)
     forged = ev.model_copy(
         update={"verdicts": [ev.verdicts[0].model_copy(update={"reason": "forged reason"}), *ev.verdicts[1:]]}
     )
-    write_pdf(render_html(forged, runs.b), target, attachments=[EmbeddedFile("evidence.json", payload, "e")])
+    pictures = picture_attachments(ev, runs.b)  # as a forger keeps them: only the text is forged
+    write_pdf(
+        render_html(forged, runs.b),
+        target,
+        attachments=[EmbeddedFile("evidence.json", payload, "e"), *pictures],
+    )
 
 
 def test_dossier_pdf_alone_compares_its_pages_with_the_embedded_evidence(runs: Runs, tmp_path: Path) -> None:

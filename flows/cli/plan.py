@@ -85,6 +85,11 @@ def plan_lines(plan: AssessmentPlan, units: UnitCosts | None) -> list[str]:
     lines = [f"plan of spec {plan.spec_id!r}: {len(plan.tests)} tests", line(head)]
     lines += [line(r) for r in rows]
     lines.append(line(("total", "", "", format_duration(total) if total is not None else "-", "")))
+    if plan.explain_estimate_s is not None:
+        lines.append(
+            f"explanations: up to {format_duration(plan.explain_estimate_s)} more if every goal that can "
+            "leave per-sample failures fails (explain: {enabled: false} turns them off)"
+        )
     if units is not None:
         lines.append(
             f"(estimates from the model's unit costs, timed in {format_duration(units.measure_s)}; they "

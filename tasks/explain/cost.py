@@ -95,3 +95,30 @@ def estimate_seconds(
         forwards * costs.forward_s + gradients * costs.gradient_s + len(methods) * PER_SAMPLE_METHOD_S
     )
     return overhead + samples * per_sample
+
+
+IMAGE_UNITS = 64  # pixel regions of an image explanation (at most 8 x 8, ``default_patch``)
+TABLE_FEATURES = 16  # features assumed for a table whose features the spec does not declare
+PICTURE_S = 0.1  # one PNG per explained sample and method (matplotlib; 0.10 s at load 9 on 2 cores)
+
+
+def plan_seconds(
+    costs: UnitCosts,
+    *,
+    goals: int,
+    samples: int,
+    tabular: bool,
+    executor_ok: bool,
+    n_features: int = 0,
+) -> float:
+    """The explain step's time if each of ``goals`` goals has failures to explain: ``samples`` (k and
+    contrast) per goal, with the methods the step would use (gradients when the executor runs), and
+    a picture per sample and method."""
+    from nnassay.tasks.explain.attributions import black_box_method
+
+    units = (n_features or TABLE_FEATURES) if tabular else IMAGE_UNITS
+    methods = GRADIENT_METHODS if executor_ok else (black_box_method("tabular" if tabular else "image"),)
+    per_goal = estimate_seconds(
+        costs, samples=samples, methods=methods, n_units=units, n_features=units if tabular else 0
+    )
+    return goals * (per_goal + samples * len(methods) * PICTURE_S)

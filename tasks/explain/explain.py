@@ -40,6 +40,7 @@ from nnassay.tasks.explain.select import select_samples
 from nnassay.tasks.explain.statement import statement
 from nnassay.tasks.explain.tabular import feature_flips, feature_grids
 from nnassay.tasks.io.data_io import Dataset
+from nnassay.tasks.io.files import write_atomic
 from nnassay.tasks.io.model_io import ModelRunner
 
 
@@ -72,20 +73,28 @@ class Chosen:
     true: np.ndarray
     a: np.ndarray
     b: np.ndarray
+    origins: list[str | None]
 
 
 def _inputs(
     data: Dataset, failures: GoalFailures, index: np.ndarray, n_failed: int
-) -> tuple[np.ndarray, list[str]]:
-    """The inputs explained: the failing input found for a failed row when there is one, else the row."""
-    found = {}
+) -> tuple[np.ndarray, list[str], list[str | None]]:
+    """The inputs explained: the failing input found for a failed row when there is one, else the row;
+    with each input's kind and origin."""
+    found: dict[int, int] = {}
     if failures.inputs is not None:
-        found = {int(i): failures.inputs[n] for n, i in enumerate(failures.indices)}
+        found = {int(i): n for n, i in enumerate(failures.indices)}
     kinds = ["failing_input" if int(i) in found and n < n_failed else "clean" for n, i in enumerate(index)]
+    inputs = failures.inputs
     rows = [
-        found[int(i)] if kind == "failing_input" else data.x[i] for i, kind in zip(index, kinds, strict=True)
+        inputs[found[int(i)]] if kind == "failing_input" and inputs is not None else data.x[i]
+        for i, kind in zip(index, kinds, strict=True)
     ]
-    return (np.stack(rows).astype(np.float32) if rows else data.x[:0]), kinds
+    origins = [
+        failures.origins[found[int(i)]] if kind == "failing_input" and failures.origins else None
+        for i, kind in zip(index, kinds, strict=True)
+    ]
+    return (np.stack(rows).astype(np.float32) if rows else data.x[:0]), kinds, origins
 
 
 def attributed_classes(
@@ -109,12 +118,12 @@ def choose(runner: ModelRunner, data: Dataset, failures: GoalFailures, options: 
     seed = options.seed if options.spread else None
     pick = select_samples(failures.indices, correct, k=options.k, contrast=options.contrast, seed=seed)
     index = np.array([*pick.failures, *pick.contrast], np.int64)
-    x, kinds = _inputs(data, failures, index, len(pick.failures))
+    x, kinds, origins = _inputs(data, failures, index, len(pick.failures))
     true = data.y[index].astype(np.int64)
     logits = runner.logits(x) if len(index) else np.zeros((0, runner.n_classes))
     a, b = attributed_classes(logits, true, failures.against == "true")
     roles = ["failure"] * len(pick.failures) + ["contrast"] * len(pick.contrast)
-    return Chosen(index, roles, kinds, x, true, a, b)
+    return Chosen(index, roles, kinds, x, true, a, b, origins)
 
 
 def reference(data: Dataset, runner: ModelRunner) -> tuple[np.ndarray, str]:
@@ -154,8 +163,7 @@ def save_array(folder: Path, array: np.ndarray) -> tuple[str, str]:
     buffer = io.BytesIO()
     np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
     digest = hashlib.sha256(buffer.getvalue()).hexdigest()
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{digest}.npy").write_bytes(buffer.getvalue())
+    write_atomic(folder / f"{digest}.npy", buffer.getvalue())
     return digest, f"{digest}.npy"
 
 
@@ -243,6 +251,7 @@ def explained(
         input_sha256=input_sha,
         attribution_file=attr_file,
         input_file=input_file,
+        origin=chosen.origins[n],
     )
 
 
@@ -304,7 +313,7 @@ def explain_goal(
     summaries = [summary(m, scores[m], chosen.roles, options) for m in attributions]
     sanity = sanity_checks(runner, data, chosen, attributions, options) if attributions else []
     n_failed = chosen.roles.count("failure")
-    available = len(np.unique(failures.indices))
+    available = failures.available if failures.available is not None else len(np.unique(failures.indices))
     return ExplanationSet(
         goal_id=failures.goal_id,
         methods=list(methods),
@@ -312,6 +321,7 @@ def explain_goal(
         engine_reason=why,
         executor_max_deviation=deviation(tool, runner, chosen.x),
         failures_available=available,
+        source=failures.source,
         samples=samples,
         faithfulness=summaries,
         sanity=sanity,

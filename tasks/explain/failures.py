@@ -28,13 +28,19 @@ class GoalFailures:
     """Per-sample failures of one goal: failed rows, and the failing inputs when they differ from
     the rows (adversarial examples, counterexamples); ``correct``: rows handled right, for contrast
     (None: the rows the model classifies correctly); ``against``: attribute the chosen class against
-    the true class (default) or, for inputs without a meaningful label, against the runner-up."""
+    the true class (default) or, for inputs without a meaningful label, against the runner-up;
+    ``origins``: what made each failing input (parallel to ``indices``); ``available``: how many
+    failures there were when only some are passed (default: the distinct rows); ``source``: where
+    they were read (test, file or details), for the evidence."""
 
     goal_id: str
     indices: np.ndarray
     inputs: np.ndarray | None = None
     correct: np.ndarray | None = None
     against: Literal["true", "runner_up"] = "true"
+    origins: tuple[str, ...] | None = None
+    available: int | None = None
+    source: str | None = None
 
 
 def failures_from_npz(goal_id: str, archive: Path | bytes) -> GoalFailures:

@@ -1,10 +1,13 @@
 """Pictures of explanations for the dossier, as PNG bytes (matplotlib's object API, no pyplot state):
-a heat-map overlay for images and a ranked bar chart for tables."""
+a heat-map overlay for images and a ranked bar chart for tables, one sample at a time
+(``picture_for``) or a goal's samples in one panel (``panel_png``: what the pipeline draws, one figure
+per goal instead of one per sample and method, which kept the dossier short and the step fast)."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -53,8 +56,8 @@ def heatmap_png(
     heat = to_hwc(attribution, layout)
     heat = heat.sum(axis=-1) if heat.ndim == 3 else heat
     span = float(np.abs(heat).max()) or 1.0
-    fig = Figure(figsize=(4.4, 2.4))
-    fig.suptitle(title, fontsize=8)
+    fig = Figure(figsize=(4.4, 2.6))
+    fig.suptitle(textwrap.fill(title, 70), fontsize=8)  # long titles wrap instead of being clipped
     for k, overlay in enumerate((False, True)):
         ax = fig.add_subplot(1, 2, k + 1)
         ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
@@ -64,6 +67,7 @@ def heatmap_png(
             fig.colorbar(scale, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
         ax.set_title("attribution" if overlay else "input", fontsize=8)
         ax.axis("off")
+    fig.subplots_adjust(top=0.78, bottom=0.04)
     return _png(fig)
 
 
@@ -79,7 +83,7 @@ def bar_chart_png(names: Sequence[str], scores: Sequence[float], *, title: str, 
     ax.barh(labels, values, color=["#c0392b" if v > 0 else "#2e86c1" for v in values])
     ax.axvline(0.0, color="black", linewidth=0.6)
     ax.set_xlabel("attribution (towards the chosen class > 0)", fontsize=8)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 70), fontsize=9)
     ax.tick_params(labelsize=7)
     fig.tight_layout()
     return _png(fig)
@@ -110,3 +114,99 @@ def picture_for(
         list(feature_names) if len(feature_names) == len(flat) else [f"feature {i}" for i in range(len(flat))]
     )
     return bar_chart_png(names, [float(v) for v in flat], title=title)
+
+
+PANEL_TOP = 5  # features drawn per method in a table's panel row
+
+
+def panel_png(
+    samples: Sequence[ExplainedSample],
+    folder: Path,
+    *,
+    kind: str,
+    layout: Layout,
+    value_range: tuple[float, float],
+    feature_names: Sequence[str] = (),
+    label: Callable[[int], str] = str,
+) -> bytes:
+    """One goal's explained samples in one figure, a cell per sample (failures, then contrast) in two
+    columns of cells: the input and each method's overlay for an image, each method's top-feature bars
+    for a table."""
+    from matplotlib.figure import Figure
+
+    rows = list(dict.fromkeys(s.sample_index for s in samples))
+    methods = list(dict.fromkeys(s.method for s in samples))
+    by_key = {(s.sample_index, s.method): s for s in samples}
+    image = kind == "image"
+    per_cell = len(methods) + (1 if image else 0)  # subplots per sample
+    blocks = 2 if len(rows) > 3 else 1
+    height = -(-len(rows) // blocks)
+    cell_w, cell_h = (1.25, 1.3) if image else (2.3, 1.1)
+    fig = Figure(figsize=(blocks * (per_cell * cell_w + (1.1 if image else 0.3)), height * cell_h + 0.3))
+    outer = fig.add_gridspec(
+        1,
+        blocks,
+        left=0.1 if image else 0.06,
+        right=0.99,
+        top=0.96,
+        bottom=0.02,
+        wspace=0.35 if image else 0.5,
+    )
+    for b in range(blocks):
+        grid = outer[0, b].subgridspec(
+            height, per_cell, wspace=0.06 if image else 0.9, hspace=0.3 if image else 0.9
+        )
+        for r, index in enumerate(rows[b * height : (b + 1) * height]):
+            cells = [by_key.get((index, m)) for m in methods]
+            first = next(c for c in cells if c is not None)
+            tag = "contrast" if first.role == "contrast" else "failure"
+            text = (
+                f"row {index} ({tag})\nchose {label(first.predicted_class)}, true {label(first.true_class)}"
+            )
+            img = None
+            if image:
+                x = np.load(folder / first.input_file, allow_pickle=False)
+                low, high = value_range
+                img = np.clip((to_hwc(x, layout) - low) / ((high - low) or 1.0), 0, 1)
+                ax = fig.add_subplot(grid[r, 0])
+                ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.set_ylabel(text, fontsize=6, rotation=0, ha="right", va="center")
+                if r == 0:
+                    ax.set_title("input", fontsize=7)
+            for c, (method, sample) in enumerate(zip(methods, cells, strict=True)):
+                ax = fig.add_subplot(grid[r, c + (1 if image else 0)])
+                name = method.replace("_", " ")
+                if sample is None:
+                    ax.axis("off")
+                    continue
+                attribution = np.load(folder / sample.attribution_file, allow_pickle=False)
+                if img is not None:
+                    heat = to_hwc(attribution, layout)
+                    heat = heat.sum(axis=-1) if heat.ndim == 3 else heat
+                    ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
+                    ax.imshow(_rgba(heat, float(np.abs(heat).max()) or 1.0))
+                    ax.axis("off")
+                    if r == 0:
+                        ax.set_title(name, fontsize=7)
+                    continue
+                flat = attribution.reshape(-1)
+                names = (
+                    list(feature_names)
+                    if len(feature_names) == len(flat)
+                    else [f"f{i}" for i in range(len(flat))]
+                )
+                order = np.argsort(-np.abs(flat), kind="stable")[:PANEL_TOP][::-1]
+                values = [float(flat[i]) for i in order]
+                ax.barh(
+                    [str(names[i])[:18] for i in order],
+                    values,
+                    color=["#c0392b" if v > 0 else "#2e86c1" for v in values],
+                )
+                ax.axvline(0.0, color="black", linewidth=0.5)
+                ax.tick_params(labelsize=5)
+                ax.set_title(
+                    f"{text.replace(chr(10), '; ')}: {name}" if c == 0 else name, fontsize=6, loc="left"
+                )
+    return _png(fig)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nnassay.reports.junit import junit_xml
+from nnassay.reports.pictures import dossier_pictures
 from nnassay.reports.render import (
     PDF_VARIANT,
     EmbeddedFile,
@@ -99,12 +100,10 @@ def picture_name(artifact: ArtifactRef) -> str:
 
 
 def picture_artifacts(ev: EvidenceBundle) -> list[ArtifactRef]:
-    """The pictures the dossier shows (PNG artifacts of the results), once each, in document order."""
+    """The pictures the dossier shows (PNG artifacts of the results and explanations), once each."""
     found: dict[str, ArtifactRef] = {}
-    for result in ev.results:
-        for artifact in result.artifacts:
-            if artifact.media_type == "image/png":
-                found.setdefault(picture_name(artifact), artifact)
+    for artifact in dossier_pictures(ev):  # results' PNG artifacts, then the explanations' pictures
+        found.setdefault(picture_name(artifact), artifact)
     return list(found.values())
 
 

@@ -18,6 +18,8 @@ from nnassay.schemas.results import MethodResult
 if TYPE_CHECKING:
     import numpy as np
 
+    from nnassay.schemas.explain import ExplanationSet
+
 MAX_PARAM = 500  # MLflow rejects longer parameter values
 MAX_TAG = 8000  # MLflow's longest tag value
 DIGEST_CHARS = 16  # dataset digests shown in the MLflow UI: the file's sha256 prefix
@@ -101,6 +103,28 @@ def result_metrics(result: MethodResult) -> dict[str, float]:
         flat[name] = m.value
         if m.interval:
             flat[f"{name}.ci_low"], flat[f"{name}.ci_high"] = m.interval.low, m.interval.high
+    return {k: float(v) for k, v in flat.items() if math.isfinite(v)}
+
+
+def explanation_metrics(sets: Sequence[ExplanationSet]) -> dict[str, float]:
+    """Per goal and attribution method: faithfulness (the deletion gain over random order with its
+    interval, AOPC, insertion AUC, beats random 1/0) and the sanity check's rank correlation."""
+    flat: dict[str, float] = {}
+    for es in sets:
+        goal = f"explain.{es.goal_id}"
+        flat |= {f"{goal}.samples": len(es.samples), f"{goal}.time_s": es.time_s}
+        for f in es.faithfulness:
+            key = f"{goal}.{f.method}"
+            flat |= {
+                f"{key}.deletion_gain_low": f.gain_interval.low,
+                f"{key}.deletion_gain_high": f.gain_interval.high,
+                f"{key}.deletion_aopc": f.deletion_aopc,
+                f"{key}.deletion_aopc_random": f.deletion_aopc_random,
+                f"{key}.insertion_auc": f.insertion_auc,
+                f"{key}.insertion_auc_random": f.insertion_auc_random,
+                f"{key}.beats_random": float(f.beats_random),
+            }
+        flat |= {f"{goal}.{c.method}.sanity_rank_correlation": c.rank_correlation for c in es.sanity}
     return {k: float(v) for k, v in flat.items() if math.isfinite(v)}
 
 
@@ -293,6 +317,10 @@ class InMemoryTracker:
         self.runs[run_id]["tags"].update(tags)
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        if path.is_dir():  # as MLflow's log_artifacts: the folder's files under artifact_path
+            files = sorted(p.relative_to(path) for p in path.rglob("*") if p.is_file())
+            self.runs[run_id]["artifacts"] += [str(Path(artifact_path or "") / f) for f in files]
+            return
         self.runs[run_id]["artifacts"].append(str(Path(artifact_path or "") / path.name))
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:

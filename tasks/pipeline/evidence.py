@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import JsonValue
 
 from nnassay.schemas.evidence import ArtifactDigest, EvidenceBundle, GoalVerdict, Provenance
+from nnassay.schemas.explain import ExplanationSet
 from nnassay.schemas.goals import AssessmentSpec
 from nnassay.schemas.plan import AssessmentPlan
 from nnassay.schemas.results import MethodResult
@@ -98,8 +99,10 @@ def assemble_evidence(
     *,
     previous_sha256: str | None = None,
     history: list[dict[str, Any]] | None = None,
+    explanations: list[ExplanationSet] | None = None,
 ) -> EvidenceBundle:
-    """Goals + plan + results + verdicts + provenance (+ link to the previous evidence), in one bundle."""
+    """Goals + plan + results + verdicts + provenance (+ link to the previous evidence, explanations of
+    failures), in one bundle."""
     return EvidenceBundle(
         spec=spec,
         plan=plan,
@@ -110,6 +113,7 @@ def assemble_evidence(
         manifest=files,
         previous_evidence_sha256=previous_sha256,
         history=history or [],
+        explanations=explanations or [],
     )
 
 

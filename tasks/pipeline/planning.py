@@ -72,6 +72,30 @@ def make_plan(spec: AssessmentSpec, facts: PlanFacts) -> AssessmentPlan:
         data_samples=facts.data_samples,
         tests=tests,
         notes=notes,
+        explain_estimate_s=_explain_estimate(spec, facts, tests),
+    )
+
+
+def _explain_estimate(spec: AssessmentSpec, facts: PlanFacts, tests: list[TestSpec]) -> float | None:
+    """The explain step's time if every goal that can leave per-sample failures fails (None: off or
+    no unit costs), priced per row at a batch of 64 with the model's measured call times."""
+    from nnassay.tasks.explain import cost as explain_cost
+    from nnassay.tasks.explain.gather import can_have_failures
+    from nnassay.tasks.pipeline.estimate import call_seconds
+
+    costs = facts.unit_costs
+    if not spec.explain.enabled or costs is None:
+        return None
+    per_row = explain_cost.UnitCosts(
+        call_seconds(costs.forward, 64) / 64, call_seconds(costs.backward, 64) / 64
+    )
+    return explain_cost.plan_seconds(
+        per_row,
+        goals=len({t.goal_id for t in tests if can_have_failures(t.method)}),
+        samples=spec.explain.samples + spec.explain.contrast,
+        tabular=facts.data_kind == "tabular",
+        executor_ok=facts.executor_ok,
+        n_features=len(spec.data.features or ()),
     )
 
 
