@@ -38,13 +38,16 @@ def assess(request: AssessRequest) -> EvidenceBundle | State[Any]:
     try:
         past = steps.read_history(tracker, spec, request)  # the spec's earlier assessments, read once
         lifecycle_steps.link_attempts(tracker, handle, request, past)  # crashed attempts
-        futures = [steps.submit_test(t, spec, request) for t in test_plan.tests]  # 3. execution
-        results = [f.result() for f in futures]
+        futures = steps.submit_tests(test_plan, spec, request)  # 3. execution, longest first
+        results = steps.collect_results(futures, test_plan, request)  # in plan order, with progress
         verdicts = steps.interpret(spec, results)  # 3. interpretation
         if request.compare_history:
             verdicts = lifecycle_steps.check_regressions(test_plan, results, verdicts, tracker, handle, past)
+        explained = steps.explain(spec, test_plan, results, verdicts, request, tracker, handle)
         provenance = steps.provenance(spec, facts, test_plan, request, handle, started, signer)
-        bundle = steps.record(spec, test_plan, results, verdicts, request, tracker, handle, provenance, past)
+        bundle = steps.record(
+            spec, test_plan, results, verdicts, request, tracker, handle, provenance, past, explained
+        )
         steps.report(bundle, request, tracker, handle, signer)  # 4. dossier
     except BaseException as exc:
         fail_run(tracker, handle, f"{type(exc).__name__}: {exc}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import shutil
 import sys
 from datetime import datetime
@@ -24,7 +26,7 @@ from nnassay.tasks.governance.tracking import MlflowTracker, Tracker
 from nnassay.tasks.io import registry_models
 from nnassay.tasks.io.files import sha256_file, write_json
 from nnassay.tasks.pipeline import evidence as ev
-from nnassay.tasks.pipeline import execute, planning, sharding
+from nnassay.tasks.pipeline import execute, explain_step, planning, sharding
 from nnassay.tasks.pipeline.sharding import Shard, ShardResult
 
 if TYPE_CHECKING:
@@ -136,6 +138,51 @@ def submit_test(test: TestSpec, spec: AssessmentSpec, request: AssessRequest) ->
     return merge_shards.with_options(**options).submit(test, spec, request, parts)  # type: ignore[arg-type]
 
 
+def submit_tests(
+    test_plan: AssessmentPlan, spec: AssessmentSpec, request: AssessRequest
+) -> list[PrefectFuture[MethodResult]]:
+    """Submit every test, the longest (by its estimate) first, so that the worker threads finish at
+    about the same time instead of one running a long test alone at the end; futures in plan order."""
+    tests = test_plan.tests
+    order = sorted(range(len(tests)), key=lambda i: -(tests[i].estimate_s or 0.0))
+    submitted = {i: submit_test(tests[i], spec, request) for i in order}
+    return [submitted[i] for i in range(len(tests))]
+
+
+def collect_results(
+    futures: list[PrefectFuture[MethodResult]], test_plan: AssessmentPlan, request: AssessRequest
+) -> list[MethodResult]:
+    """The tests' results in plan order, waited for as they finish (on local threads or Dask workers),
+    each reported by the flow as 'test k of n done, ~T left' (terminal and run log)."""
+    position = {future: i for i, future in enumerate(futures)}
+    log = run_log()
+
+    def report(line: str) -> None:
+        log.info(line)
+        if request.progress:
+            print_progress(line)
+
+    progress = execute.OverallProgress(test_plan.tests, report)
+    finished: queue.SimpleQueue[PrefectFuture[MethodResult]] = queue.SimpleQueue()
+    for future in futures:
+        future.add_done_callback(finished.put)
+    results: list[MethodResult | None] = [None] * len(futures)
+    for _ in futures:
+        future = _next_finished(finished)
+        i = position[future]
+        results[i] = future.result()
+        progress.done(test_plan.tests[i].test_id)
+    return [r for r in results if r is not None]
+
+
+def _next_finished(finished: queue.SimpleQueue[PrefectFuture[MethodResult]]) -> PrefectFuture[MethodResult]:
+    """Wait in short slices: a SIGTERM delivered to another thread is handled (by the main thread)
+    only when it runs Python code again, never during one long wait."""
+    while True:
+        with contextlib.suppress(queue.Empty):
+            return finished.get(timeout=0.2)
+
+
 @task(name="interpret", cache_policy=NO_CACHE)
 def interpret(spec: AssessmentSpec, results: list[MethodResult]) -> list[GoalVerdict]:
     """Step 3, interpretation: one verdict per goal against its criterion (each in the run's log)."""
@@ -156,6 +203,32 @@ def interpret(spec: AssessmentSpec, results: list[MethodResult]) -> list[GoalVer
             v.reason,
         )
     return verdicts
+
+
+@task(name="explain", cache_policy=NO_CACHE)
+def explain(
+    spec: AssessmentSpec,
+    test_plan: AssessmentPlan,
+    results: list[MethodResult],
+    verdicts: list[GoalVerdict],
+    request: AssessRequest,
+    tracker: Tracker | None,
+    handle: records.TrackingHandle,
+) -> explain_step.ExplainOutcome:
+    """Step 'explain': attributions of each failed or inconclusive goal's failures, checked for
+    faithfulness, with pictures (explanations/<goal>/); logged to MLflow; a line per goal in the log."""
+    log = run_log()
+
+    def report(level: int, line: str) -> None:
+        log.log(level, line)
+        if request.progress:
+            print_progress(line)
+
+    outcome = explain_step.explain_failures(
+        spec, test_plan, results, verdicts, request.output, prefer_cuda=request.prefer_cuda, report=report
+    )
+    explain_step.log_explanations(tracker, handle.run_id, request.output, outcome)
+    return outcome
 
 
 def make_tracker(request: AssessRequest) -> Tracker | None:
@@ -243,12 +316,16 @@ def record(
     handle: records.TrackingHandle,
     prov: Provenance,
     past: history.SpecHistory,
+    explained: explain_step.ExplainOutcome | None = None,
 ) -> EvidenceBundle:
     """Step 'record': nested MLflow runs per test and the evidence bundle (evidence.json)."""
     out = request.output
+    explained = explained or explain_step.ExplainOutcome()
     files = records.write_results(out, results) + [
         ArtifactDigest(path=records.PLAN, sha256=sha256_file(out / records.PLAN), role="plan")
     ]
+    files += explained.files
+    prov = prov.model_copy(update={"extra": {**prov.extra, **explained.notes()}})
     records.log_results(tracker, handle, test_plan, results, out)  # each with its files
     files += records.copy_registry_model(spec, out)
     manifest = ev.manifest(request.spec_path, spec, prov.spec_sha256, test_plan, results, files)
@@ -262,6 +339,7 @@ def record(
         manifest,
         previous_sha256=earlier[0].evidence_sha256 if earlier else None,
         history=history.history_rows(earlier),
+        explanations=explained.sets,
     )
     write_json(out / records.EVIDENCE, bundle)
     return bundle

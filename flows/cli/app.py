@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import shlex
 import sys
@@ -18,20 +19,25 @@ from nnassay.flows.cli import plan as cli_plan
 from nnassay.flows.cli import records as cli_records
 from nnassay.flows.cli.options import (
     Dask,
+    Debug,
     JunitXml,
     ModelUri,
     SignCert,
     SignKey,
+    Verbose,
     check_sign_cert,
     check_sign_key,
+    quiet_libraries,
 )
 from nnassay.flows.cli.servers import (
     EmbeddedPrefect,
     Interrupted,
     check_mlflow_server,
-    check_prefect_api,
-    configured_prefect_api,
+    embedded_prefect_early,
+    exit_interrupted,
     install_signal_handlers,
+    prefect_server,
+    prepare_sqlite_store,
 )
 
 if TYPE_CHECKING:
@@ -76,11 +82,9 @@ def _fail(exc: BaseException, debug: bool) -> None:
     raise typer.Exit(EXIT_INVALID)
 
 
-def _quiet_prefect(debug: bool) -> None:
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "DEBUG" if debug else "WARNING")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # Prefect's own embedded server (lifecycle runs) can need more than its 20 s on a busy 2-core machine
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+def _quiet_prefect(debug: bool, verbose: bool = False) -> None:
+    """Hide the libraries' noise unless --verbose or --debug (before Prefect or MLflow is imported)."""
+    quiet_libraries(debug=debug, verbose=verbose)
 
 
 @app.command()
@@ -101,7 +105,8 @@ def assess(
     no_track: Annotated[bool, typer.Option("--no-track", help="Do not log to MLflow.")] = False,
     cpu: Annotated[bool, typer.Option("--cpu", help="Use the CPU provider even when CUDA works.")] = False,
     dask: Dask = None,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and Prefect debug logs.")] = False,
+    debug: Debug = False,
+    verbose: Verbose = False,
     sign_key: SignKey = None,
     sign_cert: SignCert = None,
     junit_xml: JunitXml = None,
@@ -109,16 +114,17 @@ def assess(
 ) -> None:
     """Run a robustness assessment. Exit 0: every goal passed; 1: a goal failed or was inconclusive;
     2: invalid input or the run could not be done."""
-    _quiet_prefect(debug)
+    started = time.monotonic()
+    _quiet_prefect(debug, verbose)
     check_sign_key(sign_key)  # an unusable key fails before anything starts
     check_sign_cert(sign_cert, sign_key)
-    install_signal_handlers()  # SIGTERM/SIGINT: stop, keep finished results, exit 143/130
+    resume = f"finished tests are kept in {output}; run the same command again to resume"
+    install_signal_handlers(resume)  # SIGTERM/SIGINT: stop within seconds, keep finished results, 143/130
+    server = embedded_prefect_early()  # boots while the inputs are checked
     from nnassay.schemas.settings import AssessRequest, Settings
     from nnassay.tasks.errors import AssessmentError
 
     settings = Settings()
-    started = time.monotonic()
-    server: EmbeddedPrefect | None = None
     try:
         request = AssessRequest(
             spec_path=spec,
@@ -134,8 +140,9 @@ def assess(
             dask_address=dask or settings.dask_address,
             progress=True,
         )
-        server = _prefect_server()  # boots while the inputs are checked
+        server = prefect_server(server)  # the user's API (checked to answer) or the embedded one
         _check_inputs(request)
+        _warm_up(request)  # while the server may still be booting
         if server is not None:
             server.wait_ready(settings.prefect_startup_timeout_s)
         bundle = _run_flow(request, server)
@@ -152,12 +159,7 @@ def assess(
         return
     except Interrupted as stop:
         _stop(server)
-        typer.echo(
-            f"nnassay: {stop}: finished tests are kept in {output}; run the same command again to resume",
-            err=True,
-        )
-        sys.stderr.flush()
-        os._exit(stop.exit_code)  # running test threads cannot be joined within seconds
+        exit_interrupted(stop, resume)
     _stop(server)
     _print_summary(bundle, output, time.monotonic() - started)
     if junit_xml is not None:
@@ -185,13 +187,14 @@ def _check_inputs(request: AssessRequest) -> None:
     typer.echo(estimate_line(plan), err=True)
 
 
-def _prefect_server() -> EmbeddedPrefect | None:
-    """The user's Prefect API when one is configured (checked to answer), else nnassay's embedded one."""
-    api_url, ephemeral = configured_prefect_api()
-    if api_url:
-        check_prefect_api(api_url)
-        return None
-    return EmbeddedPrefect().start() if ephemeral else None
+def _warm_up(request: AssessRequest) -> None:
+    """Work the flow needs anyway, done before waiting for the embedded server: a new local MLflow
+    store (created the fast way) and the flow's imports (Prefect's engine, MLflow, the renderer)."""
+    if request.track:
+        prepare_sqlite_store(request.tracking_uri())
+    import weasyprint  # noqa: F401
+
+    import nnassay.flows.lifecycle  # noqa: F401
 
 
 def _stop(server: EmbeddedPrefect | None) -> None:
@@ -299,9 +302,49 @@ cli_monitor.register(app)  # monitor, monitor-verify, monitor-schedule
 cli_plan.register(app)  # plan
 
 
+def _command_summaries(typer_app: typer.Typer) -> None:
+    """Each command's line in `nnassay --help`: its docstring's first paragraph as one reflowed text
+    (rich help keeps the docstring's line breaks, which cut sentences in the middle there)."""
+    for info in typer_app.registered_commands:
+        doc = info.help or (info.callback.__doc__ if info.callback else None)
+        if info.short_help is None and doc:
+            info.short_help = " ".join(inspect.cleandoc(doc).split("\n\n")[0].split())
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _command_summaries(group.typer_instance)
+
+
+_command_summaries(app)
+
+
 def main() -> None:
-    """Entry point for `python -m nnassay.flows.cli.app`."""
-    app()
+    """Entry point for `python -m nnassay.flows.cli.app` (and `nnassay`): run the command, then exit
+    at once (``exit_now``)."""
+    try:
+        app()
+    except SystemExit as done:
+        exit_now(done.code)
+
+
+def exit_now(code: int | str | None) -> None:
+    """Exit with ``code`` after what a normal exit does first (join the running threads, run the
+    exit handlers: Prefect sends its last logs and events, servers stop), but without tearing down
+    every imported module one by one, which takes 1 to 3 s after an assessment (torch, MLflow, Prefect
+    and scipy loaded) and changes nothing on disk."""
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+    status = code if isinstance(code, int) else 0 if code is None else 1
+    import atexit
+    import threading
+
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,16 @@ from typing import Annotated, Any
 
 import typer
 
-from nnassay.flows.cli.options import Dask, ModelUri, SignCert, SignKey, check_sign_cert, check_sign_key
+from nnassay.flows.cli.options import (
+    Dask,
+    Debug,
+    ModelUri,
+    SignCert,
+    SignKey,
+    Verbose,
+    check_sign_cert,
+    check_sign_key,
+)
 
 EXIT_PASS, EXIT_NOT_PASSED, EXIT_INVALID = 0, 1, 2
 
@@ -71,7 +80,8 @@ def lifecycle(
     output_root: OutputRoot = Path("runs/lifecycle"),
     mlflow_uri: MlflowUri = None,
     cpu: Cpu = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and Prefect debug logs.")] = False,
+    debug: Debug = False,
+    verbose: Verbose = False,
     sign_key: SignKey = None,
     sign_cert: SignCert = None,
     model_uri: ModelUri = None,
@@ -82,7 +92,7 @@ def lifecycle(
     inconclusive; 2: invalid input or the run could not be done."""
     from nnassay.flows.cli.app import _fail, _print_summary, _quiet_prefect
 
-    _quiet_prefect(debug)
+    _quiet_prefect(debug, verbose)
     from nnassay.flows.lifecycle import lifecycle_assess
     from nnassay.schemas.evidence import EvidenceBundle
     from nnassay.schemas.settings import Settings
@@ -143,13 +153,14 @@ def schedule(
     model_uri: ModelUri = None,
     dask: Dask = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the deployment and exit.")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Serve lifecycle assessments of SPEC as a Prefect deployment on a cron or interval schedule.
     Runs until stopped (Ctrl-C pauses the schedule). Point PREFECT_API_URL at a Prefect server to see
     the deployment and its runs in the UI."""
     from nnassay.flows.cli.app import _fail, _quiet_prefect
 
-    _quiet_prefect(False)
+    _quiet_prefect(False, verbose)
     from nnassay.schemas.schedule import LifecycleSchedule, ScheduleOptionError
     from nnassay.tasks.errors import AssessmentError
     from nnassay.tasks.io.spec_io import read_spec

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from nnassay.flows.cli.options import Debug, Verbose
+
 if TYPE_CHECKING:
     from nnassay.schemas.monitoring import MonitoringRecord, MonitorRequest
 
@@ -114,7 +116,8 @@ def monitor(
     reassess: Reassess = False,
     alpha: Alpha = 0.05,
     seed: Seed = 0,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and Prefect debug logs.")] = False,
+    debug: Debug = False,
+    verbose: Verbose = False,
 ) -> None:
     """Compare field data with the data SPEC was assessed on: per-feature or image tests, the model's
     outputs, OOD rate and accuracy, one verdict per batch. Writes monitoring.json, monitoring.html and
@@ -123,7 +126,7 @@ def monitor(
     reliable was measured, so it never passes as 0)."""
     from nnassay.flows.cli.app import _fail, _quiet_prefect
 
-    _quiet_prefect(debug)
+    _quiet_prefect(debug, verbose)
     from nnassay.tasks.errors import AssessmentError
 
     try:
@@ -215,13 +218,14 @@ def monitor_schedule(
     reassess: Reassess = False,
     alpha: Alpha = 0.05,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the deployment and exit.")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Serve the monitoring of SPEC's field data (PATH, re-read at every run: new batches dropped into
     a folder are picked up) as a Prefect deployment; each run writes <output>/<UTC time>/. Runs until
     stopped. Exit 2: invalid option or input."""
     from nnassay.flows.cli.app import _fail, _quiet_prefect
 
-    _quiet_prefect(False)
+    _quiet_prefect(False, verbose)
     from nnassay.flows.monitor import monitor_field, tracking_uri
     from nnassay.schemas.schedule import LifecycleSchedule, ScheduleOptionError
     from nnassay.tasks.errors import AssessmentError

@@ -1,10 +1,14 @@
-"""Typer options shared by `assess`, `lifecycle` and `schedule`; each becomes a field of the request.
+"""Typer options shared by `assess`, `lifecycle`, `schedule` and `monitor`; each becomes a field of the
+request, or sets how much the libraries underneath may print (`quiet_libraries`).
 
 Imports stay light (fast --help): the signing key is read only when a command runs.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -48,6 +52,63 @@ Dask = Annotated[
         "--dask", help="Run tests on the Dask scheduler at this address (default: $NNASSAY_DASK_ADDRESS)."
     ),
 ]
+
+Verbose = Annotated[
+    bool,
+    typer.Option(
+        "--verbose",
+        help="Also show what MLflow, Prefect and ONNX Runtime print (INFO logs, run links, download"
+        " bars, warnings); hidden by default, shown by --debug too.",
+    ),
+]
+Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks and every library's debug logs.")]
+
+# Environment read by the libraries when they are imported (a value the user set is kept)
+_QUIET_ENV = {
+    "MLFLOW_LOGGING_LEVEL": "WARNING",  # "Creating initial MLflow database tables..." and other INFO
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # "Downloading artifacts" bars (models:/ URIs)
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # "View run ... at" / "View experiment at"
+}
+_SET_BY_NNASSAY = "NNASSAY_QUIETED"  # which of them nnassay set (a later --verbose unsets those only)
+ORT_WARNING, ORT_ERROR = 2, 3  # ONNX Runtime logger severities
+
+
+class LibraryWarnings(logging.Filter):
+    """Drops warnings that libraries send to the root logger (ONNX Runtime's quantiser: 'Please consider
+    to run pre-processing before quantization'); nnassay records what matters in the evidence."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "root" and f"{os.sep}onnxruntime{os.sep}" in record.pathname)
+
+
+def quiet_libraries(*, debug: bool, verbose: bool) -> None:
+    """Hide third-party noise (MLflow INFO lines and run links, download bars, Prefect's INFO lines,
+    ONNX Runtime warnings) unless ``verbose`` or ``debug``; call before Prefect or MLflow is imported.
+    Levels the user set in the environment win; nnassay's own progress lines are never hidden."""
+    loud = verbose or debug
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "DEBUG" if debug else "INFO" if verbose else "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect's own embedded server (lifecycle runs) can need more than its 20 s on a busy 2-core machine
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    ours = set(filter(None, os.environ.get(_SET_BY_NNASSAY, "").split(",")))
+    for key, value in _QUIET_ENV.items():
+        if loud and key in ours:
+            del os.environ[key]  # set by an earlier quiet command in this process
+            ours.discard(key)
+        elif not loud and key not in os.environ:
+            os.environ[key] = value
+            ours.add(key)
+    os.environ[_SET_BY_NNASSAY] = ",".join(sorted(ours))
+    if "mlflow" in sys.modules:  # imported already: its logger was configured at import
+        logging.getLogger("mlflow").setLevel(logging.INFO if loud else logging.WARNING)
+    root = logging.getLogger()
+    for old in [f for f in root.filters if isinstance(f, LibraryWarnings)]:
+        root.removeFilter(old)
+    if not loud:
+        root.addFilter(LibraryWarnings())
+    import onnxruntime  # small; loaded by every assessment anyway
+
+    onnxruntime.set_default_logger_severity(ORT_WARNING if loud else ORT_ERROR)
 
 
 def check_sign_key(path: Path | None) -> None:

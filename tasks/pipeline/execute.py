@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from nnassay.tasks.io.files import sha256_file
 from nnassay.tasks.io.model_io import ModelRunner
 from nnassay.tasks.io.spec_io import read_spec
 from nnassay.tasks.methods.registry import Progress, RunContext, get_method
-from nnassay.tasks.pipeline.estimate import unit_costs
+from nnassay.tasks.pipeline.estimate import format_duration, unit_costs
 from nnassay.tasks.pipeline.interpret import DUPLICATE_INPUTS
 from nnassay.tasks.pipeline.planning import PlanFacts, make_plan
 from nnassay.tasks.pipeline.sharding import Shard, Shardable, ShardResult
@@ -251,3 +251,23 @@ def progress_printer(test_id: str, sink: Callable[[str], None], every_s: float =
         sink(f"{test_id}: {done}/{total} done, {elapsed:.1f}s elapsed, ~{left:.1f}s left")
 
     return report
+
+
+class OverallProgress:
+    """The assessment's progress as tests finish: 'test k of n done, ~T left', where T adds up the
+    plan's estimates (``TestSpec.estimate_s``) of the tests not finished yet (test time, as in the
+    plan line; left out when no estimate is known)."""
+
+    def __init__(self, tests: Sequence[TestSpec], sink: Callable[[str], None]) -> None:
+        self.estimates = {t.test_id: t.estimate_s for t in tests}
+        self.finished: set[str] = set()
+        self.sink = sink
+
+    def done(self, test_id: str) -> str:
+        """Count ``test_id`` as finished; send the progress line to the sink and return it."""
+        self.finished.add(test_id)
+        k, n = len(self.finished), len(self.estimates)
+        left = [s for t, s in self.estimates.items() if t not in self.finished and s is not None]
+        line = f"test {k} of {n} done" + (f", ~{format_duration(sum(left))} left" if left else "")
+        self.sink(line)
+        return line
