@@ -23,6 +23,7 @@ NOISE = (
     "View experiment",
     "Please consider to run pre-processing before quantization",  # onnxruntime.quantization
     "| INFO",  # Prefect's INFO lines
+    "Error logging to API",  # run logs sent after the embedded server stopped: lost (and slow retries)
 )
 QUIET_ENV = (
     "MLFLOW_LOGGING_LEVEL",

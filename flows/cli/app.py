@@ -199,7 +199,21 @@ def _warm_up(request: AssessRequest) -> None:
 
 def _stop(server: EmbeddedPrefect | None) -> None:
     if server is not None:
+        flush_prefect()
         server.stop()
+
+
+def flush_prefect(timeout_s: float = 5.0) -> None:
+    """Send Prefect's queued run logs and events while the embedded server still answers: once it has
+    stopped they are lost ("Error logging to API") and their retries cost the exit over a second."""
+    if "prefect.logging.handlers" not in sys.modules:
+        return  # no flow ran: nothing queued
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        with contextlib.suppress(Exception):  # a worker that never started has nothing to send
+            worker.drain_all(timeout=timeout_s)
 
 
 def _command_line(

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from nnassay.tasks.io.model_io import ModelRunner
 
 WINDOW_S = 0.02  # each batch size is timed over windows this long (mean seconds per call) ...
-WINDOWS = 5  # ... this many of them, the median kept (a stalled window is an outlier, not the cost)
+WINDOWS = 3  # ... this many of them, the median kept (one stalled window is an outlier, not the cost)
 MIN_CALLS, MAX_CALLS = 1, 2000  # calls per window, at least and at most
 FORWARD_BATCHES = (16, 256, 2048)  # ONNX Runtime batch sizes timed (attacks; Monte Carlo batches)
 DRAW_BATCH = 1024  # rows of the timed noise draw
