@@ -221,7 +221,9 @@ def from_indices(src: Source) -> Found | None:
 
 def noisy_inputs(src: Source, draw: int) -> np.ndarray:
     """The noisy inputs of one draw at the goal's strength, drawn as the noise test drew them."""
+    from nnassay.tasks.methods.empirical.features import data_box
     from nnassay.tasks.methods.statistical.core import BLOCK, NoiseParams, perturb
+    from nnassay.tasks.methods.statistical.feature_noise import FeatureNoise
 
     threat = src.test.threat
     assert isinstance(threat, GaussianNoise | UniformNoise)
@@ -229,6 +231,8 @@ def noisy_inputs(src: Source, draw: int) -> np.ndarray:
     assert params.strength is not None
     step = sorted({*params.sweep, params.strength}).index(params.strength)
     x = src.data.x
+    box = data_box(src.data, src.runner.value_range)  # tabular: noise in each feature's scale, as drawn
+    features = None if box is None else FeatureNoise.of(box)
     blocks = [
         perturb(
             x[b * BLOCK : (b + 1) * BLOCK],
@@ -236,6 +240,7 @@ def noisy_inputs(src: Source, draw: int) -> np.ndarray:
             params.strength,
             np.random.default_rng([src.test.seed, step, draw, b]),
             src.runner.value_range,
+            features,
         )
         for b in range(-(-len(x) // BLOCK))
     ]

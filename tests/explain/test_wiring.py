@@ -349,3 +349,23 @@ def test_a_table_gets_bar_charts_and_feature_flips(tmp_path: Path, tabular_case:
     width = int.from_bytes(png[16:20], "big")  # bars: 2.3 inches per method and block, at 100 dpi
     assert width == round(100 * blocks * (len(es.methods) * 2.3 + 0.3))
     assert "strongest features" in es.picture.caption  # bars per method, not heat maps
+
+
+def test_tabular_noise_flips_are_drawn_again_in_each_features_scale(
+    tmp_path: Path, tabular_case: TinyCase
+) -> None:
+    """On a table the noise test draws sigma x scale per feature; drawing it again must do the same, or
+    the stored flags are not reproduced and only clean rows could be explained."""
+    noise = goal("N", {"kind": "gaussian_noise", "sigma": 0.5}, "label_flip_rate", "<=", 0.0)
+    spec, facts = execute.state_goals(write_spec(tmp_path / "spec", tabular_case, [noise]), prefer_cuda=False)
+    plan = make_plan(spec, facts)
+    run_dir = tmp_path / "run"
+    (test,) = plan.tests
+    result = execute.run_test(test, spec, run_dir, prefer_cuda=False)
+    runner, data = execute.load_inputs(spec, prefer_cuda=False)
+    found = g.from_noise(g.Source(test, result, runner, data.subset(test.samples), run_dir))
+    assert found is not None and found.failures is not None and len(found.failures.indices) > 0
+    assert found.failures.inputs is not None, found.failures.source  # reproduced, not the clean rows
+    assert "does not reproduce" not in (found.failures.source or "")
+    clean = runner.predict(found.data.x[found.failures.indices])
+    assert np.all(runner.predict(found.failures.inputs) != clean)
