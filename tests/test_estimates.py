@@ -297,3 +297,33 @@ def test_a_spent_budget_stops_early_and_says_how_much_was_done(
     outcome = method.run(ctx, method.params_for(ctx.threat, params))
     assert outcome.status in (TestStatus.COMPLETED, TestStatus.INCONCLUSIVE)
     assert outcome.reason is not None and "time budget ran out" in outcome.reason and done in outcome.reason
+
+
+def test_an_attack_is_priced_on_the_samples_it_will_attack() -> None:
+    """Only correctly classified samples are attacked: a model right on 10% of the rows costs the attack
+    about a tenth of its work (the ONNX Runtime checks of every sample stay), and accuracy is measured."""
+    params = {"eps": 0.1, "sweep": [0.05, 0.1], "steps": 20}
+    full = method_cost("empirical.pgd_linf", params, 200)
+    weak = method_cost("empirical.pgd_linf", params, 200, clean_accuracy=0.1)
+    assert weak.backwards == pytest.approx(full.backwards * 0.1, rel=0.05)
+    assert weak.forwards == full.forwards  # every sample is still checked on ONNX Runtime
+    assert method_cost("empirical.pgd_linf", params, 200, clean_accuracy=None) == full
+    assert estimate.attacked_samples(200, 0.0) == 1 and estimate.attacked_samples(200, 1.5) == 200
+
+
+def test_planning_measures_the_clean_accuracy_that_prices_attacks(
+    tmp_path: Path, image_case: TinyCase
+) -> None:
+    from conftest import write_spec
+
+    spec_path = write_spec(
+        tmp_path, image_case, [goal("A", {"kind": "linf_ball", "eps": 0.1}, "robust_accuracy", ">=", 0.5)]
+    )
+    _, facts = execute.state_goals(spec_path, prefer_cuda=False)
+    runner, data = execute.load_inputs(
+        AssessmentSpec.model_validate_json(_.model_dump_json()), prefer_cuda=False
+    )
+    rows = min(len(data), execute.ACCURACY_ROWS)
+    assert facts.clean_accuracy == pytest.approx(
+        float(np.mean(runner.predict(data.x[:rows]) == data.y[:rows]))
+    )

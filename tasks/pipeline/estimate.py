@@ -230,20 +230,30 @@ def _measure_backward(runner: ModelRunner, rows: np.ndarray, floats: int) -> tup
         return None
 
 
-def method_cost(name: str, params: dict[str, Any], samples: int) -> Cost:
+def method_cost(name: str, params: dict[str, Any], samples: int, clean_accuracy: float | None = None) -> Cost:
     """The work of one planned test: the method's own ``cost``, or this module's formula for it (an
-    attack: its expected work, ``attack_expected_cost``)."""
+    attack: its expected work, ``attack_expected_cost``, on the share of samples it will attack)."""
     method = get_method(name)
     typed = method.Params.model_validate(params)
     formula = FORMULAS.get(name)
     if formula:
         return formula(typed, samples)
     if isinstance(method, AttackMethod):
-        return attack_expected_cost(type(method), typed, samples)
+        return attack_expected_cost(type(method), typed, samples, clean_accuracy)
     return type(method).cost(typed, samples)
 
 
-def attack_expected_cost(cls: type[AttackMethod[Any]], params: Any, samples: int) -> Cost:
+def attacked_samples(samples: int, clean_accuracy: float | None) -> int:
+    """How many samples an attack will attack: only those the model classifies correctly (a
+    misclassified sample is already a failure), from the clean accuracy measured at planning."""
+    if clean_accuracy is None:
+        return samples
+    return max(1, min(samples, math.ceil(samples * min(max(clean_accuracy, 0.0), 1.0))))
+
+
+def attack_expected_cost(
+    cls: type[AttackMethod[Any]], params: Any, samples: int, clean_accuracy: float | None = None
+) -> Cost:
     """An attack's expected work, between the ends of its range: the work of the smallest radius in
     full, and ``ATTACK_UNBROKEN_SHARE`` of the rest (a sample broken at one radius is not attacked
     at the larger ones, nor by an ensemble's later attacks; how many break is what the test measures,
@@ -252,13 +262,20 @@ def attack_expected_cost(cls: type[AttackMethod[Any]], params: Any, samples: int
     of it, within 2 times of both that end and a model whose samples all break at the second radius."""
     radii = grid_size(params)
     work = ATTACK_COSTS.get(getattr(cls, "name", ""), cls.attack_cost)
-    first, full = work(params, samples, 1), work(params, samples, radii)
+    attacked = attacked_samples(samples, clean_accuracy)
+    first, full = work(params, attacked, 1), work(params, attacked, radii)
     share = ATTACK_UNBROKEN_SHARE if radii > 1 else 1.0
     return first.scaled(1.0 - share) + full.scaled(share) + passes(samples, 2 + radii)
 
 
 def estimate_seconds(
-    name: str, params: dict[str, Any], samples: int, units: UnitCosts, *, time_s: float = math.inf
+    name: str,
+    params: dict[str, Any],
+    samples: int,
+    units: UnitCosts,
+    *,
+    time_s: float = math.inf,
+    clean_accuracy: float | None = None,
 ) -> float:
     """Estimated wall time of one planned test (seconds, rounded to 0.1 s, at least 0.1 s).
 
@@ -266,7 +283,7 @@ def estimate_seconds(
     budget ``time_s`` (methods stop when it runs out) and, for the formal methods, the verifier's
     budget per sample.
     """
-    seconds = units.seconds(method_cost(name, params, samples))
+    seconds = units.seconds(method_cost(name, params, samples, clean_accuracy))
     cap = CAPS.get(name)
     if cap is not None:
         seconds = min(seconds, cap(get_method(name).Params.model_validate(params), samples))

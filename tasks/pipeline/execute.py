@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from nnassay.schemas.goals import AssessmentSpec
 from nnassay.schemas.plan import AssessmentPlan, TestSpec
 from nnassay.schemas.results import MethodOutcome, MethodResult, TestStatus
@@ -77,9 +79,21 @@ def state_goals(
         data_kind=data.kind,
         provider=model.provider,
         unit_costs=unit_costs(model, data.x[:UNIT_COST_SAMPLES]),
+        clean_accuracy=_clean_accuracy(model, data),
         **executor_facts(model),
     )
     return spec, facts
+
+
+ACCURACY_ROWS = 256  # rows whose clean accuracy prices the attacks (one forward call: cheap)
+
+
+def _clean_accuracy(model: ModelRunner, data: Dataset) -> float | None:
+    """Clean accuracy on the first rows (the rows the tests take first), for the time estimates only."""
+    rows = min(len(data), ACCURACY_ROWS)
+    if not rows:
+        return None
+    return float(np.mean(model.predict(data.x[:rows]) == data.y[:rows]))
 
 
 def executor_facts(model: ModelRunner) -> dict[str, Any]:

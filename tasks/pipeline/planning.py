@@ -30,6 +30,7 @@ class PlanFacts:
     data_kind: str  # 'image' or 'tabular'
     provider: str = "unknown"  # the ONNX Runtime provider the model runs on (provenance, not planning)
     unit_costs: UnitCosts | None = None  # measured once per model; None: tests get no time estimate
+    clean_accuracy: float | None = None  # on the first rows of the data: attacks attack only correct ones
     executor_ok: bool = True  # the torch executor can build the model (white-box methods can run)
     executor_missing_ops: tuple[str, ...] = ()  # op types it lacks, when that is why it cannot
     executor_problem: str = ""  # why it cannot build the model, in words
@@ -155,7 +156,14 @@ def _plan_test(
     samples = min(goal.budget.samples or facts.data_samples, facts.data_samples)
     params_json = params.model_dump(mode="json")
     estimate = (
-        estimate_seconds(name, params_json, samples, facts.unit_costs, time_s=goal.budget.time_s)
+        estimate_seconds(
+            name,
+            params_json,
+            samples,
+            facts.unit_costs,
+            time_s=goal.budget.time_s,
+            clean_accuracy=facts.clean_accuracy,
+        )
         if facts.unit_costs is not None
         else None
     )
