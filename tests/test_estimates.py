@@ -327,3 +327,18 @@ def test_planning_measures_the_clean_accuracy_that_prices_attacks(
     assert facts.clean_accuracy == pytest.approx(
         float(np.mean(runner.predict(data.x[:rows]) == data.y[:rows]))
     )
+
+
+def test_a_deployment_variant_pass_is_priced_by_its_cpu_kernels() -> None:
+    """int8_dynamic runs several times slower than fp32 on CPU kernels, float16 about as fast; the
+    passes are priced so, and nothing else grows with the variants but their child processes."""
+    from nnassay.tasks.methods.empirical.deployment import PASS_FACTORS
+
+    def rows(*variants: str) -> float:
+        return method_cost("empirical.deployment_consistency", {"variants": list(variants)}, 100).forwards
+
+    assert rows("providers") == 200  # the model and the variant, once each
+    assert rows("int8_dynamic") == pytest.approx(100 * (1 + PASS_FACTORS["int8_dynamic"]))
+    assert rows("float16", "int8_dynamic") == pytest.approx(
+        100 * (1 + PASS_FACTORS["float16"] + PASS_FACTORS["int8_dynamic"])
+    )

@@ -42,7 +42,7 @@ ModelUri = Annotated[
     typer.Option(
         "--model-uri",
         help="Assess this MLflow registry model (models:/NAME/VERSION or models:/NAME@ALIAS)"
-        " instead of the spec's model.path; only its ONNX file is downloaded; the version is tagged"
+        " instead of the spec's model.path; its artifact folder is downloaded (external-data files with it, nothing unpickled); the version is tagged"
         " with the verdict afterwards.",
     ),
 ]

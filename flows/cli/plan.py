@@ -10,8 +10,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from nnassay.flows.cli.options import ModelUri
-
 if TYPE_CHECKING:
     from nnassay.schemas.plan import AssessmentPlan
     from nnassay.tasks.pipeline.estimate import UnitCosts
@@ -31,7 +29,14 @@ def plan_cmd(
         str | None,
         typer.Option("--mlflow-uri", help="MLflow registry the --model-uri is read from."),
     ] = None,
-    model_uri: ModelUri = None,
+    model_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--model-uri",
+            help="Plan for this MLflow registry model (models:/NAME/VERSION or models:/NAME@ALIAS) instead"
+            " of the spec's model.path (its artifact folder is downloaded to time it; nothing is tagged).",
+        ),
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Show the tests `assess` would run, with each test's estimated time and the total, without

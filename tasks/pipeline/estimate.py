@@ -322,8 +322,7 @@ def estimate_line(plan: AssessmentPlan) -> str:
     return f"plan: {len(plan.tests)} tests, estimated {format_duration(total)} of test time (their estimates added up)"
 
 
-# Formulas for methods whose modules are edited by others right now (formal, tabular, invalid input,
-# deployment).
+# Formulas for methods whose modules state no cost of their own (formal, tabular, invalid input).
 
 
 def _formal(params: Any, samples: int) -> Cost:
@@ -362,19 +361,6 @@ def _invalid(params: Any, samples: int) -> Cost:
     return Cost(forwards=inputs, forward_calls=inputs, draws=inputs, fixed_s=INVALID_INPUT_S * inputs)
 
 
-def _deployment(params: Any, samples: int) -> Cost:
-    """The data through the model and each variant; a converted variant (float16, int8) is written
-    by one child process and its session checked by another, then loaded here (about
-    ``VARIANT_BUILD_ROWS`` forward rows: conversion grows with the model)."""
-    from nnassay.tasks.methods.empirical.deployment import VARIANT_BUILD_ROWS
-
-    variants = len(params.variants)
-    converted = sum(v in ("float16", "int8_dynamic") for v in params.variants)
-    return passes(samples, 1 + variants) + Cost(
-        forwards=VARIANT_BUILD_ROWS * converted, forward_calls=0.0, children=2.0 * converted
-    )
-
-
 def _tabular_search(params: Any, samples: int, radii: int) -> Cost:
     """Per radius, up to ``queries`` ONNX Runtime calls on the samples not yet broken, each row a
     freshly drawn proposal (the random search of ``empirical.tabular_random_search``)."""
@@ -391,7 +377,6 @@ FORMULAS: dict[str, Callable[[Any, int], Cost]] = {
     "formal.vnnlib_property": _vnnlib,
     "empirical.tabular_perturbation": _tabular,
     "empirical.invalid_input": _invalid,
-    "empirical.deployment_consistency": _deployment,
 }
 CAPS: dict[str, Callable[[Any, int], float]] = {
     "formal.local_robustness": _formal_cap,
