@@ -99,7 +99,8 @@ def estimate_seconds(
 
 IMAGE_UNITS = 64  # pixel regions of an image explanation (at most 8 x 8, ``default_patch``)
 TABLE_FEATURES = 16  # features assumed for a table whose features the spec does not declare
-PICTURE_S = 0.1  # one PNG per explained sample and method (matplotlib; 0.10 s at load 9 on 2 cores)
+PANEL_CELL_S = 0.03  # one cell (input, overlay or bars) of a goal's panel picture (matplotlib; 0.4-1.0 s
+# for a 10-sample, 3-column panel on 2 cores at load 1-3, 2026-12-04)
 
 
 def plan_seconds(
@@ -113,7 +114,7 @@ def plan_seconds(
 ) -> float:
     """The explain step's time if each of ``goals`` goals has failures to explain: ``samples`` (k and
     contrast) per goal, with the methods the step would use (gradients when the executor runs), and
-    a picture per sample and method."""
+    and one panel picture per goal (a cell per sample and method, and per sample its input)."""
     from nnassay.tasks.explain.attributions import black_box_method
 
     units = (n_features or TABLE_FEATURES) if tabular else IMAGE_UNITS
@@ -121,4 +122,4 @@ def plan_seconds(
     per_goal = estimate_seconds(
         costs, samples=samples, methods=methods, n_units=units, n_features=units if tabular else 0
     )
-    return goals * (per_goal + samples * len(methods) * PICTURE_S)
+    return goals * (per_goal + samples * (len(methods) + 1) * PANEL_CELL_S)
