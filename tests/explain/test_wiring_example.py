@@ -87,6 +87,21 @@ def test_every_failed_goal_of_the_example_is_explained(tmp_path: Path, prefect_h
     logged = {a.path for a in client.list_artifacts(run_id, "explanations/G6")}
     (g6,) = [es for es in bundle.explanations if es.goal_id == "G6"]
     assert g6.picture is not None and f"explanations/G6/{Path(g6.picture.path).name}" in logged
+    # the dossier: each failed goal's section and its panel, read back from the PDF
+    import io
+
+    from PIL import Image
+    from pypdf import PdfReader
+
+    reader = PdfReader(out / "dossier.pdf")
+    text = " ".join(page.extract_text() or "" for page in reader.pages)
+    embedded = [im.image for page in reader.pages for im in page.images if im.image is not None]
+    for es in bundle.explanations:
+        assert f"Explanations of {es.goal_id}" in text
+        assert es.picture is not None
+        panel = Image.open(io.BytesIO((out / es.picture.path).read_bytes()))
+        assert any(im.size == panel.size for im in embedded), es.goal_id
+    assert "beats random" in text
     metrics = client.get_run(run_id).data.metrics
     assert "explain.G6.integrated_gradients.deletion_gain_low" in metrics
     assert "explain.G3.saliency.sanity_rank_correlation" in metrics
