@@ -95,7 +95,7 @@ def too_large_reason(what: str, estimate: MemoryEstimate, budget: int) -> str:
     return (
         f"{what} would need about {format_bytes(estimate.total(1))} for one sample "
         f"({estimate.source}), more than the memory budget of {format_bytes(budget)} (by default half "
-        "of the available memory); nothing was allocated. Run it on a machine with more memory, or "
+        "of the available memory), so it was not run. Run it on a machine with more memory, or "
         "choose a smaller model or a cheaper method"
     )
 

@@ -91,6 +91,23 @@ def inside_float32(xs: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndar
     return np.where(under, np.nextafter(x32, np.float32(np.inf)), x32).astype(np.float32)
 
 
+@dataclass
+class FalsifyStats:
+    """What one counterexample search did: model passes (forward, or forward and backward) and
+    whether it stopped at its deadline before finishing."""
+
+    passes: int = 0
+    stopped_at_deadline: bool = False
+
+
+def now() -> float:
+    """The clock the deadlines are compared with (``time.monotonic``; tests substitute it)."""
+    return time.monotonic()
+
+
+SAMPLE_CHUNK = 32  # uniform samples per forward pass, the deadline checked between passes
+
+
 def falsify_region(
     model: torch.nn.Module,
     spec: Spec,
@@ -103,21 +120,43 @@ def falsify_region(
     restarts: int = 16,
     steps: int = 40,
     deadline: float | None = None,
+    stats: FalsifyStats | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Uniform sampling, then PGD from the best samples and random restarts, minimising the objective.
 
-    ``model`` maps flat float64 inputs to outputs; ``low``/``high`` are (n,) float64.
+    ``model`` maps flat float64 inputs to outputs; ``low``/``high`` are (n,) float64. Every pass
+    checks ``deadline`` (a ``now()`` value) first; at the deadline the search stops with what it
+    has (``stats.stopped_at_deadline``), so a large model spends at most one pass beyond it.
     """
+    stats = stats if stats is not None else FalsifyStats()
+
+    def late() -> bool:
+        if deadline is not None and now() > deadline:
+            stats.stopped_at_deadline = True
+        return stats.stopped_at_deadline
+
     lo_np, hi_np = low.cpu().numpy(), high.cpu().numpy()
-    xs = low + (high - low) * torch.rand(n_samples, low.numel(), generator=rng, dtype=torch.float64)
-    xs = torch.cat([xs, ((low + high) / 2).unsqueeze(0)])
+    pool = low + (high - low) * torch.rand(n_samples, low.numel(), generator=rng, dtype=torch.float64)
+    pool = torch.cat([((low + high) / 2).unsqueeze(0), pool])  # the centre first
+    seen, objs = [], []
     with torch.no_grad():
-        obj = spec.of_outputs(model(xs).reshape(len(xs), -1))
+        for chunk in pool.split(SAMPLE_CHUNK):
+            if late():
+                break
+            stats.passes += 1
+            objs.append(spec.of_outputs(model(chunk).reshape(len(chunk), -1)))
+            seen.append(chunk)
+    if not seen:
+        return None
+    xs, obj = torch.cat(seen), torch.cat(objs)
     found = _check_best(xs, obj, checker, lo_np, hi_np)
-    if found is not None:
+    if found is not None or late():
         return found
     starts = xs[obj.argsort()[:restarts]]
-    x = pgd(model, spec, starts, low, high, steps=steps, deadline=deadline)
+    x = pgd(model, spec, starts, low, high, steps=steps, deadline=deadline, stats=stats)
+    if late():  # the last step's point is not evaluated: one more pass would overrun the deadline
+        return None
+    stats.passes += 1
     with torch.no_grad():
         obj = spec.of_outputs(model(x).reshape(len(x), -1))
     return _check_best(x, obj, checker, lo_np, hi_np)
@@ -143,13 +182,18 @@ def pgd(
     *,
     steps: int,
     deadline: float | None = None,
+    stats: FalsifyStats | None = None,
 ) -> Tensor:
     """Signed-gradient descent on the objective inside the box, step size decaying from 1/4 of the width."""
     x = x.clone()
     width = high - low
     for t in range(steps):
-        if deadline is not None and time.monotonic() > deadline:
+        if deadline is not None and now() > deadline:
+            if stats is not None:
+                stats.stopped_at_deadline = True
             break
+        if stats is not None:
+            stats.passes += 1
         x.requires_grad_(True)
         obj = spec.of_outputs(model(x).reshape(len(x), -1))
         (grad,) = torch.autograd.grad(obj.sum(), x)

@@ -17,6 +17,7 @@ from nnassay.tasks.methods.formal.layers import Dense, Layer
 
 Tensor = torch.Tensor
 MAX_PROBE_ENTRIES = 30_000_000  # largest dense matrix built by probing a generic affine op
+PROBE_CHUNK_BYTES = 64 * 2**20  # basis vectors and their images sent through the op at once
 
 
 Layout = tuple[int, int, int]  # (axis, outer, inner): that axis holds outer x batch x inner values
@@ -135,13 +136,40 @@ def no_layer(ctx: OpContext) -> list[Layer]:
     return []  # row-major order of the sample is unchanged: nothing to do on flat vectors
 
 
+def probe_bytes(n_in: int, n_out: int, chunk: int) -> int:
+    """Bytes ``probe_affine`` allocates: the dense matrix and its absolute value (``Dense``), plus per
+    chunk the basis vectors and their images."""
+    return 8 * (2 * n_in * n_out + chunk * (n_in + 2 * n_out))
+
+
 def probe_affine(ctx: OpContext) -> list[Layer]:
-    """Any affine op as a dense layer: ``b = f(0)``, column ``i`` of ``W`` = ``f(e_i) - f(0)``."""
-    if ctx.n_in * ctx.n_out > MAX_PROBE_ENTRIES:
+    """Any affine op as a dense layer: ``b = f(0)``, column ``i`` of ``W`` = ``f(e_i) - f(0)``.
+
+    The basis vectors go through the op ``PROBE_CHUNK_BYTES`` at a time (never the whole identity
+    matrix); the matrix must stay within ``MAX_PROBE_ENTRIES`` and, with a chunk, the memory budget.
+    """
+    from nnassay.tasks.engine.isolation import format_bytes
+    from nnassay.tasks.engine.memory import budget_bytes
+
+    n_in, n_out = ctx.n_in, ctx.n_out
+    chunk = max(1, min(n_in, PROBE_CHUNK_BYTES // (8 * (n_in + 2 * n_out))))
+    if n_in * n_out > MAX_PROBE_ENTRIES:
         raise BoundOpError(
-            f"{ctx.n_in}x{ctx.n_out} dense matrix is too large (limit {MAX_PROBE_ENTRIES} entries)"
+            f"{ctx.node.op_type} as a dense {n_out}x{n_in} matrix is too large (limit {MAX_PROBE_ENTRIES} "
+            "entries); it was not probed"
         )
+    need, budget = probe_bytes(n_in, n_out, chunk), budget_bytes()
+    if need > budget:
+        raise BoundOpError(
+            f"{ctx.node.op_type} as a dense {n_out}x{n_in} matrix would need about {format_bytes(need)}, "
+            f"more than the memory budget of {format_bytes(budget)}; it was not probed"
+        )
+    weight = torch.empty(n_out, n_in, dtype=torch.float64)
     with torch.no_grad():
-        zero = ctx.apply(torch.zeros(1, ctx.n_in, dtype=torch.float64))[0]
-        cols = ctx.apply(torch.eye(ctx.n_in, dtype=torch.float64)) - zero
-    return [Dense(cols.T.contiguous(), zero)]
+        zero = ctx.apply(torch.zeros(1, n_in, dtype=torch.float64))[0]
+        for j in range(0, n_in, chunk):
+            k = min(chunk, n_in - j)
+            basis = torch.zeros(k, n_in, dtype=torch.float64)
+            basis[torch.arange(k), torch.arange(j, j + k)] = 1.0
+            weight[:, j : j + k] = (ctx.apply(basis) - zero).T
+    return [Dense(weight, zero)]

@@ -1,8 +1,11 @@
 """Complete verification of a VNN-LIB-style ``Property`` on an ONNX model, cheapest rung first.
 
-Ladder: falsifier -> IBP -> CROWN -> alpha-CROWN -> branch and bound (input splitting for at most
-``INPUT_SPLIT_MAX_DIMS`` inputs, ReLU splitting otherwise). ``unsat`` only from sound bounds,
-``sat`` only with a counterexample re-executed on ONNX Runtime; anything else is unknown/timeout.
+Ladder: IBP and the memory plan of the bounds -> falsifier -> CROWN -> alpha-CROWN -> branch and
+bound (input splitting for at most ``INPUT_SPLIT_MAX_DIMS`` inputs, ReLU splitting otherwise).
+``unsat`` only from sound bounds, ``sat`` only with a counterexample re-executed on ONNX Runtime;
+anything else is unknown/timeout. When CROWN cannot fit the memory budget, only the falsifier runs
+(until the deadline) and the verdict is ``unknown`` naming the estimate and the budget. Every loop
+stops at the deadline; the model is converted once per file (``load_model``), not per property.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,9 +32,9 @@ from nnassay.tasks.engine.onnx_torch import (
 )
 from nnassay.tasks.methods.formal.bab import BabResult, bab_input_portfolio, bab_relu
 from nnassay.tasks.methods.formal.bounds import alpha_crown, crown, sound_lower
-from nnassay.tasks.methods.formal.falsify import OrtChecker, Spec, falsify_region
+from nnassay.tasks.methods.formal.falsify import FalsifyStats, OrtChecker, Spec, falsify_region, now
 from nnassay.tasks.methods.formal.layers import Network
-from nnassay.tasks.methods.formal.memory_guard import plan_memory
+from nnassay.tasks.methods.formal.memory_guard import MemoryPlan, plan_memory
 from nnassay.tasks.methods.formal.ops import bound_op_for, network_from_module
 from nnassay.tasks.methods.formal.property import Property, Region, local_robustness
 
@@ -88,6 +92,8 @@ class VerificationOutcome:
     unsupported: list[tuple[str, str]] = field(default_factory=list)
     max_ort_deviation: float | None = None
     device: str = "cpu"  # the torch device the bounds were computed on
+    falsifier_passes: int = 0  # model passes of the counterexample search
+    falsifier_stopped_at_deadline: bool = False  # the search ended at its deadline, not done
 
 
 @dataclass
@@ -192,22 +198,58 @@ def unsupported_nodes(model: onnx.ModelProto) -> list[tuple[str, str]]:
     return found
 
 
+@dataclass
+class _Model:
+    """A model converted once: the float64 torch module and the bound network, or why it cannot be."""
+
+    module: torch.nn.Module | None = None
+    net: Network | None = None
+    missing: list[tuple[str, str]] = field(default_factory=list)
+    error: UnsupportedOpsError | None = None
+
+
+_MODELS: dict[tuple[str, int, int], _Model] = {}  # the last model converted (a test verifies one model)
+_MODELS_LOCK = threading.Lock()  # samples verified in threads convert the model once
+
+
+def load_model(path: str) -> _Model:
+    """The converted model of ``path``, reused while the file is unchanged: the samples of a test are
+    verified on one model, which is loaded and converted once (the newest file replaces the cache)."""
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_mtime_ns, stat.st_size)
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            _MODELS.clear()
+            _MODELS[key] = _convert_model(path)
+        return _MODELS[key]
+
+
+def _convert_model(path: str) -> _Model:
+    missing = unsupported_nodes(onnx.load(path, load_external_data=False))
+    if missing:
+        return _Model(missing=missing)
+    try:
+        module = load_onnx_module(path).double()
+        return _Model(module, network_from_module(module, path))
+    except UnsupportedOpsError as exc:
+        return _Model(error=exc)
+
+
 def _prepare(path: str, prop: Property, start: float, stop: float) -> _Run | VerificationOutcome:
     def early(verdict: Verdict, reason: str, **kw: object) -> VerificationOutcome:
         return VerificationOutcome(verdict, "none", time.monotonic() - start, reason=reason, **kw)  # type: ignore[arg-type]
 
-    missing = unsupported_nodes(onnx.load(path, load_external_data=False))
-    if missing:
+    model = load_model(path)
+    if model.missing:
         return early(
             "unknown",
-            f"{len(missing)} unsupported node(s): " + ", ".join(f"{n} ({o})" for n, o in missing),
-            unsupported=missing,
+            f"{len(model.missing)} unsupported node(s): " + ", ".join(f"{n} ({o})" for n, o in model.missing),
+            unsupported=list(model.missing),
         )
-    try:
-        module = load_onnx_module(path).double()
-        net = network_from_module(load_onnx_module(path), path)
-    except UnsupportedOpsError as exc:
-        return early("unknown", str(exc), unsupported=list(exc.nodes))
+    if model.error is not None:
+        return early("unknown", str(model.error), unsupported=list(model.error.nodes))
+    module, net = model.module, model.net
+    assert module is not None and net is not None
     if net.n_inputs != prop.n_inputs or net.n_outputs != prop.n_outputs:
         return early(
             "unknown",
@@ -255,26 +297,87 @@ def _pairwise_only(prop: Property) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class _Ibp:
+    """IBP on one region and the memory plan of the rungs after it."""
+
+    lb: torch.Tensor | None
+    rel: Any
+    margin: float
+    plan: MemoryPlan | None  # None: the region is decided by IBP (or empty)
+
+
+def _ibp_region(run: _Run, spec: Spec, low: torch.Tensor, high: torch.Tensor) -> _Ibp:
+    net, c = run.net, spec.c.unsqueeze(0)
+    lo, hi = low.unsqueeze(0), high.unsqueeze(0)
+    if bool((lo > hi).any()):
+        return _Ibp(None, None, math.inf, None)
+    lb, rel, _ = crown(net, c, lo, hi, method="ibp")
+    margin = float(spec.objective(sound_lower(net, c, lb, lo, hi))[0])
+    plan = None if margin > 0 else plan_memory(net, rel, c.shape[1], run.memory_budget)
+    return _Ibp(lb, rel, margin, plan)
+
+
+def _search_note(stats: FalsifyStats) -> str:
+    if stats.stopped_at_deadline:
+        return f"the counterexample search stopped at the time budget after {stats.passes} model pass(es)"
+    return f"the counterexample search found none in {stats.passes} model pass(es)"
+
+
 def _ladder(run: _Run, incomplete: bool) -> VerificationOutcome:
+    """IBP and the memory plan first (cheap, nothing large allocated), then the falsifier, then the
+    bound rungs. When a region's CROWN bounds cannot fit the memory budget, the falsifier alone may
+    decide (a counterexample needs no bounds) until the deadline, and the verdict is ``unknown``
+    naming the estimate and the budget."""
     dev = run.deviation
+    stats = FalsifyStats()
+
+    def out(verdict: Verdict, method: str, **kw: Any) -> VerificationOutcome:
+        return run.outcome(
+            verdict,
+            method,
+            max_ort_deviation=dev,
+            falsifier_passes=stats.passes,
+            falsifier_stopped_at_deadline=stats.stopped_at_deadline,
+            **kw,
+        )
+
+    if run.left() <= 0:
+        return out("timeout", "none", reason="time budget used up before any bound was computed")
     rng = torch.Generator(device=run.device).manual_seed(0)
     specs = [Spec.of(r, run.prop.n_outputs) for r in run.prop.regions]
     boxes = [_box(r) for r in run.prop.regions]
-    quick = min(2.0, 0.05 * max(run.left(), 0.0)) + time.monotonic()
-    for spec, (low, high) in zip(specs, boxes, strict=True):
-        found = falsify_region(_flat(run), spec, low, high, run.checker, rng=rng, deadline=quick)
+    ibps = [_ibp_region(run, spec, low, high) for spec, (low, high) in zip(specs, boxes, strict=True)]
+    too_large = next(
+        (
+            i.plan.reason("CROWN bounds", i.plan.crown)
+            for i in ibps
+            if i.plan and not i.plan.fits(i.plan.crown)
+        ),
+        None,
+    )
+    stop = run.deadline if too_large else min(2.0, 0.05 * max(run.left(), 0.0)) + now()
+    for spec, (low, high), ibp in zip(specs, boxes, ibps, strict=True):
+        if ibp.plan is None:
+            continue  # proved by IBP (or empty): no counterexample to look for
+        found = falsify_region(_flat(run), spec, low, high, run.checker, rng=rng, deadline=stop, stats=stats)
         if found is not None:
-            return run.outcome("sat", "falsifier", counterexample=found, margin=None, max_ort_deviation=dev)
+            return out("sat", "falsifier", counterexample=found, margin=None)
+    if too_large:
+        margin = min(i.margin for i in ibps)
+        return out("unknown", "ibp", margin=margin, reason=f"{too_large}; {_search_note(stats)}")
     method, margins = "ibp", []
-    for spec, (low, high) in zip(specs, boxes, strict=True):
-        verdict, rung, margin, extra = _prove_region(run, spec, low, high, incomplete)
+    for spec, (low, high), ibp in zip(specs, boxes, ibps, strict=True):
+        if run.left() <= 0 and ibp.plan is not None:
+            return out(
+                "timeout", method, margin=ibp.margin, reason=f"time budget reached; {_search_note(stats)}"
+            )
+        verdict, rung, margin, extra = _prove_region(run, spec, low, high, incomplete, ibp)
         margins.append(margin)
         method = max(method, rung, key=RUNGS.index)
         if verdict != "unsat":
-            return run.outcome(verdict, rung, margin=margin, max_ort_deviation=dev, **extra)  # type: ignore[arg-type]
-    return run.outcome(
-        "unsat", method, margin=min(margins), max_ort_deviation=dev, reason="proved by sound bounds"
-    )
+            return out(verdict, rung, margin=margin, **extra)
+    return out("unsat", method, margin=min(margins), reason="proved by sound bounds")
 
 
 def _flat(run: _Run) -> torch.nn.Module:
@@ -288,18 +391,16 @@ def _box(region: Region) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _prove_region(
-    run: _Run, spec: Spec, low: torch.Tensor, high: torch.Tensor, incomplete: bool
+    run: _Run, spec: Spec, low: torch.Tensor, high: torch.Tensor, incomplete: bool, ibp: _Ibp
 ) -> tuple[Verdict, str, float, dict[str, object]]:
-    """Run the bound rungs on one region: (verdict, rung, margin, extra outcome fields)."""
+    """Run the bound rungs after IBP (``ibp``) on one region: (verdict, rung, margin, extra fields)."""
     net, c = run.net, spec.c.unsqueeze(0)
     lo, hi = low.unsqueeze(0), high.unsqueeze(0)
-    if bool((lo > hi).any()):
+    if ibp.lb is None:
         return "unsat", "ibp", math.inf, {"reason": "empty input box"}
-    lb, rel, _ = crown(net, c, lo, hi, method="ibp")
-    margin = float(spec.objective(sound_lower(net, c, lb, lo, hi))[0])
-    if margin > 0:
+    lb, rel, margin, plan = ibp.lb, ibp.rel, ibp.margin, ibp.plan
+    if plan is None:
         return "unsat", "ibp", margin, {}
-    plan = plan_memory(net, rel, c.shape[1], run.memory_budget)
     if not plan.fits(plan.crown):  # never ask torch for more than the budget: IBP is the last word
         return "unknown", "ibp", margin, {"reason": plan.reason("CROWN bounds", plan.crown)}
     lb, rel, _ = crown(net, c, lo, hi, method="crown")
@@ -307,7 +408,7 @@ def _prove_region(
     if margin > 0:
         return "unsat", "crown", margin, {}
     if run.left() <= 0:
-        return "timeout", "crown", margin, {"reason": "deadline reached after CROWN"}
+        return "timeout", "crown", margin, {"reason": "time budget reached after CROWN"}
     if not plan.fits(plan.alpha):
         return "unknown", "crown", margin, {"reason": plan.reason("alpha-CROWN bounds", plan.alpha)}
     neurons = sum(layer.n_out for layer in net.layers if layer.nonlinear)
