@@ -45,7 +45,7 @@ FORMAL_BOUND_CALLS = 150.0  # a formal test: one sample's bounds cost about this
 FORMAL_BOUND_ROWS = 64  # ... of this many rows (CROWN back-substitutes a batch of neurons at a time)
 INVALID_INPUT_S = 0.35e-3  # an invalid input alone: the call's Python work besides the model
 ATTACK_UNBROKEN_SHARE = 0.5  # an attack's radii past the smallest: the share of its work expected
-CHILD_START_S = 0.2  # a child process (interpreter, numpy, ONNX Runtime) on an idle core, times ...
+CHILD_START_S = 0.3  # a child process (interpreter, numpy, ONNX Runtime) on an idle core, times ...
 SLOWDOWN_FAST_S, SLOWDOWN_FAST_WINDOWS = 0.001, 30  # ... the slowdown: Python work in the fastest of
 # these short windows (the process running alone on a core) against the median of WINDOWS windows
 
