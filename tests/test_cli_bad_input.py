@@ -109,3 +109,10 @@ def test_misspelt_method_parameter_gets_the_closest_name(tmp_path, image_case, s
     )
     code, text = assess(spec, tmp_path / "out")
     check_clean_error(code, text, "goal G2", "'step'", "unknown parameter (did you mean 'steps'?)")
+
+
+def test_debug_shows_the_traceback_and_keeps_exit_2(tmp_path, image_case, spec_writer) -> None:
+    spec = spec_writer(image_case, [goal("G1", {"kind": "none"}, "accuracy", ">=", 0.5, budgett={})])
+    done = CliRunner().invoke(app, ["assess", str(spec), "--output", str(tmp_path / "out"), "--debug"])
+    assert done.exit_code == 2, done.output
+    assert "Traceback" in done.output and "did you mean 'budget'?" in done.output

@@ -58,3 +58,34 @@ def test_fast_exit_runs_exit_handlers_and_keeps_the_code() -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 3, done.stderr
     assert done.stdout.splitlines() == ["thread joined", "exit handler ran"]
+
+
+def test_fast_exit_ends_idle_thread_pool_workers() -> None:
+    """An idle ThreadPoolExecutor worker (as MLflow leaves one after reading a store) waits for the
+    interpreter's shutdown signal: joining it first hung `nnassay evidence verify` for ever."""
+    code = (
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "from nnassay.flows.cli.app import exit_now\n"
+        "pool = ThreadPoolExecutor(1)\n"
+        "print(pool.submit(lambda: 'work done').result(), flush=True)\n"
+        "exit_now(0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["work done"]
+
+
+def test_a_stuck_thread_delays_the_exit_by_a_bound_only() -> None:
+    code = (
+        "import threading\n"
+        "from nnassay.flows.cli import app\n"
+        "threading.Thread(target=threading.Event().wait).start()  # never ends\n"
+        "print(app.end_threads(0.5), flush=True)\n"
+        "app.exit_now(4)\n"
+    )
+    env_code = code.replace("app.exit_now(4)", "app.THREADS_END_S = 0.5; app.exit_now(4)")
+    done = subprocess.run(
+        [sys.executable, "-c", env_code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 4, done.stderr
+    assert done.stdout.splitlines() == ["False"]

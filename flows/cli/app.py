@@ -76,8 +76,12 @@ def _main(
 
 
 def _fail(exc: BaseException, debug: bool) -> None:
+    """Bad input: one line naming the problem and the fix, exit 2 (with --debug, the traceback first:
+    the exit code stays 2, since 1 means a goal failed)."""
     if debug:
-        raise exc
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
     typer.echo(f"nnassay: error: {exc}", err=True)
     raise typer.Exit(EXIT_INVALID)
 
@@ -340,6 +344,30 @@ def main() -> None:
         exit_now(done.code)
 
 
+THREADS_END_S = 10.0  # at exit, running threads get this long to end before the process goes
+
+
+def end_threads(timeout_s: float) -> bool:
+    """What Python's own shutdown does before the exit handlers, within ``timeout_s``: idle thread-pool
+    workers are told to stop (they wait for that signal, so joining them first never returns), then
+    every other non-daemon thread is joined. True when all ended in time."""
+    import threading
+
+    def finish() -> None:
+        with contextlib.suppress(Exception):
+            from concurrent.futures import thread as pool_threads
+
+            pool_threads._python_exit()  # the interpreter's own first shutdown step for pool workers
+        for thread in threading.enumerate():
+            if thread not in (threading.current_thread(), threading.main_thread()) and not thread.daemon:
+                thread.join()
+
+    waiter = threading.Thread(target=finish, name="nnassay-exit", daemon=True)
+    waiter.start()
+    waiter.join(timeout_s)
+    return not waiter.is_alive()
+
+
 def exit_now(code: int | str | None) -> None:
     """Exit with ``code`` after what a normal exit does first (join the running threads, run the
     exit handlers: Prefect sends its last logs and events, servers stop), but without tearing down
@@ -349,11 +377,8 @@ def exit_now(code: int | str | None) -> None:
         print(code, file=sys.stderr)
     status = code if isinstance(code, int) else 0 if code is None else 1
     import atexit
-    import threading
 
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
+    end_threads(THREADS_END_S)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
