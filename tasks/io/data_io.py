@@ -35,6 +35,7 @@ class Dataset:
     feature_names: tuple[str, ...] = ()
     features: tuple[FeatureSpec, ...] = ()
     repeats: np.ndarray | None = None  # per sample: x exactly repeats an earlier x; None: not checked
+    source_x: np.ndarray | None = None  # a subset's: x of the whole data it came from; None: x is whole
 
     def __len__(self) -> int:
         return len(self.y)
@@ -47,10 +48,16 @@ class Dataset:
         """
         return int(self.repeats.sum()) if self.repeats is not None else 0
 
+    @property
+    def whole_x(self) -> np.ndarray:
+        """x of the whole data file (after ``data.limit``), also for a subset: the per-feature
+        statistics (scale, observed range) come from it, so every goal shares one feature box."""
+        return self.source_x if self.source_x is not None else self.x
+
     def subset(self, n: int) -> Dataset:
-        """The first ``n`` samples (all when n is larger)."""
+        """The first ``n`` samples (all when n is larger); ``whole_x`` stays the whole data's."""
         repeats = self.repeats[:n] if self.repeats is not None else None
-        return replace(self, x=self.x[:n], y=self.y[:n], repeats=repeats)
+        return replace(self, x=self.x[:n], y=self.y[:n], repeats=repeats, source_x=self.whole_x)
 
 
 def repeated_inputs(x: np.ndarray) -> np.ndarray:

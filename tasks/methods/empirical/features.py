@@ -2,10 +2,12 @@
 per-feature box that noise, invalid input, attacks and formal proofs share.
 
 Threat magnitudes on tabular data are in units of each feature's scale (declared ``scale`` or
-``noise_scale``, else its standard deviation in the test data, else its range, else 1): noise of
+``noise_scale``, else its standard deviation in the whole test data file, else its range, else 1): noise of
 strength s has spread s x scale, and an attack radius eps is the box x +- eps x scale (L-inf) or the
 ellipsoid ``sum((delta / scale)^2) <= eps^2`` (L2). Immutable and categorical features stay fixed
 under attacks; integer features stay whole. Image data has no features: nothing here applies.
+Observed scales and ranges come from the whole data (``Dataset.whole_x``), never from a test's
+subset of samples: every goal of a spec, whatever its budget, and every shard share one box.
 The formal methods bound the same L-inf box (``FeatureBox.ball``), with integer features relaxed to
 their continuous interval (a sound over-approximation), and snap counterexamples with ``constrain``.
 """
@@ -147,6 +149,11 @@ def feature_box(
     )
 
 
+def data_columns(data: Dataset) -> list[Column]:
+    """``columns`` of a test's tabular data, observed ranges and scales from the whole data file."""
+    return columns(data.whole_x, data.feature_names, data.features)
+
+
 def tabular_box(ctx: RunContext) -> FeatureBox | None:
     """The per-feature box of a test's tabular data (None for images: eps stays in data units)."""
     return data_box(ctx.data, ctx.model.value_range)
@@ -157,4 +164,4 @@ def data_box(data: Dataset, value_range: tuple[float, float]) -> FeatureBox | No
     (e.g. drawing a test's noise again to explain it)."""
     if data.kind != "tabular" or data.x.ndim != 2:
         return None
-    return feature_box(data.x, data.feature_names, data.features, value_range)
+    return feature_box(data.whole_x, data.feature_names, data.features, value_range)

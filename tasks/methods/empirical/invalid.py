@@ -13,7 +13,7 @@ from nnassay.schemas.results import MethodOutcome
 from nnassay.schemas.threats import InvalidInput
 from nnassay.tasks.io.model_io import to_probabilities
 from nnassay.tasks.methods.empirical.common import rate, rate_series
-from nnassay.tasks.methods.empirical.features import columns
+from nnassay.tasks.methods.empirical.features import data_columns
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
 from nnassay.tasks.methods.statistical.budget import budget_cut
 
@@ -112,7 +112,7 @@ def _bounds(ctx: RunContext) -> Bounds:
     """The model's value range for images; each feature's own range (declared, else observed) for tables."""
     if ctx.data.kind != "tabular" or ctx.data.x.ndim != 2:
         return ctx.model.value_range
-    cols = columns(ctx.data.x, ctx.data.feature_names, ctx.data.features)
+    cols = data_columns(ctx.data)  # the whole data's ranges, not the subset's
     low, high = np.array([c.low for c in cols]), np.array([c.high for c in cols])
     return low, np.where(high > low, high, low + np.array([c.spread for c in cols]))
 

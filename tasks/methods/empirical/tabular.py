@@ -17,7 +17,7 @@ from nnassay.schemas.common import MethodFamily
 from nnassay.schemas.results import MethodOutcome, TestStatus
 from nnassay.schemas.threats import AnyThreat, TabularPerturbation
 from nnassay.tasks.methods.empirical.common import check_kind, rate, save_npz
-from nnassay.tasks.methods.empirical.features import Column, columns
+from nnassay.tasks.methods.empirical.features import Column, data_columns
 from nnassay.tasks.methods.registry import MethodParams, RobustnessMethod, RunContext, register
 
 
@@ -142,7 +142,7 @@ class TabularRobustness(RobustnessMethod[TabularParams, TabularPerturbation]):
                 status=TestStatus.INCONCLUSIVE,
                 reason=f"tabular perturbations need (samples, features) data, got shape {list(x.shape)}",
             )
-        cols = columns(x, ctx.data.feature_names, ctx.data.features)
+        cols = data_columns(ctx.data)  # scales and ranges of the whole data, not the subset
         if params.perturbation == "categorical_swap" and not any(
             c.kind == "categorical" and len(c.values) > 1 for c in cols
         ):
