@@ -225,6 +225,11 @@ def faithfulness_words(f: FaithfulnessSummary) -> str:
 def sanity_words(c: SanityCheck) -> str:
     """The model-randomisation check of one method, in words."""
     name = method_name(c.method)
+    if not c.applicable:
+        return (
+            f"The sanity check of {name} does not apply: {c.note or 'nothing could be randomised'}. "
+            "Whether its attributions depend on what the model learned is not tested."
+        )
     if c.passed:
         return (
             f"Sanity check of {name} passed: on a copy of the model with shuffled weights the "
@@ -244,9 +249,12 @@ def headline(es: ExplanationSet) -> str:
     methods = "; ".join(
         f"{method_name(m)} (beats random: {'yes' if beats.get(m) else 'no'})" for m in es.methods
     )
-    checks = [c.passed for c in es.sanity]
+    checks = [c.passed for c in es.sanity if c.applicable]
+    skipped = [c for c in es.sanity if not c.applicable]
     sanity = (
         "sanity check not recorded"
+        if not es.sanity
+        else f"the sanity check does not apply: {skipped[0].note or 'nothing could be randomised'}"
         if not checks
         else "sanity check passed"
         if all(checks)

@@ -52,7 +52,7 @@ def units_view(result: MethodResult, test: TestSpec | None, tabular: bool) -> Un
     details = result.details
     names = details.get("feature_names")
     if isinstance(details.get("feature_scale"), list):
-        return _from_box(details, names if isinstance(names, list) else None)
+        return _from_box(details, names if isinstance(names, list) else None, planned_eps(test))
     features = details.get("features")
     if isinstance(features, list):
         return _from_features(features, names if isinstance(names, list) else None, test)
@@ -81,7 +81,13 @@ def _name(i: int, names: list[Any] | None) -> str:
     return f"{names[i]} ({i})" if names and i < len(names) and str(names[i]) != str(i) else str(i)
 
 
-def _from_box(details: dict[str, Any], names: list[Any] | None) -> UnitsView:
+def planned_eps(test: TestSpec) -> Any:
+    """The eps the plan gave the test (its params, else its threat); None when it has none."""
+    eps = test.params.get("eps")
+    return eps if eps is not None else getattr(test.threat, "eps", None)
+
+
+def _from_box(details: dict[str, Any], names: list[Any] | None, planned: Any = None) -> UnitsView:
     scales = details["feature_scale"]
     bounds = details.get("feature_bounds")
     bounds = bounds if isinstance(bounds, list) and len(bounds) == len(scales) else None
@@ -89,16 +95,21 @@ def _from_box(details: dict[str, Any], names: list[Any] | None) -> UnitsView:
     whole = set(details.get("integer_features") or [])
     norm = details.get("norm")
     eps = details.get("eps")
+    eps = eps if isinstance(eps, int | float) and not isinstance(eps, bool) else planned
     units = details.get("eps_units") or "units of each feature's scale"
     shape = (
         "the ellipsoid sum((change / scale)^2) <= eps^2"
         if norm == "l2"
         else "the box x +- eps x scale of each feature"
     )
+    lead = f"eps {_num(eps)} is in {units}" if _num(eps) != "not recorded" else f"eps is in {units}"
     note = (
-        f"eps {_num(eps)} is in {units}: {shape}, inside each feature's bounds. Fixed features "
+        f"{lead}: {shape}, inside each feature's bounds. Fixed features "
         "(immutable or categorical) are never moved; integer features move in whole steps."
     )
+    noise = details.get("feature_noise")
+    if isinstance(noise, str) and noise:
+        note += f" Noise: {noise}."
     relaxation = details.get("box_relaxation")
     if isinstance(relaxation, str) and relaxation:
         note += f" For the proof: {relaxation}."

@@ -8,6 +8,7 @@ here writes files or holds keys: attachments (the evidence, a signature) arrive 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,20 @@ def environment(*, markdown: bool = False) -> Environment:
     env.filters["threat"] = fmt_threat
     env.filters["criterion"] = fmt_criterion
     env.filters["claim"] = fmt_claim
+    env.filters["md_cell"] = md_cell
     return env
+
+
+_ENTITY = re.compile(r"&(?=#?\w+;)")  # '&' that would start a character reference
+_TAG = re.compile(r"<(?=[A-Za-z/!?])")  # '<' that would open an HTML tag, comment or autolink
+
+
+def md_cell(text: object) -> str:
+    """Text safe inside one Markdown table cell: no HTML tag, entity or autolink can start (those
+    '<' and '&' are escaped), '|' cannot split the cell, newlines cannot end it. Plain comparisons
+    such as '<=' or 'a < b' stay readable instead of showing as '&lt;='."""
+    out = _TAG.sub("&lt;", _ENTITY.sub("&amp;", str(text)))
+    return out.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 
 def render_html(ev: EvidenceBundle, run_dir: Path | None = None) -> str:

@@ -115,6 +115,12 @@ class SanityCheck(Record):
     )
     threshold: float = Field(description="Highest correlation still counted as 'different'.")
     passed: bool = Field(description="Do the attributions depend on the learned weights?")
+    applicable: bool = Field(
+        default=True,
+        description="Could the check be run? False when the model has no learnable float weight "
+        "tensor to shuffle (e.g. a tree ensemble) or the shuffled copy predicts exactly as the model.",
+    )
+    note: str = Field(default="", description="Why the check does not apply (empty when it does).")
 
 
 class ExplanationSet(Record):

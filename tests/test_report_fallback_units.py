@@ -146,6 +146,24 @@ def test_tabular_perturbation_scales_come_from_its_features() -> None:
     assert units_view(result, test, False) is None
 
 
+def test_eps_comes_from_the_plan_when_the_details_lack_it() -> None:
+    ev = _tabular(_bundle(), None)
+    result = next(r for r in ev.results if r.goal_id == "G6")
+    test = next(t for t in ev.plan.tests if t.goal_id == "G6")
+    no_eps = {k: v for k, v in BOX.items() if k != "eps"}
+    result = result.model_copy(update={"details": {**no_eps, "feature_noise": "uniform in the box"}})
+    planned = test.model_copy(update={"params": {**test.params, "eps": 0.05}})
+    view = units_view(result, planned, True)
+    assert view is not None and "not recorded" not in view.note
+    assert view.note.startswith("eps 0.05 is in units of each feature's scale")
+    assert "Noise: uniform in the box." in view.note
+    bare = test.model_copy(update={"params": {k: v for k, v in test.params.items() if k != "eps"}})
+    threat_eps = getattr(bare.threat, "eps", None)
+    view = units_view(result, bare, True)
+    assert view is not None and "not recorded" not in view.note
+    assert view.note.startswith(f"eps {threat_eps:.4g} is in" if threat_eps else "eps is in units")
+
+
 @pytest.mark.slow
 def test_the_pdf_shows_the_fallback_and_the_units() -> None:
     html = render_html(_tabular(_with_fallback(_bundle()), BOX))

@@ -92,7 +92,7 @@ def verify_cmd(
     )
     for line in result.checked:
         typer.echo(f"  ok       {line}")
-    for line in result.notes:
+    for line in dict.fromkeys(result.notes):  # once each (a linked earlier run can repeat a note)
         typer.echo(f"  note     {line}")
     for line in result.problems:
         typer.echo(f"  TAMPERED {line}")

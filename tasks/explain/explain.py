@@ -189,9 +189,21 @@ def sanity_checks(
     originals: dict[AttributionMethodName, np.ndarray],
     options: ExplainOptions,
 ) -> list[SanityCheck]:
-    """Attribute the same inputs and classes on the weight-shuffled copy; compare rankings."""
+    """Attribute the same inputs and classes on the weight-shuffled copy; compare rankings.
+    When nothing can be randomised (no float weight tensor, e.g. a tree ensemble, or a shuffled copy
+    whose outputs on the chosen samples equal the model's), the check is recorded as not applicable."""
+    import onnx
+
+    threshold = options.sanity_threshold
+    if not faith.weight_tensors(onnx.load(str(runner.path))):
+        note = "the model has no learnable float weight tensor to shuffle (e.g. a tree ensemble)"
+        return [faith.not_applicable(m, note, threshold) for m in originals]
     with tempfile.TemporaryDirectory(prefix="nnassay-explain-") as tmp:
-        tool, _, _ = attributor(randomised_runner(runner, Path(tmp), options.seed), data, options)
+        shuffled = randomised_runner(runner, Path(tmp), options.seed)
+        if np.array_equal(shuffled.logits(chosen.x), runner.logits(chosen.x)):
+            note = "the copy with shuffled weights gives exactly the model's outputs on these samples"
+            return [faith.not_applicable(m, note, threshold) for m in originals]
+        tool, _, _ = attributor(shuffled, data, options)
         return [
             faith.sanity_check(
                 m,
@@ -200,7 +212,7 @@ def sanity_checks(
                 x=chosen.x,
                 baseline=tool.baseline,
                 units=tool.units,
-                threshold=options.sanity_threshold,
+                threshold=threshold,
             )
             for m, a in originals.items()
         ]

@@ -144,6 +144,31 @@ def sanity_check(
     return SanityCheck(method=method, rank_correlation=median, threshold=threshold, passed=median < threshold)
 
 
+def not_applicable(method: AttributionMethodName, note: str, threshold: float = 0.5) -> SanityCheck:
+    """The record of a sanity check that could not be run, with the reason (``note``); the rank
+    correlation is 1 because the 'randomised' copy is the model itself."""
+    return SanityCheck(
+        method=method,
+        rank_correlation=1.0,
+        threshold=threshold,
+        passed=False,
+        applicable=False,
+        note=note,
+    )
+
+
+def shufflable(array: np.ndarray) -> bool:
+    """A weight tensor the sanity check shuffles: float, rank 2 or more, more than one value."""
+    return array.ndim >= 2 and array.dtype.kind == "f" and array.size > 1
+
+
+def weight_tensors(model: onnx.ModelProto) -> list[str]:
+    """Names of the initializers ``shuffled_weights`` would shuffle (none for e.g. a tree ensemble)."""
+    from onnx import numpy_helper
+
+    return [init.name for init in model.graph.initializer if shufflable(numpy_helper.to_array(init))]
+
+
 def shuffled_weights(model: onnx.ModelProto, rng: np.random.Generator) -> onnx.ModelProto:
     """A copy whose weight tensors (float initializers of rank 2 or more: matrices, kernels) have
     their values shuffled: same distribution, learned structure destroyed; biases stay."""
@@ -153,7 +178,7 @@ def shuffled_weights(model: onnx.ModelProto, rng: np.random.Generator) -> onnx.M
     copy.CopyFrom(model)
     for init in copy.graph.initializer:
         array = numpy_helper.to_array(init)
-        if array.ndim >= 2 and array.dtype.kind == "f":
+        if shufflable(array):
             shuffled = rng.permutation(array.reshape(-1)).reshape(array.shape)
             init.CopyFrom(numpy_helper.from_array(shuffled.astype(array.dtype), init.name))
     return copy

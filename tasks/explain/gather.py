@@ -300,12 +300,12 @@ def invalid_cases(src: Source) -> list[tuple[str, np.ndarray, np.ndarray]]:
 
 def garbage_bounds(src: Source) -> Any:
     """The value range invalid input used: the model's for images, each feature's for tables."""
-    from nnassay.tasks.methods.empirical.features import columns
+    from nnassay.tasks.methods.empirical.features import data_columns
 
     data = src.data
     if data.kind != "tabular" or data.x.ndim != 2:
         return src.runner.value_range
-    cols = columns(data.x, data.feature_names, data.features)
+    cols = data_columns(data)
     low, high = np.array([c.low for c in cols]), np.array([c.high for c in cols])
     return low, np.where(high > low, high, low + np.array([c.spread for c in cols]))
 

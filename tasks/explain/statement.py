@@ -34,6 +34,8 @@ def faithfulness_words(f: FaithfulnessSummary) -> str:
 
 def sanity_words(s: SanityCheck) -> str:
     """Whether one method's attributions change when the model's weights are shuffled."""
+    if not s.applicable:
+        return f"the weight-shuffling sanity check does not apply: {s.note or 'nothing to shuffle'}"
     if s.passed:
         return (
             f"they change when the weights are shuffled (rank correlation {s.rank_correlation:.2f} "

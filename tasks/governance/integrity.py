@@ -564,7 +564,11 @@ def check_external(
 
     uri = chain.tracking_uri_for(evidence, options)
     if uri is None:
-        v.notes.append("MLflow not checked (no reachable tracking store; pass --mlflow-uri)")
+        v.notes.append(
+            "MLflow not checked (--no-mlflow)"
+            if not options.use_tracker
+            else "MLflow not checked (no reachable tracking store; pass --mlflow-uri)"
+        )
     else:
         chain.check_tracker(evidence, evidence_sha, manifest_sha, uri, v)
         if copies and evidence.provenance.mlflow_run_id:

@@ -346,8 +346,8 @@ def test_a_table_gets_bar_charts_and_feature_flips(tmp_path: Path, tabular_case:
     png = (run_dir / es.picture.path).read_bytes()
     rows = len({x.sample_index for x in es.samples})
     blocks = 2 if rows > 3 else 1
-    width = int.from_bytes(png[16:20], "big")  # bars: 2.3 inches per method and block, at 100 dpi
-    assert width == round(100 * blocks * (len(es.methods) * 2.3 + 0.3))
+    width = int.from_bytes(png[16:20], "big")  # bars: 3 inches per method and block, at 100 dpi
+    assert width == round(100 * blocks * len(es.methods) * 3.0)
     assert "strongest features" in es.picture.caption  # bars per method, not heat maps
 
 
