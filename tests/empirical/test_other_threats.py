@@ -174,7 +174,8 @@ def test_tabular_threat_on_images_is_refused() -> None:
 def test_tabular_perturbations_follow_the_declared_features() -> None:
     """Declared ranges, noise scales and categorical codes drive every tabular perturbation."""
     from nnassay.schemas.goals import FeatureSpec
-    from nnassay.tasks.methods.empirical.tabular import columns, perturb_tabular
+    from nnassay.tasks.methods.empirical.features import columns
+    from nnassay.tasks.methods.empirical.tabular import perturb_tabular
 
     rng = np.random.default_rng(0)
     x = np.stack([rng.uniform(10, 20, 200), rng.choice([0.0, 1.0, 2.0], 200), rng.uniform(0, 1, 200)], 1)
