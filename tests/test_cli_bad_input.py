@@ -116,3 +116,10 @@ def test_debug_shows_the_traceback_and_keeps_exit_2(tmp_path, image_case, spec_w
     done = CliRunner().invoke(app, ["assess", str(spec), "--output", str(tmp_path / "out"), "--debug"])
     assert done.exit_code == 2, done.output
     assert "Traceback" in done.output and "did you mean 'budget'?" in done.output
+
+
+def test_misspelt_metric_gets_the_closest_name(tmp_path, image_case, spec_writer) -> None:
+    attack = goal("G3", {"kind": "linf_ball", "eps": 0.1}, "robust_acuracy", ">=", 0.5)
+    check_clean_error(
+        *assess(spec_writer(image_case, [attack]), tmp_path / "out"), "did you mean 'robust_accuracy'?"
+    )

@@ -267,6 +267,8 @@ def test_known_gaps_become_strict_xfail_marks(monkeypatch: pytest.MonkeyPatch) -
 def test_unknown_method_lists_valid_names() -> None:
     with pytest.raises(KeyError, match="expected one of"):
         get_method("empirical.does_not_exist")
+    with pytest.raises(KeyError, match="did you mean 'empirical.pgd_linf'"):  # a typo: the closest name
+        get_method("empirical.pgd_lnf")
 
 
 def test_every_declared_threat_kind_has_an_example() -> None:

@@ -6,6 +6,7 @@ are listed in ``nnassay.tasks.methods.catalog`` so that registration is explicit
 
 from __future__ import annotations
 
+import difflib
 import time
 import types
 from abc import ABC, abstractmethod
@@ -253,7 +254,9 @@ def get_method(name: str) -> RobustnessMethod[Any, Any]:
     """An instance of the named method; an unknown name lists the valid ones."""
     _load_catalog()
     if name not in _METHODS:
-        raise KeyError(f"unknown method {name!r}; expected one of {list_methods()}")
+        close = difflib.get_close_matches(name, list_methods(), n=1, cutoff=0.85)
+        hint = f"did you mean {close[0]!r}?" if close else f"expected one of {list_methods()}"
+        raise KeyError(f"unknown method {name!r}; {hint} (`nnassay methods` lists them)")
     return _METHODS[name]()
 
 

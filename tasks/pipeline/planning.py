@@ -106,7 +106,12 @@ def _plan_goal(spec: AssessmentSpec, goal: Goal, facts: PlanFacts) -> tuple[list
     names = [c.name for c in choices] or methods_for(kind, goal.metric)[:1]
     if not names:
         known = metrics_for(kind)
-        hint = f"metrics available for it: {known}" if known else "no registered method tests it"
+        close = difflib.get_close_matches(goal.metric, known, n=1, cutoff=0.6)
+        hint = (
+            (f"did you mean {close[0]!r}? " if close else "") + f"metrics available for it: {known}"
+            if known
+            else "no registered method tests it"
+        )
         return [], [f"goal {goal.id}: no method measures {goal.metric!r} under threat {kind!r}; {hint}"]
     overrides = {c.name: c.params for c in choices}
     tests: list[TestSpec] = []
