@@ -282,3 +282,12 @@ def test_a_closed_stdout_still_writes_the_result_file_without_a_traceback(
         os.close(write)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     assert result.read_text() == "unsat\n"
+
+
+def test_a_run_folder_points_to_evidence_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from nnassay.tasks.methods.formal.command import main
+
+    with pytest.raises(SystemExit) as stop:
+        main([str(tmp_path)])
+    assert stop.value.code == 2
+    assert f"nnassay evidence verify {tmp_path}" in capsys.readouterr().err

@@ -61,6 +61,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--result-file", type=Path, default=None, help="Write the verdict here in the VNN-COMP format."
     )
+    folders = [a for a in argv if not a.startswith("-") and Path(a).is_dir()]
+    if folders and "--onnx" not in argv:  # a run folder: the user meant the records' integrity check
+        parser.error(
+            f"{folders[0]} is a folder; `nnassay verify` checks one VNN-LIB property on a model "
+            f"(--onnx MODEL --vnnlib PROP). To check an assessment's records run: nnassay evidence verify {folders[0]}"
+        )
     args = parser.parse_args(argv)
     return run_verify(args.onnx, args.vnnlib, args.timeout, args.result_file)
 
