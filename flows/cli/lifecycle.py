@@ -21,6 +21,7 @@ from nnassay.flows.cli.options import (
     Verbose,
     check_sign_cert,
     check_sign_key,
+    schedule_or_exit,
 )
 
 EXIT_PASS, EXIT_NOT_PASSED, EXIT_INVALID = 0, 1, 2
@@ -161,15 +162,10 @@ def schedule(
     from nnassay.flows.cli.app import _fail, _quiet_prefect
 
     _quiet_prefect(False, verbose)
-    from nnassay.schemas.schedule import LifecycleSchedule, ScheduleOptionError
     from nnassay.tasks.errors import AssessmentError
     from nnassay.tasks.io.spec_io import read_spec
 
-    try:  # before anything is read, served or contacted
-        when = LifecycleSchedule.from_options(cron=cron, interval=interval, timezone=timezone)
-    except ScheduleOptionError as exc:
-        typer.echo(f"nnassay: error: {exc}", err=True)
-        raise typer.Exit(EXIT_INVALID) from None
+    when = schedule_or_exit(cron=cron, interval=interval, timezone=timezone)  # before anything is read
     request = _request(
         spec,
         output_root,

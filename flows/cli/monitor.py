@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from nnassay.flows.cli.options import Debug, Verbose
+from nnassay.flows.cli.options import Debug, Verbose, schedule_or_exit
 
 if TYPE_CHECKING:
     from nnassay.schemas.monitoring import MonitoringRecord, MonitorRequest
@@ -227,15 +227,10 @@ def monitor_schedule(
 
     _quiet_prefect(False, verbose)
     from nnassay.flows.monitor import monitor_field, tracking_uri
-    from nnassay.schemas.schedule import LifecycleSchedule, ScheduleOptionError
     from nnassay.tasks.errors import AssessmentError
     from nnassay.tasks.io.spec_io import read_spec
 
-    try:  # before anything is read, served or contacted
-        when = LifecycleSchedule.from_options(cron=cron, interval=interval, timezone=timezone)
-    except ScheduleOptionError as exc:
-        typer.echo(f"nnassay: error: {exc}", err=True)
-        raise typer.Exit(EXIT_INVALID) from None
+    when = schedule_or_exit(cron=cron, interval=interval, timezone=timezone)  # before anything is read
     try:
         request = _request(
             spec, field, output, mlflow_uri, track=True, reassess=reassess, alpha=alpha, seed=0

@@ -10,9 +10,12 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from nnassay.schemas.schedule import LifecycleSchedule
 
 SignKey = Annotated[
     Path | None,
@@ -122,6 +125,18 @@ def check_sign_key(path: Path | None) -> None:
     try:
         load_signer(path, warn=lambda message: typer.echo(f"nnassay: warning: {message}", err=True))
     except SigningKeyError as exc:
+        typer.echo(f"nnassay: error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def schedule_or_exit(*, cron: str | None, interval: float | None, timezone: str) -> LifecycleSchedule:
+    """The schedule the --cron/--interval/--timezone options give; exit 2 with one line naming the wrong
+    option and its fix, before anything is read, served or contacted."""
+    from nnassay.schemas.schedule import LifecycleSchedule, ScheduleOptionError
+
+    try:
+        return LifecycleSchedule.from_options(cron=cron, interval=interval, timezone=timezone)
+    except ScheduleOptionError as exc:
         typer.echo(f"nnassay: error: {exc}", err=True)
         raise typer.Exit(2) from None
 
