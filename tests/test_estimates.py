@@ -327,6 +327,17 @@ def test_planning_measures_the_clean_accuracy_that_prices_attacks(
     assert facts.clean_accuracy == pytest.approx(
         float(np.mean(runner.predict(data.x[:rows]) == data.y[:rows]))
     )
+    predicted: list[int] = []
+    real = type(runner).predict
+
+    def counting(self: Any, x: np.ndarray) -> np.ndarray:
+        predicted.append(len(x))
+        return real(self, x)
+
+    with pytest.MonkeyPatch.context() as patch:  # the flow plans again after the CLI's preflight
+        patch.setattr(type(runner), "predict", counting)
+        execute.state_goals(spec_path, prefer_cuda=False)
+    assert predicted == []  # measured once per loaded model and data
 
 
 def test_a_deployment_variant_pass_is_priced_by_its_cpu_kernels() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -88,12 +89,19 @@ def state_goals(
 ACCURACY_ROWS = 256  # rows whose clean accuracy prices the attacks (one forward call: cheap)
 
 
+_ACCURACY: weakref.WeakKeyDictionary[ModelRunner, tuple[Dataset, float | None]] = weakref.WeakKeyDictionary()
+
+
 def _clean_accuracy(model: ModelRunner, data: Dataset) -> float | None:
-    """Clean accuracy on the first rows (the rows the tests take first), for the time estimates only."""
+    """Clean accuracy on the first rows (the rows the tests take first), for the time estimates only;
+    measured once per loaded model and data (the CLI's preflight and the flow share them)."""
+    known = _ACCURACY.get(model)
+    if known is not None and known[0] is data:
+        return known[1]
     rows = min(len(data), ACCURACY_ROWS)
-    if not rows:
-        return None
-    return float(np.mean(model.predict(data.x[:rows]) == data.y[:rows]))
+    accuracy = float(np.mean(model.predict(data.x[:rows]) == data.y[:rows])) if rows else None
+    _ACCURACY[model] = (data, accuracy)
+    return accuracy
 
 
 def executor_facts(model: ModelRunner) -> dict[str, Any]:
