@@ -356,6 +356,14 @@ def splittable(layer: Layer, low: Tensor, high: Tensor) -> Tensor:
     return mask
 
 
+def chord_slope(low: Tensor, high: Tensor, f_lo: Tensor, f_hi: Tensor, d_low: Tensor) -> Tensor:
+    """Slope of the chord from ``(low, f_lo)`` to ``(high, f_hi)``; the derivative ``d_low`` where the
+    interval is a point (width at most 1e-12), so no division by a vanishing width."""
+    width = high - low
+    flat = width <= 1e-12
+    return torch.where(flat, d_low, (f_hi - f_lo) / torch.where(flat, torch.ones_like(width), width))
+
+
 class SShaped(Activation):
     """Sigmoid/Tanh: chord and mid-point tangent on one-signed boxes, a min-slope band otherwise."""
 
@@ -368,11 +376,7 @@ class SShaped(Activation):
         self, low: Tensor, high: Tensor, alpha: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         f_lo, f_hi = self.forward(low), self.forward(high)
-        width = high - low
-        flat = width <= 1e-12
-        chord = torch.where(
-            flat, self.derivative(low), (f_hi - f_lo) / torch.where(flat, torch.ones_like(width), width)
-        )
+        chord = chord_slope(low, high, f_lo, f_hi, self.derivative(low))
         mid = (low + high) / 2
         tan = self.derivative(mid)
         # mixed sign: f' is unimodal with its maximum at 0, so its minimum on [l, u] is at an endpoint

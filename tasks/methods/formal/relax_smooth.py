@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn.functional as F  # noqa: N812 (the usual torch alias)
 
-from nnassay.tasks.methods.formal.layers import RELAX_SLACK, Activation, SShaped
+from nnassay.tasks.methods.formal.layers import RELAX_SLACK, Activation, SShaped, chord_slope
 
 Tensor = torch.Tensor
 GRID = 17  # sample points per neuron for non-convex, non-concave boxes
@@ -61,10 +61,7 @@ class Smooth(Activation):
         self, low: Tensor, high: Tensor, alpha: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         f_lo, f_hi = self.forward(low), self.forward(high)
-        width = high - low
-        flat = width <= 1e-12
-        safe_w = torch.where(flat, torch.ones_like(width), width)
-        chord = torch.where(flat, self.derivative(low), (f_hi - f_lo) / safe_w)
+        chord = chord_slope(low, high, f_lo, f_hi, self.derivative(low))
         mid = (low + high) / 2
         tan, f_mid = self.derivative(mid), self.forward(mid)
         g_lo, g_hi = self._grid_extrema(low, high, chord)
