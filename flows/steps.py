@@ -49,7 +49,7 @@ def state_goals(request: AssessRequest) -> tuple[AssessmentSpec, planning.PlanFa
 @task(name="plan", cache_policy=NO_CACHE)
 def plan(spec: AssessmentSpec, facts: planning.PlanFacts, request: AssessRequest) -> AssessmentPlan:
     """Step 2: the test plan, saved as plan.json next to a copy of the spec."""
-    test_plan = planning.make_plan(spec, facts)
+    test_plan = execute.plan_tests(spec, facts, prefer_cuda=request.prefer_cuda)
     write_json(request.output / records.PLAN, test_plan)
     shutil.copyfile(request.spec_path, request.output / f"spec{request.spec_path.suffix}")
     add_tags(f"spec:{spec.id}", f"model:{test_plan.model_sha256[:12]}")

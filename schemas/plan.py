@@ -38,6 +38,12 @@ class TestSpec(Record):
         description="How long the test was expected to take, in seconds, estimated at planning from the "
         "model's measured unit costs and the method's work (None: not estimated).",
     )
+    estimate_pilot: str | None = Field(
+        default=None,
+        description="When the estimate was checked by a pilot (the method run at planning on a few of "
+        "the test's samples, for attacks and proofs whose work depends on what they find): what the "
+        "pilot ran and measured; None: the estimate is the unit costs' alone.",
+    )
     fallback_from: str | None = Field(
         default=None,
         description="The method the goal asked for (or the planner chose first) when this test replaces "

@@ -43,8 +43,7 @@ def plan_cmd(
     running any. Exit 0: the spec plans; 2: invalid input."""
     from nnassay.schemas.settings import Settings
     from nnassay.tasks.errors import AssessmentError
-    from nnassay.tasks.pipeline.execute import state_goals
-    from nnassay.tasks.pipeline.planning import make_plan
+    from nnassay.tasks.pipeline.execute import plan_tests, state_goals
 
     settings = Settings()
     try:
@@ -54,7 +53,7 @@ def plan_cmd(
             model_uri=model_uri,
             registry_uri=mlflow_uri or settings.mlflow_tracking_uri,
         )
-        plan = make_plan(goals, facts)
+        plan = plan_tests(goals, facts, prefer_cuda=settings.prefer_cuda and not cpu)
     except AssessmentError as exc:
         if debug:
             raise
@@ -100,5 +99,6 @@ def plan_lines(plan: AssessmentPlan, units: UnitCosts | None) -> list[str]:
             f"(estimates from the model's unit costs, timed in {format_duration(units.measure_s)}; they "
             "move with the machine's load; `assess` runs up to two tests at a time)"
         )
+    lines += [f"pilot: {t.test_id}: {t.estimate_pilot}" for t in plan.tests if t.estimate_pilot]
     lines += [f"note: {n}" for n in plan.notes]
     return lines

@@ -56,8 +56,12 @@ class Dataset:
 
     def subset(self, n: int) -> Dataset:
         """The first ``n`` samples (all when n is larger); ``whole_x`` stays the whole data's."""
-        repeats = self.repeats[:n] if self.repeats is not None else None
-        return replace(self, x=self.x[:n], y=self.y[:n], repeats=repeats, source_x=self.whole_x)
+        return self.rows(slice(0, n))
+
+    def rows(self, index: slice | np.ndarray) -> Dataset:
+        """The samples at ``index`` (a slice or an array of row numbers); ``whole_x`` stays the whole data's."""
+        repeats = self.repeats[index] if self.repeats is not None else None
+        return replace(self, x=self.x[index], y=self.y[index], repeats=repeats, source_x=self.whole_x)
 
 
 def repeated_inputs(x: np.ndarray) -> np.ndarray:

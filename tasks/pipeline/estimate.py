@@ -94,14 +94,18 @@ class UnitCosts:
     def seconds(self, cost: Cost) -> float:
         """Seconds of the work ``cost`` on this model (the per-test overhead included)."""
         forward_calls, backward_calls = cost.calls()
-        total = cost.fixed_s + TEST_OVERHEAD_S + cost.draws * self.draw_s
-        total += cost.children * CHILD_START_S * self.slowdown
+        total = self.fixed_seconds(cost) + cost.draws * self.draw_s
         if forward_calls > 0:
             total += forward_calls * call_seconds(self.forward, cost.forwards / forward_calls)
         if backward_calls > 0:
             total += backward_calls * call_seconds(self.backward, cost.backwards / backward_calls)
-            total += self.torch_setup_s
         return total
+
+    def fixed_seconds(self, cost: Cost) -> float:
+        """The part of ``seconds(cost)`` that does not grow with the samples: the test's overhead, its
+        fixed seconds, child processes and building the torch executor (when it runs)."""
+        total = cost.fixed_s + TEST_OVERHEAD_S + cost.children * CHILD_START_S * self.slowdown
+        return total + (self.torch_setup_s if cost.calls()[1] > 0 else 0.0)
 
 
 def measure_unit_costs(runner: ModelRunner, x_sample: np.ndarray) -> UnitCosts:

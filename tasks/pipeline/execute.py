@@ -134,7 +134,17 @@ def preflight(
     spec, facts = state_goals(
         spec_path, prefer_cuda=prefer_cuda, model_uri=model_uri, registry_uri=registry_uri
     )
-    return make_plan(spec, facts)
+    return plan_tests(spec, facts, prefer_cuda=prefer_cuda)
+
+
+def plan_tests(spec: AssessmentSpec, facts: PlanFacts, *, prefer_cuda: bool = True) -> AssessmentPlan:
+    """Step 2: the test plan (``make_plan``), its attack and proof estimates checked by pilots
+    (``nnassay.tasks.pipeline.pilot``; remembered per loaded model, so preflight and flow share them)."""
+    from nnassay.tasks.pipeline.pilot import pilot_plan
+
+    plan = make_plan(spec, facts)
+    model, data = load_inputs(spec, prefer_cuda=prefer_cuda)
+    return pilot_plan(plan, spec, model, data, facts)
 
 
 def test_context(
@@ -147,18 +157,33 @@ def test_context(
 ) -> RunContext:
     """The context a method receives for one planned test (model and data loaded once per process)."""
     model, data = load_inputs(spec, prefer_cuda=prefer_cuda)
-    goal = next(g for g in spec.goals if g.id == test.goal_id)
     out_dir = run_dir / "tests" / test.test_id.replace("/", "__")
     out_dir.mkdir(parents=True, exist_ok=True)
+    return method_context(test, spec, model, data.subset(test.samples), out_dir, run_dir, progress=progress)
+
+
+def method_context(
+    test: TestSpec,
+    spec: AssessmentSpec,
+    model: ModelRunner,
+    data: Dataset,
+    out_dir: Path,
+    run_dir: Path,
+    *,
+    time_s: float | None = None,
+    progress: Progress | None = None,
+) -> RunContext:
+    """The context of ``test`` on the samples ``data`` (the test's budget unless ``time_s`` is given)."""
+    goal = next(g for g in spec.goals if g.id == test.goal_id)
     return RunContext(
         model=model,
-        data=data.subset(test.samples),
+        data=data,
         threat=test.threat,
         metric=test.metric,
         seed=test.seed,
         out_dir=out_dir,
         run_dir=run_dir,
-        time_s=test.time_s,
+        time_s=test.time_s if time_s is None else time_s,
         confidence=goal.criterion.confidence,
         interval=goal.criterion.interval,
         progress=progress or (lambda done, total: None),
