@@ -1,7 +1,8 @@
-"""What the dossier shows of a goal's explanations: each explained sample's picture (checked against
-its digest), classes, top features and faithfulness, and in words whether the attributions beat a
-random ranking and passed the model-randomisation sanity check. Display only: every number is read
-from the evidence (``ExplanationSet``), none is recomputed.
+"""What the dossier shows of a goal's explanations: the goal's panel picture (checked against its
+digest), a row per explained sample with its classes, each method's top features and deletion score,
+and in words whether the attributions beat a random ranking and passed the model-randomisation
+sanity check. Display only: every number is read from the evidence (``ExplanationSet``), none is
+recomputed.
 """
 
 from __future__ import annotations
@@ -12,12 +13,7 @@ from pathlib import Path
 
 from nnassay.reports.pictures import PictureSource, load_picture
 from nnassay.schemas.evidence import EvidenceBundle
-from nnassay.schemas.explain import (
-    ExplainedSample,
-    ExplanationSet,
-    FaithfulnessSummary,
-    SanityCheck,
-)
+from nnassay.schemas.explain import ExplanationSet, FaithfulnessSummary, SanityCheck
 
 METHOD_NAMES = {
     "integrated_gradients": "integrated gradients",
@@ -29,23 +25,7 @@ ENGINES = {
     "torch_executor": "torch executor (gradients)",
     "onnx_runtime": "ONNX Runtime alone (black box)",
 }
-TOP_SHOWN = 5  # top features and feature flips listed per sample
 ClassLabel = Callable[[int], str]  # class index -> its declared label
-
-
-@dataclass
-class SampleView:
-    """One explained sample as shown: picture (or why not), classes, features, faithfulness."""
-
-    picture: str  # data URI; '' when not shown
-    picture_note: str  # why the picture is not shown, or that none was drawn; '' when shown
-    title: str
-    caption: str  # what the picture shows, as the explain step recorded it
-    contrast: bool
-    classes: str
-    top_features: list[str]
-    faithfulness: str
-    flips: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -61,7 +41,7 @@ class SampleRow:
 
 @dataclass
 class ExplanationView:
-    """One goal's explanations: intro, failures and contrast samples, verdicts in words."""
+    """One goal's explanations: intro, panel, a row per sample, verdicts in words."""
 
     goal_id: str
     intro: str
@@ -69,8 +49,6 @@ class ExplanationView:
     panel_note: str  # why the panel is not shown; '' when shown or when none was drawn
     panel_caption: str
     rows: list[SampleRow]  # one per explained sample (methods merged), shown under the panel
-    failures: list[SampleView]
-    contrast: list[SampleView]
     faithfulness: list[str]
     sanity: list[str]
     statement: str
@@ -92,7 +70,6 @@ def explanation_views(
 def explanation_view(
     es: ExplanationSet, run_dir: Path | None, label: ClassLabel, source: PictureSource | None = None
 ) -> ExplanationView:
-    samples = [sample_view(s, run_dir, label, source) for s in es.samples]
     panel, note = "", ""
     if es.picture is not None:
         loaded = load_picture(es.picture, run_dir, source)
@@ -104,8 +81,6 @@ def explanation_view(
         panel_note=f"panel picture {note}" if note else "",
         panel_caption=es.picture.caption if es.picture is not None else "",
         rows=sample_rows(es, label),
-        failures=[v for v in samples if not v.contrast],
-        contrast=[v for v in samples if v.contrast],
         faithfulness=[faithfulness_words(f) for f in es.faithfulness]
         or ["No faithfulness score was recorded: these attributions are not shown to be faithful."],
         sanity=[sanity_words(c) for c in es.sanity]
@@ -136,39 +111,6 @@ def intro(es: ExplanationSet) -> str:
             "marked CONTRAST."
         )
     return text
-
-
-def sample_view(
-    s: ExplainedSample, run_dir: Path | None, label: ClassLabel, source: PictureSource | None
-) -> SampleView:
-    uri, note = "", ""
-    if s.picture is not None:
-        loaded = load_picture(s.picture, run_dir, source)
-        uri, note = loaded if loaded is not None else ("", "")
-        note = f"picture {note}" if note else ""
-    what = "the failing input found for it" if s.input_kind == "failing_input" else "the test row as it is"
-    role = "CONTRAST: correctly handled, shown for comparison" if s.role == "contrast" else "failure"
-    return SampleView(
-        picture=uri,
-        picture_note=note,
-        title=f"Sample {s.sample_index} ({role}; {what}), {method_name(s.method)}",
-        caption=s.picture.caption if s.picture is not None else "",
-        contrast=s.role == "contrast",
-        classes=f"predicted {label(s.predicted_class)}, true {label(s.true_class)}; attributed "
-        f"against {label(s.contrast_class)}",
-        top_features=[
-            f"{name} ({score:+.3g})" for name, score in list(zip(s.top_features, s.top_scores, strict=False))
-        ][:TOP_SHOWN],
-        faithfulness=(
-            f"deletion AOPC {s.faithfulness.deletion_aopc:.3g} (random order "
-            f"{s.faithfulness.deletion_aopc_random:.3g}); insertion AUC {s.faithfulness.insertion_auc:.3g} "
-            f"(random order {s.faithfulness.insertion_auc_random:.3g})"
-        ),
-        flips=[
-            f"{f.feature} set to {f.value:.4g} (change {f.change:+.3g}) gives class {label(f.new_class)}"
-            for f in s.feature_flips[:TOP_SHOWN]
-        ],
-    )
 
 
 def sample_rows(es: ExplanationSet, label: ClassLabel) -> list[SampleRow]:

@@ -39,11 +39,12 @@ def load_picture(
 
 
 def explanation_pictures(ev: EvidenceBundle) -> list[ArtifactRef]:
-    """The pictures of the explanations (each goal's panel, then any per-sample picture), in order."""
-    found = []
-    for es in ev.explanations:
-        found += [es.picture] + [s.picture for s in es.samples]
-    return [a for a in found if a is not None and a.media_type == "image/png"]
+    """The pictures of the explanations (each goal's panel), in order."""
+    return [
+        es.picture
+        for es in ev.explanations
+        if es.picture is not None and es.picture.media_type == "image/png"
+    ]
 
 
 def dossier_pictures(ev: EvidenceBundle) -> list[ArtifactRef]:

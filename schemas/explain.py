@@ -80,10 +80,13 @@ class ExplainedSample(Record):
         description="What made the failing input explained (e.g. 'invalid input: random_noise', "
         "'gaussian noise, sigma 0.3'); None: the test row itself, or not recorded.",
     )
+    # Not written since schema version 1: the pipeline draws one panel per goal (ExplanationSet.picture).
+    # Bundles already written record "picture": null on every sample and extra fields are refused, so
+    # removing the field would make them fail to load.
     picture: ArtifactRef | None = Field(
         default=None,
-        description="The dossier's picture of this explanation (heat-map overlay for an image, ranked "
-        "bar chart for a table), relative to the run folder; None: not drawn.",
+        description="Not written (each goal's panel, ExplanationSet.picture, shows its samples); "
+        "kept so older bundles, which record null here, still load. The dossier does not read it.",
     )
 
 
@@ -152,5 +155,5 @@ class ExplanationSet(Record):
         default=None,
         description="One panel of the goal's explained samples (a row per sample: the input and each "
         "method's heat-map overlay, or each method's top-feature bars for a table), relative to the run "
-        "folder; None: not drawn (older bundles drew one picture per sample instead).",
+        "folder; None: not drawn (a goal with no explained sample).",
     )

@@ -1,7 +1,8 @@
-"""The dossier shows each failed goal's explanations beside its deciding test: pictures checked
-against their digests, classes, top features, faithfulness in words, the sanity check, the
-statement; contrast samples marked; feature flips for tables; hostile strings escaped; and the
-PDF carries the pictures and the words (read back from the PDF)."""
+"""The dossier shows each failed goal's explanations beside its deciding test, as the pipeline writes
+them: one panel picture per goal (checked against its digest), then a row per sample with its
+classes, top features and deletion score; faithfulness in words, the sanity check, the statement;
+contrast samples marked; feature flips for tables; hostile strings escaped; and the PDF carries the
+panels and the words (read back from the PDF)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from PIL import Image
 from pypdf import PdfReader
 
 from nnassay.reports.explain_view import explanation_views, faithfulness_words, headline
-from nnassay.reports.pictures import dossier_pictures
+from nnassay.reports.pictures import dossier_pictures, explanation_pictures
 from nnassay.reports.render import render_html, render_markdown, render_pdf
 from nnassay.schemas.common import Interval
 from nnassay.schemas.evidence import EvidenceBundle
@@ -32,7 +33,7 @@ from nnassay.schemas.explain import (
 )
 from nnassay.schemas.goals import Layout
 from nnassay.schemas.results import ArtifactRef
-from nnassay.tasks.explain.pictures import bar_chart_png, heatmap_png
+from nnassay.tasks.explain.pictures import panel_png
 
 GOLDEN = Path(__file__).parent / "golden" / "digits_evidence.json"  # the digits example's evidence
 HOSTILE = "<script>alert('x')</script>"
@@ -46,22 +47,35 @@ class Explained:
 
     ev: EvidenceBundle
     run_dir: Path
-    pictures: dict[str, bytes]  # artifact path -> PNG bytes written to the run folder
+    pictures: dict[str, bytes]  # artifact path -> PNG bytes written to the run folder (a panel per goal)
 
 
-def _picture(run_dir: Path, goal: str, name: str, payload: bytes) -> ArtifactRef:
-    path = f"explanations/{goal}/{name}"
-    (run_dir / path).parent.mkdir(parents=True, exist_ok=True)
-    (run_dir / path).write_bytes(payload)
-    return ArtifactRef(
-        path=path,
+def _with_panel(es: ExplanationSet, run_dir: Path, kind: str, layout: Layout) -> ExplanationSet:
+    """The set with its goal's panel, drawn and recorded as ``explain_one`` does: ``panel.png`` in the
+    goal's folder, from the arrays there, its digest and caption in ``ExplanationSet.picture``."""
+    folder = run_dir / "explanations" / es.goal_id
+    names = es.samples[0].top_features if kind == "tabular" else ()
+    payload = panel_png(
+        es.samples, folder, kind=kind, layout=layout, value_range=(0.0, 1.0), feature_names=names
+    )
+    (folder / "panel.png").write_bytes(payload)
+    picture = ArtifactRef(
+        path=f"explanations/{es.goal_id}/panel.png",
         sha256=hashlib.sha256(payload).hexdigest(),
         media_type="image/png",
-        caption=f"explanation {name}",
+        caption=f"Goal {es.goal_id}: panel of {len(es.samples)} explanations",
     )
+    return es.model_copy(update={"picture": picture})
 
 
-def _sample(index: int, role: str, method: str, picture: ArtifactRef, **extra: object) -> ExplainedSample:
+def _arrays(folder: Path, sample: ExplainedSample, shape: tuple[int, ...], rng: np.random.Generator) -> None:
+    """The sample's input and attribution arrays, where the panel reads them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / sample.input_file, rng.uniform(size=shape))
+    np.save(folder / sample.attribution_file, rng.normal(size=shape))
+
+
+def _sample(index: int, role: str, method: str, **extra: object) -> ExplainedSample:
     return ExplainedSample.model_validate(
         {
             "sample_index": index,
@@ -80,7 +94,6 @@ def _sample(index: int, role: str, method: str, picture: ArtifactRef, **extra: o
             "input_sha256": "b" * 64,
             "attribution_file": f"attr_{index}_{method}.npy",
             "input_file": f"x_{index}.npy",
-            "picture": picture,
             **extra,
         }
     )
@@ -101,22 +114,13 @@ def _summary(method: str, beats: bool) -> FaithfulnessSummary:
     )
 
 
-def _image_set(run_dir: Path) -> tuple[ExplanationSet, dict[str, bytes]]:
+def _image_set(run_dir: Path) -> ExplanationSet:
     rng = np.random.default_rng(0)
-    pictures: dict[str, bytes] = {}
     samples = []
     for index, role in ((4, "failure"), (9, "failure"), (17, "contrast")):
         for method in ("integrated_gradients", "saliency"):
-            payload = heatmap_png(
-                rng.uniform(size=(1, 8, 8)),
-                rng.normal(size=(1, 8, 8)),
-                layout=Layout.NCHW,
-                value_range=(0.0, 1.0),
-                title=f"sample {index} {method}",
-            )
-            ref = _picture(run_dir, "G6", f"{index}_{method}.png", payload)
-            pictures[ref.path] = payload
-            samples.append(_sample(index, role, method, ref))
+            samples.append(_sample(index, role, method))
+            _arrays(run_dir / "explanations" / "G6", samples[-1], (1, 8, 8), rng)
     found = ExplanationSet(
         goal_id="G6",
         methods=["integrated_gradients", "saliency"],
@@ -134,24 +138,22 @@ def _image_set(run_dir: Path) -> tuple[ExplanationSet, dict[str, bytes]]:
         statement="Integrated gradients point at the stroke the attack thickened.",
         time_s=3.2,
     )
-    return found, pictures
+    return _with_panel(found, run_dir, "image", Layout.NCHW)
 
 
-def _table_set(run_dir: Path) -> tuple[ExplanationSet, dict[str, bytes]]:
+def _table_set(run_dir: Path) -> ExplanationSet:
     names = [TABLE_FEATURE, HOSTILE, "age"]
-    payload = bar_chart_png(names, [0.9, -0.2, 0.1], title="sample 2")
-    ref = _picture(run_dir, "G8", "2_feature_ablation.png", payload)
     flip = FeatureFlip(feature=HOSTILE, value=3.5, change=1.25, new_class=1)
     sample = _sample(
         2,
         "failure",
         "feature_ablation",
-        ref,
         top_features=names,
         top_scores=[0.9, -0.2, 0.1],
         input_kind="clean",
         feature_flips=[flip],
     )
+    _arrays(run_dir / "explanations" / "G8", sample, (3,), np.random.default_rng(1))
     found = ExplanationSet(
         goal_id="G8",
         methods=["feature_ablation"],
@@ -165,13 +167,15 @@ def _table_set(run_dir: Path) -> tuple[ExplanationSet, dict[str, bytes]]:
         statement=f"The decision rests on {HOSTILE} and {TABLE_FEATURE}.",
         time_s=0.4,
     )
-    return found, {ref.path: payload}
+    return _with_panel(found, run_dir, "tabular", Layout.FLAT)
 
 
 def make_explained(run_dir: Path) -> Explained:
     ev = EvidenceBundle.model_validate_json(GOLDEN.read_text())
-    image, image_pictures = _image_set(run_dir)
-    table, table_pictures = _table_set(run_dir)
+    image, table = _image_set(run_dir), _table_set(run_dir)
+    panels = {
+        es.picture.path: (run_dir / es.picture.path).read_bytes() for es in (image, table) if es.picture
+    }
     for result in ev.results:  # the results' own pictures, so both kinds are shown side by side
         for artifact in result.artifacts:
             if artifact.media_type == "image/png":
@@ -195,9 +199,7 @@ def make_explained(run_dir: Path) -> Explained:
         for r in ev.results
     ]
     ev = ev.model_copy(update={"explanations": [image, table], "results": results})
-    return Explained(
-        EvidenceBundle.model_validate_json(ev.model_dump_json()), run_dir, image_pictures | table_pictures
-    )
+    return Explained(EvidenceBundle.model_validate_json(ev.model_dump_json()), run_dir, panels)
 
 
 @pytest.fixture()
@@ -223,10 +225,10 @@ def test_explanations_are_shown_beside_the_goals_failures(explained: Explained) 
     assert "Explanations of G8" in _section(html, "<h4>G8/empirical.invalid_input", "<h4>G9/")
     assert html.count("Explanations of G") == 2  # goals without explanations show nothing
     assert "4 of 23 failed samples" not in g6 and "2 of 23 failed samples explained" in g6
-    assert TOP_FEATURE in g6 and "+0.42" in g6 and "explanation 4_integrated_gradients.png" in g6
-    assert "predicted 3, true 8" in g6 and "deletion AOPC 0.31 (random order 0.05)" in g6
-    assert g6.count("<b>Sample 17 (CONTRAST: correctly handled") == 2  # both methods
-    assert "<b>Sample 4 (failure; the failing input found for it)" in g6
+    assert "Goal G6: panel of 6 explanations" in g6  # the panel's caption, as the explain step wrote it
+    assert TOP_FEATURE in g6 and "predicted 3, true 8; against 8" in g6
+    assert "integrated gradients: rows 2-3, cols 4-5, rows 0-1, cols 0-1 (deletion 0.31 vs random 0.05)" in g6
+    assert "<td>4 (failure; failing input)</td>" in g6 and "<td>17 (CONTRAST; test row)</td>" in g6
     assert "Integrated gradients: beats random" in g6 and "0.12 to 0.31 (95% bootstrap interval" in g6
     assert "Saliency (input gradient): does NOT beat random" in g6
     assert "Sanity check of integrated gradients passed" in g6
@@ -235,18 +237,16 @@ def test_explanations_are_shown_beside_the_goals_failures(explained: Explained) 
     assert "NOT SHOWN" not in html
 
 
-def test_a_tabular_explanation_shows_its_flips_and_bar_chart(explained: Explained) -> None:
+def test_a_tabular_explanation_shows_its_flips_and_panel(explained: Explained) -> None:
     html = render_html(explained.ev, explained.run_dir)
     g8 = _section(html, "Explanations of G8", "<h4>G9/")
-    assert "Single-feature changes that flip the decision" in g8
-    assert "set to 3.5 (change +1.25) gives class 1" in g8
+    assert "Flips: &lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; to 3.5 gives 1" in g8
     assert "engine: ONNX Runtime alone (black box), the executor lacks op" in g8
-    assert _uri(next(iter(p for k, p in explained.pictures.items() if "G8" in k))) in g8
+    assert _uri(explained.pictures["explanations/G8/panel.png"]) in g8
 
 
-def test_a_changed_or_missing_picture_is_not_shown_as_valid(explained: Explained) -> None:
-    paths = sorted(p for p in explained.pictures if p.startswith("explanations/G6/"))
-    changed, missing = paths[0], paths[1]
+def test_a_changed_or_missing_panel_is_not_shown_as_valid(explained: Explained) -> None:
+    changed, missing = "explanations/G6/panel.png", "explanations/G8/panel.png"
     tampered = Image.new("RGB", (10, 10), "red")
     buffer = io.BytesIO()
     tampered.save(buffer, format="PNG")
@@ -254,10 +254,11 @@ def test_a_changed_or_missing_picture_is_not_shown_as_valid(explained: Explained
     (explained.run_dir / missing).unlink()
     html = render_html(explained.ev, explained.run_dir)
     assert _uri(buffer.getvalue()) not in html and _uri(explained.pictures[changed]) not in html
-    assert "picture NOT SHOWN: file changed since the assessment" in html
-    assert "picture NOT SHOWN: file not found beside the evidence" in html
-    shown = [p for p in paths if _uri(explained.pictures[p]) in html]
-    assert len(shown) == len(paths) - 2
+    g6 = _section(html, "Explanations of G6", "<h4>G7/")
+    g8 = _section(html, "Explanations of G8", "<h4>G9/")
+    assert "panel picture NOT SHOWN: file changed since the assessment" in g6
+    assert "panel picture NOT SHOWN: file not found beside the evidence" in g8
+    assert g6.count("<tr") == 1 + 3 and g8.count("<tr") == 1 + 1  # the rows stay, with their numbers
 
 
 def test_hostile_strings_are_escaped(explained: Explained) -> None:
@@ -319,8 +320,9 @@ def test_every_shown_picture_is_listed_for_embedding(explained: Explained) -> No
     assert {
         a.path for r in explained.ev.results for a in r.artifacts if a.media_type == "image/png"
     } <= listed
-    views = explanation_views(explained.ev, None, str)
-    assert set(views) == {"G6", "G8"} and all(s.picture == "" for s in views["G6"].failures)
+    views = explanation_views(explained.ev, None, str)  # no run folder: no file is read
+    assert set(views) == {"G6", "G8"} and views["G6"].panel == "" and views["G6"].panel_note == ""
+    assert views["G6"].panel_caption == "Goal G6: panel of 6 explanations"
 
 
 # ---------------------------------------------------------------- the PDF, read back
@@ -367,7 +369,7 @@ def test_the_pdf_text_says_why_and_whether_it_beats_random(pdf: tuple[Explained,
         "does NOT beat random",
         "Sanity check of saliency (input gradient) FAILED",
         TOP_FEATURE,
-        "CONTRAST: correctly handled",
+        "17 (CONTRAST; test row)",
         HOSTILE,
     ):
         assert needle in text, needle
@@ -414,23 +416,28 @@ def test_the_pdf_alone_rerenders_with_its_explanation_pictures(tmp_path: Path) -
 
 
 def test_a_goal_panel_is_shown_once_with_a_row_per_sample(explained: Explained) -> None:
-    """What the pipeline draws: one panel per goal (per-sample pictures None), then a compact table."""
-    payload = heatmap_png(
-        np.zeros((1, 8, 8)), np.ones((1, 8, 8)), layout=Layout.NCHW, value_range=(0.0, 1.0), title="panel"
-    )
-    panel = _picture(explained.run_dir, "G6", "panel.png", payload)
-    image = explained.ev.explanations[0]
-    image = image.model_copy(
-        update={"picture": panel, "samples": [s.model_copy(update={"picture": None}) for s in image.samples]}
-    )
-    ev = explained.ev.model_copy(update={"explanations": [image, *explained.ev.explanations[1:]]})
-    html = render_html(ev, explained.run_dir)
+    """What the pipeline draws: one panel per goal, then a compact table with every method of a
+    sample on its row, failures first."""
+    html = render_html(explained.ev, explained.run_dir)
     g6 = _section(html, "<h4>G6/empirical.pgd_linf", "<h4>G7/")
-    assert g6.count(_uri(payload)) == 1 and "explanation panel.png" in g6
+    panel = explained.pictures["explanations/G6/panel.png"]
+    assert g6.count(_uri(panel)) == 1 and "Goal G6: panel of 6 explanations" in g6
     rows = _section(g6, '<table class="explained-rows">', "</table>")
     assert rows.count("<tr") == 1 + 3  # header, then samples 4, 9 and 17 with both methods on each row
-    assert "17 (CONTRAST" in rows and rows.count("integrated gradients: ") == 3
-    assert panel in dossier_pictures(ev)
-    (explained.run_dir / panel.path).write_bytes(payload + b"x")  # changed after the assessment
-    changed = _section(render_html(ev, explained.run_dir), "<h4>G6/empirical.pgd_linf", "<h4>G7/")
-    assert _uri(payload) not in changed and "panel picture NOT SHOWN: file changed" in changed
+    assert rows.count("integrated gradients: ") == 3 and rows.count("saliency (input gradient): ") == 3
+    assert rows.index("4 (failure") < rows.index("9 (failure") < rows.index("17 (CONTRAST")
+    assert '<tr class="contrast"><td>17 (CONTRAST' in rows
+    assert [a.path for a in explanation_pictures(explained.ev)] == [
+        "explanations/G6/panel.png",
+        "explanations/G8/panel.png",
+    ]
+
+
+def test_a_goal_without_a_panel_still_shows_its_rows(explained: Explained) -> None:
+    """A set recorded without a panel (ExplanationSet.picture None) shows no figure, only its rows."""
+    image = explained.ev.explanations[0].model_copy(update={"picture": None})
+    ev = explained.ev.model_copy(update={"explanations": [image, *explained.ev.explanations[1:]]})
+    g6 = _section(render_html(ev, explained.run_dir), "Explanations of G6", "<h4>G7/")
+    assert "explain-panel" not in g6 and "data:image/png" not in g6 and "NOT SHOWN" not in g6
+    assert g6.count("<tr") == 1 + 3 and "17 (CONTRAST; test row)" in g6
+    assert "explanations/G6/panel.png" not in {a.path for a in dossier_pictures(ev)}

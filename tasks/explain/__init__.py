@@ -4,18 +4,16 @@ ablation on ONNX Runtime), their faithfulness, and pictures. Pure functions; no 
 from nnassay.tasks.explain.cost import UnitCosts, estimate_seconds, measure_unit_costs
 from nnassay.tasks.explain.explain import ExplainOptions, explain_goal
 from nnassay.tasks.explain.failures import GoalFailures, failures_from_flags, failures_from_npz
-from nnassay.tasks.explain.pictures import bar_chart_png, heatmap_png, picture_for
+from nnassay.tasks.explain.pictures import panel_png
 
 __all__ = [
     "ExplainOptions",
     "GoalFailures",
     "UnitCosts",
-    "bar_chart_png",
     "estimate_seconds",
     "explain_goal",
     "failures_from_flags",
     "failures_from_npz",
-    "heatmap_png",
     "measure_unit_costs",
-    "picture_for",
+    "panel_png",
 ]

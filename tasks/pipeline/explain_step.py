@@ -1,9 +1,9 @@
 """Step 'explain', after interpretation: for each goal that failed or is inconclusive, explain its
-per-sample failures (``nnassay.tasks.explain``), draw each explained sample's picture, and log
+per-sample failures (``nnassay.tasks.explain``), draw one panel of the goal's explained samples, and log
 the folder and the faithfulness figures to MLflow. No Prefect here (``flows/steps.py`` wraps it).
 
-Files go to ``<run>/explanations/<goal id>/``: the arrays by digest (``<sha256>.npy``) and one PNG
-per explained sample. One goal's failure to explain is a warning and a recorded reason, never a
+Files go to ``<run>/explanations/<goal id>/``: the arrays by digest (``<sha256>.npy``) and the goal's
+panel (``panel.png``). One goal's failure to explain is a warning and a recorded reason, never a
 lost assessment.
 """
 

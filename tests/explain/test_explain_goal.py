@@ -17,14 +17,12 @@ from nnassay.tasks.explain import (
     ExplainOptions,
     GoalFailures,
     UnitCosts,
-    bar_chart_png,
     estimate_seconds,
     explain_goal,
     failures_from_flags,
     failures_from_npz,
-    heatmap_png,
     measure_unit_costs,
-    picture_for,
+    panel_png,
 )
 from nnassay.tasks.explain.attributions import torch_executor
 from nnassay.tasks.explain.select import select_samples
@@ -115,35 +113,44 @@ def test_empty_failures_give_an_empty_set(case, tmp_path: Path) -> None:  # type
     assert found.samples == [] and found.statement == "No sample could be explained."
 
 
-def test_pictures_are_png(tmp_path: Path) -> None:
-    model, data = image_case(tmp_path)
-    attribution = np.random.default_rng(0).normal(size=data.x.shape[1:])
-    heat = heatmap_png(data.x[0], attribution, layout=Layout.NCHW, value_range=(0.0, 1.0), title="sample 0")
-    bars = bar_chart_png(NAMES, [0.1, -0.3, 0.9, 0.0, 0.2], title="sample 0")
-    assert heat.startswith(PNG) and bars.startswith(PNG)
+def test_each_goal_gets_one_panel_of_its_samples(case, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """One PNG per goal from the arrays ``explain_goal`` wrote (as the explain step draws it): a
+    table's bars and an image's overlays, a cell per sample and method, the same bytes each time."""
+    from PIL import Image
 
-
-def test_each_explained_sample_gets_its_picture(case, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     model, data = case
     failures = failures_from_flags("G1", model.predict(data.x) != data.y)
     table = explain_goal(
-        model, data, failures, tmp_path, ExplainOptions(k=1, contrast=0, methods=("saliency",))
+        model, data, failures, tmp_path / "G1", ExplainOptions(k=2, contrast=1, methods=("saliency",))
     )
-    bars = picture_for(
-        table.samples[0],
-        tmp_path,
-        kind="tabular",
-        layout=Layout.FLAT,
-        value_range=(0, 1),
-        feature_names=NAMES,
-    )
+    bars = [
+        panel_png(
+            table.samples,
+            tmp_path / "G1",
+            kind="tabular",
+            layout=Layout.FLAT,
+            value_range=(0.0, 1.0),
+            feature_names=NAMES,
+        )
+        for _ in range(2)
+    ]
+    assert bars[0].startswith(PNG) and bars[0] == bars[1]
     img_model, img_data = image_case(tmp_path)
     img_failures = failures_from_flags("G2", img_model.predict(img_data.x) != img_data.y)
     image = explain_goal(
-        img_model, img_data, img_failures, tmp_path, ExplainOptions(k=1, contrast=0, black_box=True)
+        img_model,
+        img_data,
+        img_failures,
+        tmp_path / "G2",
+        ExplainOptions(k=2, contrast=0, methods=("saliency", "occlusion")),
     )
-    heat = picture_for(image.samples[0], tmp_path, kind="image", layout=Layout.NCHW, value_range=(0, 1))
-    assert bars.startswith(PNG) and heat.startswith(PNG)
+    assert len({s.method for s in image.samples}) == 2
+    widths = []
+    for samples in (image.samples, [s for s in image.samples if s.method == image.samples[0].method]):
+        heat = panel_png(samples, tmp_path / "G2", kind="image", layout=Layout.NCHW, value_range=(0.0, 1.0))
+        assert heat.startswith(PNG)
+        widths.append(Image.open(io.BytesIO(heat)).size[0])
+    assert widths[0] > widths[1]  # a column of cells per method, beside the input
 
 
 def test_time_estimate_grows_with_samples_and_steps(case) -> None:  # type: ignore[no-untyped-def]
@@ -163,3 +170,16 @@ def test_the_set_round_trips_and_refuses_unknown_fields(case, tmp_path: Path) ->
     assert ExplanationSet.model_validate_json(found.model_dump_json()) == found
     with pytest.raises(ValidationError):
         ExplanationSet.model_validate({**found.model_dump(), "extra": 1})
+
+
+def test_bundles_recording_a_per_sample_picture_still_load(case, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``ExplainedSample.picture`` is never set (a panel per goal replaced it), but every bundle
+    written records ``"picture": null`` per sample; extra fields are refused, so it must stay."""
+    import json
+
+    model, data = case
+    failures = failures_from_flags("G1", model.predict(data.x) != data.y)
+    found = explain_goal(model, data, failures, tmp_path, ExplainOptions(k=2, methods=("saliency",)))
+    stored = json.loads(found.model_dump_json())
+    assert stored["samples"] and all(s["picture"] is None for s in stored["samples"])
+    assert ExplanationSet.model_validate(stored) == found
