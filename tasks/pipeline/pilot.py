@@ -75,7 +75,19 @@ class Pilot:
     note: str
 
 
-ContextFor = Callable[[Dataset, Path, float], RunContext]
+@dataclass(frozen=True)
+class Trial:
+    """What a pilot works with: the planned test, its method, its samples and which of them the model
+    classifies correctly, the unit costs, and a method context for some samples in a folder."""
+
+    test: TestSpec
+    method: Any
+    rows: Dataset
+    correct: np.ndarray
+    units: UnitCosts
+    context_for: Callable[[Dataset, Path, float], RunContext]
+
+
 _PILOTS: weakref.WeakKeyDictionary[ModelRunner, dict[str, Pilot | None]] = weakref.WeakKeyDictionary()
 
 
@@ -97,7 +109,7 @@ def _piloted(
     if test.estimate_s is None or test.estimate_s < PILOT_MIN_S:
         return test
     if isinstance(method, AttackMethod):
-        run: Callable[..., Pilot | None] = _attack_pilot
+        run: Callable[[Trial], Pilot | None] = _attack_pilot
     elif method.family == MethodFamily.FORMAL and hasattr(method, "run_part"):
         run = _proof_pilot
         if "time_per_sample_s" not in test.params:
@@ -116,7 +128,7 @@ def _piloted(
             return method_context(test, spec, model, samples, folder, folder, time_s=time_s)
 
         try:
-            known[key] = run(test, method, rows, correct, units, context_for)
+            known[key] = run(Trial(test, method, rows, correct, units, context_for))
         except Exception as exc:  # a pilot is a check of an estimate: the test itself reports its errors
             LOG.debug("pilot of %s failed: %s: %s", test.test_id, type(exc).__name__, exc)
             known[key] = None
@@ -126,15 +138,9 @@ def _piloted(
     return test.model_copy(update={"estimate_s": pilot.estimate_s, "estimate_pilot": pilot.note})
 
 
-def _attack_pilot(
-    test: TestSpec,
-    method: Any,
-    rows: Dataset,
-    correct: np.ndarray,
-    units: UnitCosts,
-    context_for: ContextFor,
-) -> Pilot | None:
+def _attack_pilot(trial: Trial) -> Pilot | None:
     """The attack on ``k`` correctly classified samples; the priced work scaled by what it took."""
+    test, method, rows, correct, units = trial.test, trial.method, trial.rows, trial.correct, trial.units
     low, high = ATTACK_PILOT_SAMPLES
     budget = ATTACK_PILOT_SHARE * (test.estimate_s or 0.0)
     sizes = [k for k in range(min(high, len(correct)), low - 1, -1) if k < len(correct)]
@@ -145,7 +151,7 @@ def _attack_pilot(
     params = method.Params.model_validate(test.params)
     with tempfile.TemporaryDirectory(prefix="nnassay-pilot-") as folder:
         began = time.perf_counter()
-        outcome = method.run(context_for(rows.rows(correct[:k]), Path(folder), test.time_s), params)
+        outcome = method.run(trial.context_for(rows.rows(correct[:k]), Path(folder), test.time_s), params)
         took = time.perf_counter() - began
     if outcome.status == TestStatus.ERROR:
         return None
@@ -162,18 +168,12 @@ def _attack_pilot(
     return Pilot(_capped(seconds, test), note)
 
 
-def _proof_pilot(
-    test: TestSpec,
-    method: Any,
-    rows: Dataset,
-    correct: np.ndarray,
-    units: UnitCosts,
-    context_for: ContextFor,
-) -> Pilot | None:
+def _proof_pilot(trial: Trial) -> Pilot | None:
     """The proof of correctly classified samples in a random order (seeded by the test's seed: the
     first samples are no easier or harder than the rest), each stopped at ``FORMAL_STOP`` of its
     budget, until the pilot has used ``PROOF_PILOT_SHARE`` of the estimate it makes; their mean time
     per sample (doubled for one stopped undecided) prices every correctly classified sample."""
+    test, method, rows, correct = trial.test, trial.method, trial.rows, trial.correct
     params = method.Params.model_validate(test.params)
     stop_s = FORMAL_STOP * params.time_per_sample_s
     short = params.model_copy(update={"time_per_sample_s": stop_s})
@@ -185,7 +185,7 @@ def _proof_pilot(
         return TEST_OVERHEAD_S + FORMAL_START_S + mean * len(correct) + FORMAL_SAMPLE_S * wrong
 
     with tempfile.TemporaryDirectory(prefix="nnassay-pilot-") as folder:
-        ctx = context_for(rows, Path(folder), math.inf)  # the pilot's own limit is per sample
+        ctx = trial.context_for(rows, Path(folder), math.inf)  # the pilot's own limit is per sample
         began = time.perf_counter()
         for index in np.random.default_rng(test.seed).permutation(correct):
             start = time.perf_counter()
