@@ -211,6 +211,12 @@ def test_tabular_perturbations_follow_the_declared_features() -> None:
     missing = perturb_tabular(x, cols, "missing", 1 / 3, np.random.default_rng(5))
     holes = np.isnan(missing["nan_fed"])
     assert np.all(holes.sum(axis=1) == 1) and not np.isnan(missing["mean_imputed"]).any()
+    # a goal's subset imputes with the whole data's means, not its own rows'
+    whole = np.vstack([x, x + np.array([40.0, 0.0, 0.0], dtype=x.dtype)])
+    filled = perturb_tabular(x, cols, "missing", 1 / 3, np.random.default_rng(5), reference=whole)
+    holes = np.isnan(filled["nan_fed"][:, 0])
+    assert holes.any() and np.allclose(filled["mean_imputed"][holes, 0], whole[:, 0].mean())
+    assert not np.allclose(filled["mean_imputed"][holes, 0], x[:, 0].mean())
 
 
 def test_ood_reports_msp_and_energy_per_set_with_intervals(image_case: TinyCase, tmp_path: Path) -> None:

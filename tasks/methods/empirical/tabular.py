@@ -35,9 +35,16 @@ def _pick(rng: np.random.Generator, shape: tuple[int, ...], cols: list[Column], 
 
 
 def perturb_tabular(
-    x: np.ndarray, cols: list[Column], kind: str, strength: float, rng: np.random.Generator
+    x: np.ndarray,
+    cols: list[Column],
+    kind: str,
+    strength: float,
+    rng: np.random.Generator,
+    reference: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Perturbed copies of x by variant name; the first variant is the headline one."""
+    """Perturbed copies of x by variant name; the first variant is the headline one. ``reference``:
+    the data whose column means impute missing values (default x; the method passes the whole data,
+    so that a goal's subset imputes as the whole data file would)."""
     movable = [c for c in cols if not c.immutable]
     numeric = [c for c in movable if c.kind in ("numeric", "integer")]
     num_idx = np.array([c.index for c in numeric], dtype=int)
@@ -57,7 +64,9 @@ def perturb_tabular(
         mask = _pick(rng, x.shape, movable, strength)
         imputed = out.copy()
         out[mask] = np.nan
-        imputed[mask] = np.broadcast_to(_typed_mean(x, cols), x.shape)[mask]
+        imputed[mask] = np.broadcast_to(_typed_mean(x if reference is None else reference, cols), x.shape)[
+            mask
+        ]
         return {"nan_fed": out, "mean_imputed": imputed}
     if kind == "categorical_swap":
         categorical = [c for c in movable if c.kind == "categorical" and len(c.values) > 1]
@@ -152,7 +161,9 @@ class TabularRobustness(RobustnessMethod[TabularParams, TabularPerturbation]):
                 "values is declared; declare them in data.features (kind: categorical, values)",
             )
         clean = ctx.model.predict(x)
-        variants = perturb_tabular(x, cols, params.perturbation, params.strength, ctx.rng)
+        variants = perturb_tabular(
+            x, cols, params.perturbation, params.strength, ctx.rng, reference=ctx.data.whole_x
+        )
         results: dict[str, JsonValue] = {}
         head = next(iter(variants))
         metrics = {}
