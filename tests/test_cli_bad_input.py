@@ -123,3 +123,91 @@ def test_misspelt_metric_gets_the_closest_name(tmp_path, image_case, spec_writer
     check_clean_error(
         *assess(spec_writer(image_case, [attack]), tmp_path / "out"), "did you mean 'robust_accuracy'?"
     )
+
+
+def test_misspelt_key_names_the_file_the_field_once_the_closest_key_and_the_fix(
+    tmp_path, image_case, spec_writer
+) -> None:
+    spec = spec_writer(image_case, [goal("G1", {"kind": "none"}, "accuracy", ">=", 0.5)])
+    spec.write_text(spec.read_text().replace("threshold:", "threshhold:"))
+    code, text = assess(spec, tmp_path / "out")
+    check_clean_error(
+        code,
+        text,
+        f"{spec}: field 'goals[G1].criterion.threshhold': unknown key; did you mean 'threshold'?",
+        "fix: rename 'threshhold' to 'threshold'",
+    )
+    assert text.count("threshhold") == 2 and "required field is missing" not in text  # path + fix only
+
+
+def test_misspelt_top_level_key_gets_the_rename(tmp_path, image_case, spec_writer) -> None:
+    spec = spec_writer(image_case, [goal("G1", {"kind": "none"}, "accuracy", ">=", 0.5)], titel="t")
+    code, text = assess(spec, tmp_path / "out")
+    check_clean_error(
+        code, text, "field 'titel': unknown key; did you mean 'title'?", "rename 'titel' to 'title'"
+    )
+    assert text.count("titel") == 2
+
+
+# Commands that take no --debug: no user files (schema, methods), VNN-COMP's own option parser
+# (verify), and checks that report unreadable input as their result, with no exception to show
+DEBUG_EXEMPT = {"schema", "methods", "verify", "evidence verify", "evidence keygen", "monitor-verify"}
+
+
+def _commands(group, prefix: str = ""):  # type: ignore[no-untyped-def]
+    """(name, click command) of every command, sub-commands as 'evidence verify'."""
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):  # a group (typer's own click)
+            yield from _commands(command, f"{prefix}{name} ")
+        else:
+            yield f"{prefix}{name}", command
+
+
+def test_every_command_reading_user_input_takes_the_shared_debug_option() -> None:
+    from nnassay.flows.cli.options import Debug
+
+    shared_help = Debug.__metadata__[0].help
+    seen = {}
+    import typer.main
+
+    for name, command in _commands(typer.main.get_command(app)):
+        seen[name] = [p for p in command.params if "--debug" in getattr(p, "opts", [])]
+    missing = sorted(n for n, found in seen.items() if not found and n not in DEBUG_EXEMPT)
+    assert missing == [], f"commands without --debug: {missing}"
+    assert {"assess", "lifecycle", "schedule", "plan", "monitor", "monitor-schedule", "report"} <= {
+        n for n, found in seen.items() if found
+    }
+    assert all(p[0].help == shared_help for p in seen.values() if p)  # one shared option, not copies
+
+
+def _debug_run(args: list[str]) -> tuple[int, str]:
+    done = CliRunner().invoke(app, args)
+    return done.exit_code, done.output
+
+
+def test_debug_keeps_exit_2_and_shows_the_traceback_in_every_command(
+    tmp_path, image_case, spec_writer
+) -> None:
+    spec = spec_writer(image_case, [goal("G1", {"kind": "none"}, "accuracy", ">=", 0.5, budgett={})])
+    field = tmp_path / "field.npz"
+    field.write_bytes(image_case.data.read_bytes())
+    runs = {
+        "plan": ["plan", str(spec)],
+        "schedule": ["schedule", str(spec), "--cron", "0 3 * * 1", "--dry-run", "-o", str(tmp_path / "s")],
+        "monitor-schedule": ["monitor-schedule", str(spec), "--field", str(field), "--interval", "60"]
+        + ["--dry-run", "-o", str(tmp_path / "m")],
+        "monitor": ["monitor", str(spec), "--field", str(field), "--no-track", "-o", str(tmp_path / "m")],
+        "report": ["report", str(tmp_path / "missing-evidence.json"), "-o", str(tmp_path / "d.pdf")],
+    }
+    for name, args in runs.items():
+        check_clean_error(*_debug_run(args))  # without --debug: one line, no traceback
+        code, text = _debug_run([*args, "--debug"])
+        assert code == 2, (name, text)
+        assert "Traceback" in text and text.count("nnassay: error:") == 1, (name, text)
+        assert ("not a readable evidence bundle" if name == "report" else "did you mean 'budget'?") in text
+
+
+def test_schedule_debug_shows_the_traceback_of_a_bad_cron(tmp_path, image_case, spec_writer) -> None:
+    spec = spec_writer(image_case, [goal("G1", {"kind": "none"}, "accuracy", ">=", 0.5)])
+    code, text = _debug_run(["schedule", str(spec), "--cron", "61 * * * *", "--dry-run", "--debug"])
+    assert code == 2 and "Traceback" in text and "the minute (field 1 of 5) is '61'" in text, text

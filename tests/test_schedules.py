@@ -37,7 +37,16 @@ def listener(monkeypatch: pytest.MonkeyPatch) -> Iterator[socket.socket]:
     [
         (
             ["--cron", "0 3 * * 8"],
-            ["--cron '0 3 * * 8'", "5 fields", "day-of-week 0-7", "--cron '0 3 * * 1'"],
+            [
+                "--cron '0 3 * * 8'",
+                "the day of week (field 5 of 5) is '8'",
+                "0-7 or SUN-SAT",
+                "--cron '0 3 * * 1'",
+            ],
+        ),
+        (
+            ["--cron", "0 3 * *"],
+            ["--cron '0 3 * *'", "it has 4 field(s); give 5", "minute hour day-of-month"],
         ),
         (
             ["--cron", "0 3 * * 1", "--timezone", "Mars/Base"],
@@ -82,6 +91,42 @@ def test_good_schedules_become_prefect_schedules(
     assert prefect_schedule.timezone == timezone
     assert prefect_schedule.cron == cron
     assert (prefect_schedule.interval.total_seconds() if interval else None) == interval
+
+
+@pytest.mark.parametrize("command", ["schedule", "monitor-schedule"])
+@pytest.mark.parametrize(
+    ("cron", "named"),
+    [
+        ("61 * * * *", "the minute (field 1 of 5) is '61'; allowed: 0-59"),
+        ("0 25 * * *", "the hour (field 2 of 5) is '25'; allowed: 0-23"),
+        ("0 3 32 * *", "the day of month (field 3 of 5) is '32'; allowed: 1-31"),
+        ("0 3 1-40 * *", "the day of month (field 3 of 5) is '1-40'; allowed: 1-31"),
+        ("0 3 * 13 *", "the month (field 4 of 5) is '13'; allowed: 1-12 or JAN-DEC"),
+        ("0 3 * * FRY", "the day of week (field 5 of 5) is 'FRY'; allowed: 0-7 or SUN-SAT"),
+    ],
+)
+def test_a_bad_cron_field_is_named_with_its_range_and_value(
+    tmp_path: Path, image_case, spec_writer, command: str, cron: str, named: str
+) -> None:
+    spec = spec_writer(image_case, [goal("CLEAN", {"kind": "none"}, "accuracy", ">=", 0.5)])
+    field = ["--field", str(image_case.data)] if command == "monitor-schedule" else []
+    args = [command, str(spec), *field, "--cron", cron, "--dry-run", "-o", str(tmp_path / "s")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"nnassay: error: --cron {cron!r} is not valid: {named}")
+    assert "e.g. --cron '0 3 * * 1'" in result.output and "Traceback" not in result.output
+
+
+def test_cron_fields_prefect_accepts_are_not_blamed() -> None:
+    from nnassay.flows.cli.options import cron_field_fix
+
+    for good in ("*/70 * * * *", "0 3 L * *", "0 3 * * 7", "0 3 * * MON-FRI", "0 3 * * * 30"):
+        LifecycleSchedule.from_options(cron=good, interval=None, timezone="UTC")  # Prefect takes it
+        assert cron_field_fix(good) is None
+    assert cron_field_fix("0 3 * * * 61") is not None and "second (field 6 of 6)" in str(
+        cron_field_fix("0 3 * * * 61")
+    )
 
 
 def test_schedule_errors_name_the_option() -> None:

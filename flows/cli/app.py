@@ -27,6 +27,7 @@ from nnassay.flows.cli.options import (
     Verbose,
     check_sign_cert,
     check_sign_key,
+    fail,
     quiet_libraries,
 )
 from nnassay.flows.cli.servers import (
@@ -75,17 +76,6 @@ def _main(
     """Assess the robustness of an ONNX neural network and leave governance records."""
 
 
-def _fail(exc: BaseException, debug: bool) -> None:
-    """Bad input: one line naming the problem and the fix, exit 2 (with --debug, the traceback first:
-    the exit code stays 2, since 1 means a goal failed)."""
-    if debug:
-        import traceback
-
-        traceback.print_exception(exc, file=sys.stderr)
-    typer.echo(f"nnassay: error: {exc}", err=True)
-    raise typer.Exit(EXIT_INVALID)
-
-
 def _quiet_prefect(debug: bool, verbose: bool = False) -> None:
     """Hide the libraries' noise unless --verbose or --debug (before Prefect or MLflow is imported)."""
     quiet_libraries(debug=debug, verbose=verbose)
@@ -120,13 +110,14 @@ def assess(
     2: invalid input or the run could not be done."""
     started = time.monotonic()
     _quiet_prefect(debug, verbose)
-    check_sign_key(sign_key)  # an unusable key fails before anything starts
-    check_sign_cert(sign_cert, sign_key)
+    check_sign_key(sign_key, debug=debug)  # an unusable key fails before anything starts
+    check_sign_cert(sign_cert, sign_key, debug=debug)
     resume = f"finished tests are kept in {output}; run the same command again to resume"
     install_signal_handlers(resume)  # SIGTERM/SIGINT: stop within seconds, keep finished results, 143/130
     server = embedded_prefect_early()  # boots while the inputs are checked
     from nnassay.schemas.settings import AssessRequest, Settings
     from nnassay.tasks.errors import AssessmentError
+    from nnassay.tasks.io.registry_models import download_scope
 
     settings = Settings()
     try:
@@ -145,18 +136,19 @@ def assess(
             progress=True,
         )
         server = prefect_server(server)  # the user's API (checked to answer) or the embedded one
-        _check_inputs(request)
-        _warm_up(request)  # while the server may still be booting
-        if server is not None:
-            server.wait_ready(settings.prefect_startup_timeout_s)
-        bundle = _run_flow(request, server)
+        with download_scope():  # a models:/ version is downloaded once: the check and the flow share it
+            _check_inputs(request)
+            _warm_up(request)  # while the server may still be booting
+            if server is not None:
+                server.wait_ready(settings.prefect_startup_timeout_s)
+            bundle = _run_flow(request, server)
     except AssessmentError as exc:
         _stop(server)
-        _fail(exc, debug)
+        fail(exc, debug)
         return
     except MemoryError:
         _stop(server)
-        _fail(
+        fail(
             AssessmentError("ran out of memory; assess fewer samples (goal budget.samples) or free memory"),
             debug,
         )

@@ -21,6 +21,7 @@ from nnassay.flows.cli.options import (
     Verbose,
     check_sign_cert,
     check_sign_key,
+    fail,
     schedule_or_exit,
 )
 
@@ -58,11 +59,12 @@ def _request(
     sign_cert: Path | None = None,
     model_uri: str | None = None,
     dask: str | None = None,
+    debug: bool = False,
 ) -> Any:
     from nnassay.schemas.settings import LifecycleRequest, Settings
 
-    check_sign_key(sign_key)  # an unusable key fails now, not at the first scheduled run
-    check_sign_cert(sign_cert, sign_key)
+    check_sign_key(sign_key, debug=debug)  # an unusable key fails now, not at the first scheduled run
+    check_sign_cert(sign_cert, sign_key, debug=debug)
     settings = Settings()
     return LifecycleRequest(
         spec_path=spec.resolve(),
@@ -91,13 +93,14 @@ def lifecycle(
     """Run one lifecycle assessment now: assess, compare every goal with the previous assessment of the
     spec (regressions), log the trend. Exit 0: every goal passed; 1: a goal failed or was
     inconclusive; 2: invalid input or the run could not be done."""
-    from nnassay.flows.cli.app import _fail, _print_summary, _quiet_prefect
+    from nnassay.flows.cli.app import _print_summary, _quiet_prefect
 
     _quiet_prefect(debug, verbose)
     from nnassay.flows.lifecycle import lifecycle_assess
     from nnassay.schemas.evidence import EvidenceBundle
     from nnassay.schemas.settings import Settings
     from nnassay.tasks.errors import AssessmentError
+    from nnassay.tasks.io.registry_models import download_scope
     from nnassay.tasks.pipeline.execute import preflight
 
     started = time.monotonic()
@@ -110,20 +113,22 @@ def lifecycle(
         sign_cert=sign_cert,
         model_uri=model_uri,
         dask=dask,
+        debug=debug,
     )
-    try:
-        preflight(
-            request.spec_path,
-            prefer_cuda=request.prefer_cuda,
-            model_uri=request.model_uri,
-            registry_uri=request.tracking_uri(Settings()),
-        )
-    except AssessmentError as exc:
-        _fail(exc, debug)
-    state = lifecycle_assess(request, return_state=True)
-    outcome = state.result(raise_on_failure=False)
+    with download_scope():  # a models:/ version is downloaded once: the check and the flow share it
+        try:
+            preflight(
+                request.spec_path,
+                prefer_cuda=request.prefer_cuda,
+                model_uri=request.model_uri,
+                registry_uri=request.tracking_uri(Settings()),
+            )
+        except AssessmentError as exc:
+            fail(exc, debug)
+        state = lifecycle_assess(request, return_state=True)
+        outcome = state.result(raise_on_failure=False)
     if isinstance(outcome, AssessmentError):
-        _fail(outcome, debug)
+        fail(outcome, debug)
     if not isinstance(outcome, EvidenceBundle):
         raise outcome if isinstance(outcome, BaseException) else RuntimeError(str(state.message))
     folder = outcome.provenance.extra.get("run_folder")
@@ -154,18 +159,20 @@ def schedule(
     model_uri: ModelUri = None,
     dask: Dask = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the deployment and exit.")] = False,
+    debug: Debug = False,
     verbose: Verbose = False,
 ) -> None:
     """Serve lifecycle assessments of SPEC as a Prefect deployment on a cron or interval schedule.
     Runs until stopped (Ctrl-C pauses the schedule). Point PREFECT_API_URL at a Prefect server to see
     the deployment and its runs in the UI."""
-    from nnassay.flows.cli.app import _fail, _quiet_prefect
+    from nnassay.flows.cli.app import _quiet_prefect
 
-    _quiet_prefect(False, verbose)
+    _quiet_prefect(debug, verbose)
     from nnassay.tasks.errors import AssessmentError
+    from nnassay.tasks.io.registry_models import download_scope
     from nnassay.tasks.io.spec_io import read_spec
 
-    when = schedule_or_exit(cron=cron, interval=interval, timezone=timezone)  # before anything is read
+    when = schedule_or_exit(cron=cron, interval=interval, timezone=timezone, debug=debug)  # before any read
     request = _request(
         spec,
         output_root,
@@ -175,12 +182,13 @@ def schedule(
         sign_cert=sign_cert,
         model_uri=model_uri,
         dask=dask,
+        debug=debug,
     )
     try:
-        spec_id = read_spec(request.spec_path).id
+        with download_scope():  # a models:/ model.path is checked, then its download removed
+            spec_id = read_spec(request.spec_path).id
     except AssessmentError as exc:
-        _fail(exc, False)
-        return
+        fail(exc, debug)
     plan = deployment(request, name or spec_id, spec_id, cron=cron, interval=interval, timezone=timezone)
     shown = {
         "deployment": plan["name"],

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from nnassay.flows.cli.options import Debug, Verbose, schedule_or_exit
+from nnassay.flows.cli.options import Debug, Verbose, fail, schedule_or_exit
 
 if TYPE_CHECKING:
     from nnassay.schemas.monitoring import MonitoringRecord, MonitorRequest
@@ -124,19 +124,20 @@ def monitor(
     .pdf and manifest.json; logs an MLflow run (metrics with step = batch time). Exit 0: no drift;
     1: drift; 2: invalid input; 3: insufficient data (a batch too small for the tests: nothing
     reliable was measured, so it never passes as 0)."""
-    from nnassay.flows.cli.app import _fail, _quiet_prefect
+    from nnassay.flows.cli.app import _quiet_prefect
 
     _quiet_prefect(debug, verbose)
     from nnassay.tasks.errors import AssessmentError
+    from nnassay.tasks.io.registry_models import download_scope
 
     try:
-        request = _request(
-            spec, field, output, mlflow_uri, track=not no_track, reassess=reassess, alpha=alpha, seed=seed
-        )
-        result = _run(request)
+        with download_scope():  # a models:/ model.path is downloaded once (the check and the flow)
+            request = _request(
+                spec, field, output, mlflow_uri, track=not no_track, reassess=reassess, alpha=alpha, seed=seed
+            )
+            result = _run(request)
     except AssessmentError as exc:
-        _fail(exc, debug)
-        return
+        fail(exc, debug)
     _print_summary(result, request.output)
     raise typer.Exit(_exit_code(result))
 
@@ -218,27 +219,29 @@ def monitor_schedule(
     reassess: Reassess = False,
     alpha: Alpha = 0.05,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the deployment and exit.")] = False,
+    debug: Debug = False,
     verbose: Verbose = False,
 ) -> None:
     """Serve the monitoring of SPEC's field data (PATH, re-read at every run: new batches dropped into
     a folder are picked up) as a Prefect deployment; each run writes <output>/<UTC time>/. Runs until
     stopped. Exit 2: invalid option or input."""
-    from nnassay.flows.cli.app import _fail, _quiet_prefect
+    from nnassay.flows.cli.app import _quiet_prefect
 
-    _quiet_prefect(False, verbose)
+    _quiet_prefect(debug, verbose)
     from nnassay.flows.monitor import monitor_field, tracking_uri
     from nnassay.tasks.errors import AssessmentError
+    from nnassay.tasks.io.registry_models import download_scope
     from nnassay.tasks.io.spec_io import read_spec
 
-    when = schedule_or_exit(cron=cron, interval=interval, timezone=timezone)  # before anything is read
+    when = schedule_or_exit(cron=cron, interval=interval, timezone=timezone, debug=debug)  # before any read
     try:
-        request = _request(
-            spec, field, output, mlflow_uri, track=True, reassess=reassess, alpha=alpha, seed=0
-        )
-        spec_id = read_spec(request.spec_path).id
+        with download_scope():  # a models:/ model.path is checked, then its download removed
+            request = _request(
+                spec, field, output, mlflow_uri, track=True, reassess=reassess, alpha=alpha, seed=0
+            )
+            spec_id = read_spec(request.spec_path).id
     except AssessmentError as exc:
-        _fail(exc, False)
-        return
+        fail(exc, debug)
     # every run shares one store (the link to the assessments) and gets its own folder
     request = request.model_copy(update={"mlflow_tracking_uri": tracking_uri(request), "run_subfolder": True})
     schedules = [when.to_prefect()]

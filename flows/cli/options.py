@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -64,7 +64,23 @@ Verbose = Annotated[
         " bars, warnings); hidden by default, shown by --debug too.",
     ),
 ]
-Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks and every library's debug logs.")]
+Debug = Annotated[
+    bool,
+    typer.Option("--debug", help="Show tracebacks (bad input still exits 2) and every library's debug logs."),
+]
+EXIT_INVALID = 2  # bad input (1 means a goal failed)
+
+
+def fail(exc: BaseException, debug: bool) -> NoReturn:
+    """Bad input: one line naming the problem and the fix, exit 2 (with --debug, the traceback first:
+    the exit code stays 2, since 1 means a goal failed). Every command's --debug ends here."""
+    if debug:
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    typer.echo(f"nnassay: error: {exc}", err=True)
+    raise typer.Exit(EXIT_INVALID)
+
 
 # Environment read by the libraries when they are imported (a value the user set is kept)
 _QUIET_ENV = {
@@ -114,7 +130,7 @@ def quiet_libraries(*, debug: bool, verbose: bool) -> None:
     onnxruntime.set_default_logger_severity(ORT_WARNING if loud else ORT_ERROR)
 
 
-def check_sign_key(path: Path | None) -> None:
+def check_sign_key(path: Path | None, *, debug: bool = False) -> None:
     """Read the signing key before the run starts: exit 2 when it cannot be used; warn (once) when
     others can read it."""
     if path is None:
@@ -125,30 +141,76 @@ def check_sign_key(path: Path | None) -> None:
     try:
         load_signer(path, warn=lambda message: typer.echo(f"nnassay: warning: {message}", err=True))
     except SigningKeyError as exc:
-        typer.echo(f"nnassay: error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        fail(exc, debug)
 
 
-def schedule_or_exit(*, cron: str | None, interval: float | None, timezone: str) -> LifecycleSchedule:
+def schedule_or_exit(
+    *, cron: str | None, interval: float | None, timezone: str, debug: bool = False
+) -> LifecycleSchedule:
     """The schedule the --cron/--interval/--timezone options give; exit 2 with one line naming the wrong
-    option and its fix, before anything is read, served or contacted."""
+    option and its fix (for a cron string: the field out of range, its range and the value given),
+    before anything is read, served or contacted."""
     from nnassay.schemas.schedule import LifecycleSchedule, ScheduleOptionError
 
     try:
         return LifecycleSchedule.from_options(cron=cron, interval=interval, timezone=timezone)
     except ScheduleOptionError as exc:
-        typer.echo(f"nnassay: error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        field_fix = cron_field_fix(cron) if exc.option == "--cron" and cron is not None else None
+        named = ScheduleOptionError("--cron", cron, field_fix) if field_fix else exc
+        fail(named.with_traceback(exc.__traceback__), debug)
 
 
-def check_sign_cert(path: Path | None, sign_key: Path | None) -> None:
+# The fields of a cron string as Prefect reads them (5; a 6th is seconds, a 7th the year), with the
+# values each takes (besides * , - /)
+CRON_FIELDS = (
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day of month", "1-31"),
+    ("month", "1-12 or JAN-DEC"),
+    ("day of week", "0-7 or SUN-SAT (0 and 7 = Sunday)"),
+    ("second", "0-59"),
+    ("year", "1970-2099"),
+)
+CRON_EXAMPLE = "e.g. --cron '0 3 * * 1' for Mondays 03:00"
+
+
+def cron_field_fix(cron: str) -> str | None:
+    """Which field of a cron string Prefect refuses, its range and the value given, e.g. "the minute
+    (field 1 of 5) is '61'; allowed: 0-59 ...". Each field is checked alone by Prefect's own
+    ``CronSchedule`` (the others set to *), so what Prefect accepts is accepted here; None when no
+    single field is at fault."""
+    from prefect.client.schemas.schedules import CronSchedule
+    from pydantic import ValidationError
+
+    fields = cron.split()
+    if not 5 <= len(fields) <= len(CRON_FIELDS):
+        return (
+            f"it has {len(fields)} field(s); give 5: 'minute hour day-of-month month day-of-week',"
+            f" {CRON_EXAMPLE}"
+        )
+    for i, value in enumerate(fields):
+        alone = ["*"] * len(fields)
+        alone[i] = value
+        try:
+            CronSchedule(cron=" ".join(alone))
+        except ValidationError:
+            name, allowed = CRON_FIELDS[i]
+            return (
+                f"the {name} (field {i + 1} of {len(fields)}) is {value[:32]!r}; allowed: {allowed},"
+                f" with * , - / ({CRON_EXAMPLE})"
+            )
+    return None
+
+
+def check_sign_cert(path: Path | None, sign_key: Path | None, *, debug: bool = False) -> None:
     """Read the dossier certificate before the run starts: exit 2 when it cannot be read, is given
     without --sign-key, or is for another key than --sign-key."""
     if path is None:
         return
+    from nnassay.tasks.errors import AssessmentError
+
     if sign_key is None:
-        typer.echo("nnassay: error: --sign-cert needs --sign-key (the key the certificate is for)", err=True)
-        raise typer.Exit(2)
+        fail(AssessmentError("--sign-cert needs --sign-key (the key the certificate is for)"), debug)
     from nnassay.tasks.governance.pdf_keys import PdfSignatureError, key_fingerprint, load_certificates
     from nnassay.tasks.governance.records import load_signer
 
@@ -156,12 +218,12 @@ def check_sign_cert(path: Path | None, sign_key: Path | None) -> None:
         cert = load_certificates(path)[0]
         key = load_signer(sign_key, warn=lambda message: None)
     except PdfSignatureError as exc:
-        typer.echo(f"nnassay: error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        fail(exc, debug)
     if key is not None and key_fingerprint(cert.public_key()) != key_fingerprint(key.public_key()):
-        typer.echo(
-            f"nnassay: error: {path}: the certificate ({cert.subject.rfc4514_string()}) is for another key"
-            f" than {sign_key}; pass the certificate issued for the signing key",
-            err=True,
+        fail(
+            AssessmentError(
+                f"{path}: the certificate ({cert.subject.rfc4514_string()}) is for another key"
+                f" than {sign_key}; pass the certificate issued for the signing key"
+            ),
+            debug,
         )
-        raise typer.Exit(2)

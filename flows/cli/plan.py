@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from nnassay.flows.cli.options import Debug, fail
+
 if TYPE_CHECKING:
     from nnassay.schemas.plan import AssessmentPlan
     from nnassay.tasks.pipeline.estimate import UnitCosts
@@ -37,28 +39,27 @@ def plan_cmd(
             " of the spec's model.path (its artifact folder is downloaded to time it; nothing is tagged).",
         ),
     ] = None,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    debug: Debug = False,
 ) -> None:
     """Show the tests `assess` would run, with each test's estimated time and the total, without
     running any. Exit 0: the spec plans; 2: invalid input."""
     from nnassay.schemas.settings import Settings
     from nnassay.tasks.errors import AssessmentError
+    from nnassay.tasks.io.registry_models import download_scope
     from nnassay.tasks.pipeline.execute import plan_tests, state_goals
 
     settings = Settings()
     try:
-        goals, facts = state_goals(
-            spec,
-            prefer_cuda=settings.prefer_cuda and not cpu,
-            model_uri=model_uri,
-            registry_uri=mlflow_uri or settings.mlflow_tracking_uri,
-        )
-        plan = plan_tests(goals, facts, prefer_cuda=settings.prefer_cuda and not cpu)
+        with download_scope():  # a models:/ model is timed, then its download removed
+            goals, facts = state_goals(
+                spec,
+                prefer_cuda=settings.prefer_cuda and not cpu,
+                model_uri=model_uri,
+                registry_uri=mlflow_uri or settings.mlflow_tracking_uri,
+            )
+            plan = plan_tests(goals, facts, prefer_cuda=settings.prefer_cuda and not cpu)
     except AssessmentError as exc:
-        if debug:
-            raise
-        typer.echo(f"nnassay: error: {exc}", err=True)
-        raise typer.Exit(EXIT_INVALID) from None
+        fail(exc, debug)
     typer.echo("\n".join(plan_lines(plan, facts.unit_costs)))
     raise typer.Exit(EXIT_OK)
 

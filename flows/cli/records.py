@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from nnassay.flows.cli.options import Debug, check_sign_cert, fail
+
 EXIT_INTACT, EXIT_TAMPERED, EXIT_UNREADABLE = 0, 1, 2
 evidence_app = typer.Typer(
     help="Check and manage evidence records (manifest, hash chain, signature).", no_args_is_help=True
@@ -151,11 +153,13 @@ def report_cmd(
             help="Certificate (PEM) of --sign-key for the PDF signature (default: self-signed from the key).",
         ),
     ] = None,
+    debug: Debug = False,
 ) -> None:
     """Re-render the dossier (PDF/A-3 with the evidence embedded) from a stored evidence bundle alone."""
     from pydantic import ValidationError
 
     from nnassay.schemas.evidence import EvidenceBundle
+    from nnassay.tasks.errors import AssessmentError
     from nnassay.tasks.governance.dossier import write_dossier
     from nnassay.tasks.governance.integrity import SigningKeyError, fingerprint, load_signing_key
 
@@ -163,25 +167,24 @@ def report_cmd(
         payload = evidence.read_bytes()
         bundle = EvidenceBundle.model_validate_json(payload)
     except (OSError, ValidationError) as exc:
-        typer.echo(f"nnassay: error: {evidence}: not a readable evidence bundle: {str(exc)[:500]}", err=True)
-        raise typer.Exit(2) from None
-    from nnassay.flows.cli.options import check_sign_cert
-
-    check_sign_cert(sign_cert, sign_key)
+        unreadable = AssessmentError(f"{evidence}: not a readable evidence bundle: {str(exc)[:500]}")
+        unreadable.__cause__ = exc  # --debug shows where reading failed
+        fail(unreadable, debug)
+    check_sign_cert(sign_cert, sign_key, debug=debug)
     key = None
     if sign_key is not None:
         try:
             key = load_signing_key(sign_key)
         except SigningKeyError as exc:
-            typer.echo(f"nnassay: error: {exc}", err=True)
-            raise typer.Exit(2) from None
+            fail(exc, debug)
         if fingerprint(key.public_key()) != bundle.provenance.signer_public_key_sha256:
-            typer.echo(
-                f"nnassay: error: {sign_key} is not the key that signed this run "
-                f"({bundle.provenance.signer_public_key_sha256 or 'unsigned'})",
-                err=True,
+            fail(
+                AssessmentError(
+                    f"{sign_key} is not the key that signed this run "
+                    f"({bundle.provenance.signer_public_key_sha256 or 'unsigned'})"
+                ),
+                debug,
             )
-            raise typer.Exit(2)
     files = write_dossier(
         bundle,
         payload,

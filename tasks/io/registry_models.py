@@ -5,13 +5,22 @@ the weights of a large model in an external-data file beside ``model.onnx``); on
 file is ever loaded (no pickle, no pyfunc: nothing is deserialised but ONNX). A sidecar
 ``registry.json`` beside the ONNX file names where it came from. After the assessment the version is
 tagged with the verdict, run id and evidence digest: a deployment gate (ISO/IEC 42001 A.6.2.5).
+
+Each version is downloaded once per assessment: inside ``download_scope`` (opened by every CLI
+command for its whole run) the CLI's input check and the flow share one download, keyed by registry,
+name and resolved version, in the assessment's own work folder (removed when it ends); outside a
+scope every call downloads into a new folder of its own. No folder is shared between assessments.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +31,37 @@ from nnassay.tasks.io.files import sha256_bytes, write_atomic
 PREFIX = "models:/"
 SIDECAR = "registry.json"
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[A-Za-z0-9_-]+))$")
+
+
+@dataclass
+class _Scope:
+    """One assessment's downloads: its work folder and the ONNX path of each version fetched."""
+
+    folder: Path
+    found: dict[str, Path] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_SCOPE: _Scope | None = None  # process-wide, not a context variable: Prefect task threads see it
+
+
+@contextlib.contextmanager
+def download_scope(folder: Path | None = None) -> Iterator[Path]:
+    """Within this block each registry model version is downloaded once, into ``folder`` (default: a
+    new temporary work folder, removed with what it holds when the block ends). A nested scope uses
+    the outer one."""
+    global _SCOPE
+    if _SCOPE is not None:
+        yield _SCOPE.folder
+        return
+    with contextlib.ExitStack() as stack:
+        if folder is None:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="nnassay-work-")))
+        _SCOPE = _Scope(folder)
+        try:
+            yield folder
+        finally:
+            _SCOPE = None
 
 
 def is_registry_uri(text: str) -> bool:
@@ -104,13 +144,28 @@ def _onnx_files(root: str) -> list[str]:
 
 
 def _fetch(root: str, rel: str, uri: str, registry_uri: str, version: Any) -> Path:
+    """The version's ONNX file: the scope's copy when this assessment has it already, else a download."""
+    key = sha256_bytes(f"{registry_uri}|{version.name}|{version.version}".encode())[:16]
+    scope = _SCOPE
+    if scope is None:
+        return _download(
+            root, rel, uri, registry_uri, version, Path(tempfile.mkdtemp(prefix="nnassay-model-"))
+        )
+    with scope.lock:  # one download even when two threads ask at once
+        known = scope.found.get(key)
+        if known is None or not (known.is_file() and (known.parent / SIDECAR).is_file()):
+            scope.found[key] = _download(
+                root, rel, uri, registry_uri, version, scope.folder / "registry" / key
+            )
+        return scope.found[key]
+
+
+def _download(root: str, rel: str, uri: str, registry_uri: str, version: Any, folder: Path) -> Path:
     import shutil
 
     from mlflow.artifacts import download_artifacts
 
-    key = sha256_bytes(f"{registry_uri}|{version.name}|{version.version}".encode())[:16]
-    folder = Path(tempfile.gettempdir()) / "nnassay-registry" / key
-    shutil.rmtree(folder, ignore_errors=True)  # a version's files never change: a fresh, complete copy
+    shutil.rmtree(folder, ignore_errors=True)  # a fresh, complete copy (a removed file is fetched again)
     folder.mkdir(parents=True)
     local = Path(download_artifacts(artifact_uri=root, dst_path=str(folder), tracking_uri=registry_uri))
     path = local / rel

@@ -194,17 +194,49 @@ def _refuse(path: Path, node: Any, problem: str) -> None:
     )
 
 
+_FIX_FIELDS = "correct the field(s) named; `nnassay schema` writes the JSON Schema of the spec"
+
+
 def spec_error(path: Path, exc: ValidationError, raw: dict[str, Any] | None = None) -> SpecError:
-    """Turn pydantic's errors into one message naming every field at fault (goals by their id)."""
-    fields = [_field(err["loc"], raw) for err in exc.errors()]
-    lines = [f"{f}: {_explain(e)}" if f else _explain(e) for f, e in zip(fields, exc.errors(), strict=True)]
-    first = fields[0] or None
-    return SpecError(
-        "; ".join(lines),
-        file=str(path),
-        field=first,
-        fix="correct the field(s) named; `nnassay schema` writes the JSON Schema of the spec",
-    )
+    """Turn pydantic's errors into one message naming the file, the first field at fault (once; any
+    other fields after it, goals by their id) and the fix: a misspelt key gets its closest valid name
+    ("rename 'threshhold' to 'threshold'"), and the required field it stands for is not listed again."""
+    errors = _merged(exc.errors())
+    fields = [_field(err["loc"], raw) for err in errors]
+    lines = [_explain(errors[0])]
+    lines += [
+        f"{f}: {_explain(e)}" if f else _explain(e) for f, e in zip(fields[1:], errors[1:], strict=True)
+    ]
+    return SpecError("; ".join(lines), file=str(path), field=fields[0] or None, fix=_fix(errors))
+
+
+def _merged(errors: list[Any]) -> list[Any]:
+    """The errors with each misspelt key's guess (its closest valid name, a required sibling first),
+    without the 'missing' error of the field the misspelt key was meant to be."""
+    missing = {tuple(e["loc"]) for e in errors if e["type"] == "missing" and e.get("loc")}
+    merged, meant = [], set()
+    for err in errors:
+        if err["type"] == "extra_forbidden" and err.get("loc"):
+            parent, key = tuple(err["loc"][:-1]), err["loc"][-1]
+            siblings = [str(loc[-1]) for loc in missing if loc[:-1] == parent]
+            guess = _did_you_mean(key, siblings) or _did_you_mean(key)
+            if guess is not None:
+                err = {**err, "guess": guess}
+                meant.add((*parent, guess))
+        merged.append(err)
+    kept = [e for e in merged if not (e["type"] == "missing" and tuple(e.get("loc") or ()) in meant)]
+    return kept or merged
+
+
+def _fix(errors: list[Any]) -> str:
+    """Renames for misspelt keys, removal for unknown ones, else the general fix."""
+    fixes: list[str] = []
+    for err in errors:
+        if err["type"] != "extra_forbidden" or not err.get("loc"):
+            return _FIX_FIELDS if not fixes else "; ".join([*fixes, _FIX_FIELDS])
+        key = str(err["loc"][-1])[:64]
+        fixes.append(f"rename {key!r} to {err['guess']!r}" if "guess" in err else f"remove {key!r}")
+    return "; ".join(dict.fromkeys(fixes)) + " (unknown keys are rejected)"
 
 
 def _field(loc: tuple[Any, ...], raw: dict[str, Any] | None) -> str:
@@ -221,12 +253,7 @@ def _field(loc: tuple[Any, ...], raw: dict[str, Any] | None) -> str:
 def _explain(err: Any) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
-        guess = _did_you_mean(err["loc"][-1] if err.get("loc") else None)
-        return (
-            "unknown key ("
-            + (f"did you mean {guess!r}? " if guess else "")
-            + ("check the spelling; unknown keys are rejected)")
-        )
+        return f"unknown key; did you mean {err['guess']!r}?" if "guess" in err else "unknown key"
     if kind == "missing":
         return "required field is missing"
     if kind == "value_error":
@@ -248,9 +275,11 @@ def _known_keys() -> frozenset[str]:
     return frozenset(name for cls in seen for name in getattr(cls, "model_fields", {}))
 
 
-def _did_you_mean(key: object) -> str | None:
-    """The closest known key to a misspelt one ('sampels' -> 'samples'), or None."""
+def _did_you_mean(key: object, candidates: list[str] | None = None) -> str | None:
+    """The closest of ``candidates`` (default: every spec key) to a misspelt key ('sampels' ->
+    'samples'), or None."""
     if not isinstance(key, str) or len(key) > 64:
         return None
-    close = difflib.get_close_matches(key.lower(), sorted(_known_keys()), n=1, cutoff=0.75)
+    names = sorted(_known_keys()) if candidates is None else sorted(candidates)
+    close = difflib.get_close_matches(key.lower(), names, n=1, cutoff=0.75)
     return close[0] if close else None
