@@ -13,6 +13,7 @@ from nnassay.flows import lifecycle_steps, runs, steps
 from nnassay.schemas.evidence import EvidenceBundle
 from nnassay.schemas.settings import AssessRequest
 from nnassay.tasks.governance.records import EVIDENCE, fail_run, load_signer
+from nnassay.tasks.io.registry_models import download_scope
 from nnassay.tasks.pipeline import evidence as ev
 
 # Prefect types TaskRunner invariantly in its future type; a thread pool's futures are PrefectFutures
@@ -28,6 +29,11 @@ LOCAL_THREADS = cast("TaskRunner[PrefectFuture[Any]]", ThreadPoolTaskRunner(max_
 def assess(request: AssessRequest) -> EvidenceBundle | State[Any]:
     """Assess one ONNX model against its robustness goals and leave governance records; the run ends
     Failed, naming the goals, when a goal failed or was inconclusive (the state carries the bundle)."""
+    with download_scope():  # a models:/ model: downloaded once per run (or CLI command), then removed
+        return _assess(request)
+
+
+def _assess(request: AssessRequest) -> EvidenceBundle | State[Any]:
     started = ev.now()
     request.output.mkdir(parents=True, exist_ok=True)
     spec, facts = steps.state_goals(request)  # 1. goals

@@ -20,6 +20,7 @@ from nnassay.tasks.governance.history import PastAssessment
 from nnassay.tasks.governance.tracking import MlflowTracker
 from nnassay.tasks.io.data_io import Dataset
 from nnassay.tasks.io.model_io import ModelRunner
+from nnassay.tasks.io.registry_models import download_scope
 from nnassay.tasks.monitoring import records
 from nnassay.tasks.monitoring.field_io import FieldBatch
 from nnassay.tasks.monitoring.monitor import MonitorOptions, load_field, monitor
@@ -151,18 +152,19 @@ def record(
 @flow(name="monitor-field", flow_run_name=runs.run_name, log_prints=False)
 def monitor_field(request: MonitorRequest) -> MonitoringRecord:
     """Monitor the field data of one spec: a drift report per batch, records, optional re-assessment."""
-    request = run_folder(request)
-    spec, model, reference, batches = load_inputs(request)
-    records.clear_folder(request.output)  # after the inputs are known good: a bad call changes nothing
-    uri = tracking_uri(request) if request.track or request.reassess else None
-    link = link_assessment(uri if request.track else None, spec.id)
-    evidence = link.evidence_sha256 if link else None
-    futures = [monitor_batch.submit(reference, b, model, request, evidence) for b in batches]
-    monitored = [f.result() for f in futures]
-    again = reassess(request, uri, monitored) if request.reassess and uri else None
-    result = record(request, spec.id, monitored, link, batches, again, uri if request.track else None)
-    runs.add_tags(f"spec:{spec.id}", f"drift:{result.verdict.value}")
-    return result
+    with download_scope():  # a models:/ model: downloaded once per run (or CLI command), then removed
+        request = run_folder(request)
+        spec, model, reference, batches = load_inputs(request)
+        records.clear_folder(request.output)  # after the inputs are known good: a bad call changes nothing
+        uri = tracking_uri(request) if request.track or request.reassess else None
+        link = link_assessment(uri if request.track else None, spec.id)
+        evidence = link.evidence_sha256 if link else None
+        futures = [monitor_batch.submit(reference, b, model, request, evidence) for b in batches]
+        monitored = [f.result() for f in futures]
+        again = reassess(request, uri, monitored) if request.reassess and uri else None
+        result = record(request, spec.id, monitored, link, batches, again, uri if request.track else None)
+        runs.add_tags(f"spec:{spec.id}", f"drift:{result.verdict.value}")
+        return result
 
 
 def run_folder(request: MonitorRequest) -> MonitorRequest:
