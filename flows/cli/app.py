@@ -76,11 +76,6 @@ def _main(
     """Assess the robustness of an ONNX neural network and leave governance records."""
 
 
-def _quiet_prefect(debug: bool, verbose: bool = False) -> None:
-    """Hide the libraries' noise unless --verbose or --debug (before Prefect or MLflow is imported)."""
-    quiet_libraries(debug=debug, verbose=verbose)
-
-
 @app.command()
 def assess(
     spec: Annotated[Path, typer.Argument(help="Assessment spec (YAML or JSON): model, data and goals.")],
@@ -109,7 +104,7 @@ def assess(
     """Run a robustness assessment. Exit 0: every goal passed; 1: a goal failed or was inconclusive;
     2: invalid input or the run could not be done."""
     started = time.monotonic()
-    _quiet_prefect(debug, verbose)
+    quiet_libraries(debug=debug, verbose=verbose)
     check_sign_key(sign_key, debug=debug)  # an unusable key fails before anything starts
     check_sign_cert(sign_cert, sign_key, debug=debug)
     resume = f"finished tests are kept in {output}; run the same command again to resume"

@@ -93,9 +93,10 @@ def lifecycle(
     """Run one lifecycle assessment now: assess, compare every goal with the previous assessment of the
     spec (regressions), log the trend. Exit 0: every goal passed; 1: a goal failed or was
     inconclusive; 2: invalid input or the run could not be done."""
-    from nnassay.flows.cli.app import _print_summary, _quiet_prefect
+    from nnassay.flows.cli.app import _print_summary
+    from nnassay.flows.cli.options import quiet_libraries
 
-    _quiet_prefect(debug, verbose)
+    quiet_libraries(debug=debug, verbose=verbose)
     from nnassay.flows.lifecycle import lifecycle_assess
     from nnassay.schemas.evidence import EvidenceBundle
     from nnassay.schemas.settings import Settings
@@ -165,9 +166,9 @@ def schedule(
     """Serve lifecycle assessments of SPEC as a Prefect deployment on a cron or interval schedule.
     Runs until stopped (Ctrl-C pauses the schedule). Point PREFECT_API_URL at a Prefect server to see
     the deployment and its runs in the UI."""
-    from nnassay.flows.cli.app import _quiet_prefect
+    from nnassay.flows.cli.options import quiet_libraries
 
-    _quiet_prefect(debug, verbose)
+    quiet_libraries(debug=debug, verbose=verbose)
     from nnassay.tasks.errors import AssessmentError
     from nnassay.tasks.io.registry_models import download_scope
     from nnassay.tasks.io.spec_io import read_spec

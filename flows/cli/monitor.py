@@ -124,9 +124,9 @@ def monitor(
     .pdf and manifest.json; logs an MLflow run (metrics with step = batch time). Exit 0: no drift;
     1: drift; 2: invalid input; 3: insufficient data (a batch too small for the tests: nothing
     reliable was measured, so it never passes as 0)."""
-    from nnassay.flows.cli.app import _quiet_prefect
+    from nnassay.flows.cli.options import quiet_libraries
 
-    _quiet_prefect(debug, verbose)
+    quiet_libraries(debug=debug, verbose=verbose)
     from nnassay.tasks.errors import AssessmentError
     from nnassay.tasks.io.registry_models import download_scope
 
@@ -225,9 +225,9 @@ def monitor_schedule(
     """Serve the monitoring of SPEC's field data (PATH, re-read at every run: new batches dropped into
     a folder are picked up) as a Prefect deployment; each run writes <output>/<UTC time>/. Runs until
     stopped. Exit 2: invalid option or input."""
-    from nnassay.flows.cli.app import _quiet_prefect
+    from nnassay.flows.cli.options import quiet_libraries
 
-    _quiet_prefect(debug, verbose)
+    quiet_libraries(debug=debug, verbose=verbose)
     from nnassay.flows.monitor import monitor_field, tracking_uri
     from nnassay.tasks.errors import AssessmentError
     from nnassay.tasks.io.registry_models import download_scope

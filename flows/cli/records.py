@@ -174,10 +174,11 @@ def report_cmd(
     key = None
     if sign_key is not None:
         try:
-            key = load_signing_key(sign_key)
+            loaded = load_signing_key(sign_key)
         except SigningKeyError as exc:
             fail(exc, debug)
-        if fingerprint(key.public_key()) != bundle.provenance.signer_public_key_sha256:
+        key = loaded
+        if fingerprint(loaded.public_key()) != bundle.provenance.signer_public_key_sha256:
             fail(
                 AssessmentError(
                     f"{sign_key} is not the key that signed this run "
