@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (the usual torch alias)
 from onnx import numpy_helper
 
-from nnassay.tasks.engine import ops_extended, ops_ml
+from nnassay.tasks.engine import ops_extended, ops_ml, ops_recurrent
 
 Tensor = torch.Tensor
 
@@ -71,8 +71,8 @@ def _identity(node: Node, xs: list[Any], ctx: RunContext) -> Any:
 def _cast(node: Node, xs: list[Any], ctx: RunContext) -> Any:
     to = int(node.attr("to", 1))
     np_type = onnx.helper.tensor_dtype_to_np_dtype(to)
-    if np.issubdtype(np_type, np.floating):
-        return xs[0].to(torch.float64 if np_type == np.float64 else _float_of(xs[0]))
+    if np.issubdtype(np_type, np.floating):  # the graph's working precision (float32 constants, or
+        return xs[0].to(_float_of(xs[0]))  # all float64 after .double()): skl2onnx casts to double mid-graph
     return xs[0].to(torch.int64) if np.issubdtype(np_type, np.integer) else xs[0].to(torch.bool)
 
 
@@ -147,24 +147,29 @@ def _clip(node: Node, xs: list[Any], ctx: RunContext) -> Tensor:
     return torch.clamp(xs[0], min=low if low > -math.inf else None, max=high if high < math.inf else None)
 
 
-def _pads_2d(node: Node) -> tuple[list[int], bool]:
-    """ONNX pads (begin..., end...) for 2-D ops; True when begin != end (needs explicit F.pad)."""
-    pads = list(node.attr("pads", [0, 0, 0, 0]))
+def _pads_nd(node: Node, n: int) -> tuple[list[int], bool]:
+    """ONNX pads (begin..., end...) for an op over ``n`` spatial axes; True when begin != end."""
+    pads = list(node.attr("pads", [0] * (2 * n)))
     if node.attr("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET", "VALID", b"VALID"):
         raise ValueError(
             f"node {node.name!r}: auto_pad={node.attr('auto_pad')!r} is not supported; "
             "export with explicit pads"
         )
-    return pads, pads[:2] != pads[2:]
+    return pads, pads[:n] != pads[n:]
+
+
+def _torch_pads(pads: list[int], n: int) -> list[int]:
+    """ONNX (begin..., end...) pads as F.pad's (last axis first, begin then end)."""
+    return [p for i in reversed(range(n)) for p in (pads[i], pads[i + n])]
 
 
 def _conv(node: Node, xs: list[Any], ctx: RunContext) -> Tensor:
     x, w = xs[0], xs[1]
     b = xs[2] if len(xs) > 2 else None
-    pads, asym = _pads_2d(node) if x.dim() == 4 else ([0, 0] * (x.dim() - 2), False)
     n = x.dim() - 2
+    pads, asym = _pads_nd(node, n)
     if asym:
-        x = F.pad(x, [p for i in reversed(range(n)) for p in (pads[i], pads[i + n])])
+        x = F.pad(x, _torch_pads(pads, n))
         pads = [0] * (2 * n)
     conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[n]
     return conv(
@@ -186,35 +191,39 @@ def _batch_normalization(node: Node, xs: list[Any], ctx: RunContext) -> Tensor:
 
 
 def _max_pool(node: Node, xs: list[Any], ctx: RunContext) -> Tensor:
-    pads, asym = _pads_2d(node)
     x = xs[0]
+    n = x.dim() - 2
+    pads, asym = _pads_nd(node, n)
     if asym:
-        x = F.pad(x, [pads[1], pads[3], pads[0], pads[2]], value=-math.inf)
-        pads = [0, 0, 0, 0]
-    return F.max_pool2d(
+        x = F.pad(x, _torch_pads(pads, n), value=-math.inf)
+        pads = [0] * (2 * n)
+    pool = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[n]
+    return pool(
         x,
         node.attr("kernel_shape"),
-        node.attr("strides", [1, 1]),
-        pads[:2],
-        node.attr("dilations", [1, 1]),
+        node.attr("strides", [1] * n),
+        pads[:n],
+        node.attr("dilations", [1] * n),
         bool(node.attr("ceil_mode", 0)),
     )
 
 
 def _average_pool(node: Node, xs: list[Any], ctx: RunContext) -> Tensor:
-    pads, asym = _pads_2d(node)
     x = xs[0]
+    n = x.dim() - 2
+    pads, asym = _pads_nd(node, n)
     include = bool(node.attr("count_include_pad", 0))
     if asym:
         if not include:
             raise ValueError(f"node {node.name!r}: asymmetric pads need count_include_pad=1")
-        x = F.pad(x, [pads[1], pads[3], pads[0], pads[2]])
-        pads = [0, 0, 0, 0]
-    return F.avg_pool2d(
+        x = F.pad(x, _torch_pads(pads, n))
+        pads = [0] * (2 * n)
+    pool = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[n]
+    return pool(  # type: ignore[operator]
         x,
         node.attr("kernel_shape"),
-        node.attr("strides", [1, 1]),
-        pads[:2],
+        node.attr("strides", [1] * n),
+        pads[:n],
         bool(node.attr("ceil_mode", 0)),
         include,
     )
@@ -382,6 +391,7 @@ HANDLERS: dict[str, Handler] = {
     "Transpose": _transpose,
     "Unsqueeze": _unsqueeze,
     **ops_extended.HANDLERS,
+    **ops_recurrent.HANDLERS,
     **ops_ml.HANDLERS,  # keyed "ai.onnx.ml:<OpType>"
 }
 
@@ -537,7 +547,8 @@ def ort_session(path: Path | str | bytes) -> Any:
 def run_ort(session: Any, inputs: np.ndarray) -> np.ndarray:
     """First output of ``session`` for a batch of inputs (flat rows or full shape), one row per sample.
 
-    Runs the batch in one call when the graph's batch axis is free, else sample by sample.
+    Runs the batch in one call when the graph's batch axis is free, else in chunks of the batch size
+    frozen into the graph (the last chunk padded with copies of its last row, which are dropped).
     """
     meta = session.get_inputs()[0]
     dtype = np.float64 if meta.type == "tensor(double)" else np.float32
@@ -549,7 +560,13 @@ def run_ort(session: Any, inputs: np.ndarray) -> np.ndarray:
     )
     if isinstance(meta.shape[0], int) and meta.shape[0] > 0:
         step = meta.shape[0]
-        outs = [session.run(None, {meta.name: batch[i : i + step]})[0] for i in range(0, len(batch), step)]
+        outs = []
+        for i in range(0, len(batch), step):
+            chunk = batch[i : i + step]
+            padded = np.concatenate([chunk, np.repeat(chunk[-1:], step - len(chunk), axis=0)])
+            outs.append(np.asarray(session.run(None, {meta.name: padded})[0])[: len(chunk)])
+        if not outs:
+            return np.zeros((0, 0), np.float32)
         out = np.concatenate(outs)
     else:
         out = session.run(None, {meta.name: batch})[0]

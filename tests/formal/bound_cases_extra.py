@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+from bound_cases_heldout import heldout_op_models
 from onnx import helper
 
 ML = "ai.onnx.ml"
@@ -54,6 +55,7 @@ def extra_op_models(kit: Any) -> dict[str, tuple[object, int]]:
 
     ln_scale, ln_bias = c("g", rng.normal(1, 0.2, 6)), c("be", rng.normal(0, 0.2, 6))
     return {
+        **heldout_op_models(kit),  # PRelu, InstanceNormalization, ConvTranspose, ... (issue 15)
         "HardSigmoid": unary("HardSigmoid", alpha=0.3, beta=0.4),
         "HardSwish": unary(
             "HardSwish",

@@ -314,6 +314,53 @@ class LeakyRelu(Activation):
         return lo_slope, torch.zeros_like(lo_slope), up_slope, up_bias
 
 
+class PRelu(Activation):
+    """``x`` for ``x >= 0``, ``a_i x`` below, with any slope ``a_i`` per neuron (PRelu's learned slopes).
+
+    Where ``a_i <= 1`` the function is convex: the chord is above and any line through 0 with slope in
+    ``[a_i, 1]`` is below (the free lower slope, as for LeakyReLU). Where ``a_i > 1`` it is concave:
+    the chord is below and the line through 0 with slope ``a_i`` is above. Negative slopes make it
+    non-monotone, so the interval image takes 0 into account.
+    """
+
+    kind = "prelu"
+    has_alpha = True
+
+    def __init__(self, slope: Tensor) -> None:
+        super().__init__(slope.numel())
+        self.slope = slope.double().reshape(-1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.where(x >= 0, x, self.slope.to(x.dtype) * x)
+
+    def ibp(self, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
+        f_lo, f_hi = self.forward(low), self.forward(high)
+        zero = torch.where((low < 0) & (high > 0), torch.zeros_like(low), f_lo)
+        return torch.minimum(torch.minimum(f_lo, f_hi), zero), torch.maximum(torch.maximum(f_lo, f_hi), zero)
+
+    def default_alpha(self, low: Tensor, high: Tensor) -> Tensor:
+        return (high > -low).to(low.dtype)
+
+    def relax(
+        self, low: Tensor, high: Tensor, alpha: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        a = self.slope.to(low.dtype).expand_as(low)
+        active, unstable = low >= 0, (low < 0) & (high > 0)
+        stable_slope = torch.where(active, torch.ones_like(low), a)
+        width = torch.where(unstable, high - low, torch.ones_like(low))
+        chord = (high - a * low) / width
+        chord_bias = high - chord * high
+        slack = RELAX_SLACK * (high - low)
+        lo = self.default_alpha(low, high) if alpha is None else alpha
+        free = a + (1 - a) * lo  # a line through 0 between the two pieces
+        convex = a <= 1
+        lo_slope = torch.where(unstable, torch.where(convex, free, chord), stable_slope)
+        lo_bias = torch.where(unstable & ~convex, chord_bias - slack, torch.zeros_like(low))
+        up_slope = torch.where(unstable, torch.where(convex, chord, a), stable_slope)
+        up_bias = torch.where(unstable & convex, chord_bias + slack, torch.zeros_like(low))
+        return lo_slope, lo_bias, up_slope, up_bias
+
+
 class EmbeddedActivation(Activation):
     """``inner`` on the last values, identity on the first ``keep`` (a branch of a graph's state)."""
 

@@ -158,26 +158,49 @@ def _clip(ctx: OpContext) -> list[Layer]:
 
 
 def _max_pool(ctx: OpContext) -> list[Layer]:
+    """The windows of a 1-D or 2-D MaxPool as input indices (-1 for padding): exact with ``MaxPool``.
+
+    ``ceil_mode`` adds windows that run past the end; they read the extra positions as padding, and
+    the window count must match the traced output (torch's and ONNX's rule on a last window that
+    would start in the padding).
+    """
     node = ctx.node
-    if node.attr("ceil_mode", 0) or len(ctx.in_shape) != 3:
-        raise BoundOpError("MaxPool with ceil_mode=1 or non-2-D input is not supported")
-    pads = list(node.attr("pads", [0, 0, 0, 0]))
-    c, h, w = ctx.in_shape
+    if len(ctx.in_shape) not in (2, 3) or len(ctx.out_shape) != len(ctx.in_shape):
+        raise BoundOpError("MaxPool over more than two spatial axes is not supported")
+    flat = len(ctx.in_shape) == 2  # (c, L) is pooled as (c, 1, L)
+    c, h, w = (ctx.in_shape[0], 1, ctx.in_shape[1]) if flat else ctx.in_shape
+    out_hw = (1, ctx.out_shape[1]) if flat else (ctx.out_shape[1], ctx.out_shape[2])
+    n = len(ctx.in_shape) - 1
+    lead = [1] if flat else []
+    kernel = lead + list(node.attr("kernel_shape"))
+    strides = lead + list(node.attr("strides", [1] * n))
+    dilations = lead + list(node.attr("dilations", [1] * n))
+    given = list(node.attr("pads", [0] * (2 * n)))
+    pads = [0, given[0], 0, given[1]] if flat else given
+    extra = [  # past the end padding that ceil_mode's last window reads
+        max(
+            0,
+            (out_hw[i] - 1) * strides[i] + dilations[i] * (kernel[i] - 1) + 1 - size - pads[i] - pads[i + 2],
+        )
+        for i, size in enumerate((h, w))
+    ]
     index = torch.arange(c * h * w, dtype=torch.float64).reshape(1, c, h, w) + 1
-    index = F.pad(index, [pads[1], pads[3], pads[0], pads[2]])  # padding reads as index 0 -> -1
-    cols = F.unfold(
-        index,
-        node.attr("kernel_shape"),
-        dilation=node.attr("dilations", [1, 1]),
-        stride=node.attr("strides", [1, 1]),
-    )  # (1, c*k, L)
-    k = math.prod(node.attr("kernel_shape"))
+    index = F.pad(index, [pads[1], pads[3] + extra[1], pads[0], pads[2] + extra[0]])  # padding -> -1
+    cols = F.unfold(index, tuple(kernel), dilation=tuple(dilations), stride=tuple(strides))  # (1, c*k, L)
+    k = math.prod(kernel)
     windows = cols.reshape(c, k, -1).permute(0, 2, 1).reshape(-1, k).long() - 1
-    if windows.shape[0] != ctx.n_out:
+    if windows.shape[0] != ctx.n_out or bool((windows < 0).all(1).any()):
         raise BoundOpError(
-            f"MaxPool window count {windows.shape[0]} does not match the output size {ctx.n_out}"
+            f"MaxPool window count {windows.shape[0]} does not match the output size {ctx.n_out}, "
+            "or a window holds only padding"
         )
     return [MaxPool(windows, ctx.n_in)]
+
+
+def _global_max_pool(ctx: OpContext) -> list[Layer]:
+    """Max over each channel's positions: one ``MaxPool`` window per channel."""
+    channels = ctx.in_shape[0]
+    return [MaxPool(torch.arange(ctx.n_in).reshape(channels, -1), ctx.n_in)]
 
 
 BOUND_OPS: dict[str, BoundOp] = {
@@ -209,6 +232,8 @@ BOUND_OPS: dict[str, BoundOp] = {
     "Tanh": _tanh,
     "Clip": _clip,
     "MaxPool": _max_pool,
+    "GlobalMaxPool": _global_max_pool,
+    "ConvTranspose": probe_affine,
 }
 BOUND_OPS.update(EXTRA_BOUND_OPS)  # smooth activations, attention, reductions, ai.onnx.ml (``ops_extra``)
 

@@ -1,9 +1,9 @@
 """Bound operators for the ops real exporters emit beyond plain CNNs (torch opsets 13-20, skl2onnx).
 
 Single computed input: smooth activations (``relax_smooth``), HardSigmoid (exact, as a clip),
-reductions and resizing (affine probes), ReduceMax (a max-pool), Softmax and LayerNormalization
-inside the network (``relax_attention``), Max/Min with a constant (exact, ReLUs), and the numeric
-``ai.onnx.ml`` ops. Ops on two computed inputs are in ``ops_combine``.
+PRelu, reductions and resizing (affine probes), ReduceMax (a max-pool), Softmax, Layer- and
+InstanceNormalization inside the network (``relax_attention``), Max/Min with a constant (exact,
+ReLUs), and the numeric ``ai.onnx.ml`` ops. Ops on two computed inputs are in ``ops_combine``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from nnassay.tasks.methods.formal.layers import (
     Diag,
     Layer,
     MaxPool,
+    PRelu,
     Relu,
     Select,
     Sigmoid,
@@ -162,15 +163,9 @@ def _softmax_inside(ctx: OpContext) -> list[Layer]:
     return [SoftmaxMap(0, _groups(ctx.in_shape, [axis - ctx.axis_offset]))]
 
 
-def _layer_normalization(ctx: OpContext) -> list[Layer]:
-    """Centring (exact, a ``Select`` over each group), scaling (``ScaleNorm``), then ``scale * y + bias``."""
-    if ctx.live_index != 0:
-        raise BoundOpError("LayerNormalization with a computed scale or bias is not supported")
-    rank, off = len(ctx.in_shape) + ctx.axis_offset, ctx.axis_offset
-    axis = int(ctx.node.attr("axis", -1)) % rank
-    if axis <= ctx.in_layout[0]:
-        raise BoundOpError("LayerNormalization over the batch axis is not supported")
-    groups = _groups(ctx.in_shape, list(range(axis - off, len(ctx.in_shape))))
+def _normalise(ctx: OpContext, groups: Tensor, scale: Tensor, bias: Tensor) -> list[Layer]:
+    """Centre each group (exact, a ``Select``), divide by its root mean square (``ScaleNorm``), then
+    ``scale * y + bias`` (``scale`` and ``bias`` hold one value per flat input)."""
     d = groups.shape[1]
     idx = torch.zeros(ctx.n_in, d + 1, dtype=torch.long)
     weight = torch.full((ctx.n_in, d + 1), -1.0 / d, dtype=torch.float64)
@@ -179,6 +174,19 @@ def _layer_normalization(ctx: OpContext) -> list[Layer]:
     weight[:, 0] = 1.0
     centre = Select(idx, weight, torch.zeros(ctx.n_in, dtype=torch.float64), ctx.n_in)
     norm = ScaleNorm(0, groups, 1.0 / d, float(ctx.node.attr("epsilon", 1e-5)))
+    return [centre, norm, Diag(scale, bias)]
+
+
+def _layer_normalization(ctx: OpContext) -> list[Layer]:
+    """Normalisation over the trailing axes from ``axis``, with an elementwise scale and bias."""
+    if ctx.live_index != 0:
+        raise BoundOpError("LayerNormalization with a computed scale or bias is not supported")
+    rank, off = len(ctx.in_shape) + ctx.axis_offset, ctx.axis_offset
+    axis = int(ctx.node.attr("axis", -1)) % rank
+    if axis <= ctx.in_layout[0]:
+        raise BoundOpError("LayerNormalization over the batch axis is not supported")
+    groups = _groups(ctx.in_shape, list(range(axis - off, len(ctx.in_shape))))
+    d = groups.shape[1]
     scale = (
         torch.ones(d, dtype=torch.float64) if ctx.consts[1] is None else ctx.consts[1].double().reshape(-1)
     )
@@ -188,7 +196,27 @@ def _layer_normalization(ctx: OpContext) -> list[Layer]:
     s, t = torch.empty(ctx.n_in, dtype=torch.float64), torch.empty(ctx.n_in, dtype=torch.float64)
     s[groups.reshape(-1)] = scale.expand(d).repeat(groups.shape[0])
     t[groups.reshape(-1)] = bias.expand(d).repeat(groups.shape[0])
-    return [centre, norm, Diag(s, t)]
+    return _normalise(ctx, groups, s, t)
+
+
+def _instance_normalization(ctx: OpContext) -> list[Layer]:
+    """Normalisation of each channel over its spatial positions, with a per-channel scale and bias
+    (what torch's InstanceNorm and GroupNorm export to)."""
+    if ctx.live_index != 0 or ctx.in_layout[0] != 0 or len(ctx.in_shape) < 2:
+        raise BoundOpError("InstanceNormalization needs a constant scale and bias and an (N, C, ...) input")
+    channels, spatial = ctx.in_shape[0], math.prod(ctx.in_shape[1:])
+    groups = torch.arange(ctx.n_in).reshape(channels, spatial)
+    scale = ctx.consts[1].double().reshape(-1).repeat_interleave(spatial)
+    bias = ctx.consts[2].double().reshape(-1).repeat_interleave(spatial)
+    return _normalise(ctx, groups, scale, bias)
+
+
+def _prelu(ctx: OpContext) -> list[Layer]:
+    """PRelu with a constant slope, broadcast to the input (per channel from torch)."""
+    if ctx.live_index != 0 or ctx.in_layout[0] != 0:
+        raise BoundOpError("PRelu with a computed slope is not supported")
+    slope = torch.broadcast_to(ctx.consts[1].double(), (1, *ctx.in_shape)).reshape(-1)
+    return [PRelu(slope)]
 
 
 def _max_min_const(ctx: OpContext) -> list[Layer]:
@@ -279,6 +307,7 @@ EXTRA_BOUND_OPS: dict[str, BoundOp] = {
     "ReduceMax": _reduce_max,
     "ReduceMin": _reduce_max,
     "Resize": probe_affine,
+    "Upsample": probe_affine,
     "Expand": probe_affine,
     "Tile": probe_affine,
     "Mean": probe_affine,
@@ -286,6 +315,8 @@ EXTRA_BOUND_OPS: dict[str, BoundOp] = {
     "Where": probe_affine,
     "Softmax": _softmax_inside,
     "LayerNormalization": _layer_normalization,
+    "InstanceNormalization": _instance_normalization,
+    "PRelu": _prelu,
     "Split": no_layer,  # the graph walk maps its outputs (``split_layers``)
     f"{ML}Scaler": probe_affine,
     f"{ML}ArrayFeatureExtractor": probe_affine,
