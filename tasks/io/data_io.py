@@ -17,6 +17,7 @@ from nnassay.tasks.errors import DataError, ModelError
 from nnassay.tasks.io import data_limits
 from nnassay.tasks.io.feature_checks import check_features
 from nnassay.tasks.io.files import sha256_file
+from nnassay.tasks.io.labels import class_indices
 from nnassay.tasks.io.model_io import ModelRunner
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -36,6 +37,7 @@ class Dataset:
     features: tuple[FeatureSpec, ...] = ()
     repeats: np.ndarray | None = None  # per sample: x exactly repeats an earlier x; None: not checked
     source_x: np.ndarray | None = None  # a subset's: x of the whole data it came from; None: x is whole
+    labels_read: str = ""  # how y became class indices when it held labels ("": it held indices)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -271,6 +273,7 @@ def _load_dataset(spec: DataSpec, model: ModelRunner) -> Dataset:
     x, y = np.asarray(x), np.asarray(y)
     if spec.limit:
         x, y = x[: spec.limit], y[: spec.limit]
+    y, labels_read = class_indices(y, model.class_labels, path, model.spec.labels)  # text or 1, 5, 9
     _check_values(x, y, path, model)
     data_layout = spec.layout or (Layout.NHWC if path.is_dir() else model.layout)
     x = _to_model_layout(x.astype(np.float32), data_layout, model, path)
@@ -287,6 +290,7 @@ def _load_dataset(spec: DataSpec, model: ModelRunner) -> Dataset:
         feature_names=tuple(feature_names),
         features=tuple(spec.features or ()),
         repeats=repeated_inputs(x),
+        labels_read=labels_read,
     )
 
 

@@ -93,7 +93,8 @@ def _check_header(path: Path, header: ArrayHeader) -> None:
     name = header.name
     if header.dtype.hasobject:
         raise _npz_error(path, f"array {name!r} holds Python objects; nnassay never unpickles data")
-    if header.dtype.kind not in "biuf" or header.dtype.fields:
+    text_labels = name == "y" and header.dtype.kind in "US"  # class labels as text ('cat', 'dog')
+    if header.dtype.kind not in "biuf" and not text_labels or header.dtype.fields:
         raise _npz_error(path, f"array {name!r} has dtype {header.dtype.str!r}, expected numbers")
     if any(d < 0 for d in header.shape) or not header.shape:
         raise _npz_error(path, f"array {name!r} has shape {list(header.shape)}; expected samples first")

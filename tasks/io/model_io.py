@@ -24,14 +24,17 @@ from nnassay.tasks.io.model_outputs import (
     OutputInfo,
     OutputKind,
     TorchTarget,
+    as_input,
+    check_columns,
+    check_input_type,
     choose_output,
     detect_kind,
     listing,
     log_probabilities,
     pruned,
     read_scores,
+    score_reading,
     torch_target,
-    zipmap_classes,
 )
 
 if TYPE_CHECKING:
@@ -120,10 +123,13 @@ class ModelRunner:
             )
         declared = inputs[0].shape
         self.input_shape: list[int | str | None] = list(declared)
+        self.input_type: str = inputs[0].type  # float32 batches are cast to it (model_outputs.as_input)
+        check_input_type(self.input_type, self.input_name, self.path)
         self.outputs = [OutputInfo.of(o) for o in self.session.get_outputs()]
-        self.output = choose_output(self.outputs, spec.output_name, self.path)
+        self.output = choose_output(self.outputs, spec.output_name, self.path, lambda: self._onnx)
         self.output_name = self.output.name
-        self.class_labels = zipmap_classes(self._onnx, self.output_name) if self.output.is_zipmap else None
+        self.reading = score_reading(lambda: self._onnx, self.output, self.outputs)  # class of each column
+        self.class_labels = list(self.reading.classes) if self.reading.classes is not None else None
         self._kind: OutputKind | None = spec.output
         self.output_kind_source = "declared in model.output" if spec.output else "not yet detected"
         self._lock = threading.Lock()
@@ -210,6 +216,7 @@ class ModelRunner:
         rng = np.random.default_rng(0)
         probe = rng.uniform(low, high, (self.fixed_batch or 8, *sample)).astype(np.float32)
         try:
+            self._check_columns(probe)
             scores = self.scores(probe)
         except Exception:  # onnxruntime raises several unrelated types; running the data reports it
             self._kind = self.spec.output
@@ -218,6 +225,16 @@ class ModelRunner:
         if self.spec.output is None:
             self._kind, why = detect_kind(scores)
             self.output_kind_source = f"detected: {why} (random inputs in model.value_range)"
+
+    def _check_columns(self, probe: np.ndarray) -> None:
+        """The model's own label output on the probe must name the top score's class (else the
+        columns are reordered when one order agrees; see model_outputs.check_columns)."""
+        label = next((o.name for o in self.outputs if o.is_label), None)
+        if label is None or self.reading.classes is None or self.output.is_zipmap:
+            return
+        feed = {self.input_name: as_input(self.preprocess(probe), self.input_type)}
+        out, labels = self.session.run([self.output_name, label], feed)
+        self.reading = check_columns(labels, read_scores(out, len(probe), self.reading), self.reading)
 
     def _classes_in(self, scores: np.ndarray) -> int:
         if scores.shape[1] < 2:
@@ -236,8 +253,8 @@ class ModelRunner:
         return self._kind or "logits"
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        out = self.session.run([self.output_name], {self.input_name: batch})[0]
-        scores = read_scores(out, batch.shape[0], self.class_labels)
+        out = self.session.run([self.output_name], {self.input_name: as_input(batch, self.input_type)})[0]
+        scores = read_scores(out, batch.shape[0], self.reading)
         if self._kind is None:  # input shape unknown before: the first batch scored shows it
             self._kind, why = detect_kind(scores)
             self.output_kind_source = f"detected: {why} (the first batch scored)"
@@ -303,9 +320,9 @@ class ModelRunner:
 
         from nnassay.tasks.engine.onnx_torch import load_onnx_module
 
-        target = torch_target(self._onnx, self.output_name, self.output_kind)
+        target = torch_target(self._onnx, self.output_name, self.output_kind, self.reading)
         whole = len(self.outputs) == 1 and target.tensor == self.output_name
-        graph = load_onnx_module(self.path if whole else self.score_graph())
+        graph = load_onnx_module(self.path if whole else pruned(self._onnx, target.tensor))
         pre = self.spec.preprocessing
         stats = (torch.from_numpy(a) for a in self._stats(len(self.input_shape) or 2))
         return _Preprocessed(graph, target, pre.scale, *stats)
@@ -314,7 +331,8 @@ class ModelRunner:
         """The ONNX graph cut to one output: the chosen scores, or the input of the Softmax making
         them (the logits: same argmax and margins). What the torch executor runs, and what a
         verifier should bound instead of the whole file (no label output, ArgMax or ZipMap)."""
-        return pruned(self._onnx, torch_target(self._onnx, self.output_name, self.output_kind).tensor)
+        target = torch_target(self._onnx, self.output_name, self.output_kind)
+        return pruned(self._onnx, target.tensor, self.reading)  # columns in class order
 
     def describe(self) -> dict[str, Any]:
         """Facts about the loaded model for the evidence."""
@@ -338,6 +356,7 @@ class ModelRunner:
             "output_kind": self.output_kind,
             "output_kind_source": self.output_kind_source,
             "class_labels": self.class_labels,
+            "class_columns_note": self.reading.note or None,  # columns reordered, or label output disagreeing
             "outputs": [
                 {
                     "name": o.name,
@@ -375,8 +394,8 @@ def _preprocessed_module() -> type:
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             model_x = (x * self.scale - self.mean.to(x.dtype)) / self.std.to(x.dtype)
-            out = self.graph(model_x)
             target = self.target
+            out = target.arrange(self.graph(model_x))  # class order; a binary single score widened
             if target.transform == "log_softmax":
                 out = out.flatten(target.axis) if target.flatten else out
                 out = torch.log_softmax(out, dim=target.axis).clamp_min(LOG_TINY)
