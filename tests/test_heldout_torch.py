@@ -27,7 +27,6 @@ from nnassay.tasks.engine.onnx_torch import (
     ort_session,
     run_ort,
 )
-from nnassay.tasks.errors import ModelError
 from nnassay.tasks.io.model_io import ModelRunner
 from nnassay.tasks.methods.formal.bounds import crown
 from nnassay.tasks.methods.formal.layers import PRelu
@@ -90,13 +89,26 @@ def test_recurrent_nodes_are_reported_to_the_verifier_by_name(name: str, heldout
         build_network(model.path)
 
 
-def test_binary_single_sigmoid_output_is_refused_naming_the_output(heldout_dir: Path) -> None:
-    """One score per sample ([N, 1]) is not read as two classes; the error names the output and shape."""
+def test_a_single_sigmoid_output_is_read_as_two_classes(heldout_dir: Path) -> None:
+    """One sigmoid probability per sample ([N, 1], no class names in the graph) is a binary
+    classifier's: read as [1 - p, p], so class 1 wins exactly where p > 0.5; the torch module agrees."""
+    import onnxruntime as ort
+
     model = _model("binary_sigmoid", heldout_dir)
-    spec = ModelSpec(path=str(model.path), layout="NCHW", value_range=(0.0, 1.0))
-    with pytest.raises(ModelError, match=r"'output' .*\[batch, 1\]") as info:
-        ModelRunner(spec, prefer_cuda=False)
-    assert info.value.field == "model.output_name"
+    runner = ModelRunner(
+        ModelSpec(path=str(model.path), layout="NCHW", value_range=(0.0, 1.0)), prefer_cuda=False
+    )
+    x = np.load(model.data)["x"]
+    session = ort.InferenceSession(str(model.path), providers=["CPUExecutionProvider"])
+    p = session.run(None, {session.get_inputs()[0].name: x})[0][:, 0]
+    assert runner.n_classes == 2 and runner.reading.single == "probability"
+    np.testing.assert_array_equal(runner.predict(x), (p > 0.5).astype(np.int64))
+    assert 0 < (p > 0.5).sum() < len(p)  # both classes occur: the check could fail
+    import torch
+
+    with torch.no_grad():
+        logits = runner.torch_module()(torch.from_numpy(x)).numpy()
+    np.testing.assert_array_equal(logits.argmax(axis=1), runner.predict(x))
 
 
 def test_fixed_batch_graph_runs_any_number_of_rows_on_onnx_runtime(heldout_dir: Path) -> None:

@@ -96,13 +96,14 @@ def choose_output(
 ) -> OutputInfo:
     """The output holding the class scores: the one named, else the only one readable as scores.
     With ``model`` (the graph, loaded when needed), a binary classifier's single float score column
-    is readable too (LinearSVC, a one-logit net with a label output): it is read as two columns.
+    is readable too (LinearSVC, a one-logit or one-sigmoid net): it is read as two columns.
 
     Raises:
         ModelError: naming every output with its type and shape, and how to choose one.
     """
     if model is not None and not any(o.readable for o in outputs):
-        outputs = [_binary_single(o, model) for o in outputs]
+        alone = sum(_single_float(o) for o in outputs) == 1
+        outputs = [_binary_single(o, model, alone) for o in outputs]
     readable = [o for o in outputs if o.readable]
     names = [o.name for o in readable or outputs]
     fix = f"set model.output_name to the output with one score per class, one of {names}"
@@ -137,9 +138,18 @@ def choose_output(
     )
 
 
-def _binary_single(o: OutputInfo, model: Callable[[], onnx.ModelProto]) -> OutputInfo:
-    single_float = o.type in SCORE_TENSORS and o.single_score and len(o.shape) == 2
-    if single_float and len(class_labels(model(), o.name) or ()) == 2:
+def _single_float(o: OutputInfo) -> bool:
+    return o.type in SCORE_TENSORS and o.single_score and len(o.shape) == 2
+
+
+def _binary_single(o: OutputInfo, model: Callable[[], onnx.ModelProto], alone: bool) -> OutputInfo:
+    """``o`` marked as a binary classifier's single score: a float [N, 1] whose graph names two
+    classes, or the model's only float [N, 1] output when the graph names none (a classifier with one
+    logit or one sigmoid probability: nothing else can hold its scores)."""
+    if not _single_float(o):
+        return o
+    labels = class_labels(model(), o.name)
+    if (labels is not None and len(labels) == 2) or (labels is None and alone):
         return replace(o, binary=True)
     return o
 
