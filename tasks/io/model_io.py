@@ -76,7 +76,10 @@ def open_session(
         )
     chosen = providers or ([CUDA, CPU] if prefer_cuda and cuda_available() else [CPU])
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    # fatal only: a failing run raises, and nnassay records the error where it happened (an invalid
+    # input's case, a crash rate); ONNX Runtime's own "Non-zero status code" lines would repeat it on
+    # the terminal once per failing call
+    options.log_severity_level = 4
     options.intra_op_num_threads = threads
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=chosen)
