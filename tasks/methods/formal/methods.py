@@ -19,6 +19,7 @@ import io
 import os
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -410,6 +411,7 @@ def summarize(ctx: RunContext, results: list[SampleResult], eps: float) -> Metho
     metrics = {
         "verified_fraction": _rate(
             len(proved),
+            n - len(broken),
             n,
             ctx,
             "Fraction of the N samples proved robust at eps "
@@ -417,6 +419,7 @@ def summarize(ctx: RunContext, results: list[SampleResult], eps: float) -> Metho
         ),
         "falsified_fraction": _rate(
             len(broken),
+            n - len(proved),
             n,
             ctx,
             "Fraction of the N samples with a counterexample "
@@ -436,22 +439,44 @@ def summarize(ctx: RunContext, results: list[SampleResult], eps: float) -> Metho
         "verifier_devices": list(sorted({r.device for r in results if r.device})),
         **space_of(ctx).details(),
     }
-    reason = f"{undecided} of {n} samples undecided within the time budget" if undecided else None
+    reason = f"{undecided} of {n} samples undecided: {_undecided_why(results)}" if undecided else None
     found = [(r.index, r.label, r.x_adv, r.method == "clean") for r in results if r.x_adv is not None]
     return MethodOutcome(
         metrics=metrics, details=details, artifacts=save_counterexamples(ctx, found), reason=reason
     )
 
 
-def _rate(k: int, n: int, ctx: RunContext, text: str) -> Measurement:
+def _undecided_why(results: list[SampleResult]) -> str:
+    """Why the undecided samples are undecided, most frequent first (a timeout when none says)."""
+    why = Counter(
+        (r.reason or "the time budget ran out")[:160]
+        for r in results
+        if r.verdict not in ("robust", "falsified")
+    )
+    return "; ".join(f"{count} x {text}" for text, count in why.most_common(3))
+
+
+def _rate(k: int, k_most: int, n: int, ctx: RunContext, text: str) -> Measurement:
+    """The share k / n decided so, with an interval for the share it stands for: from the lower end
+    for the k decided samples to the upper end for ``k_most`` (the decided ones plus every undecided
+    sample). Undecided samples could go either way, so a proof goal fails only on counterexamples
+    (enough refuted samples), never on samples the verifier did not decide; with every sample
+    decided it is the usual interval of k / n."""
+    low = proportion_interval(k, n, ctx.confidence, ctx.interval)
+    high = proportion_interval(k_most, n, ctx.confidence, ctx.interval)
     return Measurement(
         value=k / n if n else 0.0,
-        interval=proportion_interval(k, n, ctx.confidence, ctx.interval),
+        interval=low.model_copy(update={"high": high.high}),
         claim=ClaimKind.PROOF,
         n=n,
         successes=k,
         is_rate=True,
-        description=text,
+        description=text
+        + (
+            f" Its interval spans the {k_most - k} undecided sample(s) either way (they may be robust or not)."
+            if k_most > k
+            else ""
+        ),
     )
 
 
@@ -645,6 +670,7 @@ class MaxStableSpace(_FormalBase[StableSpaceParams]):
                 ),
                 "certified_fraction_at_eps": _rate(
                     len(certified),
+                    sum(1 for _, hi in radii if hi is None or hi > params.eps),  # not refuted at eps
                     n,
                     ctx,
                     f"Fraction of the N samples whose proved radius reaches eps {params.eps:g}.",
