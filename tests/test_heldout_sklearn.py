@@ -161,3 +161,28 @@ def test_standard_assessment_gives_every_goal_a_verdict(name: str, folder: Path,
     results = {r["goal_id"]: r for r in evidence["results"]}
     assert results["CLEAN"]["status"] == "completed" and results["ATTACK"]["status"] == "completed"
     assert verdicts["CLEAN"]["verdict"] == "pass", verdicts["CLEAN"]  # labels read right: accurate
+
+
+def test_a_csv_may_hold_text_labels_and_a_text_feature_is_named(folder: Path, tmp_path: Path) -> None:
+    """A CSV whose label column holds scikit-learn's text classes reads as the npz does; a text value
+    in a feature column names the line, the column and its header name."""
+    m = _built("scaler_logreg_strings", folder)
+    run = _runner(m)
+    names = [f"f{i}" for i in range(m.x.shape[1])]
+    rows = [",".join([*names, "label"])]
+    rows += [
+        ",".join([*(repr(float(v)) for v in xs), str(label)]) for xs, label in zip(m.x, m.y, strict=True)
+    ]
+    csv_path = tmp_path / "table.csv"
+    csv_path.write_text("\n".join(rows) + "\n")
+    from_csv = load_dataset(DataSpec(path=csv_path), run)
+    from_npz = load_dataset(DataSpec(**heldout_sklearn.spec(m)["data"]), run)
+    np.testing.assert_array_equal(from_csv.y, from_npz.y)
+    np.testing.assert_allclose(from_csv.x, from_npz.x, rtol=1e-6)
+    assert from_csv.feature_names == tuple(names)
+
+    rows[1] = rows[1].replace(rows[1].split(",")[2], "red", 1)  # a text value in feature f2
+    csv_path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=r"line 2, column 3 \('f2'\) is not a number") as info:
+        load_dataset(DataSpec(path=csv_path), run)
+    assert info.value.field == "data.path" and "categorical" in (info.value.fix or "")

@@ -126,50 +126,58 @@ def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _load_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    """Parse a CSV row by row into a float array sized from its line count (checked first)."""
+    """Parse a CSV row by row into a float array sized from its line count (checked first); the
+    label column may hold numbers or text (the model's class labels, as scikit-learn saves them)."""
     lines, longest = data_limits.check_csv(path)
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
         try:
             header = next(reader, [])
             data_limits.check_csv_budget(path, lines, len(header), longest)
-            values = np.empty((max(lines - 1, 0), len(header)))
-            count = 0
+            if label_column not in header:
+                raise DataError(
+                    f"no column {label_column!r} in the header (line 1, {len(header)} columns)",
+                    file=str(path),
+                    field="data.label_column",
+                    fix="set data.label_column to the label column",
+                )
+            label = header.index(label_column)
+            values = np.empty((max(lines - 1, 0), len(header) - 1))
+            labels: list[str] = []
             for row in reader:
-                values[count] = _csv_row(row, len(header), reader.line_num, path)
-                count += 1
+                labels.append(_csv_label(row, header, reader.line_num, path, label))
+                values[len(labels) - 1] = _csv_row(row, header, reader.line_num, path, label)
         except (csv.Error, UnicodeDecodeError) as exc:
             raise _csv_error(path, _csv_reason(exc, path, reader.line_num)) from None
-    if count == 0:
+    if not labels:
         raise DataError(
             "the CSV has no data rows",
             file=str(path),
             field="data.path",
             fix="write a header row and one row per sample",
         )
-    if label_column not in header:
-        raise DataError(
-            f"no column {label_column!r} in the header (line 1, {len(header)} columns)",
-            file=str(path),
-            field="data.label_column",
-            fix="set data.label_column to the label column",
-        )
-    values = values[:count]
-    label = header.index(label_column)
     names = tuple(h for i, h in enumerate(header) if i != label)
-    return np.delete(values, label, axis=1), values[:, label], names
+    y = np.array([float(v) for v in labels]) if all(map(_is_number, labels)) else np.array(labels)
+    return values[: len(labels)], y, names
 
 
-def _csv_row(row: list[str], columns: int, line: int, path: Path) -> list[float]:
-    if len(row) != columns:
+def _csv_label(row: list[str], header: list[str], line: int, path: Path, label: int) -> str:
+    if len(row) != len(header):
         raise _csv_error(
-            path, f"line {line} has {len(row)} values; the header (line 1) has {columns} columns"
+            path, f"line {line} has {len(row)} values; the header (line 1) has {len(header)} columns"
         )
+    return row[label].strip()
+
+
+def _csv_row(row: list[str], header: list[str], line: int, path: Path, label: int) -> list[float]:
+    """The feature values of one row (every column but the label), as numbers."""
     try:
-        return [float(v) if v != "" else np.nan for v in row]
+        return [float(v) if v != "" else np.nan for i, v in enumerate(row) if i != label]
     except ValueError:
-        column = next(i for i, v in enumerate(row, 1) if not _is_number(v))
-        raise _csv_error(path, f"line {line}, column {column} is not a number") from None
+        column = next(i for i, v in enumerate(row) if i != label and not _is_number(v))
+        raise _csv_error(
+            path, f"line {line}, column {column + 1} ({header[column]!r}) is not a number"
+        ) from None
 
 
 def _is_number(text: str) -> bool:
@@ -191,7 +199,7 @@ def _csv_error(path: Path, message: str) -> DataError:
         message,
         file=str(path),
         field="data.path",
-        fix="encode categorical features as numbers"
+        fix="encode categorical features as numbers (declare them in data.features, kind: categorical)"
         if "not a number" in message
         else "write one comma-separated row per sample",
     )
