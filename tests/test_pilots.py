@@ -183,9 +183,9 @@ def test_an_attack_is_priced_by_the_share_of_its_work_the_pilot_did(
     )
     assert test.estimate_s is not None and planned.estimate_s is not None
     assert test.estimate_s < planned.estimate_s  # the unit costs alone expect more radii attacked
-    assert test.estimate_pilot and f"attacked {k} of the {ok}" in test.estimate_pilot
+    assert test.estimate_pilot and f"ran the attack on {k} of the {ok}" in test.estimate_pilot
     assert any(
-        line.startswith(f"pilot: {test.test_id}: attacked")
+        line.startswith(f"pilot: {test.test_id}: ran the attack")
         for line in plan_lines(plan.model_copy(update={"tests": [test]}), UNITS)
     )
 

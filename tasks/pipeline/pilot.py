@@ -162,7 +162,7 @@ def _attack_pilot(trial: Trial) -> Pilot | None:
     full, full_fixed = units.seconds(full_cost), units.fixed_seconds(full_cost)
     seconds = full_fixed + (full - full_fixed) * ratio
     note = (
-        f"attacked {k} of the {len(correct)} correctly classified samples in {took:.1f} s, "
+        f"ran the attack on {k} of the {len(correct)} correctly classified samples in {took:.1f} s, "
         f"{ratio:.2g} x the work the unit costs price for them"
     )
     return Pilot(_capped(seconds, test), note)
@@ -199,7 +199,7 @@ def _proof_pilot(trial: Trial) -> Pilot | None:
     if cap is not None:
         seconds = min(seconds, cap(params, test.samples))
     note = (
-        f"verified {len(per_sample)} of the {len(correct)} correctly classified samples, "
+        f"ran the verifier on {len(per_sample)} of the {len(correct)} correctly classified samples, "
         f"{np.mean(per_sample):.2f} s per sample (the {wrong} misclassified need no proof)"
         if per_sample
         else f"all {wrong} samples are misclassified: refuted without a proof"
