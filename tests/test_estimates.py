@@ -18,6 +18,7 @@ from conftest import TinyCase, goal
 from nnassay.flows.cli.plan import register
 from nnassay.schemas.goals import AssessmentSpec
 from nnassay.schemas.results import TestStatus
+from nnassay.tasks.errors import PlanError
 from nnassay.tasks.methods.cost import Cost, conservative_cost
 from nnassay.tasks.methods.registry import RobustnessMethod, get_method, list_methods
 from nnassay.tasks.pipeline import estimate, execute
@@ -232,6 +233,42 @@ def test_make_plan_fills_estimates_from_the_facts_and_stays_pure() -> None:
     assert "estimated" in estimate.estimate_line(plan) and "no time estimate" in estimate.estimate_line(
         without
     )
+
+
+def test_the_plan_notes_a_budget_shorter_than_the_work_and_a_method_capping_samples() -> None:
+    """A test that will stop at its budget, and a method that scores fewer samples than the goal asks
+    for (CLEVER's max_samples), are named in the plan with the field to change; the capped test's
+    samples are the ones it will use."""
+    spec = _spec(
+        goal("B", {"kind": "linf_ball", "eps": 0.1}, "robust_accuracy", ">=", 0.5, budget={"time_s": 0.5}),
+        goal(
+            "C",
+            {"kind": "linf_ball", "eps": 0.1},
+            "mean_clever_score",
+            ">=",
+            0.01,
+            budget={"samples": 200},
+            methods=[{"name": "statistical.clever"}],
+        ),
+        goal("D", {"kind": "none"}, "accuracy", ">=", 0.9, budget={"time_s": 0.5}),
+    )
+    facts = PlanFacts(
+        spec_sha256="s",
+        model_sha256="m",
+        data_sha256="d",
+        data_samples=400,
+        data_kind="image",
+        unit_costs=UNITS,
+    )
+    plan = make_plan(spec, facts)
+    attack, clever, clean = plan.tests
+    assert clever.method == "statistical.clever" and clever.samples == clever.params["max_samples"] == 50
+    assert any(n.startswith("goal C: statistical.clever uses 50 of the 200 samples") for n in plan.notes)
+    stops = [n for n in plan.notes if "will stop early" in n]
+    assert len(stops) == 1 and stops[0].startswith("goal B:") and "goals[B].budget.time_s" in stops[0]
+    with pytest.raises(PlanError, match=r"measured only by a method named in goals\[C\]\.methods") as info:
+        make_plan(_spec(goal("C", {"kind": "linf_ball", "eps": 0.1}, "mean_clever_score", ">=", 0.01)), facts)
+    assert "statistical.clever" in str(info.value) and "did you mean" not in str(info.value)
 
 
 def _cli() -> typer.Typer:

@@ -30,9 +30,9 @@ class UnsupportedOpsError(Exception):
         self.nodes = nodes
         listed = ", ".join(f"{name!r} ({op})" for name, op in nodes)
         super().__init__(
-            f"{source or 'the ONNX model'}: {len(nodes)} unsupported node(s): {listed}; "
-            f"supported op types are {supported_ops()}; export the model without these ops "
-            "or add a handler to HANDLERS in tasks/onnx_torch.py"
+            f"{source or 'the ONNX model'}: {len(nodes)} unsupported node(s): {listed}; export the model "
+            "without these ops or add a handler to HANDLERS in tasks/engine/onnx_torch.py (supported op "
+            f"types: {supported_ops()})"  # the list last: a shortened message keeps what matters
         )
 
 

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from nnassay.schemas.goals import AssessmentSpec, Goal
 from nnassay.schemas.plan import AssessmentPlan, TestSpec
 from nnassay.tasks.errors import PlanError
-from nnassay.tasks.methods.registry import get_method, methods_for, metrics_for, usable_methods
+from nnassay.tasks.methods.registry import get_method, list_methods, methods_for, metrics_for, usable_methods
 from nnassay.tasks.pipeline.estimate import UnitCosts, estimate_seconds
 from nnassay.tasks.stats import sample_size
 
@@ -54,6 +54,7 @@ def make_plan(spec: AssessmentSpec, facts: PlanFacts) -> AssessmentPlan:
         tests += goal_tests
         problems += goal_problems
         notes += _sample_notes(goal, goal_tests)
+        notes += _limit_notes(goal, goal_tests, facts)
         notes += [
             f"goal {goal.id}: planned {t.method} instead of {t.fallback_from}: {t.fallback_reason}"
             for t in goal_tests
@@ -106,6 +107,16 @@ def _plan_goal(spec: AssessmentSpec, goal: Goal, facts: PlanFacts) -> tuple[list
     names = [c.name for c in choices] or methods_for(kind, goal.metric)[:1]
     if not names:
         known = metrics_for(kind)
+        chosen_only = [
+            n
+            for n in list_methods()
+            if kind in get_method(n).threats and goal.metric in get_method(n).metrics
+        ]
+        if chosen_only:  # the metric is measured, by methods a goal must name (none runs by default)
+            return [], [
+                f"goal {goal.id}: {goal.metric!r} under threat {kind!r} is measured only by a method named "
+                f"in goals[{goal.id}].methods, e.g. methods: [{{name: {chosen_only[0]}}}] (any of {chosen_only})"
+            ]
         close = difflib.get_close_matches(goal.metric, known, n=1, cutoff=0.6)
         hint = (
             (f"did you mean {close[0]!r}? " if close else "") + f"metrics available for it: {known}"
@@ -158,7 +169,7 @@ def _plan_test(
     except (ValueError, TypeError) as exc:
         return None, f"goal {goal.id}: method {name!r}: {exc}"
     test_id = f"{goal.id}/{name}"
-    samples = min(goal.budget.samples or facts.data_samples, facts.data_samples)
+    samples = min(goal_samples(goal, facts), getattr(params, "max_samples", None) or facts.data_samples)
     params_json = params.model_dump(mode="json")
     estimate = (
         estimate_seconds(
@@ -222,6 +233,37 @@ def _plan_fallback(
 def _samples_needed(goal: Goal) -> int | None:
     """Fewest samples with which the best possible outcome would pass (None: threshold not a rate)."""
     return sample_size.samples_needed(goal.criterion)
+
+
+def goal_samples(goal: Goal, facts: PlanFacts) -> int:
+    """The samples a goal asks for: its budget.samples, at most the data's."""
+    return min(goal.budget.samples or facts.data_samples, facts.data_samples)
+
+
+def _limit_notes(goal: Goal, tests: list[TestSpec], facts: PlanFacts) -> list[str]:
+    """Notes on what will keep a test from the goal's full work: a method that scores fewer samples
+    than the goal asks for (its ``max_samples``), and a time budget shorter than the test's estimate
+    (it stops early: intervals on the samples done, or inconclusive)."""
+    notes = []
+    asked = goal_samples(goal, facts)
+    for t in tests:
+        if t.samples < asked:
+            notes.append(
+                f"goal {goal.id}: {t.method} uses {t.samples} of the {asked} samples (its max_samples); "
+                f"set it in goals[{goal.id}].methods (params: {{max_samples: {asked}}}) to use them all"
+            )
+        if facts.unit_costs is None or t.estimate_s is None or t.estimate_s < t.time_s:
+            continue
+        needs = estimate_seconds(
+            t.method, t.params, t.samples, facts.unit_costs, clean_accuracy=facts.clean_accuracy
+        )
+        if needs > t.time_s:
+            notes.append(
+                f"goal {goal.id}: {t.method} needs about {needs:.3g} s but its budget is {t.time_s:g} s: it "
+                f"will stop early (intervals on the samples done, or inconclusive); raise "
+                f"goals[{goal.id}].budget.time_s to about {needs * 1.5:.3g}"
+            )
+    return notes
 
 
 def _sample_notes(goal: Goal, tests: list[TestSpec]) -> list[str]:
