@@ -20,11 +20,12 @@ from pydantic import JsonValue
 
 from nnassay.schemas.common import Verdict
 from nnassay.schemas.evidence import ArtifactDigest, GoalVerdict
-from nnassay.schemas.explain import ExplanationSet
+from nnassay.schemas.explain import ExplanationSet, FaithfulnessSummary
 from nnassay.schemas.goals import AssessmentSpec
 from nnassay.schemas.plan import AssessmentPlan
 from nnassay.schemas.results import ArtifactRef, MethodResult
 from nnassay.tasks.explain.explain import ExplainOptions, explain_goal
+from nnassay.tasks.explain.faithfulness import MIN_SAMPLES_TO_CLAIM
 from nnassay.tasks.explain.gather import Found, gather
 from nnassay.tasks.explain.pictures import panel_png
 from nnassay.tasks.governance.tracking import Tracker, explanation_metrics
@@ -146,14 +147,19 @@ def summary_line(es: ExplanationSet) -> str:
     """One log line per explained goal: how many samples, which methods, beats random or not."""
     failed = len({s.sample_index for s in es.samples if s.role == "failure"})
     verdicts = ", ".join(
-        f"{f.method} {'beats' if f.beats_random else 'does not beat'} random "
-        f"(gain [{f.gain_interval.low:.2f}, {f.gain_interval.high:.2f}])"
+        f"{f.method} {_against_random(f)} (gain [{f.gain_interval.low:.2f}, {f.gain_interval.high:.2f}])"
         for f in es.faithfulness
     )
     return (
         f"explain {es.goal_id}: {failed} of {es.failures_available} failures explained on "
         f"{es.engine.replace('_', ' ')} in {es.time_s:.1f}s" + (f"; {verdicts}" if verdicts else "")
     )
+
+
+def _against_random(f: FaithfulnessSummary) -> str:
+    if f.samples < MIN_SAMPLES_TO_CLAIM:
+        return f"on too few samples ({f.samples}) to compare with random"
+    return "beats random" if f.beats_random else "does not beat random"
 
 
 def folder_digests(run_dir: Path, folder: Path) -> list[ArtifactDigest]:

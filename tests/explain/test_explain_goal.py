@@ -183,3 +183,30 @@ def test_bundles_recording_a_per_sample_picture_still_load(case, tmp_path: Path)
     stored = json.loads(found.model_dump_json())
     assert stored["samples"] and all(s["picture"] is None for s in stored["samples"])
     assert ExplanationSet.model_validate(stored) == found
+
+
+def test_the_log_line_does_not_judge_attributions_on_too_few_samples() -> None:
+    """One explained sample gives a zero-width gain interval: the line says too few, not 'does not beat'."""
+    from nnassay.schemas.common import Interval
+    from nnassay.schemas.explain import FaithfulnessSummary
+    from nnassay.tasks.explain.faithfulness import MIN_SAMPLES_TO_CLAIM
+    from nnassay.tasks.pipeline.explain_step import _against_random
+
+    point = Interval(low=0.43, high=0.43, confidence=0.95, method="bootstrap")
+
+    def summary(samples: int, beats: bool) -> FaithfulnessSummary:
+        return FaithfulnessSummary(
+            method="integrated_gradients",
+            samples=samples,
+            deletion_aopc=0.8,
+            deletion_aopc_interval=point,
+            deletion_aopc_random=0.37,
+            gain_interval=point,
+            insertion_auc=0.5,
+            insertion_auc_random=0.4,
+            beats_random=beats,
+        )
+
+    assert _against_random(summary(1, False)) == "on too few samples (1) to compare with random"
+    assert _against_random(summary(MIN_SAMPLES_TO_CLAIM, True)) == "beats random"
+    assert _against_random(summary(MIN_SAMPLES_TO_CLAIM, False)) == "does not beat random"
