@@ -443,3 +443,32 @@ def standard_spec(m: ZooModel, *, samples: int = 200) -> dict[str, Any]:
         "data": data,
         "goals": standard_goals(m, samples=samples),
     }
+
+
+def assess_every_goal(spec: dict[str, Any], folder: Path, timeout_s: int = 850) -> dict[str, Any]:
+    """Run ``nnassay assess`` on ``spec`` in a new process, as a user would (no tracking, CPU), and
+    check what every model must give: exit 0 or 1 (never a crash), no traceback, a verdict for every
+    goal and a reason for each inconclusive one. Returns the evidence bundle (as JSON)."""
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    spec_path, run = folder / "spec.yaml", folder / "run"
+    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    cmd = [sys.executable, "-m", "nnassay.flows", "assess", str(spec_path), "--output", str(run)]
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [*cmd, "--no-track", "--cpu"], capture_output=True, text=True, timeout=timeout_s, cwd=repo
+    )
+    assert done.returncode in (0, 1), done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    evidence: dict[str, Any] = json.loads((run / "evidence.json").read_text())
+    verdicts = {v["goal_id"]: v for v in evidence["verdicts"]}
+    assert set(verdicts) == {g["id"] for g in spec["goals"]}
+    for v in verdicts.values():
+        assert v["verdict"] in ("pass", "fail", "inconclusive")
+        if v["verdict"] == "inconclusive":
+            assert v.get("reason") or v.get("explanation") or v.get("advice"), v
+    return evidence
