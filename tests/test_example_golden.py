@@ -9,7 +9,10 @@ One exception, stated rather than hidden: the formal test searches for counterex
 wall-clock deadline per sample (`time_per_sample_s`), so on a loaded machine its falsifier can miss a
 counterexample it finds on an idle one (falsified 0 of 20 instead of 1 was seen with eight other jobs
 running). For such tests the status, the verdict and `verified_fraction` (the proof's claim) must match;
-the falsified and unknown counts are not compared.
+the falsified and unknown counts are not compared, nor the upper end of `verified_fraction`'s interval:
+since undecided samples count either way (a proof goal fails only on counterexamples), that end is
+set by the samples not refuted, so by the falsified count (0.9877 was recorded with 1 of 20 refuted
+and 1 undecided, before that change; 0.9987 now).
 """
 
 from __future__ import annotations
@@ -30,7 +33,10 @@ DEADLINE_BOUND = {"formal.local_robustness"}  # counterexample searches against 
 
 
 def _only(result: dict, metric: str) -> dict:
-    return {"status": result["status"], "metrics": {metric: result["metrics"][metric]}}
+    """The status and one metric, its interval's upper end left out (set by the refuted samples)."""
+    measured = dict(result["metrics"][metric])
+    measured["interval"] = {k: v for k, v in measured["interval"].items() if k != "high"}
+    return {"status": result["status"], "metrics": {metric: measured}}
 
 
 def _same(a: object, b: object) -> bool:
