@@ -117,6 +117,12 @@ def test_fixed_batch_graph_runs_any_number_of_rows_on_onnx_runtime(heldout_dir: 
     full = run_ort(session, x)
     np.testing.assert_allclose(run_ort(session, x[:4]), full[:4], rtol=1e-6, atol=1e-6)
     assert run_ort(session, x[:0]).shape[0] == 0
+    # the VNN-LIB counterexample check runs one flattened sample through the same padding
+    from nnassay.tasks.methods.formal.command import run_model
+
+    np.testing.assert_allclose(
+        run_model(model.path, x[2].reshape(-1)), full[2].reshape(-1), rtol=1e-6, atol=1e-6
+    )
 
 
 # ------------------------------------------------------------------ hand-built nodes vs ONNX Runtime

@@ -258,17 +258,12 @@ def model_sizes(onnx_path: Path) -> tuple[int | None, int | None]:
 
 
 def run_model(onnx_path: Path, x_flat: np.ndarray) -> np.ndarray:
-    """The model's first output for one flattened input, on ONNX Runtime (CPU)."""
-    import onnxruntime as ort
+    """The model's first output for one flattened input, on ONNX Runtime (CPU); a graph whose batch
+    axis is frozen (e.g. at 8) gets a padded batch (``onnx_torch.run_ort``)."""
+    from nnassay.tasks.engine.onnx_torch import ort_session, run_ort
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
-    meta = session.get_inputs()[0]
-    shape = [d if isinstance(d, int) and d > 0 else 1 for d in meta.shape]
-    dtype = np.float64 if meta.type == "tensor(double)" else np.float32
-    out = session.run(None, {meta.name: np.asarray(x_flat, dtype=dtype).reshape(shape)})[0]
-    return np.asarray(out).reshape(-1)
+    row = np.asarray(x_flat).reshape(1, -1)
+    return np.asarray(run_ort(ort_session(onnx_path), row)[0]).reshape(-1)
 
 
 def process_age_s() -> float:
