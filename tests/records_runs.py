@@ -35,21 +35,26 @@ class Runs:
     exit_codes: tuple[int, int]
 
 
-def _register_model(uri: str, model: Path, root: Path) -> str:
+def register_model(
+    uri: str, model: Path, root: Path, name: str = "tiny-model", extra: dict[str, bytes] | None = None
+) -> str:
+    """``model`` as version 1 of the registry model ``name`` at ``uri`` (an ONNX file, and ``extra``
+    files, in a run's artifacts under ``model/``); returns its models:/ URI."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    exp = client.create_experiment("model-source", artifact_location=(root / "registry").as_uri())
+    exp = client.create_experiment(f"{name}-source", artifact_location=(root / "registry").as_uri())
     run = client.create_run(exp)
-    folder = root / "to-register"
+    folder = root / f"to-register-{name}"
     folder.mkdir()
     (folder / "model.onnx").write_bytes(model.read_bytes())
-    (folder / "not-loaded.pkl").write_bytes(b"\x80\x04K\x01.")  # a pickle that must never be loaded
+    for file, payload in (extra or {}).items():
+        (folder / file).write_bytes(payload)
     client.log_artifacts(run.info.run_id, str(folder), "model")
     client.set_terminated(run.info.run_id)
-    client.create_registered_model("tiny-model")
-    client.create_model_version("tiny-model", f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
-    return "models:/tiny-model/1"
+    client.create_registered_model(name)
+    client.create_model_version(name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+    return f"models:/{name}/1"
 
 
 @functools.cache
@@ -72,7 +77,12 @@ def assessed(case: TinyCase) -> Runs:
     )
     runner, outputs, codes = CliRunner(), [], []
     with prefect_test_harness(server_startup_timeout=120):
-        model_uri = _register_model(uri, case.model, root)
+        model_uri = register_model(
+            uri,
+            case.model,
+            root,
+            extra={"not-loaded.pkl": b"\x80\x04K\x01."},  # never to be loaded
+        )
         for name, extra in (
             ("a", ["--junit-xml", str(root / "a.junit.xml")]),
             ("b", ["--model-uri", model_uri]),

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from records_runs import register_model
 
 from conftest import REPO, goal
 
@@ -101,22 +102,6 @@ def test_a_level_the_user_set_is_kept(clean_env: None, monkeypatch: pytest.Monke
     assert "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ  # --debug shows everything
 
 
-def _register(uri: str, model: Path, root: Path) -> str:
-    """The tiny model as registry version 1 (an ONNX file in a run's artifacts), downloaded by assess."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    run = client.create_run(client.create_experiment("src", artifact_location=(root / "art").as_uri()))
-    folder = root / "to-register"
-    folder.mkdir()
-    (folder / "model.onnx").write_bytes(model.read_bytes())
-    client.log_artifacts(run.info.run_id, str(folder), "model")
-    client.set_terminated(run.info.run_id)
-    client.create_registered_model("quiet-model")
-    client.create_model_version("quiet-model", f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
-    return "models:/quiet-model/1"
-
-
 def _assess(spec: Path, out: Path, uri: str, *extra: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in (*QUIET_ENV, "MLFLOW_TRACKING_URI")}
     args = [sys.executable, "-m", "nnassay.flows", "assess", str(spec), "--output", str(out)]
@@ -141,7 +126,7 @@ def test_cli_output_is_quiet_unless_verbose(tmp_path: Path, image_case, spec_wri
     assert "overall: PASS" in quiet.stdout
 
     registry = f"sqlite:///{tmp_path / 'registry.db'}"
-    model_uri = ("--model-uri", _register(registry, image_case.model, tmp_path))
+    model_uri = ("--model-uri", register_model(registry, image_case.model, tmp_path, "quiet-model"))
     spec = spec_writer(image_case, [clean])
     quiet = _assess(spec, tmp_path / "q", registry, *model_uri)
     assert quiet.returncode == 0, quiet.stderr[-3000:]

@@ -8,25 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from records_runs import register_model
 from typer.testing import CliRunner
 
 from conftest import goal
-
-
-def register(uri: str, model: Path, root: Path, name: str = "once-model") -> str:
-    """``model`` as registry version 1 of ``name`` (an ONNX file in a run's artifacts)."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    run = client.create_run(client.create_experiment("src", artifact_location=(root / "art").as_uri()))
-    folder = root / "to-register"
-    folder.mkdir()
-    (folder / "model.onnx").write_bytes(model.read_bytes())
-    client.log_artifacts(run.info.run_id, str(folder), "model")
-    client.set_terminated(run.info.run_id)
-    client.create_registered_model(name)
-    client.create_model_version(name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
-    return f"models:/{name}/1"
 
 
 @pytest.fixture
@@ -52,7 +37,7 @@ def test_assess_downloads_a_registry_model_once(
     from nnassay.flows.cli.app import app
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    model_uri = register(uri, image_case.model, tmp_path)
+    model_uri = register_model(uri, image_case.model, tmp_path, "once-model")
     spec = spec_writer(image_case, [goal("CLEAN", {"kind": "none"}, "accuracy", ">=", 0.5)])
     out = tmp_path / "run"
     args = ["assess", str(spec), "-o", str(out), "--mlflow-uri", uri, "--model-uri", model_uri, "--cpu"]
@@ -69,7 +54,7 @@ def test_one_download_per_scope_in_its_own_work_folder(
     from nnassay.tasks.io.registry_models import download_onnx, download_scope, origin
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    model_uri = register(uri, image_case.model, tmp_path)
+    model_uri = register_model(uri, image_case.model, tmp_path, "once-model")
     with download_scope(tmp_path / "work") as work:
         first = download_onnx(model_uri, uri)
         second = download_onnx(model_uri, uri)  # the flow after the CLI's check: the same file
