@@ -250,22 +250,6 @@ def dataset(kind: str, n: int = 300) -> tuple[np.ndarray, np.ndarray, str]:
     return np.ascontiguousarray(rows.reshape(len(rows), 1, 64)), y, "NC"
 
 
-def _train(model: nn.Module, x: np.ndarray, y: np.ndarray, *, binary: bool, steps: int, seed: int) -> None:
-    torch.manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
-    gen = torch.Generator().manual_seed(seed)
-    xt, yt = torch.tensor(x), torch.tensor(y)
-    model.train()
-    for _ in range(steps):
-        idx = torch.randint(0, len(xt), (32,), generator=gen)
-        opt.zero_grad()
-        out = model(xt[idx])
-        loss = F.binary_cross_entropy(out[:, 0], yt[idx].float()) if binary else F.cross_entropy(out, yt[idx])
-        loss.backward()
-        opt.step()
-    model.eval()
-
-
 def export(model: nn.Module, sample: np.ndarray, path: Path, *, opset: int, fixed_batch: int | None) -> Path:
     """torch.onnx.export (TorchScript exporter), with a dynamic batch axis or a batch frozen at export."""
     batch = fixed_batch or 1
@@ -293,7 +277,7 @@ def build(name: str, folder: Path, *, seed: int = 0, steps: int = 80) -> zoo_mod
     torch.manual_seed(seed)
     x, y, layout = dataset(recipe.data)
     model = recipe.make()
-    _train(model, x, y, binary=recipe.data == "binary", steps=steps, seed=seed)
+    zoo_models.train(model, x, y, steps, seed, lr=5e-3, batch=32, binary=recipe.data == "binary")
     path = export(model, x, folder / f"{name}.onnx", opset=recipe.opset, fixed_batch=recipe.fixed_batch)
     data = folder / f"{name}.npz"
     np.savez(data, x=x, y=y)

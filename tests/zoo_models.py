@@ -201,16 +201,29 @@ class RawFeatureMlp(nn.Module):
         return self.net((x - self.mean) / self.std)
 
 
-def _train(model: nn.Module, x: np.ndarray, y: np.ndarray, steps: int, seed: int) -> nn.Module:
+def train(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    steps: int,
+    seed: int,
+    *,
+    lr: float = 2e-3,
+    batch: int = 64,
+    binary: bool = False,
+) -> nn.Module:
+    """A few seeded Adam steps on random batches (cross-entropy; ``binary``: one sigmoid output)."""
     torch.manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     xt, yt = torch.tensor(x), torch.tensor(y)
     model.train()
     for _ in range(steps):
-        idx = torch.randint(0, len(xt), (64,), generator=gen)
+        idx = torch.randint(0, len(xt), (batch,), generator=gen)
         opt.zero_grad()
-        F.cross_entropy(model(xt[idx]), yt[idx]).backward()
+        out = model(xt[idx])
+        loss = F.binary_cross_entropy(out[:, 0], yt[idx].float()) if binary else F.cross_entropy(out, yt[idx])
+        loss.backward()
         opt.step()
     return model.eval()
 
@@ -251,7 +264,7 @@ def build_image_model(
     model = _torch_model(name, tiny)
     nhwc = name == "nhwc_cnn"
     x_in = (x.transpose(0, 2, 3, 1) * 255.0).astype(np.float32) if nhwc else x
-    _train(model, x_in, y, steps=steps or (20 if tiny else 300), seed=seed)
+    train(model, x_in, y, steps=steps or (20 if tiny else 300), seed=seed)
     path = _export(model, x_in, folder / f"{name}.onnx")
     data = folder / f"{name}.npz"
     np.savez(data, x=x_in, y=y)
@@ -262,7 +275,7 @@ def build_image_model(
 def build_tabular_mlp(folder: Path, *, tiny: bool, seed: int = 0) -> ZooModel:
     x, y = raw_table(seed=seed)
     model = RawFeatureMlp(x.mean(0), x.std(0) + 1e-6, width=8 if tiny else 32)
-    _train(model, x, y, steps=50 if tiny else 600, seed=seed)
+    train(model, x, y, steps=50 if tiny else 600, seed=seed)
     path = _export(model, x, folder / "tabular_mlp.onnx")
     data = folder / "tabular_mlp.npz"
     np.savez(data, x=x, y=y)
