@@ -87,6 +87,34 @@ def test_recurrent_nodes_are_reported_to_the_verifier_by_name(name: str, heldout
         build_network(model.path)
 
 
+@pytest.mark.parametrize("name", RECURRENT)
+def test_without_bounds_the_verifier_still_finds_counterexamples(name: str, heldout_dir: Path) -> None:
+    """Nothing about a GRU/LSTM can be proved here, but a counterexample needs no bounds: in a box as
+    wide as the data range some input changes the class, and the falsifier (through the executor,
+    re-checked on ONNX Runtime) finds it; a tiny box stays unknown, naming the node and the search."""
+    from nnassay.tasks.methods.formal.property import Box, robustness_property
+    from nnassay.tasks.methods.formal.verifier import verify
+
+    model = _model(name, heldout_dir)
+    data = np.load(model.data)
+    x, label = data["x"][0].reshape(-1).astype(np.float64), int(data["y"][0])
+    session = ort_session(model.path)
+    label = int(np.argmax(run_ort(session, x[None].astype(np.float32))[0]))  # the model's own class
+
+    def prop(eps: float) -> Any:
+        box = Box(x - eps, x + eps)
+        return robustness_property(box, label, model.classes, f"{name} eps {eps}")
+
+    wide = verify(model.path, prop(10.0), timeout_s=20)
+    assert wide.verdict == "sat" and wide.method == "falsifier" and wide.counterexample is not None
+    cx, out = wide.counterexample
+    assert int(np.argmax(out)) != label and np.all(np.abs(cx - x) <= 10.0 + 1e-4)
+    tiny = verify(model.path, prop(1e-9), timeout_s=20)
+    assert (
+        tiny.verdict == "unknown" and name.upper() in tiny.reason and "counterexample search" in tiny.reason
+    )
+
+
 def test_a_single_sigmoid_output_is_read_as_two_classes(heldout_dir: Path) -> None:
     """One sigmoid probability per sample ([N, 1], no class names in the graph) is a binary
     classifier's: read as [1 - p, p], so class 1 wins exactly where p > 0.5; the torch module agrees."""

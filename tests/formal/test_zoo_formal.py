@@ -95,10 +95,18 @@ def test_an_op_without_bounds_is_unknown_naming_it(kit: type, tmp_path: Path) ->
         ],
     )
     path = kit.save(model, tmp_path)
-    prop = local_robustness(np.full(3, 0.5), 0, 0.01, 2, 0.0, 1.0)
-    out = verifier.verify(path, prop, timeout_s=20)
+    from nnassay.tasks.methods.formal.command import run_model
+
+    x = np.full(3, 0.5)
+    label = int(np.argmax(run_model(path, x.astype(np.float32))))  # the model's class: robust nearby
+    out = verifier.verify(path, local_robustness(x, label, 1e-6, 2, 0.0, 1.0), timeout_s=20)
     assert out.verdict == "unknown"
-    assert "Softsign" in out.reason and "odd_activation" in out.reason
+    assert (
+        "Softsign" in out.reason and "odd_activation" in out.reason and "counterexample search" in out.reason
+    )
+    # with the other label the centre itself is a counterexample: found without any bound
+    wrong = verifier.verify(path, local_robustness(x, 1 - label, 1e-6, 2, 0.0, 1.0), timeout_s=20)
+    assert wrong.verdict == "sat" and wrong.method == "falsifier"
 
 
 def test_bounds_over_the_memory_budget_are_unknown_naming_estimate_and_budget(zoo: dict[str, Any]) -> None:

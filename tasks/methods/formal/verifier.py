@@ -225,14 +225,56 @@ def load_model(path: str) -> _Model:
 
 
 def _convert_model(path: str) -> _Model:
+    """The torch module and bound network of ``path``; without a network (ops the verifier cannot
+    bound) the module alone when the executor runs the graph (counterexamples need no bounds)."""
     missing = unsupported_nodes(onnx.load(path, load_external_data=False))
-    if missing:
-        return _Model(missing=missing)
     try:
         module = load_onnx_module(path).double()
+    except UnsupportedOpsError as exc:
+        return _Model(missing=missing, error=None if missing else exc)
+    except Exception:  # the executor refuses this graph in another way: no module, no bounds
+        return _Model(missing=missing) if missing else _Model(error=UnsupportedOpsError([], path))
+    if missing:
+        return _Model(module=module, missing=missing)
+    try:
         return _Model(module, network_from_module(module, path))
     except UnsupportedOpsError as exc:
-        return _Model(error=exc)
+        return _Model(module=module, error=exc)
+
+
+def _falsify_only(
+    module: torch.nn.Module | None,
+    path: str,
+    prop: Property,
+    stop: float,
+    outcome: VerificationOutcome,
+    start: float,
+) -> VerificationOutcome:
+    """Without bounds nothing can be proved, but a counterexample needs none: the falsifier (sampling
+    and PGD through the executor, re-checked on ONNX Runtime) searches until ``stop``; the verdict is
+    ``sat`` with the counterexample, else ``outcome`` (unknown, naming the nodes) with the search."""
+    if module is None:
+        return outcome
+    stats, rng = FalsifyStats(), torch.Generator().manual_seed(0)
+    try:
+        checker = OrtChecker(path, prop)
+        found = None
+        for region in prop.regions:
+            low, high = _box(region)
+            spec = Spec.of(region, prop.n_outputs)
+            found = falsify_region(module, spec, low, high, checker, rng=rng, deadline=stop, stats=stats)
+            if found is not None:
+                break
+    except Exception as exc:  # the graph fails to run in the search: the verdict stays unknown
+        why = f"{outcome.reason}; the counterexample search could not run ({type(exc).__name__})"
+        return replace(outcome, reason=why, time_s=time.monotonic() - start)
+    if found is not None:
+        took = time.monotonic() - start
+        return replace(
+            outcome, verdict="sat", method="falsifier", counterexample=found, reason="", time_s=took
+        )
+    note = f"{outcome.reason}; {_search_note(stats)}"
+    return replace(outcome, reason=note, falsifier_passes=stats.passes, time_s=time.monotonic() - start)
 
 
 def _prepare(path: str, prop: Property, start: float, stop: float) -> _Run | VerificationOutcome:
@@ -240,14 +282,16 @@ def _prepare(path: str, prop: Property, start: float, stop: float) -> _Run | Ver
         return VerificationOutcome(verdict, "none", time.monotonic() - start, reason=reason, **kw)  # type: ignore[arg-type]
 
     model = load_model(path)
+    search_until = min(stop, now() + min(2.0, 0.05 * max(stop - now(), 0.0)))  # as the ladder's search
     if model.missing:
-        return early(
-            "unknown",
-            f"{len(model.missing)} unsupported node(s): " + ", ".join(f"{n} ({o})" for n, o in model.missing),
-            unsupported=list(model.missing),
+        listed = ", ".join(f"{n} ({o})" for n, o in model.missing)
+        unbounded = early(
+            "unknown", f"{len(model.missing)} unsupported node(s): {listed}", unsupported=list(model.missing)
         )
+        return _falsify_only(model.module, path, prop, search_until, unbounded, start)
     if model.error is not None:
-        return early("unknown", str(model.error), unsupported=list(model.error.nodes))
+        unbounded = early("unknown", str(model.error), unsupported=list(model.error.nodes))
+        return _falsify_only(model.module, path, prop, search_until, unbounded, start)
     module, net = model.module, model.net
     assert module is not None and net is not None
     if net.n_inputs != prop.n_inputs or net.n_outputs != prop.n_outputs:
