@@ -108,3 +108,27 @@ def test_flattened_model_accepts_image_data(tmp_path: Path, image_case) -> None:
     flat = build_mlp(tmp_path / "flat.onnx", [36, 8, 3])
     data = load_dataset(DataSpec(path=image_case.data, layout=Layout.NCHW), runner(flat, layout="NC"))
     assert data.x.shape == (120, 36)
+
+
+def test_a_declared_layout_the_input_plainly_contradicts_is_refused(tmp_path: Path) -> None:
+    """[N, 1, 16, 16] declared NHWC (16 'channels') and [N, 16, 16, 3] declared NCHW are refused naming
+    the field and the layout to set; shapes that fit their declaration, or that could be either, pass."""
+    from nnassay.tasks.errors import ModelError
+    from nnassay.tasks.io.model_io import check_layout
+
+    for shape, declared, fix in (
+        ([None, 1, 16, 16], Layout.NHWC, "NCHW"),
+        (["N", 16, 16, 3], Layout.NCHW, "NHWC"),
+    ):
+        with pytest.raises(ModelError, match="model.layout is") as info:
+            check_layout(declared, shape, tmp_path / "m.onnx")
+        assert info.value.field == "model.layout" and f"set model.layout: {fix}" in (info.value.fix or "")
+    for shape, declared in (
+        ([None, 1, 16, 16], Layout.NCHW),
+        ([None, 16, 16, 3], Layout.NHWC),
+        ([None, 13, 64, 64], Layout.NCHW),  # multispectral: 13 channels first
+        ([None, 16, 8, 4], Layout.NCHW),  # 16 channels of 8 x 4: could be either, not judged
+        ([None, 3, "H", "W"], Layout.NHWC),  # symbolic axes: not judged
+        ([None, 20], Layout.FLAT),
+    ):
+        check_layout(declared, shape, tmp_path / "m.onnx")

@@ -92,6 +92,30 @@ def open_session(
         ) from exc
 
 
+def check_layout(layout: Layout, shape: list[int | str | None], path: Path) -> None:
+    """Refuse a declared image layout the model's input plainly contradicts: the declared channel axis
+    holds more than 4 values while the other layout's channel axis holds 1 or 3 and leaves an image
+    of at least 8 x 8 (``[N, 1, 16, 16]`` declared NHWC, ``[N, 64, 64, 3]`` declared NCHW). Symbolic
+    or other shapes are not judged."""
+    if len(shape) != 4 or not all(isinstance(d, int) for d in shape[1:]):
+        return
+    first, mid, last = (int(d) for d in shape[1:])  # type: ignore[arg-type]
+    other = None
+    if layout == Layout.NHWC and last > 4 and first in (1, 3) and min(mid, last) >= 8:
+        other = Layout.NCHW
+    elif layout == Layout.NCHW and first > 4 and last in (1, 3) and min(first, mid) >= 8:
+        other = Layout.NHWC
+    if other is not None:
+        axis = 1 if other == Layout.NCHW else 3
+        raise ModelError(
+            f"model.layout is {layout.value} but the model's input {list(shape)} has {shape[axis]} "
+            f"channel(s) on axis {axis}, as in {other.value}",
+            file=str(path),
+            field="model.layout",
+            fix=f"set model.layout: {other.value} (the axis order of the model's input)",
+        )
+
+
 class ModelRunner:
     """A loaded ONNX classifier that takes data-space inputs. Thread-safe for ``logits``."""
 
@@ -128,6 +152,7 @@ class ModelRunner:
         self.input_shape: list[int | str | None] = list(declared)
         self.input_type: str = inputs[0].type  # float32 batches are cast to it (model_outputs.as_input)
         check_input_type(self.input_type, self.input_name, self.path)
+        check_layout(spec.layout, self.input_shape, self.path)
         self.outputs = [OutputInfo.of(o) for o in self.session.get_outputs()]
         self.output = choose_output(self.outputs, spec.output_name, self.path, lambda: self._onnx)
         self.output_name = self.output.name
