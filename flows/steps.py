@@ -284,6 +284,7 @@ def provenance(
 ) -> Provenance:
     """Where, when and with what the assessment ran: built once, at the end of execution."""
     flow_run = runtime.flow_run.id
+    model, data = execute.load_inputs(spec, prefer_cuda=request.prefer_cuda)  # loaded once per process
     return ev.build_provenance(
         spec,
         request.spec_path,
@@ -300,6 +301,8 @@ def provenance(
         extra={
             "run_folder": str(request.output.resolve()),
             "cwd": str(Path.cwd()),
+            "model_reading": model.describe(),  # which output, logits or probabilities, class columns
+            "labels_read": data.labels_read or None,  # how y became class indices (text or 1, 5, 9)
             **resume.cache_notes(request.output, started),  # cached results refused, recomputed
         },
     )

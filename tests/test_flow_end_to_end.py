@@ -50,6 +50,9 @@ def test_flow_leaves_evidence_mlflow_run_and_pdf(
     assert bundle.overall.value == "fail" or verdicts["NOISY"] == "inconclusive"
     assert bundle.provenance.execution_provider == "CPUExecutionProvider"
     assert bundle.provenance.prefect_flow_run_id
+    reading = bundle.provenance.extra["model_reading"]  # how the outputs were read, for the auditor
+    assert isinstance(reading, dict) and reading["output_kind"] in ("logits", "probabilities")
+    assert reading["output_kind_source"] and reading["n_classes"] == 3
     assert {a.role for a in bundle.manifest} >= {"spec", "model", "data", "plan", "result"}
     assert json.loads((out / "plan.json").read_text())["spec_id"] == "tiny"
 

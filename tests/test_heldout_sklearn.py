@@ -141,6 +141,13 @@ def test_standard_assessment_gives_every_goal_a_verdict(name: str, folder: Path,
     m = _built(name, folder)
     evidence = zoo_models.assess_every_goal(heldout_sklearn.spec(m), tmp_path)
     verdicts = {v["goal_id"]: v for v in evidence["verdicts"]}
+    extra = evidence["provenance"]["extra"]  # the auditor sees how outputs and labels were read
+    assert extra["model_reading"]["class_labels"] == [
+        str(c) if isinstance(c, str) else int(c) for c in m.classes
+    ]
+    assert (extra["labels_read"] is not None) == (
+        not np.issubdtype(m.y.dtype, np.integer) or m.y.min() != 0 or m.y.max() != len(m.classes) - 1
+    )
     results = {r["goal_id"]: r for r in evidence["results"]}
     assert results["CLEAN"]["status"] == "completed" and results["ATTACK"]["status"] == "completed"
     assert verdicts["CLEAN"]["verdict"] == "pass", verdicts["CLEAN"]  # labels read right: accurate
