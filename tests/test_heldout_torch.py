@@ -391,3 +391,27 @@ def test_standard_spec_gives_every_goal_a_verdict(name: str, heldout_dir: Path, 
     else:
         assert formal["status"] == "completed", formal
         assert "ONNXRuntimeError" not in json.dumps(formal)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_failures_on_sequence_inputs_are_explained(heldout_dir: Path, tmp_path: Path) -> None:
+    """Samples [N, T, F] (a GRU on layout NC): explanations use one unit per element in the sample's
+    shape (a new-user trial saw every explanation fail: masks were flat, samples were not)."""
+    model = _model("gru", heldout_dir)
+    spec = heldout_torch.standard_spec(model)
+    spec["goals"] = [g for g in spec["goals"] if g["id"] == "CLEAN"]
+    spec["goals"][0]["criterion"]["threshold"] = 0.999  # fails on purpose: its failures are explained
+    evidence = zoo_models.assess_every_goal(spec, tmp_path)
+    assert not evidence["provenance"]["extra"].get("explanations_not_made")
+    (explained,) = evidence["explanations"]
+    assert explained["goal_id"] == "CLEAN" and explained["samples"]
+
+
+def test_feature_units_keep_the_shape_of_a_sequence_sample() -> None:
+    from nnassay.tasks.explain.attributions import feature_units
+
+    units = feature_units(12, shape=(4, 3))
+    assert units.masks.shape == (12, 4, 3) and units.masks.sum() == 12
+    assert units.spread(np.arange(12.0)).shape == (4, 3)
+    assert units.scores(np.ones((4, 3))).tolist() == [1.0] * 12

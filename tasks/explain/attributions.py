@@ -57,10 +57,11 @@ class Units:
         return (per_element @ flat).reshape(self.masks.shape[1:])
 
 
-def feature_units(n_features: int, names: tuple[str, ...] = ()) -> Units:
-    """One unit per tabular feature, named by column (or 'feature <i>')."""
+def feature_units(n_features: int, names: tuple[str, ...] = (), shape: tuple[int, ...] = ()) -> Units:
+    """One unit per tabular feature, named by column (or 'feature <i>'); ``shape``: the sample's shape
+    when it is not a flat row (a sequence [T, F]: one unit per element, masks in that shape)."""
     labels = names if len(names) == n_features else tuple(f"feature {i}" for i in range(n_features))
-    return Units(np.eye(n_features, dtype=bool), labels)
+    return Units(np.eye(n_features, dtype=bool).reshape(n_features, *(shape or (n_features,))), labels)
 
 
 def spatial_axes(sample_shape: tuple[int, ...], layout: Layout) -> tuple[int, int]:

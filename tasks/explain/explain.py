@@ -139,7 +139,7 @@ def units_for(data: Dataset, options: ExplainOptions) -> Units:
     shape = tuple(data.x.shape[1:])
     if data.kind == "image" and len(shape) >= 2:  # flattened images are explained pixel by pixel
         return patch_units(shape, data.layout, options.patch)
-    return feature_units(int(np.prod(shape)), tuple(data.feature_names))
+    return feature_units(int(np.prod(shape)), tuple(data.feature_names), shape)
 
 
 def attributor(runner: ModelRunner, data: Dataset, options: ExplainOptions) -> tuple[Attributor, str, str]:
