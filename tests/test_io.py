@@ -132,3 +132,14 @@ def test_a_declared_layout_the_input_plainly_contradicts_is_refused(tmp_path: Pa
         ([None, 20], Layout.FLAT),
     ):
         check_layout(declared, shape, tmp_path / "m.onnx")
+
+
+def test_model_labels_must_name_every_score_column(tmp_path: Path, image_case) -> None:  # type: ignore[no-untyped-def]
+    """Three class names for a model with another number of scores names model.labels, not the data."""
+    from nnassay.tasks.errors import ModelError
+
+    model = ModelRunner(ModelSpec(path=str(image_case.model), labels=["a", "b", "c", "d"]), prefer_cuda=False)
+    assert model.n_classes == 3
+    with pytest.raises(ModelError, match="model.labels names 4 classes") as info:
+        load_dataset(DataSpec(path=image_case.data), model)
+    assert info.value.field == "model.labels" and "exactly 3 class names" in (info.value.fix or "")

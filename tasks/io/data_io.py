@@ -66,6 +66,19 @@ class Dataset:
         return replace(self, x=self.x[index], y=self.y[index], repeats=repeats, source_x=self.whole_x)
 
 
+def _check_declared_labels(model: ModelRunner) -> None:
+    """``model.labels`` must name exactly the classes the model scores (one name per score column)."""
+    names = model.spec.labels
+    if names and len(names) != model.n_classes:
+        raise ModelError(
+            f"model.labels names {len(names)} classes {list(names)[:10]} but the model gives "
+            f"{model.n_classes} scores per sample (output {model.output_name!r})",
+            file=str(model.path),
+            field="model.labels",
+            fix=f"list exactly {model.n_classes} class names, in the order of the model's score columns",
+        )
+
+
 def repeated_inputs(x: np.ndarray) -> np.ndarray:
     """Per row of ``x``: True when its bytes equal an earlier row's (hashed, so memory stays small)."""
     rows = np.ascontiguousarray(x).reshape(len(x), -1)
@@ -281,6 +294,7 @@ def _load_dataset(spec: DataSpec, model: ModelRunner) -> Dataset:
     x, y = np.asarray(x), np.asarray(y)
     if spec.limit:
         x, y = x[: spec.limit], y[: spec.limit]
+    _check_declared_labels(model)
     y, labels_read = class_indices(y, model.class_labels, path, model.spec.labels)  # text or 1, 5, 9
     _check_values(x, y, path, model)
     data_layout = spec.layout or (Layout.NHWC if path.is_dir() else model.layout)
