@@ -7,6 +7,7 @@ import logging
 import queue
 import shutil
 import sys
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -378,9 +379,15 @@ def report(
     return files.pdf
 
 
+_PRINTING = threading.Lock()  # tests run in threads: one whole line at a time
+
+
 def print_progress(line: str) -> None:
-    """Terminal progress of a test, on standard error (``AssessRequest.progress``)."""
-    print(f"  {line}", file=sys.stderr, flush=True)
+    """Terminal progress of a test, on standard error (``AssessRequest.progress``): one write per
+    line under a lock (print's separate newline let two tests' lines run together)."""
+    with _PRINTING:
+        sys.stderr.write(f"  {line}\n")
+        sys.stderr.flush()
 
 
 def command_line() -> str:

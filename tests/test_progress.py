@@ -104,3 +104,41 @@ def test_dask_run_prints_the_overall_line_from_the_flow(tmp_path: Path, image_ca
     _check_lines(done.stderr, len(GOALS))
     assert "CLEAN/statistical.clean_accuracy: completed" not in done.stderr  # printed on a worker
     _results_in_plan_order(out)
+
+
+def test_progress_lines_of_concurrent_tests_never_run_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests run in threads and print at once: every line comes out whole, none empty (print's
+    separate newline let a trial see 'A: 50/50 done ...  B: completed in 0.0s' and an empty line).
+    The stream lets other threads run between writes, as a terminal's does."""
+    import threading
+    import time
+
+    from nnassay.flows.steps import print_progress
+
+    class Terminal:
+        def __init__(self) -> None:
+            self.parts: list[str] = []
+
+        def write(self, text: str) -> int:
+            self.parts.append(text)
+            time.sleep(0)  # the GIL is released, as in a real write to a terminal
+            return len(text)
+
+        def flush(self) -> None:
+            time.sleep(0)
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+
+    def shout(name: str) -> None:
+        for i in range(200):
+            print_progress(f"{name}: {i}/200 done")
+
+    threads = [threading.Thread(target=shout, args=(f"T{k}",)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = "".join(terminal.parts).split("\n")[:-1]
+    assert len(lines) == 4 * 200
+    assert all(re.fullmatch(r"  T\d: \d+/200 done", line) for line in lines)
