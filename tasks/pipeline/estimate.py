@@ -291,6 +291,12 @@ def estimate_seconds(
     cap = CAPS.get(name)
     if cap is not None:
         seconds = min(seconds, cap(get_method(name).Params.model_validate(params), samples))
+    return within_budget(seconds, time_s)
+
+
+def within_budget(seconds: float, time_s: float) -> float:
+    """An estimate as plans show it: at most the test's budget (methods stop when it runs out) plus its
+    overhead, in 0.1 s steps, at least 0.1 s."""
     return max(round(min(seconds, time_s + TEST_OVERHEAD_S), 1), 0.1)
 
 

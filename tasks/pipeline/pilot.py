@@ -54,6 +54,7 @@ from nnassay.tasks.pipeline.estimate import (
     TEST_OVERHEAD_S,
     UnitCosts,
     method_cost,
+    within_budget,
 )
 from nnassay.tasks.pipeline.planning import PlanFacts
 
@@ -165,7 +166,7 @@ def _attack_pilot(trial: Trial) -> Pilot | None:
         f"ran the attack on {k} of the {len(correct)} correctly classified samples in {took:.1f} s, "
         f"{ratio:.2g} x the work the unit costs price for them"
     )
-    return Pilot(_capped(seconds, test), note)
+    return Pilot(within_budget(seconds, test.time_s), note)
 
 
 def _proof_pilot(trial: Trial) -> Pilot | None:
@@ -204,9 +205,4 @@ def _proof_pilot(trial: Trial) -> Pilot | None:
         if per_sample
         else f"all {wrong} samples are misclassified: refuted without a proof"
     )
-    return Pilot(_capped(seconds, test), note)
-
-
-def _capped(seconds: float, test: TestSpec) -> float:
-    """As ``estimate.estimate_seconds`` rounds: within the test's budget, 0.1 s steps, at least 0.1 s."""
-    return max(round(min(seconds, test.time_s + TEST_OVERHEAD_S), 1), 0.1)
+    return Pilot(within_budget(seconds, test.time_s), note)
