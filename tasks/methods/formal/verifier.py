@@ -242,6 +242,15 @@ def _convert_model(path: str) -> _Model:
         return _Model(module=module, error=exc)
 
 
+SEARCH_S, SEARCH_SHARE = 2.0, 0.05  # the counterexample search before bounds: at most this long or share
+
+
+def search_deadline(stop: float) -> float:
+    """When the counterexample search that precedes the bounds stops: after ``SEARCH_S`` seconds or
+    ``SEARCH_SHARE`` of the time left before ``stop``, whichever comes first."""
+    return now() + min(SEARCH_S, SEARCH_SHARE * max(stop - now(), 0.0))
+
+
 def _falsify_only(
     module: torch.nn.Module | None,
     path: str,
@@ -282,7 +291,7 @@ def _prepare(path: str, prop: Property, start: float, stop: float) -> _Run | Ver
         return VerificationOutcome(verdict, "none", time.monotonic() - start, reason=reason, **kw)  # type: ignore[arg-type]
 
     model = load_model(path)
-    search_until = min(stop, now() + min(2.0, 0.05 * max(stop - now(), 0.0)))  # as the ladder's search
+    search_until = search_deadline(stop)
     if model.missing:
         listed = ", ".join(f"{n} ({o})" for n, o in model.missing)
         unbounded = early(
@@ -400,7 +409,7 @@ def _ladder(run: _Run, incomplete: bool) -> VerificationOutcome:
         ),
         None,
     )
-    stop = run.deadline if too_large else min(2.0, 0.05 * max(run.left(), 0.0)) + now()
+    stop = run.deadline if too_large else search_deadline(run.deadline)
     for spec, (low, high), ibp in zip(specs, boxes, ibps, strict=True):
         if ibp.plan is None:
             continue  # proved by IBP (or empty): no counterexample to look for
